@@ -1,0 +1,160 @@
+"""The two Norface networks and the fused inference model.
+
+Normalization network F_nor: a shared encoder E_s maps the original face I_o and the target face
+I_t to tokens, the EMM merges the original's expression into the target's tokens, and a conv decoder
+renders the normalized face I_n (the target identity wearing I_o's expression).
+
+Classification network F_cls: encoder E_f runs on I_n and I_o (one batched pass of 2B), each
+pooled feature goes through its own input MoE block (normalized / original branch), the two are
+concatenated and go through an output MoE block, then linear heads give AU occurrence logits,
+AU intensities and emotion logits.
+
+:class:`NorfaceModel` is what ships: the target is fixed, so its tokens are computed once by
+:meth:`NorfaceModel.set_target` and stored in a buffer (saved with the weights and baked into the
+ONNX graph as a constant); per face the normalization costs one encoder pass + EMM + decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from norface_rt.config import ModelConfig
+from norface_rt.models.decoder import ConvDecoder
+from norface_rt.models.emm import ExpressionMergingModule
+from norface_rt.models.moe import MoEOutput, NoisyTopKMoE
+from norface_rt.models.vit import ViTEncoder
+
+
+def _check_images(x: torch.Tensor, cfg: ModelConfig, name: str) -> None:
+    want = (cfg.in_chans, cfg.img_size, cfg.img_size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(f"{name}: expected (B, {want[0]}, {want[1]}, {want[2]}), got {tuple(x.shape)}")
+
+
+class NormalizationNet(nn.Module):
+    """E_s + EMM + ConvDecoder: (I_o, target tokens) -> I_n in normalised pixel space."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ViTEncoder(cfg)
+        self.emm = ExpressionMergingModule(cfg.embed_dim, cfg.emm_heads, cfg.emm_blocks, cfg.mlp_ratio)
+        self.decoder = ConvDecoder(cfg)
+
+    def encode_target(self, target: torch.Tensor) -> torch.Tensor:
+        """I_t (B, C, S, S) -> target tokens (B, N, D); cache these, they never change at runtime."""
+        _check_images(target, self.cfg, "target")
+        return self.encoder(target)
+
+    def forward(self, original: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
+        """I_o (B, C, S, S), target tokens (1 or B, N, D) -> I_n (B, C, S, S)."""
+        _check_images(original, self.cfg, "original")
+        return self.decoder(self.emm(target_tokens, self.encoder(original)))
+
+
+@dataclass
+class ClassifierOutput:
+    au_logits: torch.Tensor  # (B, A), sigmoid -> occurrence probability
+    au_intensity: torch.Tensor  # (B, A) in [0, cfg.au_intensity_max]
+    emotion_logits: torch.Tensor  # (B, E), softmax -> emotion distribution
+    moe_normalized: MoEOutput
+    moe_original: MoEOutput
+    moe_output: MoEOutput
+
+
+class ClassificationNet(nn.Module):
+    """E_f on (I_n, I_o) -> identity-specific input MoEs -> output MoE -> task heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.embed_dim
+        moe = dict(hidden=cfg.moe_hidden, m=cfg.moe_experts, k=cfg.moe_top_k, noisy=cfg.moe_noise)
+        self.encoder = ViTEncoder(cfg)
+        self.moe_normalized = NoisyTopKMoE(d, d, **moe)
+        self.moe_original = NoisyTopKMoE(d, d, **moe)
+        self.moe_output = NoisyTopKMoE(2 * d, d, **moe)
+        self.head_norm = nn.LayerNorm(d, eps=1e-6)
+        self.au_head = nn.Linear(d, len(cfg.au_names))
+        self.intensity_head = nn.Linear(d, len(cfg.au_names))
+        self.emotion_head = nn.Linear(d, len(cfg.emotion_names))
+
+    def forward(self, normalized: torch.Tensor, original: torch.Tensor) -> ClassifierOutput:
+        _check_images(normalized, self.cfg, "normalized")
+        _check_images(original, self.cfg, "original")
+        b = original.shape[0]
+        # One encoder pass over 2B images: better GEMM shapes than two passes of B.
+        feats = self.encoder(torch.cat([normalized, original], dim=0)).mean(dim=1)
+        f_n, f_o = feats[:b], feats[b:]
+        m_n = self.moe_normalized(f_n)
+        m_o = self.moe_original(f_o)
+        m_out = self.moe_output(torch.cat([m_n.out, m_o.out], dim=1))
+        h = self.head_norm(m_out.out)
+        return ClassifierOutput(
+            au_logits=self.au_head(h),
+            au_intensity=torch.sigmoid(self.intensity_head(h)) * self.cfg.au_intensity_max,
+            emotion_logits=self.emotion_head(h),
+            moe_normalized=m_n,
+            moe_original=m_o,
+            moe_output=m_out,
+        )
+
+
+class NorfaceModel(nn.Module):
+    """Normalizer + classifier + cached target tokens; ``forward`` is the exported inference graph."""
+
+    target_tokens: torch.Tensor
+    target_ready: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.normalizer = NormalizationNet(cfg)
+        self.classifier = ClassificationNet(cfg)
+        self.register_buffer("target_tokens", torch.zeros(1, cfg.num_patches, cfg.embed_dim))
+        self.register_buffer("target_ready", torch.zeros((), dtype=torch.uint8))
+
+    @property
+    def has_target(self) -> bool:
+        return bool(self.target_ready.item())
+
+    @torch.no_grad()
+    def set_target(self, image: torch.Tensor) -> torch.Tensor:
+        """Encode the target face once (normalised (C, S, S) or (1, C, S, S)) and cache its tokens.
+
+        Call again after E_s changes (e.g. after loading trained weights with a new target).
+        """
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        if image.dim() != 4 or image.shape[0] != 1:
+            raise ValueError(f"image: expected (C, S, S) or (1, C, S, S), got {tuple(image.shape)}")
+        was_training = self.normalizer.training
+        self.normalizer.eval()
+        try:
+            tokens = self.normalizer.encode_target(image.to(self.target_tokens.device).float())
+        finally:
+            self.normalizer.train(was_training)
+        self.target_tokens.copy_(tokens)
+        self.target_ready.fill_(1)
+        return tokens
+
+    def forward_full(self, face: torch.Tensor) -> tuple[torch.Tensor, ClassifierOutput]:
+        """Normalized face plus every classifier output (MoE routing included), for training/eval."""
+        normalized = self.normalizer(face, self.target_tokens)
+        return normalized, self.classifier(normalized, face)
+
+    def forward(
+        self, face: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """face (B, C, S, S) normalised -> (normalized (B, C, S, S), au_prob (B, A),
+        au_intensity (B, A) in [0, max], emotion_prob (B, E))."""
+        normalized, out = self.forward_full(face)
+        return (
+            normalized,
+            torch.sigmoid(out.au_logits),
+            out.au_intensity,
+            torch.softmax(out.emotion_logits, dim=-1),
+        )

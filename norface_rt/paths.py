@@ -1,0 +1,93 @@
+"""Where model files are looked for, in one documented order.
+
+Norface model set (a directory holding ``config.json`` and ``norface.onnx``):
+  1. the ``--model-dir`` flag, 2. ``$NORFACE_RT_MODEL_DIR``, 3. ``<user cache>/models/norface``,
+  4. the default model shipped inside the package (``norface_rt/assets/model``), if present.
+MediaPipe face landmarker (``face_landmarker*.task``):
+  1. the ``--landmarker`` flag, 2. ``$NORFACE_RT_LANDMARKER`` (a file), 3. ``$NORFACE_RT_SHARED_MODELS``
+  (a directory), 4. ``<user cache>/models``.
+The user cache is ``$NORFACE_RT_CACHE`` or ``$XDG_CACHE_HOME/norface-rt`` or ``~/.cache/norface-rt``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LANDMARKER_FILENAMES = ("face_landmarker.task", "face_landmarker_v2_with_blendshapes.task")
+# The exact bundle the project is developed and tested with (MediaPipe's own test asset, Apache-2.0).
+# `norface-rt models download` refuses any file whose sha256 differs.
+LANDMARKER_URL = (
+    "https://storage.googleapis.com/mediapipe-assets/face_landmarker_v2_with_blendshapes.task"
+)
+LANDMARKER_SHA256 = "b261925d4aad812b47a0e8d58c1baa1223270a5d1f663d78338bc881c003879d"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model file is missing; the message lists every place that was searched."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("NORFACE_RT_CACHE"):
+        return Path(os.environ["NORFACE_RT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "norface-rt"
+
+
+def packaged_model_dir() -> Path:
+    return Path(__file__).resolve().parent / "assets" / "model"
+
+
+def _is_model_dir(p: Path) -> bool:
+    return (p / "config.json").is_file() and (p / "norface.onnx").is_file()
+
+
+def resolve_model_dir(flag: str | os.PathLike[str] | None = None) -> Path:
+    candidates: list[tuple[str, Path]] = []
+    if flag:
+        candidates.append(("--model-dir", Path(flag)))
+    env = os.environ.get("NORFACE_RT_MODEL_DIR")
+    if env:
+        candidates.append(("$NORFACE_RT_MODEL_DIR", Path(env)))
+    candidates.append(("user cache", cache_dir() / "models" / "norface"))
+    candidates.append(("packaged default", packaged_model_dir()))
+    if flag:
+        # An explicit flag is a promise: do not silently fall back to something else.
+        candidates = candidates[:1]
+    for _, p in candidates:
+        if _is_model_dir(p):
+            return p
+    looked = "\n".join(f"  - {how}: {p}" for how, p in candidates)
+    raise ModelNotFoundError(
+        "no Norface model set (config.json + norface.onnx) found. Looked in:\n" + looked + "\n"
+        "Pass --model-dir DIR or set NORFACE_RT_MODEL_DIR. To exercise the plumbing without "
+        "trained weights, create an untrained model set with `norface-rt models init-untrained DIR` "
+        "(its results are flagged untrained)."
+    )
+
+
+def resolve_landmarker(flag: str | os.PathLike[str] | None = None) -> Path:
+    candidates: list[tuple[str, Path]] = []
+    if flag:
+        candidates.append(("--landmarker", Path(flag)))
+    env_file = os.environ.get("NORFACE_RT_LANDMARKER")
+    if env_file:
+        candidates.append(("$NORFACE_RT_LANDMARKER", Path(env_file)))
+    dirs: list[tuple[str, Path]] = []
+    if os.environ.get("NORFACE_RT_SHARED_MODELS"):
+        dirs.append(("$NORFACE_RT_SHARED_MODELS", Path(os.environ["NORFACE_RT_SHARED_MODELS"])))
+    dirs.append(("user cache", cache_dir() / "models"))
+    for how, d in dirs:
+        for name in LANDMARKER_FILENAMES:
+            candidates.append((how, d / name))
+    if flag:
+        candidates = candidates[:1]
+    for _, p in candidates:
+        if p.is_file():
+            return p
+    looked = "\n".join(f"  - {how}: {p}" for how, p in candidates)
+    raise ModelNotFoundError(
+        "MediaPipe face landmarker (.task) not found. Looked in:\n" + looked + "\n"
+        "Pass --landmarker FILE, set NORFACE_RT_LANDMARKER, or run `norface-rt models download` "
+        f"(fetches {LANDMARKER_URL} and checks its sha256)."
+    )

@@ -1,0 +1,32 @@
+"""Output sinks: ZeroMQ publisher, JSONL/CSV files, overlay video / window, and the listener.
+
+Submodules are imported lazily (PEP 562) so that, for example, ``norface-rt listen`` does not pay
+for importing OpenCV and PyAV.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from norface_rt.sinks.base import Sink
+
+_LAZY = {
+    "ZmqPublisher": "norface_rt.sinks.zmq_pub",
+    "JsonlSink": "norface_rt.sinks.files",
+    "CsvSink": "norface_rt.sinks.files",
+    "OverlayVideoSink": "norface_rt.sinks.overlay",
+    "MultiStreamOverlaySink": "norface_rt.sinks.overlay",
+    "ShowSink": "norface_rt.sinks.overlay",
+    "draw": "norface_rt.sinks.overlay",
+    "subscribe": "norface_rt.sinks.listen",
+    "run_listen": "norface_rt.sinks.listen",
+}
+
+__all__ = ["Sink", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'norface_rt.sinks' has no attribute {name!r}")

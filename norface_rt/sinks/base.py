@@ -1,0 +1,39 @@
+"""The sink interface: everything that consumes published messages implements it.
+
+Sinks are called from the pipeline's single publish thread, so they need not be thread-safe; they
+must not block for long either, because a slow sink delays every other sink and, through the
+bounded publish queue, the whole pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class Sink(ABC):
+    """Receives protocol message dicts (``frame``, ``eos``, ``stats``).
+
+    A sink that draws pixels sets ``needs_image = True``; the pipeline then keeps the frame image
+    and calls ``write(msg, image)`` for ``frame`` messages only (RGB uint8, HxWx3).
+    """
+
+    needs_image: ClassVar[bool] = False
+
+    @abstractmethod
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+        """Consume one message; ``image`` is only given to sinks with ``needs_image``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release resources; calling it twice is harmless."""
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

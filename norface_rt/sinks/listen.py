@@ -1,0 +1,183 @@
+"""Subscribing side: a generator of decoded messages and the ``norface-rt listen`` command body.
+
+A listener must survive whatever arrives on the wire (another program on the same port, a newer
+producer, a truncated message): malformed messages are reported with the reason and skipped, and
+every wait has a timeout so a vanished publisher never hangs the listener forever unless asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TextIO
+
+import zmq
+
+from norface_rt.protocol import STATS_TOPIC, ProtocolError, decode_multipart
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "pretty")
+_POLL_MS = 200  # wake-up period while waiting, so Ctrl-C and deadlines are honoured promptly
+
+
+def _warn(exc: ProtocolError) -> None:
+    log.warning("skipped a malformed message: %s", exc)
+
+
+def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | None = 10.0, *,
+              rcvhwm: int = 1000,
+              on_malformed: Callable[[ProtocolError], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield decoded, validated messages from a norface-rt publisher at ``endpoint``.
+
+    ``topics`` are ZeroMQ prefix filters: ``""`` is everything, a stream id selects that stream
+    (and any stream whose id starts with it), ``"_stats"`` the stats messages. ``timeout`` is the
+    longest silence tolerated, in seconds (None = wait forever); when it passes, TimeoutError is
+    raised naming the endpoint. Malformed messages go to ``on_malformed`` (default: a logged
+    warning) and are skipped. The socket is closed when the generator is closed or exhausted.
+    """
+    topic_list = list(topics) or [""]
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout: expected >= 0 seconds or None, got {timeout}")
+    if rcvhwm < 1:
+        raise ValueError(f"rcvhwm: expected >= 1, got {rcvhwm}")
+    report = on_malformed or _warn
+    ctx = zmq.Context(io_threads=1)
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+    try:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        if endpoint.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        for t in topic_list:
+            sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ValueError(f"endpoint: cannot connect to {endpoint!r}: {exc}") from exc
+        last = time.monotonic()
+        while True:
+            if not sock.poll(_POLL_MS, zmq.POLLIN):
+                if timeout is not None and time.monotonic() - last >= timeout:
+                    raise TimeoutError(f"no message from {endpoint} within {timeout:g} s")
+                continue
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+            last = time.monotonic()
+            try:
+                _, msg = decode_multipart(parts)
+            except ProtocolError as exc:
+                report(exc)
+                continue
+            yield msg
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def format_pretty(msg: dict[str, Any]) -> str:
+    """One human-readable line per message (the ``pretty`` listen format)."""
+    t = msg["type"]
+    if t == "frame":
+        pts = "-" if msg["pts"] is None else f"{msg['pts']:.3f}s"
+        head = (f"{msg['stream_id']} #{msg['seq']} frame {msg['frame_index']} t={pts} "
+                f"{len(msg['faces'])} face(s)")
+        if msg.get("untrained"):
+            head += " [UNTRAINED]"
+        if msg.get("error"):
+            head += f" ERROR: {msg['error']}"
+        parts = [head]
+        for f in msg["faces"]:
+            top_aus = sorted(f["au_intensity"].items(), key=lambda kv: -kv[1])[:3]
+            aus = " ".join(f"{k}={v:.1f}" for k, v in top_aus)
+            prob = f["emotions"].get(f["top_emotion"], float("nan"))
+            parts.append(f"[{f['track_id']}] {f['top_emotion']} {prob:.2f} {aus}")
+        return " | ".join(parts)
+    if t == "eos":
+        end = f"error: {msg['error']}" if msg["error"] else "ok"
+        return (f"{msg['stream_id']} #{msg['seq']} END after {msg['frames']} frames, "
+                f"{msg['dropped_frames']} dropped ({end})")
+    stages = " ".join(f"{k}={v['p50_ms']:.1f}/{v['p95_ms']:.1f}ms"
+                      for k, v in msg["stages"].items())
+    return f"{STATS_TOPIC} fps={msg['fps']:.1f} p50/p95: {stages}"
+
+
+@dataclass
+class ListenResult:
+    """What a listen run saw; ``exit_code`` is what ``norface-rt listen`` returns."""
+
+    received: int = 0
+    malformed: int = 0
+    timed_out: bool = False
+    interrupted: bool = False
+    ended_streams: set[str] = field(default_factory=set)
+    exit_code: int = 0
+
+    def __int__(self) -> int:
+        return self.exit_code
+
+
+def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str = "jsonl",
+               topics: Iterable[str] | None = None, count: int | None = None,
+               until_eos: bool = False, timeout: float | None = None, *,
+               err: TextIO | None = None) -> ListenResult:
+    """Print (or write to ``out``) every message from ``endpoint`` until a stop condition.
+
+    Stops after ``count`` valid messages, or with ``until_eos`` once every stream seen so far has
+    sent its ``eos``, or after ``timeout`` seconds of silence, or on Ctrl-C. Malformed messages are
+    reported on ``err`` (default stderr) with the reason, counted and skipped.
+
+    Exit code (``int(result)``): 0 when the requested stop condition was met (or, with neither
+    ``count`` nor ``until_eos``, when the timeout ended a listen that received something);
+    1 when the timeout passed first; 130 on Ctrl-C.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt: expected one of {list(FORMATS)}, got {fmt!r}")
+    if count is not None and count < 1:
+        raise ValueError(f"count: expected >= 1 or None, got {count}")
+    err_stream = err if err is not None else sys.stderr
+    res = ListenResult()
+    open_streams: set[str] = set()
+
+    def on_malformed(exc: ProtocolError) -> None:
+        res.malformed += 1
+        print(f"norface-rt listen: skipped malformed message #{res.malformed}: {exc}",
+              file=err_stream, flush=True)
+
+    own_file = isinstance(out, (str, Path))
+    sink: TextIO = (open(out, "w", encoding="utf-8") if own_file  # noqa: SIM115
+                    else out if out is not None else sys.stdout)  # type: ignore[assignment]
+    gen = subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed)
+    try:
+        for msg in gen:
+            line = (json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+                    if fmt == "jsonl" else format_pretty(msg))
+            sink.write(line + "\n")
+            sink.flush()
+            res.received += 1
+            if msg["type"] == "frame":
+                open_streams.add(msg["stream_id"])
+            elif msg["type"] == "eos":
+                open_streams.discard(msg["stream_id"])
+                res.ended_streams.add(msg["stream_id"])
+            if count is not None and res.received >= count:
+                break
+            if until_eos and res.ended_streams and not open_streams:
+                break
+    except TimeoutError as exc:
+        res.timed_out = True
+        wanted_more = count is not None or until_eos or res.received == 0
+        res.exit_code = 1 if wanted_more else 0
+        print(f"norface-rt listen: {exc} (received {res.received}, malformed {res.malformed})",
+              file=err_stream, flush=True)
+    except KeyboardInterrupt:
+        res.interrupted = True
+        res.exit_code = 130
+    finally:
+        gen.close()
+        if own_file:
+            sink.close()
+    return res

@@ -1,0 +1,223 @@
+"""Common machinery of every frame source: one decode thread feeding one bounded queue.
+
+Decoding runs on its own thread so a slow network read or a heavy decoder never stalls the
+analysis stages, and the bounded :class:`~norface_rt.sources.frame_queue.FrameQueue` between them
+is the only place where back-pressure or frame dropping happens, with a policy chosen per source.
+
+Contract shared by all sources:
+
+* ``start()`` spawns the thread; ``read(timeout)`` returns a :class:`FramePacket`, the stream's
+  single :class:`EndOfStream`, or None when nothing arrived in time; ``stop(timeout)`` never hangs.
+* After the last frame exactly one ``EndOfStream`` is emitted, even when the decode thread dies of
+  an unexpected exception (its ``error`` then names the exception). ``error=None`` means a clean
+  end (including an end requested through ``stop()``).
+* ``EndOfStream.frames`` counts the frames the source decoded and queued; ``dropped`` of them were
+  evicted by the drop-oldest policy, so ``frames - dropped`` reached (or could reach) the consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+from norface_rt.sources.frame_queue import FrameQueue, Policy
+from norface_rt.types import EndOfStream, FramePacket
+
+log = logging.getLogger(__name__)
+
+
+def check_seconds(name: str, value: float) -> float:
+    """Validate a seconds argument so a typo fails loudly instead of blocking forever."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0 (seconds), got {value!r}")
+    return float(value)
+
+
+def check_optional_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0 or None (seconds), got {value!r}")
+    return float(value)
+
+
+def check_stream_id(stream_id: str) -> str:
+    if not isinstance(stream_id, str) or not stream_id.strip():
+        raise ValueError(f"stream_id must be a non-empty string, got {stream_id!r}")
+    return stream_id
+
+
+def slug(text: str) -> str:
+    """A stream id made from a file stem or host: safe in file names, topics and CSV columns."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return s or "stream"
+
+
+class Source(ABC):
+    """A stream of decoded frames produced by one background thread."""
+
+    def __init__(self, stream_id: str, *, queue_size: int, policy: Policy, live: bool) -> None:
+        self._stream_id = check_stream_id(stream_id)
+        self._queue: FrameQueue[FramePacket | EndOfStream] = FrameQueue(queue_size, policy)
+        self._live = bool(live)
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queued = 0  # frames put into the queue (decode thread only)
+        self._delivered = 0  # frames returned by read() (consumer thread only)
+        self._eos_delivered = False
+
+    # ---- public API ------------------------------------------------------------------------
+
+    @property
+    def stream_id(self) -> str:
+        return self._stream_id
+
+    @property
+    def live(self) -> bool:
+        """True when frames arrive in real time and old frames are dropped under back-pressure."""
+        return self._live
+
+    @property
+    def policy(self) -> Policy:
+        return self._queue.policy
+
+    @property
+    def frames(self) -> int:
+        """Frames delivered to the consumer by ``read()`` so far."""
+        return self._delivered
+
+    @property
+    def dropped(self) -> int:
+        """Frames evicted by the drop-oldest policy so far (always 0 for lossless sources)."""
+        return self._queue.dropped
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def running(self) -> bool:
+        """True while the decode thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Self:
+        """Spawn the decode thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError(f"source {self._stream_id!r} was already started")
+        self._thread = threading.Thread(target=self._main, name=f"source-{self._stream_id}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def read(self, timeout: float) -> FramePacket | EndOfStream | None:
+        """Next frame, the end-of-stream marker, or None when nothing arrived within ``timeout``.
+
+        After the ``EndOfStream`` has been returned, every further call returns None at once.
+        """
+        timeout = check_seconds("timeout", timeout)
+        if self._thread is None:
+            raise RuntimeError(f"source {self._stream_id!r}: call start() before read()")
+        if self._eos_delivered:
+            return None
+        item = self._queue.get(timeout)
+        if isinstance(item, FramePacket):
+            self._delivered += 1
+            item.dropped = self._queue.dropped  # the count as of delivery, not of decoding
+        elif isinstance(item, EndOfStream):
+            self._eos_delivered = True
+        return item
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the decode thread to finish, discard queued frames, join it for at most ``timeout``.
+
+        Returns True when the thread has ended. A thread blocked inside a network read ends by
+        itself once the source's read timeout expires (it is a daemon thread, so it never keeps
+        the interpreter alive). The ``EndOfStream`` the thread emits stays readable afterwards.
+        """
+        timeout = check_seconds("timeout", timeout)
+        self._stop_event.set()
+        self._queue.close()
+        self._keep_only_eos()
+        self._on_stop()
+        if self._thread is None:
+            self._release()
+            return True
+        self._thread.join(timeout)
+        self._keep_only_eos()
+        alive = self._thread.is_alive()
+        if alive:
+            log.warning("source %s: decode thread still busy %.1f s after stop(); it will exit "
+                        "when its current blocking read times out", self._stream_id, timeout)
+        return not alive
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(stream_id={self._stream_id!r}, live={self._live}, "
+                f"policy={self.policy!r}, frames={self.frames}, dropped={self.dropped})")
+
+    # ---- for subclasses ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _produce(self) -> str | None:
+        """Decode until the end, a failure or a stop request (runs on the decode thread).
+
+        Return None for a clean end, else a message naming the problem. Call ``_emit`` for each
+        frame and return as soon as it yields False or ``_stopping`` is set.
+        """
+
+    def _release(self) -> None:
+        """Free resources opened at construction when the thread never ran (override)."""
+
+    def _on_stop(self) -> None:
+        """Hook run by ``stop()`` on the caller's thread before joining (override)."""
+
+    @property
+    def _stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep for ``seconds`` unless stopped first; True when a stop was requested."""
+        return self._stop_event.wait(max(0.0, seconds))
+
+    def _emit(self, packet: FramePacket) -> bool:
+        """Queue one frame; False means the source is stopping and decoding should end."""
+        if self._stop_event.is_set():
+            return False
+        if not self._queue.put(packet):
+            return False
+        self._queued += 1
+        return True
+
+    @property
+    def _next_index(self) -> int:
+        """frame_index for the next frame: contiguous over everything this source has queued."""
+        return self._queued
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        error: str | None
+        try:
+            error = self._produce()
+        except Exception as exc:  # the thread must always end with an EndOfStream
+            log.exception("source %s: decode thread failed", self._stream_id)
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            log.warning("source %s ended with an error: %s", self._stream_id, error)
+        self._queue.put_final(EndOfStream(stream_id=self._stream_id, frames=self._queued,
+                                          dropped=self._queue.dropped, error=error))
+
+    def _keep_only_eos(self) -> None:
+        for item in self._queue.drain():
+            if isinstance(item, EndOfStream):
+                self._queue.put_final(item)

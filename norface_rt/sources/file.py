@@ -1,0 +1,238 @@
+"""Video files decoded with PyAV: every frame, in order, or a clear statement of what went wrong.
+
+FFmpeg rarely *raises* on damaged input: a truncated file usually just ends early and a damaged
+packet is concealed. A file source that silently delivers 40 % of a recording is worse than one
+that fails, so the end of decoding is checked against what the container promised:
+
+* a video packet the demuxer flags corrupt, or a frame the decoder flags corrupt, ends the stream
+  there (after flushing the frames decoded from intact data before it);
+* fewer video packets than the container declares frames (``nb_frames``) means truncation
+  (packets, not decoded frames, are compared: an edit list legitimately discards a few decoded
+  frames, as in ``no_face.mp4``, 98 packets and 95 frames);
+* for single-stream files without a frame count (Matroska, WebM), ending well before the declared
+  duration means truncation.
+
+``pts`` counts seconds from the start of the video stream (offsets such as MPEG-TS's 1.4 s are
+removed); with ``loop=True`` it keeps growing across passes, like ``frame_index``.
+
+Each case ends with ``EndOfStream(error="decode error at frame N: ...")`` where N is the index the
+first missing frame would have had. MPEG-TS declares neither, so a TS file cut exactly at a packet
+boundary is indistinguishable from a shorter one; a cut inside a packet is caught by the decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+
+from norface_rt.sources.base import Source, slug
+from norface_rt.types import FramePacket
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What the container says about its first video stream (read once, at construction)."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    declared_frames: int  # 0 when the container does not say
+    duration: float | None  # seconds
+
+
+class _Stopped(Exception):
+    """Internal: the consumer asked the source to stop."""
+
+
+class FileSource(Source):
+    """Lossless (or, with ``realtime=True``, camera-like) decoding of one video file."""
+
+    def __init__(self, path: str | os.PathLike[str], stream_id: str | None = None,
+                 queue_size: int = 8, *, loop: bool = False, realtime: bool = False) -> None:
+        self._path = Path(path)
+        if stream_id is None:
+            stream_id = slug(self._path.stem)
+        self._loop = bool(loop)
+        self._realtime = bool(realtime)
+        self._loops = 0
+        self._container: Any = None
+        super().__init__(stream_id, queue_size=queue_size,
+                         policy="drop_oldest" if realtime else "lossless", live=self._realtime)
+        if not self._path.exists():
+            raise FileNotFoundError(f"video file not found: {self._path}")
+        if self._path.is_dir():
+            raise ValueError(f"expected a video file, got a directory: {self._path} "
+                             "(image folders are read by ImageSource)")
+        self._container = self._open()  # validates now; the decode thread reuses it
+        try:
+            self._info = self._describe(self._container)
+        except Exception:
+            self._release()
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    @property
+    def loops(self) -> int:
+        """Completed passes over the file (only grows with ``loop=True``)."""
+        return self._loops
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        try:
+            container = av.open(str(self._path), mode="r")
+        except av.FFmpegError as exc:
+            raise ValueError(f"not a readable video file: {self._path} "
+                             f"(FFmpeg: {exc.strerror or exc})") from exc
+        if not container.streams.video:
+            kinds = ", ".join(sorted({str(s.type) for s in container.streams})) or "none"
+            container.close()
+            raise ValueError(f"no video stream in {self._path} (expected 1 video stream, found "
+                             f"streams of type: {kinds})")
+        return container
+
+    def _describe(self, container: Any) -> VideoInfo:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if not ctx.width or not ctx.height:
+            raise ValueError(f"video stream of {self._path} has no frame size "
+                             f"(width={ctx.width}, height={ctx.height}); unsupported codec?")
+        rate = stream.average_rate or stream.guessed_rate
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        return VideoInfo(codec=ctx.name, width=int(ctx.width), height=int(ctx.height),
+                         fps=float(rate) if rate else None,
+                         declared_frames=int(stream.frames or 0), duration=duration)
+
+    def _release(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    # ---- decoding ---------------------------------------------------------------------------
+
+    def _produce(self) -> str | None:
+        container, self._container = self._container, None
+        pts_offset = 0.0
+        clock0: float | None = None  # realtime: monotonic time that corresponds to pts 0
+        while True:
+            first_index = self._next_index
+            try:
+                error, end_pts, clock0 = self._decode_pass(container, pts_offset, clock0)
+            except _Stopped:
+                return None
+            finally:
+                container.close()
+            if error is not None or not self._loop or self._stopping:
+                return error
+            if self._next_index == first_index:
+                return f"loop: no frame decoded in pass {self._loops + 1} of {self._path}"
+            self._loops += 1
+            pts_offset = end_pts
+            container = self._open()
+
+    def _decode_pass(self, container: Any, pts_offset: float,
+                     clock0: float | None) -> tuple[str | None, float, float | None]:
+        """One pass over the file; returns (error, pts just past the last frame, clock0)."""
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frame_dur = 1.0 / self._info.fps if self._info.fps else 0.0
+        decoded = 0
+        demuxed = 0
+        end_pts = pts_offset
+        start = 0.0  # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
+        if stream.start_time is not None and stream.time_base is not None:
+            start = float(stream.start_time * stream.time_base)
+
+        def deliver(frame: Any) -> None:
+            nonlocal decoded, end_pts, clock0
+            packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
+                                               live=self.live)
+            if packet.pts is None and frame_dur:
+                packet.pts = decoded * frame_dur  # containers without timestamps (raw streams)
+            elif packet.pts is not None:
+                packet.pts -= start
+            if packet.pts is not None:
+                packet.pts += pts_offset
+                end_pts = max(end_pts, packet.pts + frame_dur)
+            if self._realtime:
+                t = packet.pts if packet.pts is not None else 0.0
+                if clock0 is None:
+                    clock0 = time.monotonic() - t
+                if self._wait(clock0 + t - time.monotonic()):
+                    raise _Stopped
+                packet.capture_time = time.time()  # "captured" when a camera would have sent it
+            if not self._emit(packet):
+                raise _Stopped
+            decoded += 1
+
+        def flush_then(reason: str) -> str:
+            """Deliver frames still buffered from intact data (frame threading), then fail."""
+            try:
+                for frame in stream.codec_context.decode(None):
+                    if frame.is_corrupt:
+                        break
+                    deliver(frame)
+            except av.FFmpegError:
+                pass
+            return f"decode error at frame {self._next_index}: {reason}"
+
+        try:
+            for pkt in container.demux(stream):
+                if self._stopping:
+                    raise _Stopped
+                if pkt.size:
+                    demuxed += 1
+                if pkt.is_corrupt:
+                    where = f" at byte offset {pkt.pos}" if pkt.pos is not None else ""
+                    return (flush_then(f"corrupt packet{where} in {self._path.name} "
+                                       "(file damaged or truncated)"), end_pts, clock0)
+                for frame in pkt.decode():
+                    if frame.is_corrupt:
+                        return (f"decode error at frame {self._next_index}: the decoder reported "
+                                f"a corrupt frame in {self._path.name} (file damaged or "
+                                "truncated)", end_pts, clock0)
+                    deliver(frame)
+        except av.FFmpegError as exc:
+            return flush_then(f"{exc.strerror or exc} ({self._path.name})"), end_pts, clock0
+
+        return (self._check_complete(container, decoded, demuxed, end_pts - pts_offset),
+                end_pts, clock0)
+
+    def _check_complete(self, container: Any, decoded: int, demuxed: int,
+                        decoded_span: float) -> str | None:
+        """Compare what decoded with what the container declared (see the module docstring)."""
+        declared = self._info.declared_frames
+        prefix = f"decode error at frame {self._next_index}"
+        if decoded == 0:
+            return f"{prefix}: no frame could be decoded from {self._path.name}"
+        if declared > 0:
+            if demuxed < declared:
+                return (f"{prefix}: stream ended after {demuxed} of the {declared} frames "
+                        f"{self._path.name} declares (file truncated?)")
+            return None
+        duration = container.duration / 1_000_000 if container.duration else None
+        if len(container.streams) == 1 and duration and self._info.fps:
+            tolerance = max(0.5, 3.0 / self._info.fps)
+            if decoded_span < duration - tolerance:
+                return (f"{prefix}: stream ended at {decoded_span:.2f} s of the {duration:.2f} s "
+                        f"{self._path.name} declares (file truncated?)")
+        return None

@@ -1,0 +1,115 @@
+"""Still images, one file or a folder, as a lossless stream of frames.
+
+Error policy (decided here, relied on by callers):
+
+* missing path -> ``FileNotFoundError`` at construction; a folder with no image files, a file with
+  an unsupported extension, or a *single* image that cannot be decoded -> ``ValueError`` at
+  construction (nothing useful could be streamed, so fail before any thread starts);
+* an unreadable file *inside a folder* is logged and skipped, the good images are still delivered
+  (with contiguous frame indices), and the final ``EndOfStream.error`` lists every skipped file,
+  so a batch over a large folder is not lost to one bad file but the damage is never silent.
+
+``pts`` is None (stills have no timeline); ``ImageSource.delivered_paths`` maps frame_index to the
+file it came from. Decoding uses OpenCV (honours EXIF orientation; grey, palette, alpha and
+16-bit images all become 8-bit RGB).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from norface_rt.sources.base import Source, slug
+from norface_rt.types import FramePacket
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB; ValueError naming the file when it cannot be decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile: non-ASCII paths work everywhere
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f"cannot decode image {path} ({data.size} bytes; expected a valid "
+                         f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} file)")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+class ImageSource(Source):
+    """One image file or every image in a folder (sorted by name, not recursive)."""
+
+    def __init__(self, path: str | os.PathLike[str], stream_id: str | None = None,
+                 queue_size: int = 8) -> None:
+        self._path = Path(path)
+        super().__init__(stream_id or slug(self._path.stem or self._path.name),
+                         queue_size=queue_size, policy="lossless", live=False)
+        if not self._path.exists():
+            raise FileNotFoundError(f"image file or folder not found: {self._path}")
+        self._first: np.ndarray | None = None
+        if self._path.is_dir():
+            self._files = sorted(p for p in self._path.iterdir()
+                                 if p.is_file() and is_image_path(p))
+            if not self._files:
+                raise ValueError(f"no images in folder {self._path} (expected files ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        else:
+            if not is_image_path(self._path):
+                raise ValueError(f"unsupported image extension {self._path.suffix!r} for "
+                                 f"{self._path} (expected one of {', '.join(IMAGE_EXTENSIONS)})")
+            self._files = [self._path]
+            self._first = decode_image(self._path)  # a lone bad image fails right here
+        self._bad: list[str] = []
+        self._delivered_paths: list[Path] = []
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every candidate image, in delivery order."""
+        return list(self._files)
+
+    @property
+    def delivered_paths(self) -> list[Path]:
+        """The file of each queued frame: ``delivered_paths[frame_index]``."""
+        return list(self._delivered_paths)
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Why each skipped image was skipped (the message names the file)."""
+        return list(self._bad)
+
+    def _produce(self) -> str | None:
+        for path in self._files:
+            if self._stopping:
+                return None
+            if self._first is not None:
+                image, self._first = self._first, None
+            else:
+                try:
+                    image = decode_image(path)
+                except ValueError as exc:
+                    log.warning("skipping %s", exc)
+                    self._bad.append(str(exc))
+                    continue
+            packet = FramePacket(stream_id=self.stream_id, frame_index=self._next_index,
+                                 image=image, pts=None, capture_time=time.time(), live=False)
+            self._delivered_paths.append(path)
+            if not self._emit(packet):
+                self._delivered_paths.pop()
+                return None
+        if self._bad:
+            return (f"{len(self._bad)} of {len(self._files)} images could not be decoded and "
+                    f"were skipped: " + "; ".join(self._bad))
+        return None

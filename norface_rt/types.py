@@ -1,0 +1,158 @@
+"""Typed hand-offs between pipeline stages.
+
+One dataclass per hand-off: sources emit :class:`FramePacket` (or :class:`EndOfStream`), the face
+stage turns a frame into a :class:`FaceFrame` (tracked faces plus aligned crops), the model stage
+turns that into a :class:`FrameResult`, which sinks serialise. Conversion from PyAV / MediaPipe /
+backend types happens only in ``from_*`` constructors at the edges.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class FramePacket:
+    """One decoded frame. ``image`` is HxWx3 uint8 RGB, C-contiguous."""
+
+    stream_id: str
+    frame_index: int
+    image: np.ndarray
+    pts: float | None  # presentation time in seconds (None when the container has none)
+    capture_time: float  # wall-clock time.time() when the frame left the decoder
+    live: bool = False
+    dropped: int = 0  # frames this stream has dropped so far (live sources only)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @classmethod
+    def from_av_frame(cls, frame: Any, stream_id: str, frame_index: int, *, live: bool = False,
+                      dropped: int = 0) -> "FramePacket":
+        """Convert a ``av.VideoFrame``; pts is converted to seconds through its time base."""
+        image = frame.to_ndarray(format="rgb24")
+        pts = None
+        if frame.pts is not None and frame.time_base is not None:
+            pts = float(frame.pts * frame.time_base)
+        return cls(stream_id=stream_id, frame_index=frame_index, image=np.ascontiguousarray(image),
+                   pts=pts, capture_time=time.time(), live=live, dropped=dropped)
+
+
+@dataclass(slots=True)
+class EndOfStream:
+    """Explicit end of a stream: ``error`` is None for a clean end, else what went wrong."""
+
+    stream_id: str
+    frames: int
+    dropped: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class HeadPose:
+    """Head rotation in degrees (camera looking at the subject: yaw left/right, pitch up/down)."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass(slots=True)
+class Face:
+    """One detected face in image pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    confidence: float
+    landmarks: np.ndarray  # (N, 3) x, y in pixels, z relative depth (MediaPipe: N=478)
+    points5: np.ndarray  # (5, 2) alignment points, same order as ModelConfig.template
+    pose: HeadPose | None = None
+    blendshapes: dict[str, float] | None = None
+    track_id: int = -1
+
+
+@dataclass(slots=True)
+class FaceFrame:
+    """A frame with its tracked faces and their aligned crops (N, S, S, 3) uint8 RGB."""
+
+    frame: FramePacket
+    faces: list[Face]
+    crops: np.ndarray
+
+
+@dataclass(slots=True)
+class FaceResult:
+    track_id: int
+    box: tuple[float, float, float, float]
+    confidence: float
+    pose: HeadPose | None
+    au_occurrence: dict[str, float]
+    au_intensity: dict[str, float]
+    emotions: dict[str, float]
+    top_emotion: str
+    model_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "track_id": int(self.track_id),
+            "box": [float(v) for v in self.box],
+            "confidence": float(self.confidence),
+            "pose": None if self.pose is None else {
+                "yaw": float(self.pose.yaw), "pitch": float(self.pose.pitch),
+                "roll": float(self.pose.roll)},
+            "au_occurrence": {k: float(v) for k, v in self.au_occurrence.items()},
+            "au_intensity": {k: float(v) for k, v in self.au_intensity.items()},
+            "emotions": {k: float(v) for k, v in self.emotions.items()},
+            "top_emotion": self.top_emotion,
+            "model_id": self.model_id,
+        }
+
+
+@dataclass(slots=True)
+class FrameResult:
+    """Everything published for one frame (the ``frame`` message of the wire schema)."""
+
+    stream_id: str
+    seq: int  # per-stream message sequence number, starting at 0
+    frame_index: int
+    pts: float | None
+    capture_time: float
+    width: int
+    height: int
+    dropped: int
+    faces: list[FaceResult]
+    untrained: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    emit_time: float | None = None
+    error: str | None = None  # set when this frame could not be analysed (e.g. inference failed)
+    image: np.ndarray | None = None  # kept only when a sink (overlay) needs pixels
+
+    def to_message(self) -> dict[str, Any]:
+        from norface_rt.config import SCHEMA_VERSION
+
+        return {
+            "type": "frame",
+            "schema_version": SCHEMA_VERSION,
+            "stream_id": self.stream_id,
+            "seq": int(self.seq),
+            "frame_index": int(self.frame_index),
+            "pts": None if self.pts is None else float(self.pts),
+            "capture_time": float(self.capture_time),
+            "emit_time": float(self.emit_time if self.emit_time is not None else time.time()),
+            "width": int(self.width),
+            "height": int(self.height),
+            "dropped_frames": int(self.dropped),
+            "untrained": bool(self.untrained),
+            "error": self.error,
+            "timings_ms": {k: float(v) * 1000.0 for k, v in self.timings.items()},
+            "faces": [f.to_dict() for f in self.faces],
+        }

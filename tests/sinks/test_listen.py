@@ -1,0 +1,146 @@
+"""The listener: real publisher sockets, garbage on the wire, stop conditions and timeouts."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgpack
+import pytest
+import zmq
+
+from norface_rt import protocol
+from norface_rt.sinks.listen import ListenResult, format_pretty, run_listen, subscribe
+from norface_rt.sinks.zmq_pub import ZmqPublisher
+from norface_rt.stats import StageStats
+from norface_rt.types import EndOfStream
+
+
+@pytest.fixture
+def raw_pub() -> Iterator[tuple[zmq.Socket, str]]:
+    """A bare XPUB socket, so the test can put bytes on the wire that no norface-rt code would."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind("tcp://127.0.0.1:*")
+    yield sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sock.close()
+    ctx.term()
+
+
+def _wait_subscribed(sock: zmq.Socket) -> None:
+    assert sock.poll(10_000), "listener never subscribed"
+    assert sock.recv()[:1] == b"\x01"
+
+
+def _listen_in_thread(**kw: Any) -> tuple[threading.Thread, dict[str, ListenResult]]:
+    box: dict[str, ListenResult] = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_listen(**kw)), daemon=True)
+    t.start()
+    return t, box
+
+
+def test_listen_skips_malformed_messages_and_continues(raw_pub, frame_msg, tmp_path: Path) -> None:
+    sock, endpoint = raw_pub
+    err = io.StringIO()
+    out = tmp_path / "out.jsonl"
+    t, box = _listen_in_thread(endpoint=endpoint, out=out, until_eos=True, timeout=15, err=err)
+    _wait_subscribed(sock)
+    good = frame_msg(seq=0)
+    sock.send_multipart([b"cam0", b"\xc1 this is not msgpack"])
+    sock.send_multipart([b"cam0"])  # one frame only
+    sock.send_multipart([b"cam0", msgpack.packb({"type": "frame", "schema_version": 1})])
+    sock.send_multipart(protocol.encode_multipart(good))
+    sock.send_multipart([b"cam0", b"", b"third frame"])
+    sock.send_multipart(protocol.encode_multipart(
+        protocol.eos_message(EndOfStream("cam0", 1), 1)))
+    t.join(20)
+    assert not t.is_alive(), "listener did not stop at end of stream"
+    res = box["r"]
+    assert (res.received, res.malformed, res.timed_out, res.exit_code) == (2, 4, False, 0)
+    assert res.ended_streams == {"cam0"}
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [m["type"] for m in lines] == ["frame", "eos"]
+    assert lines[0] == json.loads(json.dumps(good))
+    report = err.getvalue()
+    assert report.count("skipped malformed message") == 4
+    assert "payload: expected one msgpack map" in report
+    assert "framing: expected 2 frames" in report
+    assert "stream_id: required field missing" in report
+
+
+def test_listen_count_pretty_and_topics(frame_msg) -> None:
+    with ZmqPublisher("tcp://127.0.0.1:*") as pub:
+        out = io.StringIO()
+        t, box = _listen_in_thread(endpoint=pub.endpoint, out=out, fmt="pretty",
+                                   topics=["cam1", "_stats"], count=3, timeout=15)
+        assert pub.wait_for_subscribers(2, timeout=10)
+        st = StageStats()
+        st.add("infer", 0.012)
+        for i in range(3):
+            pub.write(frame_msg(seq=i, stream_id="cam0"))  # not subscribed
+            pub.write(frame_msg(seq=i, stream_id="cam1", n_faces=i))
+        pub.write(protocol.stats_message(st.snapshot()))
+        t.join(20)
+    assert not t.is_alive()
+    res = box["r"]
+    assert (res.received, res.exit_code) == (3, 0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("cam1 #") for line in lines)
+    assert "2 face(s) [UNTRAINED]" in lines[2] and " | [1] " in lines[2]
+
+
+def test_format_pretty_for_every_type(frame_msg) -> None:
+    st = StageStats()
+    st.add("infer", 0.012)
+    assert format_pretty(protocol.stats_message(st.snapshot())).startswith("_stats fps=")
+    eos = protocol.eos_message(EndOfStream("cam0", 5, dropped=1, error="gone"), 5)
+    assert format_pretty(eos) == "cam0 #5 END after 5 frames, 1 dropped (error: gone)"
+    assert "ERROR: boom" in format_pretty(frame_msg(n_faces=0, error="boom"))
+
+
+def test_listen_times_out_with_exit_code_1() -> None:
+    err = io.StringIO()
+    t0 = time.monotonic()
+    # Nothing listens on this port: connect succeeds lazily, no message ever comes.
+    res = run_listen("tcp://127.0.0.1:9", out=io.StringIO(), timeout=0.5, err=err)
+    assert time.monotonic() - t0 < 5
+    assert res.timed_out and res.exit_code == 1 and int(res) == 1
+    assert "no message from tcp://127.0.0.1:9 within 0.5 s" in err.getvalue()
+
+
+def test_subscribe_generator_timeout_and_validation() -> None:
+    gen = subscribe("tcp://127.0.0.1:9", timeout=0.3)
+    with pytest.raises(TimeoutError, match="within 0.3 s"):
+        next(gen)
+    with pytest.raises(ValueError, match="timeout"):
+        next(subscribe("tcp://127.0.0.1:9", timeout=-1))
+    with pytest.raises(ValueError, match="endpoint: cannot connect"):
+        next(subscribe("nonsense://x", timeout=1))
+    with pytest.raises(ValueError, match="fmt: expected one of"):
+        run_listen("tcp://127.0.0.1:9", fmt="xml")
+
+
+def test_norface_rt_listen_command(frame_msg) -> None:
+    """The CLI entry point the lead wires to run_listen, run as a user would."""
+    import subprocess
+    import sys
+
+    with ZmqPublisher("tcp://127.0.0.1:*") as pub:
+        proc = subprocess.Popen([sys.executable, "-m", "norface_rt", "listen", pub.endpoint,
+                                 "--until-eos", "--timeout", "20"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert pub.wait_for_subscribers(1, timeout=20), "listen never subscribed"
+            pub.write(frame_msg(seq=0))
+            pub.write(protocol.eos_message(EndOfStream("cam0", 1), 1))
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [json.loads(x)["type"] for x in out.splitlines()] == ["frame", "eos"]

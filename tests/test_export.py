@@ -1,0 +1,153 @@
+"""Export: PyTorch vs ONNX Runtime parity, metadata round trip, model sets, untrained init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from norface_rt.config import ModelConfig
+from norface_rt.export import (
+    export_onnx,
+    init_untrained,
+    load_torch_model,
+    read_onnx_config,
+    save_model_set,
+    synthetic_target_image,
+)
+from norface_rt.models import NorfaceModel, create_model
+
+# Stated tolerances (max abs diff, ORT fused kernels vs PyTorch, float32)
+TOL_PROB = 1e-4  # au_prob, emotion_prob
+TOL_INTENSITY = 1e-3  # au_intensity, range [0, 5]
+TOL_IMAGE = 1e-3  # normalized face, normalised pixel units (~1/8 of a uint8 step at std 0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[NorfaceModel, ModelConfig]:
+    torch.manual_seed(1)
+    cfg = ModelConfig.for_size("tiny")
+    model = create_model("norface", cfg).eval()
+    model.set_target(torch.randn(1, 3, 112, 112))
+    return model, cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny: tuple[NorfaceModel, ModelConfig], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, cfg = tiny
+    return export_onnx(model, cfg, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def untrained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return init_untrained(tmp_path_factory.mktemp("untrained"), size="tiny", seed=3)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_export_parity(tiny: tuple[NorfaceModel, ModelConfig], tiny_onnx: Path, batch: int) -> None:
+    model, _ = tiny
+    x = torch.randn(batch, 3, 112, 112, generator=torch.Generator().manual_seed(batch))
+    sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["face"]
+    assert [o.name for o in sess.get_outputs()] == ["normalized", "au_prob", "au_intensity",
+                                                   "emotion_prob"]
+    got = sess.run(None, {"face": x.numpy()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(x)]
+    for name, g, r, tol in zip(["normalized", "au_prob", "au_intensity", "emotion_prob"], got, ref,
+                               [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
+        assert g.shape == r.shape, name
+        assert np.abs(g - r).max() <= tol, f"{name}: max abs diff {np.abs(g - r).max():.2e} > {tol}"
+    # the untrained network is not constant: different faces give different outputs
+    if batch == 3:
+        assert np.abs(got[1][0] - got[1][1]).max() > 1e-4
+
+
+def test_config_roundtrips_through_onnx_metadata(tiny: tuple[NorfaceModel, ModelConfig],
+                                                 tiny_onnx: Path) -> None:
+    _, cfg = tiny
+    assert read_onnx_config(tiny_onnx) == cfg
+    meta = {p.key: p.value for p in onnx.load(str(tiny_onnx), load_external_data=False).metadata_props}
+    assert meta["norface_model_id"] == "norface-tiny-untrained"
+    assert meta["norface_trained"] == "false"
+    assert ModelConfig.from_json(meta["norface_config"]) == cfg
+
+
+def test_export_refuses_bad_inputs(tmp_path: Path, tiny: tuple[NorfaceModel, ModelConfig]) -> None:
+    model, cfg = tiny
+    fresh = create_model("norface", cfg)
+    with pytest.raises(ValueError, match="no target set"):
+        export_onnx(fresh, cfg, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match=r"cfg: differs .* in fields \['depth'\]"):
+        export_onnx(model, ModelConfig.for_size("tiny", depth=2), tmp_path / "x.onnx")
+    with pytest.raises(TypeError, match="model: expected NorfaceModel"):
+        export_onnx(torch.nn.Linear(2, 2), cfg, tmp_path / "x.onnx")  # type: ignore[arg-type]
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_read_onnx_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="ONNX model not found"):
+        read_onnx_config(tmp_path / "missing.onnx")
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), str(plain), dynamo=False)
+    with pytest.raises(ValueError, match="no 'norface_config' key"):
+        read_onnx_config(plain)
+
+
+def test_untrained_model_set(untrained_dir: Path) -> None:
+    assert sorted(p.name for p in untrained_dir.iterdir()) == [
+        "config.json", "norface.onnx", "weights.safetensors"]
+    cfg = ModelConfig.load(untrained_dir / "config.json")
+    assert cfg.trained is False and cfg.model_id == "norface-tiny-untrained"
+    assert "synthetic" in cfg.provenance["target"]
+    assert "manual_seed(3)" in cfg.provenance["weights"]
+    assert read_onnx_config(untrained_dir / "norface.onnx") == cfg
+    state = load_file(str(untrained_dir / "weights.safetensors"))
+    assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point())
+    assert state["target_tokens"].abs().sum() > 0
+
+
+def test_torch_model_roundtrip_matches_onnx(untrained_dir: Path) -> None:
+    """fp16 weights are rounded before export, so safetensors and ONNX hold the same network."""
+    model = load_torch_model(untrained_dir)
+    assert model.has_target and not model.training
+    sess = ort.InferenceSession(str(untrained_dir / "norface.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    got = sess.run(None, {"face": x.numpy()})
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(x)]
+    for g, r, tol in zip(got, ref, [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
+        assert np.abs(g - r).max() <= tol
+
+
+def test_init_untrained_is_deterministic_and_takes_a_target(untrained_dir: Path, tmp_path: Path) -> None:
+    target = synthetic_target_image(112, ModelConfig().template)
+    assert target.shape == (112, 112, 3) and target.dtype == np.uint8
+    assert np.array_equal(target, synthetic_target_image(112, ModelConfig().template))
+    # same seed + the same image passed explicitly -> identical weights, different provenance
+    other = init_untrained(tmp_path / "b", size="tiny", seed=3, target_image=target)
+    a = load_file(str(untrained_dir / "weights.safetensors"))
+    b = load_file(str(other / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "user-supplied array, sha256" in ModelConfig.load(other / "config.json").provenance["target"]
+    with pytest.raises(ValueError, match=r"target_image: expected \(112, 112, 3\) uint8, got \(64, 64, 3\) uint8"):
+        init_untrained(tmp_path / "c", size="tiny", target_image=target[:64, :64])
+
+
+def test_save_model_set_fp32_and_config_mismatch(tmp_path: Path,
+                                                 tiny: tuple[NorfaceModel, ModelConfig]) -> None:
+    model, cfg = tiny
+    out = save_model_set(model, cfg, tmp_path / "fp32", fp16_weights=False)
+    state = load_file(str(out / "weights.safetensors"))
+    assert torch.equal(state["target_tokens"], model.target_tokens)
+    loaded = load_torch_model(out)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    # a config.json edited after the fact no longer matches the weights' embedded config
+    ModelConfig.for_size("tiny", model_id="something-else").save(out / "config.json")
+    with pytest.raises(ValueError, match="embedded config differs"):
+        load_torch_model(out)

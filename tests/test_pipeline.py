@@ -1,0 +1,177 @@
+"""End-to-end pipeline runs on real media, real MediaPipe and a real (untrained) ONNX model."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from norface_rt.app import PipelineOptions, create_pipeline
+from norface_rt.config import AU_NAMES, EMOTION_NAMES
+
+
+class CollectSink:
+    """A real sink that keeps every message in memory (what a consumer would see)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.closed = False
+
+    def write(self, msg: dict[str, Any]) -> None:
+        self.messages.append(msg)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def frames(self, stream_id: str | None = None) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "frame"
+                and (stream_id is None or m["stream_id"] == stream_id)]
+
+    def eos(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "eos"]
+
+
+class BrokenSink:
+    def write(self, msg: dict[str, Any]) -> None:
+        raise OSError("disk full (deliberately)")
+
+    def close(self) -> None:
+        pass
+
+
+def run(sources: list[str], model_dir: Path, landmarker: Path, sinks: list[Any] | None = None,
+        **kw: Any) -> tuple[CollectSink, dict[str, Any], Any]:
+    sink = CollectSink()
+    opts = PipelineOptions(sources=sources, model_dir=model_dir, landmarker=landmarker, **kw)
+    pipe = create_pipeline(opts, [sink, *(sinks or [])])
+    snap = pipe.run(timeout=240)
+    assert sink.closed
+    return sink, snap, pipe
+
+
+def test_single_face_one_message_per_frame_in_order(tiny_model_dir, landmarker_path, media_dir):
+    sink, snap, _ = run([str(media_dir / "single_face.mp4")], tiny_model_dir, landmarker_path)
+    frames = sink.frames()
+    assert len(frames) == 72
+    assert [m["frame_index"] for m in frames] == list(range(72))
+    assert [m["seq"] for m in frames] == list(range(72))
+    pts = [m["pts"] for m in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    (eos,) = sink.eos()
+    assert eos["error"] is None and eos["seq"] == 72 and eos["frames"] == 72
+    assert sink.messages[-1]["type"] == "eos"
+    with_face = [m for m in frames if m["faces"]]
+    assert len(with_face) >= 65
+    ids = Counter(f["track_id"] for m in with_face for f in m["faces"])
+    top_id, top_n = ids.most_common(1)[0]
+    assert top_n >= 0.95 * len(with_face), ids
+    face = with_face[0]["faces"][0]
+    assert list(face["au_occurrence"]) == list(AU_NAMES)
+    assert list(face["au_intensity"]) == list(AU_NAMES)
+    assert list(face["emotions"]) == list(EMOTION_NAMES)
+    assert face["top_emotion"] == max(face["emotions"], key=face["emotions"].get)
+    assert all(0.0 <= v <= 1.0 for v in face["au_occurrence"].values())
+    assert all(0.0 <= v <= 5.0 for v in face["au_intensity"].values())
+    assert abs(sum(face["emotions"].values()) - 1.0) < 1e-3
+    assert face["model_id"].endswith("untrained")
+    assert all(m["untrained"] is True for m in frames)
+    x0, y0, x1, y1 = face["box"]
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 360
+    assert snap["frames"] == 72
+    for stage in ("detect", "infer", "publish", "latency"):
+        assert snap["stages"][stage]["count"] > 0
+
+
+@pytest.mark.parametrize("name", ["face_noface.mov", "noface_face.mov"])
+def test_frames_without_faces_still_produce_messages(tiny_model_dir, landmarker_path, media_dir, name):
+    sink, _, _ = run([str(media_dir / name)], tiny_model_dir, landmarker_path)
+    frames = sink.frames()
+    assert len(frames) == 169
+    assert [m["frame_index"] for m in frames] == list(range(169))
+    empty = sum(1 for m in frames if not m["faces"])
+    full = sum(1 for m in frames if m["faces"])
+    assert empty >= 20 and full >= 20, (empty, full)
+    assert sink.eos()[0]["error"] is None
+
+
+def test_no_face_video_clean_end(tiny_model_dir, landmarker_path, media_dir):
+    sink, _, _ = run([str(media_dir / "no_face.mp4")], tiny_model_dir, landmarker_path)
+    frames = sink.frames()
+    assert len(frames) > 50
+    assert all(m["faces"] == [] for m in frames)
+    assert len(sink.eos()) == 1 and sink.eos()[0]["error"] is None
+
+
+def test_multi_face_image_distinct_ids(tiny_model_dir, landmarker_path, media_dir):
+    sink, _, _ = run([str(media_dir / "multi_face.jpg")], tiny_model_dir, landmarker_path,
+                     max_faces=8)
+    (frame,) = sink.frames()
+    ids = [f["track_id"] for f in frame["faces"]]
+    assert len(ids) >= 3 and len(set(ids)) == len(ids)
+
+
+def test_several_sources_in_one_process(tiny_model_dir, landmarker_path, media_dir, tmp_path):
+    a = tmp_path / "a.mp4"
+    shutil.copy(media_dir / "single_face.mp4", a)
+    sink, snap, _ = run([str(a), str(media_dir / "no_face.mp4"), str(media_dir / "single_face.jpg")],
+                        tiny_model_dir, landmarker_path)
+    assert len(sink.frames("a")) == 72
+    assert [m["seq"] for m in sink.frames("a")] == list(range(72))
+    assert len(sink.frames("no_face")) > 50
+    assert len(sink.frames("single_face")) == 1 and sink.frames("single_face")[0]["faces"]
+    assert sorted(e["stream_id"] for e in sink.eos()) == ["a", "no_face", "single_face"]
+    assert set(snap["streams"]) == {"a", "no_face", "single_face"}
+
+
+def test_truncated_video_delivers_frames_before_damage(tiny_model_dir, landmarker_path, media_dir,
+                                                       tmp_path):
+    import av
+
+    # Re-mux to MPEG-TS (no index at the end), then cut it: the front stays decodable.
+    ts = tmp_path / "full.ts"
+    with av.open(str(media_dir / "single_face.mp4")) as src, av.open(str(ts), "w", format="mpegts") as dst:
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        for pkt in src.demux(vin):
+            if pkt.dts is None:
+                continue
+            pkt.stream = vout
+            dst.mux(pkt)
+    data = ts.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[: len(data) // 2])
+    sink, snap, _ = run([str(cut)], tiny_model_dir, landmarker_path)
+    frames = sink.frames()
+    assert 10 <= len(frames) < 72
+    assert [m["frame_index"] for m in frames] == list(range(len(frames)))
+    (eos,) = sink.eos()
+    assert eos["frames"] == len(frames)
+
+
+def test_broken_sink_does_not_stop_the_others(tiny_model_dir, landmarker_path, media_dir):
+    sink, _, pipe = run([str(media_dir / "single_face.jpg")], tiny_model_dir, landmarker_path,
+                        sinks=[BrokenSink()])
+    assert len(sink.frames()) == 1 and len(sink.eos()) == 1
+    assert pipe.sink_errors == 2
+
+
+def test_missing_model_names_where_it_looked(landmarker_path, media_dir, tmp_path, monkeypatch):
+    from norface_rt.paths import ModelNotFoundError
+
+    monkeypatch.delenv("NORFACE_RT_MODEL_DIR", raising=False)
+    with pytest.raises(ModelNotFoundError) as ei:
+        create_pipeline(PipelineOptions(sources=[str(media_dir / "single_face.jpg")],
+                                        model_dir=tmp_path / "nope", landmarker=landmarker_path), [])
+    assert str(tmp_path / "nope") in str(ei.value)
+
+
+@pytest.mark.parametrize("kw,field", [({"max_faces": 0}, "--max-faces"),
+                                      ({"max_batch": 100000}, "--max-batch"),
+                                      ({"stream_ids": ["a", "b"]}, "--stream-id")])
+def test_absurd_options_are_rejected(kw, field, tiny_model_dir, landmarker_path, media_dir):
+    with pytest.raises(ValueError, match=field):
+        create_pipeline(PipelineOptions(sources=[str(media_dir / "single_face.jpg")],
+                                        model_dir=tiny_model_dir, landmarker=landmarker_path, **kw), [])

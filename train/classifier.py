@@ -1,0 +1,165 @@
+"""Stage 3: the classification network F_cla (E_f on I_n and I_o, input / output MoE, heads).
+
+F_nor is frozen; the fixed target identity's tokens are computed once. Loss (paper):
+L = L_cla + 0.001 L_imp + 0.001 (L_global + L_local), L_cla = CE (emotion) / BCE (AU occurrence) /
+L2 (AU intensity), NaN / -1 masked. ``task`` picks the heads trained and the paper's learning rate:
+au_detection 1e-4, au_intensity 1e-3, emotion 2e-5 (multi: 1e-4); 40 epochs.
+The importance loss regularises every MoE block; global + local act on the output MoE, whose
+routing statistics per label are reported after training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from norface_rt.config import ModelConfig
+from norface_rt.models.moe import MoEOutput, global_loss, importance_loss, local_loss
+from norface_rt.models.norface import ClassifierOutput
+from norface_rt.models.registry import create_model
+from train import losses as L
+from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
+                          load_module_weights, maybe_resume, model_config, resolve_device, save_json,
+                          save_checkpoint, seed_everything, to_input)
+from train.data.build import build_dataset
+from train.data.sample import images_to_tensor
+from train.evaluate import compute_metrics, plot_routing, predict, routing_stats
+from train.normalizer import load_target_image
+
+TASK_LR = {"au_detection": 1e-4, "au_intensity": 1e-3, "emotion": 2e-5, "multi": 1e-4}
+TASK_TARGETS = {"au_detection": ("au_occurrence",), "au_intensity": ("au_intensity",),
+                "emotion": ("emotion",), "multi": ("au_occurrence", "au_intensity", "emotion")}
+DEFAULTS: dict[str, Any] = {
+    "task": "multi", "epochs": None, "normalizer_weights": None, "target_image": "synthetic",
+    "init_encoder": None, "importance_blocks": ["normalized", "original", "output"],
+    "balance_blocks": ["output"], "eval_every": 0, "batch_size_eval": 64,
+}
+
+
+def moe_terms(out: ClassifierOutput, importance_blocks: list[str], balance_blocks: list[str]
+              ) -> dict[str, torch.Tensor]:
+    """Sum of the balance losses over the chosen MoE blocks ("normalized", "original", "output")."""
+    blocks: dict[str, MoEOutput] = {"normalized": out.moe_normalized, "original": out.moe_original,
+                                    "output": out.moe_output}
+    for name in (*importance_blocks, *balance_blocks):
+        if name not in blocks:
+            raise ValueError(f"MoE block must be one of {sorted(blocks)}, got {name!r}")
+    terms: dict[str, torch.Tensor] = {}
+    if importance_blocks:
+        terms["importance"] = sum(importance_loss(blocks[b]) for b in importance_blocks)  # type: ignore[assignment]
+    if balance_blocks:
+        terms["global"] = sum(global_loss(blocks[b]) for b in balance_blocks)  # type: ignore[assignment]
+        terms["local"] = sum(local_loss(blocks[b]) for b in balance_blocks)  # type: ignore[assignment]
+    return terms
+
+
+def head_outputs(out: ClassifierOutput) -> dict[str, torch.Tensor]:
+    return {"au_logits": out.au_logits, "au_intensity": out.au_intensity,
+            "emotion_logits": out.emotion_logits}
+
+
+class ClassifierTrainer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        check_keys("classifier config", config,
+                   {"stage", "model", "data", "test_data", "run", "optim", "classifier", "loss_weights"})
+        self.config = config
+        self.run_cfg = RunConfig.from_dict(config.get("run"))
+        self.run_cfg.apply_threads()
+        self.mcfg: ModelConfig = model_config(config.get("model", {}))
+        self.opts = {**DEFAULTS, **config.get("classifier", {})}
+        check_keys("classifier", self.opts, set(DEFAULTS))
+        task = self.opts["task"]
+        if task not in TASK_LR:
+            raise ValueError(f"classifier.task must be one of {sorted(TASK_LR)}, got {task!r}")
+        seed_everything(self.run_cfg.seed)
+        self.device = resolve_device(self.run_cfg.device)
+        self.normalizer = create_model("normalizer", self.mcfg).to(self.device).eval()
+        if self.opts["normalizer_weights"]:
+            load_module_weights(self.normalizer, self.opts["normalizer_weights"])
+        for p in self.normalizer.parameters():
+            p.requires_grad_(False)
+        target = load_target_image(self.opts["target_image"], self.mcfg)
+        with torch.no_grad():
+            self.target_tokens = self.normalizer.encode_target(
+                images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device))
+        self.model = create_model("classifier", self.mcfg).to(self.device).train()
+        if self.opts["init_encoder"]:
+            load_module_weights(self.model.encoder, self.opts["init_encoder"])
+        o = {"lr": TASK_LR[task], "weight_decay": 0.0, "betas": [0.9, 0.999], **config.get("optim", {})}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
+                                     weight_decay=float(o["weight_decay"]))
+        self.weights = L.ClassificationWeights(**config.get("loss_weights", {}))
+        self.targets = TASK_TARGETS[task]
+        self.out = Path(self.run_cfg.out_dir)
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], ClassifierOutput]:
+        x_o = to_input(batch, "image", self.mcfg, self.device)
+        with torch.no_grad():
+            x_n = self.normalizer(x_o, self.target_tokens)
+        with autocast(self.device, self.run_cfg.amp):
+            out = self.model(x_n, x_o)
+        tgt = {k: batch[k].to(self.device) for k in self.targets}
+        heads = head_outputs(out)
+        heads = {k: v.float() for k, v in heads.items()}
+        terms = moe_terms(out, list(self.opts["importance_blocks"]), list(self.opts["balance_blocks"]))
+        total, log = L.classification_objective(heads, tgt, terms, self.weights)
+        return total, log, out
+
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        total, log, _ = self.loss(batch)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        return log
+
+    def evaluate(self, dataset: Any, tag: str) -> dict[str, Any]:
+        self.model.eval()
+        try:
+            p = predict(self.normalizer, self.target_tokens, self.model, dataset, self.mcfg,
+                        int(self.opts["batch_size_eval"]), self.device)
+        finally:
+            self.model.train()
+        res = compute_metrics(p)
+        stats = routing_stats(p["gates_output"], p["t_occ"], p["t_emo"])
+        save_json(self.out / f"metrics_{tag}.json", res)
+        save_json(self.out / f"routing_{tag}.json", stats)
+        plot_routing(stats, self.out / f"routing_{tag}.png", f"output MoE routing ({tag})")
+        return res
+
+    def run(self, resume: bool | str = True) -> Path:
+        rc = self.run_cfg
+        state = maybe_resume(self.out, resume, {"classifier": self.model}, {"opt": self.opt})
+        dataset = build_dataset(self.config["data"], self.mcfg)
+        steps = rc.steps
+        if self.opts["epochs"]:
+            steps = int(self.opts["epochs"]) * max(1, len(dataset) // rc.batch_size)
+        test = build_dataset(self.config["test_data"], self.mcfg) if self.config.get("test_data") else None
+        batches = batch_iterator(dataset, rc.batch_size, rc.seed, state.step, rc.num_workers)
+        logger = MetricLogger(self.out, rc.tensorboard)
+        for step in tqdm(range(state.step + 1, steps + 1), disable=not rc.progress, desc="classifier"):
+            log = self.step(next(batches))
+            state.step = step
+            if step % rc.log_every == 0 or step == steps:
+                logger.log(step, log)
+            if test is not None and self.opts["eval_every"] and step % int(self.opts["eval_every"]) == 0:
+                res = self.evaluate(test, f"step{step:08d}")
+                logger.log(step, {f"test_{k}": v for k, v in res.items()
+                                  if isinstance(v, float) and k.endswith(("mean", "accuracy"))})
+            if step % rc.ckpt_every == 0 or step == steps:
+                save_checkpoint(self.out, state, {"classifier": self.model}, {"opt": self.opt},
+                                self.config, rc.keep_ckpts)
+        logger.close()
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(sd, str(self.out / "classifier.safetensors"), metadata={"norface_config": self.mcfg.to_json()})
+        if test is not None:
+            self.evaluate(test, "test")
+        return self.out
+
+
+def run(config: dict[str, Any], resume: bool | str = True) -> Path:
+    return ClassifierTrainer(config).run(resume)
+

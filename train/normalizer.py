@@ -1,0 +1,201 @@
+"""Stage 2: the normalization network F_nor (E_s + EMM + decoder), adversarially trained.
+
+Per step (paper, Sec. 3): I_o and I_t are drawn independently from the data; with probability
+``p_same`` a row uses I_t = I_o and is then supervised by L_rec and L_perc (I_n must reproduce the
+input). Identity (I_t vs I_n), contour landmarks (I_t vs I_n), expression and eyebrow (I_o vs I_n)
+terms come from frozen auxiliary nets; any aux net not configured drops its term. Synthetic
+shards that carry the true I_n add L_pair for rows whose I_t is the shard's target identity.
+Optimiser: Adam(beta1=0, beta2=0.99), lr 1e-4, batch 8, for both F_nor and the discriminator.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from norface_rt.config import ModelConfig
+from norface_rt.models.registry import create_model
+from train import losses as L
+from train.aux import aux_info, load_aux
+from train.aux.nets import AuxConfig, AuxNet
+from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
+                          load_module_weights, maybe_resume, model_config, resolve_device,
+                          save_checkpoint, seed_everything, to_input)
+from train.data.build import build_dataset
+from train.data.sample import images_to_tensor
+
+DEFAULT_OPTIM = {"lr": 1e-4, "betas": [0.0, 0.99]}
+DEFAULTS = {"p_same": 0.2, "pair_prob": 0.5, "target_image": None, "init_encoder": None,
+            "disc_width": 32, "eyebrow_channels": None}
+AUX_TERMS = ("identity", "landmarks", "expression", "blendshapes", "perceptual")
+T_STREAM_SEED_OFFSET = 1_000_003  # I_t batches: independent of, but as random as, I_o batches
+
+
+def load_target_image(spec: str | None, cfg: ModelConfig) -> np.ndarray:
+    """The fixed target identity I_t as an aligned (S, S, 3) uint8 RGB crop.
+
+    "synthetic" gives the procedural face of norface_rt.export (no real person)."""
+    if spec in (None, "", "synthetic"):
+        from norface_rt.export import synthetic_target_image
+        return synthetic_target_image(cfg.img_size, cfg.template)
+    bgr = cv2.imread(str(spec), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"target_image: cannot read {spec}")
+    if bgr.shape[0] != bgr.shape[1]:
+        raise ValueError(f"target_image must be an aligned square crop, got {bgr.shape[1]}x{bgr.shape[0]}")
+    if bgr.shape[0] != cfg.img_size:
+        bgr = cv2.resize(bgr, (cfg.img_size, cfg.img_size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def disc_stages(img_size: int) -> int:
+    """As many stride-2 stages as keep at least a 4x4 patch grid (max 4)."""
+    return max(1, min(4, int(math.log2(img_size // 4))))
+
+
+class NormalizerLosses(nn.Module):
+    """Computes every F_nor term for one batch; holds the frozen aux nets."""
+
+    def __init__(self, aux_paths: dict[str, str | None], weights: L.NormalizerWeights,
+                 eyebrow_channels: list[int] | None, img_size: int) -> None:
+        super().__init__()
+        self.weights = weights
+        self.img_size = img_size
+        self.nets = nn.ModuleDict()
+        for kind in AUX_TERMS:
+            p = aux_paths.get(kind)
+            if p:
+                self.nets[kind] = load_aux(p, kind=kind if str(p).endswith(".safetensors") else None)
+        self.eyebrow = eyebrow_channels
+        bp = aux_paths.get("blendshapes")
+        if "blendshapes" in self.nets and self.eyebrow is None:
+            names = aux_info(bp).get("output_names", []) if bp and str(bp).endswith(".safetensors") else []
+            self.eyebrow = L.eyebrow_channels(names) if names else None
+            if self.eyebrow is None:
+                raise ValueError("blendshapes aux net has no output_names; set normalizer.eyebrow_channels")
+
+    def generator_terms(self, x_o: torch.Tensor, x_t: torch.Tensor, x_n: torch.Tensor,
+                        same: torch.Tensor, d_fake: torch.Tensor, true_n: torch.Tensor | None,
+                        pair: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        t: dict[str, torch.Tensor] = {"adv": L.hinge_g_loss(d_fake),
+                                      "rec": L.reconstruction_loss(x_n, x_o, same)}
+        if "perceptual" in self.nets:
+            if bool(same.any()):
+                t["perc"] = L.perceptual_loss(self.nets["perceptual"], x_n[same], x_o[same])
+            else:
+                t["perc"] = x_n.sum() * 0.0
+        if "identity" in self.nets:
+            t["id"] = L.identity_loss(self.nets["identity"](x_t), self.nets["identity"](x_n))
+        if "landmarks" in self.nets:
+            t["lm"] = L.landmark_loss(self.nets["landmarks"](x_t), self.nets["landmarks"](x_n),
+                                      scale=float(self.img_size))
+        if "expression" in self.nets:
+            t["exp"] = L.expression_loss(self.nets["expression"](x_o), self.nets["expression"](x_n))
+        if "blendshapes" in self.nets and self.eyebrow:
+            t["eye"] = L.eyebrow_loss(self.nets["blendshapes"](x_o), self.nets["blendshapes"](x_n),
+                                      self.eyebrow)
+        if true_n is not None and pair is not None:
+            t["pair"] = L.pair_loss(x_n, true_n, pair)
+        return t
+
+
+class NormalizerTrainer:
+    """Holds everything of the stage so tests can run single steps and compare states."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        check_keys("normalizer config", config,
+                   {"stage", "model", "data", "run", "optim", "normalizer", "aux", "loss_weights"})
+        self.config = config
+        self.run_cfg = RunConfig.from_dict(config.get("run"))
+        self.run_cfg.apply_threads()
+        self.mcfg = model_config(config.get("model", {}))
+        self.opts = {**DEFAULTS, **config.get("normalizer", {})}
+        check_keys("normalizer", self.opts, set(DEFAULTS))
+        seed_everything(self.run_cfg.seed)
+        self.device = resolve_device(self.run_cfg.device)
+        self.G = create_model("normalizer", self.mcfg).to(self.device).train()
+        if self.opts["init_encoder"]:
+            load_module_weights(self.G.encoder, self.opts["init_encoder"])
+        self.D = AuxNet(AuxConfig("discriminator", img_size=self.mcfg.img_size,
+                                  width=int(self.opts["disc_width"]),
+                                  stages=disc_stages(self.mcfg.img_size))).to(self.device).train()
+        self.weights = L.NormalizerWeights(**config.get("loss_weights", {}))
+        self.losses = NormalizerLosses(dict(config.get("aux", {})), self.weights,
+                                       self.opts["eyebrow_channels"], self.mcfg.img_size).to(self.device)
+        o = {**DEFAULT_OPTIM, **config.get("optim", {})}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))
+        target = load_target_image(self.opts["target_image"], self.mcfg) if self.opts["target_image"] else None
+        self.target = (images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device)
+                       if target is not None else None)
+        self.out = Path(self.run_cfg.out_dir)
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        return {"normalizer": self.G, "discriminator": self.D}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.opt_g, "d": self.opt_d}
+
+    def step(self, batch_o: dict[str, Any], batch_t: dict[str, Any]) -> dict[str, float]:
+        cfg, dev = self.mcfg, self.device
+        x_o = to_input(batch_o, "image", cfg, dev)
+        x_t = to_input(batch_t, "image", cfg, dev)
+        b = x_o.shape[0]
+        same = torch.rand(b, device=dev) < float(self.opts["p_same"])
+        x_t = torch.where(same.view(-1, 1, 1, 1), x_o, x_t)
+        pair = true_n = None
+        if self.target is not None and "normalized" in batch_o:
+            pair = (batch_o["has_normalized"].to(dev) & ~same
+                    & (torch.rand(b, device=dev) < float(self.opts["pair_prob"])))
+            x_t = torch.where(pair.view(-1, 1, 1, 1), self.target.expand_as(x_t), x_t)
+            true_n = to_input(batch_o, "normalized", cfg, dev)
+        amp = self.run_cfg.amp
+        with autocast(dev, amp):
+            x_n = self.G(x_o, self.G.encode_target(x_t))
+            d_loss = L.hinge_d_loss(self.D(x_o), self.D(x_n.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        with autocast(dev, amp):
+            terms = self.losses.generator_terms(x_o, x_t, x_n, same, self.D(x_n), true_n, pair)
+            total, log = L.normalizer_objective(terms, self.weights)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        log["d"] = float(d_loss.detach())
+        log["p_same_batch"] = float(same.float().mean())
+        return log
+
+    def run(self, resume: bool | str = True) -> Path:
+        rc = self.run_cfg
+        state = maybe_resume(self.out, resume, self.modules, self.optimizers)
+        dataset = build_dataset(self.config["data"], self.mcfg)
+        stream_o = batch_iterator(dataset, rc.batch_size, rc.seed, state.step, rc.num_workers)
+        stream_t = batch_iterator(dataset, rc.batch_size, rc.seed + T_STREAM_SEED_OFFSET, state.step,
+                                  rc.num_workers)
+        logger = MetricLogger(self.out, rc.tensorboard)
+        for step in tqdm(range(state.step + 1, rc.steps + 1), disable=not rc.progress, desc="normalizer"):
+            log = self.step(next(stream_o), next(stream_t))
+            state.step = step
+            if step % rc.log_every == 0 or step == rc.steps:
+                logger.log(step, log)
+            if step % rc.ckpt_every == 0 or step == rc.steps:
+                save_checkpoint(self.out, state, self.modules, self.optimizers, self.config, rc.keep_ckpts)
+        logger.close()
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.G.state_dict().items()}
+        save_file(sd, str(self.out / "normalizer.safetensors"), metadata={"norface_config": self.mcfg.to_json()})
+        return self.out
+
+
+def run(config: dict[str, Any], resume: bool | str = True) -> Path:
+    return NormalizerTrainer(config).run(resume)
