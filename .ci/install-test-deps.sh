@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages the RTSP source tests need (tests/rtsp_server.py runs under the
-# system python3 with GStreamer's RTSP server). Debian/Ubuntu only; idempotent: apt is skipped when
+# Installs the system packages the tests need: the RTSP source tests (tests/rtsp_server.py runs under the
+# system python3 with GStreamer's RTSP server) and the synthetic renderer (headless EGL). Debian/Ubuntu only; idempotent: apt is skipped when
 # everything is already installed. Called by .ci/run; safe to run by hand (uses sudo if not root).
 set -euo pipefail
 
@@ -13,6 +13,7 @@ PACKAGES=(
   gstreamer1.0-plugins-bad        # h264parse, matroska/mpegts demuxers
   gstreamer1.0-plugins-ugly       # x264enc
   gstreamer1.0-libav              # avdec_h264 / avdec_h265 to decode the test media
+  libegl1 libgl1-mesa-dri libegl-mesa0  # headless EGL + llvmpipe for the synthetic renderer (moderngl)
 )
 
 missing=()

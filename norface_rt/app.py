@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline import Pipeline
 
@@ -89,6 +91,9 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
         backend_kw["device"] = opts.device
     backend = load_backend(model_dir, opts.backend, **backend_kw)
     cfg = backend.config
+    # One throw-away inference so lazy initialisation (ORT arena, kernels) is not paid by the first
+    # live frame.
+    backend.infer(np.zeros((1, cfg.img_size, cfg.img_size, 3), np.uint8))
 
     from norface_rt.sources.file import FileSource
 

@@ -62,13 +62,14 @@ def _check_model(model: NorfaceModel, cfg: ModelConfig) -> None:
         raise ValueError("model: no target set; call model.set_target(image) before exporting")
 
 
-def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[str], opset: int = 17,
-                *, dynamo: bool = False) -> Path:
+def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[str],
+                opset: int = 17) -> Path:
     """Write the inference graph with ``cfg`` embedded as metadata; returns the path.
 
-    The classic TorchScript exporter is the default: for this static-shape graph it is fast and
-    produces plain ops that ORT fuses well (the dynamo exporter also works, ``dynamo=True``). The file
-    is written atomically and checked by loading it in ONNX Runtime.
+    Uses the classic TorchScript exporter (``dynamo=False``; torch is pinned, so its deprecation is
+    not a risk here): for this static-shape graph it is fast (~2 s) and gives plain opset-17 ops that
+    ORT fuses well. The dynamo exporter took ~10x longer, could not down-convert to opset 17 and was
+    not faster in ORT. The file is written atomically and checked by loading it in ONNX Runtime.
     """
     _check_model(model, cfg)
     path = Path(path)
@@ -79,20 +80,12 @@ def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[s
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation / tracer chatter
-            if dynamo:
-                torch.onnx.export(
-                    model, (dummy,), str(raw), input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True,
-                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                    external_data=False,
-                )
-            else:
-                torch.onnx.export(
-                    model, (dummy,), str(raw), input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
-                    dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
-                    do_constant_folding=True,
-                )
+            torch.onnx.export(
+                model, (dummy,), str(raw), input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
+                do_constant_folding=True,
+            )
         proto = onnx.load(str(raw))
         meta = {META_CONFIG: cfg.to_json(), META_MODEL_ID: cfg.model_id,
                 META_TRAINED: str(cfg.trained).lower()}
@@ -116,7 +109,8 @@ def _verify_loads(path: Path, cfg: ModelConfig) -> None:
     names = [o.name for o in sess.get_outputs()]
     if sess.get_inputs()[0].name != INPUT_NAME or names != list(OUTPUT_NAMES):
         raise RuntimeError(f"exported graph has I/O {sess.get_inputs()[0].name} -> {names}")
-    config_from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    if config_from_metadata(sess.get_modelmeta().custom_metadata_map, str(path)) != cfg:
+        raise RuntimeError(f"{path}: embedded config does not round-trip")
 
 
 def read_onnx_config(path: str | os.PathLike[str]) -> ModelConfig:

@@ -90,6 +90,7 @@ def test_export_refuses_bad_inputs(tmp_path: Path, tiny: tuple[NorfaceModel, Mod
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_read_onnx_config_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ONNX model not found"):
         read_onnx_config(tmp_path / "missing.onnx")

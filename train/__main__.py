@@ -25,7 +25,7 @@ def _stage_fn(stage: str) -> Callable[..., Path]:
         from train import mae
         return mae.run
     if stage == "aux":
-        from train.aux import train_aux
+        from train.auxnets import train_aux
         return lambda cfg, resume=True: train_aux.run(cfg)
     if stage == "normalizer":
         from train import normalizer

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import shutil
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -150,8 +151,11 @@ def batch_iterator(dataset: Dataset[Any], batch_size: int, seed: int, start: int
                    num_workers: int = 0, shuffle: bool = True) -> Iterator[dict[str, Any]]:
     """Endless collated batches in a (seed, start)-determined order."""
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, start, shuffle)  # type: ignore[arg-type]
+    # Own generator: creating the iterator must not consume the global torch RNG, or a resumed
+    # run (iterator created after the RNG state is restored) would diverge from a straight one.
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                        persistent_workers=False, timeout=120 if num_workers else 0)
+                        persistent_workers=False, timeout=120 if num_workers else 0,
+                        generator=torch.Generator().manual_seed(seed + start))
     return iter(loader)
 
 
@@ -198,11 +202,9 @@ def save_checkpoint(out_dir: str | Path, state: TrainState, modules: Mapping[str
     (tmp / "state.json").write_text(json.dumps(
         {"step": state.step, "extra": state.extra, "config": config}, indent=2, default=str) + "\n")
     if final.exists():
-        import shutil
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in _ckpt_dirs(root)[:-keep] if keep > 0 else []:
-        import shutil
         shutil.rmtree(old)
     return final
 

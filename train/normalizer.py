@@ -24,8 +24,8 @@ from tqdm import tqdm
 from norface_rt.config import ModelConfig
 from norface_rt.models.registry import create_model
 from train import losses as L
-from train.aux import aux_info, load_aux
-from train.aux.nets import AuxConfig, AuxNet
+from train.auxnets import aux_info, load_aux
+from train.auxnets.nets import AuxConfig, AuxNet
 from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
                           load_module_weights, maybe_resume, model_config, resolve_device,
                           save_checkpoint, seed_everything, to_input)

@@ -55,6 +55,6 @@ class ConvDecoder(nn.Module):
             raise ValueError(
                 f"tokens: expected {self.num_patches} patch tokens, got shape {tuple(tokens.shape)}"
             )
-        b, n, d = tokens.shape
-        x = tokens.transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        d = int(tokens.shape[2])
+        x = tokens.transpose(1, 2).reshape(-1, d, self.grid, self.grid)
         return self.head(self.body(x))

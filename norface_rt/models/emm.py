@@ -47,8 +47,8 @@ class ExpressionMergingModule(nn.Module):
         self.apply(init_vit_weights)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        n = int(x.shape[1])  # static in the exported graph; batch stays dynamic (-1)
+        return x.reshape(-1, n, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _inputs(
         self, target: torch.Tensor, original: torch.Tensor
@@ -74,8 +74,8 @@ class ExpressionMergingModule(nn.Module):
         """W_o [CA V_o + V_t] -- the cross-attention step alone, (B, N_t, D)."""
         q, k, v_o, v_t = self._inputs(target, original)
         v_fu = F.scaled_dot_product_attention(q, k, v_o, scale=self.head_dim**-0.5) + v_t
-        b, _, n, _ = v_fu.shape
-        return self.proj(v_fu.transpose(1, 2).reshape(b, n, self.dim))
+        n = int(v_fu.shape[2])
+        return self.proj(v_fu.transpose(1, 2).reshape(-1, n, self.dim))
 
     def forward(self, target: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """target tokens (1 or B, N_t, D), original tokens (B, N_o, D) -> merged (B, N_t, D)."""

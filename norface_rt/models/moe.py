@@ -71,7 +71,7 @@ class NoisyTopKMoE(nn.Module):
         # times slower than MatMul for these shapes. The permute of a weight constant-folds at export.
         w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.m * self.hidden)
         h = F.gelu(x @ w1 + self.b1.reshape(-1))
-        return h.reshape(x.shape[0], self.m, self.hidden)
+        return h.reshape(-1, self.m, self.hidden)
 
     def experts(self, x: torch.Tensor) -> torch.Tensor:
         """Every expert's output, (B, m, out_dim) (for inspection; forward never materialises it)."""
@@ -83,7 +83,7 @@ class NoisyTopKMoE(nn.Module):
         gates, probs = self.gate(x)
         # sum_i g_i (h_i W2_i + b2_i) == [g_1 h_1, ..., g_m h_m] @ [W2_1; ...; W2_m] + g @ b2:
         # the gated second layers collapse into one GEMM as well.
-        hg = (self._hidden(x) * gates.unsqueeze(-1)).reshape(x.shape[0], self.m * self.hidden)
+        hg = (self._hidden(x) * gates.unsqueeze(-1)).reshape(-1, self.m * self.hidden)
         out = hg @ self.w2.reshape(self.m * self.hidden, self.out_dim) + gates @ self.b2
         return MoEOutput(out=out, gates=gates, probs=probs)
 

@@ -85,10 +85,12 @@ class ClassificationNet(nn.Module):
     def forward(self, normalized: torch.Tensor, original: torch.Tensor) -> ClassifierOutput:
         _check_images(normalized, self.cfg, "normalized")
         _check_images(original, self.cfg, "original")
-        b = original.shape[0]
+        if normalized.shape[0] != original.shape[0]:
+            raise ValueError(f"normalized/original: batch sizes differ ({normalized.shape[0]} vs "
+                             f"{original.shape[0]})")
         # One encoder pass over 2B images: better GEMM shapes than two passes of B.
         feats = self.encoder(torch.cat([normalized, original], dim=0)).mean(dim=1)
-        f_n, f_o = feats[:b], feats[b:]
+        f_n, f_o = feats.chunk(2, dim=0)
         m_n = self.moe_normalized(f_n)
         m_o = self.moe_original(f_o)
         m_out = self.moe_output(torch.cat([m_n.out, m_o.out], dim=1))

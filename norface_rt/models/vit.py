@@ -68,11 +68,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # Token count and width as Python ints, batch as -1: in an exported graph N and D are
+        # constants, so the reshapes need no Shape/Gather/Concat chains (measurable at batch 1).
+        n, d = int(x.shape[1]), int(x.shape[2])
+        qkv = self.qkv(x).reshape(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.proj(out.transpose(1, 2).reshape(-1, n, d))
 
 
 class Mlp(nn.Module):

@@ -190,6 +190,8 @@ class FileSource(Source):
                 for frame in stream.codec_context.decode(None):
                     if frame.is_corrupt:
                         break
+                    if frame.time_base is None:  # a bare flush does not stamp the time base
+                        frame.time_base = stream.time_base
                     deliver(frame)
             except av.FFmpegError:
                 pass

@@ -115,11 +115,12 @@ class RTSPSource(_LiveSource):
     """An RTSP(S) stream over TCP that reconnects with exponential backoff.
 
     ``frame_index`` keeps increasing across reconnects (``pts`` is the server's and may restart);
-    ``reconnects`` counts successful
-    re-connections after a lost stream. With ``reconnect=False`` the first failure ends the stream
-    with ``EndOfStream(error=...)``; otherwise retries go on until ``max_reconnect_time`` seconds
-    pass without a frame (None: forever, for unattended cameras that may reboot). An HTTP-style
-    refusal (401/403/404, unknown protocol) before the first successful connection is final.
+    ``reconnects`` counts successful re-connections after a lost stream. With
+    ``reconnect=False`` the first failure ends the stream with ``EndOfStream(error=...)``;
+    otherwise retries go on (backoff ``initial_backoff`` doubling up to ``max_backoff``) until
+    the next retry would start more than ``max_reconnect_time`` seconds after the stream was lost
+    (None: forever, for unattended cameras that may reboot). An HTTP-style refusal (401/403/404,
+    unknown protocol) before the first successful connection is final.
     """
 
     def __init__(self, url: str, stream_id: str | None = None, queue_size: int = 2, *,
@@ -175,8 +176,8 @@ class RTSPSource(_LiveSource):
                 container = av.open(self._url, mode="r", options=self.ffmpeg_options(),
                                     timeout=self._timeouts())
             except (av.FFmpegError, OSError) as exc:
-                self._last_error = (f"cannot open {self._safe_url}: "
-                                    f"{_describe(exc, self._timeouts()[0])}")
+                reason = _describe(exc, self._timeouts()[0]).replace(self._url, self._safe_url)
+                self._last_error = f"cannot open {self._safe_url}: {reason}"
                 if isinstance(exc, _FATAL_OPEN_ERRORS) and not ever_connected:
                     return self._last_error
             else:

@@ -1,4 +1,4 @@
-"""One untrained tiny model set per test session, exercised by every backend test."""
+"""Backend tests run on the suite's shared untrained tiny model set (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from norface_rt.export import init_untrained
-
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return init_untrained(tmp_path_factory.mktemp("modelset"), size="tiny", seed=0)
+def model_dir(tiny_model_dir: Path) -> Path:
+    """Read-only: tests that need to alter a model set copy it first."""
+    return tiny_model_dir
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -103,7 +104,8 @@ class _Wrap(nn.Module):
         return o.out, o.gates
 
 
-def test_onnx_export_keeps_top_k(tmp_path) -> None:
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_onnx_export_keeps_top_k(tmp_path: Path) -> None:
     moe = NoisyTopKMoE(8, 4, 8, m=4, k=2).eval()
     path = tmp_path / "moe.onnx"
     x = torch.randn(5, 8)

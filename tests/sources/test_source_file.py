@@ -158,6 +158,29 @@ def test_truncated_stream_containers_end_with_an_error_after_the_intact_frames(
     assert_intact_prefix(packets, media_dir / "single_face.mp4", 30.0)
 
 
+@pytest.mark.parametrize("fmt,suffix", [(None, ".mp4"), ("matroska", ".mkv"),
+                                        ("mpegts", ".ts")])
+def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames(
+        media_dir: Path, tmp_path: Path, drain: Drain, fmt: str | None, suffix: str) -> None:
+    # three different detectors fire here: FFmpeg raises (mp4), the decoder flags a corrupt
+    # frame (mkv), the demuxer flags a corrupt packet (ts)
+    src_file = media_dir / "single_face.mp4"
+    whole = src_file if fmt is None else remux(src_file, tmp_path / f"whole{suffix}", fmt)
+    data = bytearray(whole.read_bytes())
+    at = int(len(data) * 0.4)
+    data[at:at + 4000] = np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes()
+    damaged = tmp_path / f"damaged{suffix}"
+    damaged.write_bytes(bytes(data))
+    with FileSource(damaged) as src:
+        packets, eos = drain(src)
+    n = len(packets)
+    assert 10 <= n < 72, n
+    assert_contiguous(packets)
+    assert eos.error is not None and eos.error.startswith(f"decode error at frame {n}: ")
+    assert f"damaged{suffix}" in eos.error  # names the file
+    assert_intact_prefix(packets, src_file, 30.0)
+
+
 def test_missing_file_raises_file_not_found_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.mp4"
     with pytest.raises(FileNotFoundError, match=f"video file not found: {missing}"):

@@ -18,6 +18,8 @@ import pytest
 from norface_rt.sources import RTSPSource
 from norface_rt.types import EndOfStream, FramePacket
 
+pytestmark = pytest.mark.timeout(90)  # every wait below has its own, shorter deadline
+
 Drain = Callable[..., tuple[list[FramePacket], EndOfStream]]  # fixture `drain`
 Take = Callable[..., list[FramePacket]]  # fixture `take`
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from train.common import read_log
 
 
 def write_image(path: Path, h: int = 48, w: int = 48, seed: int = 0) -> Path:
@@ -72,3 +78,33 @@ def make_shards(directory: Path, n: int = 16, size: int = 32, subjects: int = 4,
 TINY_MODEL = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
               "emm_heads": 2, "emm_blocks": 1, "mae_decoder_dim": 32, "mae_decoder_depth": 1,
               "decoder_channels": [32, 16], "moe_hidden": 32}
+
+
+# ----------------------------------------------------------------------- stage-test helpers
+
+def run_section(out: Path, steps: int, **kw: Any) -> dict[str, Any]:
+    return {"out_dir": str(out), "steps": steps, "batch_size": 4, "log_every": kw.pop("log_every", 1),
+            "ckpt_every": kw.pop("ckpt_every", 1000), "progress": False, "seed": 3, **kw}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    sa, sb = load_file(str(a)), load_file(str(b))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def resume_matches(run_fn: Any, config: dict[str, Any], tmp: Path, files: list[str]) -> None:
+    """Run 3 steps straight (checkpoint at 2 and 3); copy the step-2 checkpoint into a fresh run
+    dir and resume: step 3 must give bit-identical weights and the same logged losses."""
+    a, b = tmp / "a", tmp / "b"
+    run_fn({**config, "run": run_section(a, 3, ckpt_every=2)}, resume=True)
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(a / "checkpoints" / "step-00000002", b / "checkpoints" / "step-00000002")
+    run_fn({**config, "run": run_section(b, 3, ckpt_every=2)}, resume=True)
+    for f in files:
+        assert_same_weights(a / "checkpoints" / "step-00000003" / f, b / "checkpoints" / "step-00000003" / f)
+    la, lb = read_log(a / "log.csv"), read_log(b / "log.csv")
+    assert la[-1] == lb[-1] and lb[-1]["step"] == 3 and len(lb) == 1
+
+

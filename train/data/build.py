@@ -11,45 +11,49 @@ A list of specs is concatenated (e.g. BP4D + synthetic shards).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
 from norface_rt.config import ModelConfig
+from norface_rt.types import FramePacket
 from train.data import load_records
-from train.data.crops import AlignedDataset, PointsDetector
+from train.data.crops import AlignedDataset
 from train.data.shards import ShardDataset
 from train.data.splits import load_split
 
 _COMMON = {"kind", "cache_dir", "landmarker", "split_file", "fold", "subset", "limit", "prepare"}
 
 
-def mediapipe_detector(landmarker: str) -> PointsDetector:
-    """Five alignment points of the most confident face, via the MediaPipe Tasks FaceLandmarker.
-
-    Used for datasets that ship no landmarks (BP4D frames, DISFA frames). Pixel conversion follows
-    the serving convention (x * W - 0.5) so crops match the live pipeline.
+class MediaPipePoints:
+    """Five alignment points of the most prominent face, from the serving pipeline's own
+    :class:`norface_rt.faces.landmarker.Landmarker` in image mode, so dataset crops match live
+    crops exactly. Used for datasets that ship no landmarks (BP4D and DISFA frames).
     """
-    import mediapipe as mp
 
-    from norface_rt.faces.align import points5_from_mediapipe
+    def __init__(self, landmarker: str | Path) -> None:
+        from norface_rt.faces.landmarker import Landmarker
 
-    opts = mp.tasks.vision.FaceLandmarkerOptions(
-        base_options=mp.tasks.BaseOptions(model_asset_path=str(landmarker)),
-        running_mode=mp.tasks.vision.RunningMode.IMAGE, num_faces=1)
-    lm = mp.tasks.vision.FaceLandmarker.create_from_options(opts)
+        self._lm = Landmarker(landmarker, max_faces=1, mode="image")
+        # closes the MediaPipe graph at interpreter exit too (before its C bindings go away)
+        self._finalizer = weakref.finalize(self, self._lm.close)
 
-    def detect(image: np.ndarray) -> np.ndarray | None:
-        res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
-        if not res.face_landmarks:
-            return None
-        h, w = image.shape[:2]
-        pts = np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in res.face_landmarks[0]], dtype=np.float32)
-        return points5_from_mediapipe(pts)
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        frame = FramePacket(stream_id="train", frame_index=0, image=np.ascontiguousarray(image),
+                            pts=None, capture_time=0.0)
+        faces = self._lm.detect(frame)
+        return np.asarray(faces[0].points5, dtype=np.float32) if faces else None
 
-    return detect
+    def close(self) -> None:
+        self._finalizer()
+
+
+def mediapipe_detector(landmarker: str | Path) -> MediaPipePoints:
+    return MediaPipePoints(landmarker)
 
 
 def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:

@@ -8,8 +8,7 @@ dataset is identical whatever the number of workers or the order shards are prod
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -46,8 +45,8 @@ class SynthSettings:
     roll_std: float = 8.0
     roll_max: float = 25.0
     focal_range: tuple[float, float] = (0.9, 4.0)  # focal / render size
-    face_fraction: tuple[float, float] = (0.38, 0.62)  # head width / render size
-    offset: float = 0.08  # max head-centre offset, fraction of render size
+    face_fraction: tuple[float, float] = (0.28, 0.45)  # head width / render size (crop fits)
+    offset: float = 0.06  # max head-centre offset, fraction of render size
     p_photo_background: float = 0.55
     p_occlusion: float = 0.2
     p_degrade: float = 0.85
@@ -55,11 +54,11 @@ class SynthSettings:
     target_focal: float = 4.0
     target_fraction: float = 0.5
     target_background: tuple[int, int, int] = (128, 128, 128)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.img_size % 16:
-            raise ValueError(f"img_size must be a multiple of 16 (ViT patch size), got {self.img_size}")
+            raise ValueError(
+                f"img_size must be a multiple of 16 (ViT patch size), got {self.img_size}")
         if self.render_size < self.img_size:
             raise ValueError(
                 f"render_size must be >= img_size ({self.img_size}), got {self.render_size}")
@@ -85,10 +84,11 @@ def _random_lighting(rng: np.random.Generator) -> Lighting:
     fill = direction(-key_az * rng.uniform(0.3, 1.2), rng.uniform(-20, 40))
     key_i = rng.uniform(0.35, 1.0)
     fill_i = rng.uniform(0.0, 0.4) * key_i
+    def rgb(v: np.ndarray) -> tuple[float, float, float]:
+        return (float(v[0]), float(v[1]), float(v[2]))
+
     return Lighting(
-        ambient=tuple(float(v) for v in amb),  # type: ignore[arg-type]
-        directions=(key, fill),
-        colors=(tuple(float(v) for v in key_i * tint), tuple(float(v) for v in fill_i * tint)),  # type: ignore[arg-type]
+        ambient=rgb(amb), directions=(key, fill), colors=(rgb(key_i * tint), rgb(fill_i * tint)),
         specular=float(rng.uniform(0.03, 0.3)), shininess=float(rng.uniform(8, 45)))
 
 
@@ -181,7 +181,7 @@ class SampleGenerator:
         camera = Camera(focal=focal, width=r, height=r)
         lighting = _random_lighting(rng)
         gain = rng.uniform(0.8, 1.15) * rng.uniform(0.94, 1.06, 3)
-        material = Material(skin_gain=tuple(float(v) for v in gain),  # type: ignore[arg-type]
+        material = Material(skin_gain=(float(gain[0]), float(gain[1]), float(gain[2])),
                             iris=IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))])
         shape = self.model.identity_shape(alpha)
         rgba, lm = self._render(shape, weights, rotation_matrix(yaw, pitch, roll), trans, key,

@@ -196,7 +196,7 @@ def hair_colour_from_template(photo: np.ndarray, frl: np.ndarray) -> np.ndarray:
 def _hair_region(model_xyz: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """Scalp and back of the head in ICT model coordinates (cm): above the ears, or behind them
     down to the nape."""
-    x, y, z = model_xyz[..., 0], model_xyz[..., 1], model_xyz[..., 2]
+    y, z = model_xyz[..., 1], model_xyz[..., 2]
     top = y > 7.5 - 0.35 * np.clip(z, 0, 12)
     back = (y > -3.0) & (z < 0.5)
     return (covered & (top | back)).astype(np.float32)
@@ -236,6 +236,12 @@ class UVUnwrapper:
                min_facing: float = 0.3, hair_colour: np.ndarray | None = None,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Return (texture (T, 2T, 3) uint8 filled, observed (T, 2T) float weight in [0, 1])."""
+        with self.ctx:  # make this context current: a process may hold several
+            return self._unwrap(photo, fit, mask_polygon, min_facing, hair_colour, seed)
+
+    def _unwrap(self, photo: np.ndarray, fit: FitResult, mask_polygon: np.ndarray | None,
+                min_facing: float, hair_colour: np.ndarray | None,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
         m = self.model
         shape = m.identity_shape(np.asarray(fit.alpha, np.float32))
         rot = fit.rotation()
@@ -339,9 +345,3 @@ class UVUnwrapper:
     def release(self) -> None:
         self.ctx.release()
 
-
-def pose_from_fit(fit: FitResult) -> tuple[float, float, float]:
-    """Yaw/pitch/roll in degrees of a fit, in :func:`train.synth.render.rotation_matrix` order."""
-    r = Rotation.from_rotvec(fit.rotvec)
-    roll, yaw, pitch = r.as_euler("ZYX", degrees=True)  # R = Rz @ Ry @ Rx
-    return float(yaw), float(pitch), float(roll)

@@ -99,15 +99,19 @@ CONTEMPT_MIN_DIFF = 1.0  # intensity difference between the sides that makes an 
 
 def _shape_indices(names: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
     idx = {n: i for i, n in enumerate(names)}
-    bases = {s for r in AU_RULES for s, _ in r.shapes}
+    bases = list(dict.fromkeys(s for r in AU_RULES for s, _ in r.shapes))
     out: dict[str, tuple[int | None, int | None]] = {}
+    missing = []
     for b in bases:
         if b in idx:
             out[b] = (idx[b], idx[b])
         elif f"{b}_L" in idx and f"{b}_R" in idx:
             out[b] = (idx[f"{b}_L"], idx[f"{b}_R"])
         else:
-            raise ValueError(f"blendshape names lack {b!r} (or {b}_L/{b}_R)")
+            missing.append(b)
+    if missing:
+        raise ValueError(f"blendshape names lack {missing} (each as a midline name or as "
+                         f"_L/_R pair); got {len(names)} names")
     return out
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from train.synth.ict import MAT_GUMS, MAT_MOUTH, MAT_TEETH, FaceModel
+from train.synth.ict import MAT_GUMS, MAT_MOUTH, MAT_SKIN, MAT_TEETH, FaceModel
 
 _VERT = """
 #version 330
@@ -75,7 +75,7 @@ void main() {
     } else if (v_mat == 2) {
         base = vec3(0.42, 0.09, 0.09); spec = 0.25; shine = 40.0;
     } else if (v_mat == 3) {
-        base = vec3(0.72, 0.66, 0.52); spec = 0.3; shine = 60.0;
+        base = vec3(0.74, 0.70, 0.60); spec = 0.3; shine = 60.0;
     } else if (v_mat == 4) {
         if (v_aux < 1.0) discard;
         base = vec3(0.72, 0.64, 0.60); spec = 0.5; shine = 80.0;
@@ -88,8 +88,6 @@ void main() {
         base = (r < 0.36) ? vec3(0.01) : ic;
         if (r > 1.0) base = vec3(0.72, 0.64, 0.60);
         spec = 0.9; shine = 120.0;
-    } else if (v_mat == 6) {
-        base = vec3(0.02, 0.015, 0.012); spec = 0.05;
     } else {
         base = vec3(0.12, 0.04, 0.035); spec = 0.05;
     }
@@ -159,8 +157,9 @@ class Material:
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Head rotation from degrees: yaw about y (positive turns the face to image-left... of the
-    subject's own left), pitch about x (positive looks up), roll about z."""
+    """Head rotation ``Rz @ Ry @ Rx`` from degrees: yaw about y (positive turns the face towards
+    image-right, the subject's left), pitch about x (positive: the face looks down), roll about z
+    (positive: counter-clockwise as seen in the image)."""
     y, p, r = np.deg2rad([yaw, pitch, roll])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
@@ -209,12 +208,20 @@ class Renderer:
         static[:, 3] = model.eye_params
         self._static = self.ctx.buffer(static.tobytes())
         self._dynamic = self.ctx.buffer(reserve=n * 7 * 4, dynamic=True)
-        self._ibo = self.ctx.buffer(topo.triangles.astype(np.uint32).tobytes())
-        self.vao = self.ctx.vertex_array(
-            self.prog,
-            [(self._dynamic, "3f 3f 1f", "in_pos", "in_normal", "in_occ"),
-             (self._static, "2f 1f 1f", "in_uv", "in_mat", "in_aux")],
-            index_buffer=self._ibo, index_element_size=4)
+        # Skin is a closed, consistently wound (CCW outward) surface: drawn with back-face culling,
+        # which halves llvmpipe's raster work. The mouth and eye interiors are not, so they are a
+        # second draw without culling.
+        tri = topo.triangles.astype(np.uint32)
+        skin = topo.material[tri[:, 0]] == MAT_SKIN
+        self._vaos = []
+        for sel, cull in ((skin, True), (~skin, False)):
+            ibo = self.ctx.buffer(np.ascontiguousarray(tri[sel]).tobytes())
+            vao = self.ctx.vertex_array(
+                self.prog,
+                [(self._dynamic, "3f 3f 1f", "in_pos", "in_normal", "in_occ"),
+                 (self._static, "2f 1f 1f", "in_uv", "in_mat", "in_aux")],
+                index_buffer=ibo, index_element_size=4)
+            self._vaos.append((vao, ibo, cull))
         self._occ_base = self._interior_occlusion()
         self._n_corners = n
         self._textures: OrderedDict[str, _GpuTexture] = OrderedDict()
@@ -228,7 +235,8 @@ class Renderer:
         self._ms_fbo = ctx.framebuffer(
             color_attachments=[ctx.renderbuffer(size, 4, samples=samples)],
             depth_attachment=ctx.depth_renderbuffer(size, samples=samples))
-        self._fbo = ctx.framebuffer(color_attachments=[ctx.renderbuffer(size, 4)])
+        self._fbo = (ctx.framebuffer(color_attachments=[ctx.renderbuffer(size, 4)])
+                     if samples else self._ms_fbo)
 
     def _interior_occlusion(self) -> np.ndarray:
         """Crude ambient occlusion for the mouth interior (no shadows in a forward renderer).
@@ -257,6 +265,10 @@ class Renderer:
         if key in self._textures:
             self._textures.move_to_end(key)
             return
+        with self.ctx:  # make this context current: a process may hold several
+            self._upload(key, rgb)
+
+    def _upload(self, key: str, rgb: np.ndarray) -> None:
         while len(self._textures) >= self.max_textures:
             _, old = self._textures.popitem(last=False)
             old.tex.release()  # type: ignore[attr-defined]
@@ -279,7 +291,12 @@ class Renderer:
                 f"got {(camera.width, camera.height)}")
         if texture not in self._textures:
             raise KeyError(f"texture {texture!r} not uploaded; call set_texture first")
-        material = material or Material()
+        with self.ctx:  # make this context current: a process may hold several
+            return self._draw(verts_cam, normals_cam, texture, camera, lighting,
+                              material or Material())
+
+    def _draw(self, verts_cam: np.ndarray, normals_cam: np.ndarray, texture: str, camera: Camera,
+              lighting: Lighting, material: Material) -> np.ndarray:
         ci = self._corner_vertex
         dyn = np.empty((self._n_corners, 7), np.float32)
         dyn[:, 0:3] = verts_cam[ci]
@@ -303,16 +320,26 @@ class Renderer:
         ctx = self.ctx
         self._ms_fbo.use()
         ctx.enable(self._mgl.DEPTH_TEST)
-        ctx.disable(self._mgl.CULL_FACE)
         self._ms_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        self.vao.render(self._mgl.TRIANGLES)
-        ctx.copy_framebuffer(self._fbo, self._ms_fbo)
-        raw = self._fbo.read(components=4, alignment=1)
+        ctx.front_face = "ccw"
+        for vao, _, cull in self._vaos:
+            if cull:
+                ctx.enable(self._mgl.CULL_FACE)
+            else:
+                ctx.disable(self._mgl.CULL_FACE)
+            vao.render(self._mgl.TRIANGLES)
+        ctx.disable(self._mgl.CULL_FACE)
+        if self._samples > 1:
+            ctx.copy_framebuffer(self._fbo, self._ms_fbo)
+            raw = self._fbo.read(components=4, alignment=1)
+        else:
+            raw = self._ms_fbo.read(components=4, alignment=1)
         img = np.frombuffer(raw, np.uint8).reshape(self.height, self.width, 4)
         return np.ascontiguousarray(img[::-1])
 
     def release(self) -> None:
-        for t in self._textures.values():
-            t.tex.release()  # type: ignore[attr-defined]
+        with self.ctx:
+            for t in self._textures.values():
+                t.tex.release()  # type: ignore[attr-defined]
         self._textures.clear()
         self.ctx.release()

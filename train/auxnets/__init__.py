@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from train.aux.nets import AUX_KINDS, AuxConfig, AuxNet
+from train.auxnets.nets import AUX_KINDS, AuxConfig, AuxNet
 
 META_KEY = "aux_config"
 

@@ -1,0 +1,54 @@
+"""Every config shipped in train/configs parses and uses only known sections and fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from train import classifier, cv, export, normalizer
+from train.__main__ import STAGES, apply_overrides
+from train.common import RunConfig, load_config, model_config
+from train.data import ADAPTERS
+from train.data.splits import available
+from train.losses import ClassificationWeights, NormalizerWeights
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "train" / "configs").glob("*.json"))
+SECTION_FIELDS = {
+    "normalizer": set(normalizer.DEFAULTS), "classifier": set(classifier.DEFAULTS),
+    "export": set(export.DEFAULTS), "evaluate": cv.EVAL_KEYS,
+}
+
+
+def _data_specs(spec: object) -> list[dict]:  # type: ignore[type-arg]
+    return list(spec) if isinstance(spec, list) else [spec]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_is_valid(path: Path) -> None:
+    c = load_config(path)
+    assert c["stage"] in STAGES
+    model_config(c.get("model", {}))
+    RunConfig.from_dict(c.get("run"))
+    for section, fields in SECTION_FIELDS.items():
+        assert set(c.get(section, {})) <= fields, (section, set(c.get(section, {})) - fields)
+    weights = NormalizerWeights if c["stage"] == "normalizer" else ClassificationWeights
+    assert set(c.get("loss_weights", {})) <= {f.name for f in dataclasses.fields(weights)}
+    for key in ("data", "test_data"):
+        for spec in _data_specs(c.get(key, [])):
+            assert spec["kind"] in (*ADAPTERS, "shards")
+            if spec.get("split_file"):
+                assert spec["split_file"] in available()
+
+
+def test_there_are_configs_for_every_stage() -> None:
+    stages = {load_config(p)["stage"] for p in CONFIGS}
+    assert stages == set(STAGES)
+
+
+def test_overrides() -> None:
+    c = apply_overrides({"run": {"steps": 1}}, ["run.steps=5", "run.device=cuda", "model.size=\"tiny\""])
+    assert c == {"run": {"steps": 5, "device": "cuda"}, "model": {"size": "tiny"}}
+    with pytest.raises(ValueError, match="KEY.PATH=VALUE"):
+        apply_overrides({}, ["run.steps"])

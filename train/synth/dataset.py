@@ -1,0 +1,198 @@
+"""Write synthetic samples as shards, in parallel worker processes.
+
+Layout (read by ``train/data/shards.py``): ``shard-XXXXX.npz`` (arrays keyed like the sample
+fields, stacked on axis 0, strings as numpy unicode arrays, zip-compressed) plus ``meta.json``.
+Shard ``k`` always holds samples ``[k * shard_size, (k + 1) * shard_size)`` of the seed, so the
+output does not depend on the number of workers.
+
+Each worker process owns one GL context and writes its own fixed list of shards (no image data
+crosses a process boundary); the parent collects small per-shard statistics through a bounded
+queue, each ``get`` with a timeout so a stuck worker fails the run instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from train.synth.labels import (
+    LABEL_MAPPING_VERSION,
+    OCCURRENCE_MARGIN,
+    OCCURRENCE_THRESHOLD,
+    au_rules_table,
+    prototypes_table,
+)
+from train.synth.textures import TARGET_ID
+
+STRING_KEYS = ("subject", "source", "key")
+SHARD_TIMEOUT_S = 1800.0  # one shard of 256 samples takes ~1 min on one core
+
+
+def write_shard(path: Path, samples: list[dict[str, Any]]) -> None:
+    """Stack samples into one compressed npz (atomic: written to a temp name, then renamed)."""
+    arrays: dict[str, np.ndarray] = {}
+    for k in samples[0]:
+        if k in STRING_KEYS:
+            arrays[k] = np.asarray([str(s[k]) for s in samples], dtype=np.str_)
+        else:
+            arrays[k] = np.stack([np.asarray(s[k]) for s in samples])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ worker side
+def _make_shard(gen: Any, task: tuple[str, int, int, int, int]) -> dict[str, Any]:
+    out, seed, shard, start, stop = task
+    samples = []
+    cats: collections.Counter[str] = collections.Counter()
+    t0 = time.time()
+    for i in range(start, stop):
+        s, info = gen.sample_with_info(seed, i)
+        samples.append(s)
+        cats[info["category"]] += 1
+    write_shard(Path(out) / f"shard-{shard:05d}.npz", samples)
+    emo = collections.Counter(int(s["emotion"]) for s in samples)
+    occ = np.nansum(np.stack([s["au_occurrence"] for s in samples]), axis=0)
+    return {"shard": shard, "n": len(samples), "seconds": time.time() - t0,
+            "categories": dict(cats), "emotions": {str(k): v for k, v in emo.items()},
+            "au_positive": occ.tolist()}
+
+
+def _worker_main(shared: str | None, cache: str, settings: dict[str, Any],
+                 tasks: list[tuple[str, int, int, int, int]], results: Any) -> None:
+    """Worker process: one generator (one GL context), a fixed list of shards to write."""
+    from train.synth.engine import SampleGenerator, SynthSettings
+
+    gen = None
+    try:
+        gen = SampleGenerator(shared, cache, SynthSettings(**settings))
+        for t in tasks:
+            results.put(_make_shard(gen, t), timeout=SHARD_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
+        results.put({"error": f"{type(e).__name__}: {e}"}, timeout=60)
+    finally:
+        if gen is not None:
+            gen.close()
+
+
+# ------------------------------------------------------------------------------ parent side
+def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers: int,
+                     texture_cache: str | os.PathLike[str], shared: str | None = None,
+                     shard_size: int = 256, settings: Any = None,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Generate ``count`` samples into ``out``; returns (and writes) the meta.json content."""
+    from train.synth.engine import GENERATOR_VERSION, SampleGenerator, SynthSettings
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    settings = settings or SynthSettings()
+    settings.validate()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = sorted(out_dir.glob("shard-*.npz"))
+    if stale:
+        raise FileExistsError(f"{out_dir} already holds {len(stale)} shards; use an empty directory")
+    tasks = [(str(out_dir), int(seed), k, k * shard_size, min(count, (k + 1) * shard_size))
+             for k in range((count + shard_size - 1) // shard_size)]
+    workers = min(workers, len(tasks))
+    sdict = dataclasses.asdict(settings)
+    t0 = time.time()
+    results: list[dict[str, Any]] = []
+    if workers == 1:
+        gen = SampleGenerator(shared, texture_cache, settings)
+        try:
+            for t in tasks:
+                results.append(_make_shard(gen, t))
+                log(_progress(results, count, t0))
+        finally:
+            gen.close()
+    else:
+        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: GL contexts do not fork
+        # Bounded: a worker blocks when the parent lags; results are a few hundred bytes each.
+        queue = ctx.Queue(maxsize=2 * workers)
+        procs = [ctx.Process(target=_worker_main, daemon=True,
+                             args=(shared, str(texture_cache), sdict, tasks[w::workers], queue))
+                 for w in range(workers)]
+        for p in procs:
+            p.start()
+        try:
+            for _ in tasks:
+                r = queue.get(timeout=SHARD_TIMEOUT_S)
+                if "error" in r:
+                    raise RuntimeError(f"synthetic worker failed: {r['error']}")
+                results.append(r)
+                log(_progress(results, count, t0))
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=10)
+    elapsed = time.time() - t0
+    meta = _meta(results, count, seed, shard_size, settings, elapsed, workers, GENERATOR_VERSION)
+    from train.synth.ict import ICT_RELPATH, shared_root
+    from train.synth.textures import TextureBank
+
+    with np.load(shared_root(shared) / ICT_RELPATH) as ict:
+        meta["blendshape_names"] = [str(n) for n in ict["expression_names"]]
+    meta["photo_sources"] = TextureBank(texture_cache).meta.get("citations", {})
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def _progress(results: list[dict[str, Any]], count: int, t0: float) -> str:
+    done = sum(r["n"] for r in results)
+    dt = time.time() - t0
+    return f"{done}/{count} samples, {done / max(dt, 1e-9):.2f} samples/s"
+
+
+def _meta(results: list[dict[str, Any]], count: int, seed: int, shard_size: int, settings: Any,
+          elapsed: float, workers: int, version: str) -> dict[str, Any]:
+    cats: collections.Counter[str] = collections.Counter()
+    emos: collections.Counter[str] = collections.Counter()
+    au = np.zeros(len(AU_NAMES))
+    for r in results:
+        cats.update(r["categories"])
+        emos.update(r["emotions"])
+        au += np.asarray(r["au_positive"])
+    emotion_counts = {(EMOTION_NAMES[int(k)] if int(k) >= 0 else "ambiguous(-1)"): v
+                      for k, v in sorted(emos.items(), key=lambda kv: int(kv[0]))}
+    return {
+        "format": "norface-rt synthetic shards",
+        "generator_version": version,
+        "label_mapping_version": LABEL_MAPPING_VERSION,
+        "seed": int(seed),
+        "count": int(count),
+        "shards": len(results),
+        "shard_size": int(shard_size),
+        "img_size": int(settings.img_size),
+        "render_size": int(settings.render_size),
+        "target_identity": TARGET_ID,
+        "au_names": list(AU_NAMES),
+        "emotion_names": list(EMOTION_NAMES),
+        "occurrence_threshold": OCCURRENCE_THRESHOLD,
+        "occurrence_margin": OCCURRENCE_MARGIN,
+        "au_mapping": au_rules_table(),
+        "emotion_prototypes": prototypes_table(),
+        "counts": {"categories": dict(cats), "emotions": emotion_counts,
+                   "au_positive": dict(zip(AU_NAMES, au.astype(int).tolist()))},
+        "settings": dataclasses.asdict(settings),
+        "seconds": round(elapsed, 2),
+        "workers": int(workers),
+        "samples_per_second": round(count / max(elapsed, 1e-9), 3),
+    }
