@@ -195,14 +195,21 @@ class Pipeline:
             return list(self._errors)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop sources first (so nothing new arrives), then the stage threads; never hangs."""
-        self._stop.set()
+        """Stop sources, let their end-of-stream messages drain to the sinks, then join; never hangs.
+
+        Sources stop first so nothing new arrives; each then ends with an EndOfStream that flows
+        through the stages as usual, so subscribers of a live stream still get its ``eos``
+        message. Whatever has not drained when ``timeout`` expires is abandoned.
+        """
         deadline = time.monotonic() + timeout
         for src in self.sources:
             try:
-                src.stop(timeout=max(0.1, deadline - time.monotonic()))
+                src.stop(timeout=max(0.1, (deadline - time.monotonic()) / 2))
             except Exception:  # stopping one source must not prevent stopping the rest
                 log.exception("stopping source %s failed", src.stream_id)
+        if self._started and not self._stop.is_set():
+            self._done.wait(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]

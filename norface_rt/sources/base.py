@@ -13,6 +13,9 @@ Contract shared by all sources:
   end (including an end requested through ``stop()``).
 * ``EndOfStream.frames`` counts the frames the source decoded and queued; ``dropped`` of them were
   evicted by the drop-oldest policy, so ``frames - dropped`` reached (or could reach) the consumer.
+* Every ``FramePacket`` carries ``timings["decode"]``: seconds of demux + decode + RGB conversion
+  spent on that frame (measured with :class:`DecodeClock`), never time blocked on a full queue,
+  realtime pacing or waiting for a live camera's next packet.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
@@ -55,6 +59,39 @@ def slug(text: str) -> str:
     """A stream id made from a file stem or host: safe in file names, topics and CSV columns."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
     return s or "stream"
+
+
+class DecodeClock:
+    """Per-frame decode cost on the decode thread: work time summed between ``take()`` calls.
+
+    Work that yields no frame (a packet the decoder buffers, a file that fails to decode) is
+    charged to the next frame delivered, so the sum over frames is the whole decode cost. Time
+    between ``pause()`` and ``resume()`` (queue back-pressure, pacing, network waits) is never
+    counted; ``take()`` also pauses, so a caller resumes after it has handed the frame on.
+    """
+
+    __slots__ = ("_since", "_spent")
+
+    def __init__(self) -> None:
+        self._spent = 0.0
+        self._since: float | None = None
+
+    def resume(self) -> None:
+        """Start counting (no-op when already counting)."""
+        if self._since is None:
+            self._since = time.perf_counter()
+
+    def pause(self) -> None:
+        """Stop counting; what was counted so far is kept for the next ``take()``."""
+        if self._since is not None:
+            self._spent += time.perf_counter() - self._since
+            self._since = None
+
+    def take(self) -> float:
+        """Seconds counted since the previous ``take()``; resets and leaves the clock paused."""
+        self.pause()
+        spent, self._spent = self._spent, 0.0
+        return spent
 
 
 class Source(ABC):
@@ -190,7 +227,14 @@ class Source(ABC):
         return self._stop_event.wait(max(0.0, seconds))
 
     def _emit(self, packet: FramePacket) -> bool:
-        """Queue one frame; False means the source is stopping and decoding should end."""
+        """Queue one frame; False means the source is stopping and decoding should end.
+
+        ``packet.timings["decode"]`` must already be set (see :class:`DecodeClock`): this call
+        may block on a full queue, which is not decode time.
+        """
+        if "decode" not in packet.timings:  # a programming error in a subclass, not bad input
+            raise RuntimeError(f"source {self._stream_id!r}: frame {packet.frame_index} has no "
+                               "timings['decode'] (subclasses must time decoding)")
         if self._stop_event.is_set():
             return False
         if not self._queue.put(packet):

@@ -15,6 +15,9 @@ that fails, so the end of decoding is checked against what the container promise
 ``pts`` counts seconds from the start of the video stream (offsets such as MPEG-TS's 1.4 s are
 removed); with ``loop=True`` it keeps growing across passes, like ``frame_index``.
 
+``timings["decode"]`` covers demuxing (file reads included), decoding and the RGB conversion of
+each frame; pacing in ``realtime`` mode and waiting on a full queue are excluded.
+
 Each case ends with ``EndOfStream(error="decode error at frame N: ...")`` where N is the index the
 first missing frame would have had. MPEG-TS declares neither, so a TS file cut exactly at a packet
 boundary is indistinguishable from a shorter one; a cut inside a packet is caught by the decoder.
@@ -31,7 +34,7 @@ from typing import Any
 
 import av
 
-from norface_rt.sources.base import Source, slug
+from norface_rt.sources.base import DecodeClock, Source, slug
 from norface_rt.types import FramePacket
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,7 @@ class FileSource(Source):
         frame_dur = 1.0 / self._info.fps if self._info.fps else 0.0
         decoded = 0
         demuxed = 0
+        clock = DecodeClock()
         end_pts = pts_offset
         start = 0.0  # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
         if stream.start_time is not None and stream.time_base is not None:
@@ -166,6 +170,7 @@ class FileSource(Source):
             nonlocal decoded, end_pts, clock0
             packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
                                                live=self.live)
+            packet.timings["decode"] = clock.take()
             if packet.pts is None and frame_dur:
                 packet.pts = decoded * frame_dur  # containers without timestamps (raw streams)
             elif packet.pts is not None:
@@ -183,9 +188,11 @@ class FileSource(Source):
             if not self._emit(packet):
                 raise _Stopped
             decoded += 1
+            clock.resume()
 
         def flush_then(reason: str) -> str:
             """Deliver frames still buffered from intact data (frame threading), then fail."""
+            clock.resume()
             try:
                 for frame in stream.codec_context.decode(None):
                     if frame.is_corrupt:
@@ -197,6 +204,7 @@ class FileSource(Source):
                 pass
             return f"decode error at frame {self._next_index}: {reason}"
 
+        clock.resume()  # demuxing is decode work: it is counted from here on
         try:
             for pkt in container.demux(stream):
                 if self._stopping:

@@ -11,7 +11,8 @@ Error policy (decided here, relied on by callers):
 
 ``pts`` is None (stills have no timeline); ``ImageSource.delivered_paths`` maps frame_index to the
 file it came from. Decoding uses OpenCV (honours EXIF orientation; grey, palette, alpha and
-16-bit images all become 8-bit RGB).
+16-bit images all become 8-bit RGB). ``timings["decode"]`` is the time spent reading, decoding
+and converting that image (plus any skipped unreadable files before it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from norface_rt.sources.base import Source, slug
+from norface_rt.sources.base import DecodeClock, Source, slug
 from norface_rt.types import FramePacket
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ImageSource(Source):
         if not self._path.exists():
             raise FileNotFoundError(f"image file or folder not found: {self._path}")
         self._first: np.ndarray | None = None
+        self._first_decode_s = 0.0
         if self._path.is_dir():
             self._files = sorted(p for p in self._path.iterdir()
                                  if p.is_file() and is_image_path(p))
@@ -71,7 +73,9 @@ class ImageSource(Source):
                 raise ValueError(f"unsupported image extension {self._path.suffix!r} for "
                                  f"{self._path} (expected one of {', '.join(IMAGE_EXTENSIONS)})")
             self._files = [self._path]
+            t0 = time.perf_counter()
             self._first = decode_image(self._path)  # a lone bad image fails right here
+            self._first_decode_s = time.perf_counter() - t0
         self._bad: list[str] = []
         self._delivered_paths: list[Path] = []
 
@@ -91,20 +95,26 @@ class ImageSource(Source):
         return list(self._bad)
 
     def _produce(self) -> str | None:
+        clock = DecodeClock()
         for path in self._files:
             if self._stopping:
                 return None
-            if self._first is not None:
+            if self._first is not None:  # decoded (and timed) at construction
                 image, self._first = self._first, None
+                decode_s = self._first_decode_s
             else:
+                clock.resume()
                 try:
                     image = decode_image(path)
                 except ValueError as exc:
+                    clock.pause()  # a skipped file's cost is charged to the next image
                     log.warning("skipping %s", exc)
                     self._bad.append(str(exc))
                     continue
+                decode_s = clock.take()
             packet = FramePacket(stream_id=self.stream_id, frame_index=self._next_index,
-                                 image=image, pts=None, capture_time=time.time(), live=False)
+                                 image=image, pts=None, capture_time=time.time(), live=False,
+                                 timings={"decode": decode_s})
             self._delivered_paths.append(path)
             if not self._emit(packet):
                 self._delivered_paths.pop()

@@ -11,6 +11,10 @@ within ``read_timeout`` even while a read is blocked, and at once while waiting 
 
 Frames the decoder flags corrupt (typically the grey frames after a reconnect, before the next
 keyframe) are not delivered; they are counted in ``corrupt_frames``.
+
+``timings["decode"]`` covers decoding and RGB conversion from the moment a packet has arrived
+(plus the decode work of earlier packets that yielded no frame, e.g. corrupt ones). Waiting for the
+next packet is excluded: on a live stream that wait is the camera's frame interval, not work.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from norface_rt.sources.base import Source, check_optional_seconds, check_seconds, slug
+from norface_rt.sources.base import (
+    DecodeClock,
+    Source,
+    check_optional_seconds,
+    check_seconds,
+    slug,
+)
 from norface_rt.types import FramePacket
 
 log = logging.getLogger(__name__)
@@ -90,20 +100,25 @@ class _LiveSource(Source):
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"
         queued = 0
+        clock = DecodeClock()
         self._connected = True
         try:
             for pkt in container.demux(stream):
                 if self._stopping:
                     return queued, "stopped"
+                clock.resume()  # the packet is here: waiting for it is not counted
                 for frame in pkt.decode():
                     if frame.is_corrupt:
                         self._corrupt += 1
                         continue
                     packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
                                                        live=True)
+                    packet.timings["decode"] = clock.take()
                     if not self._emit(packet):
                         return queued, "stopped"
                     queued += 1
+                    clock.resume()
+                clock.pause()
         except (av.FFmpegError, OSError) as exc:
             return queued, f"read from {what} failed: {_describe(exc, self._timeouts()[1])}"
         finally:

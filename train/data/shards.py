@@ -48,7 +48,7 @@ class ShardDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, directory: str | Path, img_size: int | None = None, resize: bool = False,
-                 keep_open: int = 2) -> None:
+                 keep_open: int = 64) -> None:
         self.dir = Path(directory)
         self.meta = read_meta(self.dir)
         self.files = sorted(self.dir.glob(SHARD_GLOB))

@@ -1,0 +1,74 @@
+"""The whole pipeline on a live RTSP stream: the camera dies, comes back, and results resume."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from norface_rt.app import PipelineOptions, create_pipeline
+
+pytestmark = [pytest.mark.rtsp, pytest.mark.timeout(120)]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def write(self, msg: dict[str, Any]) -> None:
+        with self.cond:
+            self.messages.append(msg)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        pass
+
+    def frames(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return [m for m in self.messages if m["type"] == "frame"]
+
+    def wait_frames(self, n: int, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while sum(m["type"] == "frame" for m in self.messages) < n:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+
+def test_pipeline_reconnects_to_a_restarted_rtsp_server(rtsp_server: Any, tiny_model_dir,
+                                                        landmarker_path) -> None:
+    sink = Counter()
+    opts = PipelineOptions(sources=[rtsp_server.url], stream_ids=["cam"], model_dir=tiny_model_dir,
+                           landmarker=landmarker_path,
+                           source_kwargs={"open_timeout": 5.0, "read_timeout": 2.0,
+                                          "initial_backoff": 0.25, "max_backoff": 1.0})
+    pipe = create_pipeline(opts, [sink])
+    pipe.start()
+    try:
+        assert sink.wait_frames(15, 30), "no frames from the RTSP stream"
+        rtsp_server.kill()
+        time.sleep(3.0)  # the stream is dead: the source notices and starts retrying
+        n_dead = len(sink.frames())
+        rtsp_server.start()
+        assert sink.wait_frames(n_dead + 15, 40), "the pipeline did not resume after the restart"
+        assert pipe.sources[0].reconnects >= 1
+    finally:
+        pipe.stop(timeout=10)
+    frames = sink.frames()
+    idx = [m["frame_index"] for m in frames]
+    assert all(b > a for a, b in zip(idx, idx[1:])), "frame indices must keep increasing"
+    assert [m["seq"] for m in frames] == list(range(len(frames)))
+    assert all(m["stream_id"] == "cam" for m in frames)
+    assert sum(1 for m in frames if m["faces"]) >= 0.8 * len(frames)
+    # every frame the source produced is either published or counted as dropped
+    last = frames[-1]
+    assert last["frame_index"] + 1 >= len(frames)
+    eos = [m for m in sink.messages if m["type"] == "eos"]
+    assert len(eos) == 1 and eos[0]["stream_id"] == "cam", "stop() must still publish end of stream"
+    assert not pipe.errors

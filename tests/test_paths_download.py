@@ -1,0 +1,64 @@
+"""Model lookup order and the sha256-pinned landmarker download (exercised through file:// URLs)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from norface_rt.download import download_landmarker, sha256_file
+from norface_rt.paths import (LANDMARKER_SHA256, ModelNotFoundError, resolve_landmarker,
+                              resolve_model_dir)
+
+
+def test_download_checks_sha256_and_is_idempotent(landmarker_path: Path, tmp_path: Path) -> None:
+    url = landmarker_path.as_uri()
+    got = download_landmarker(tmp_path, url=url, sha256=LANDMARKER_SHA256)
+    assert got.parent == tmp_path and sha256_file(got) == LANDMARKER_SHA256
+    mtime = got.stat().st_mtime_ns
+    assert download_landmarker(tmp_path, url=url) == got and got.stat().st_mtime_ns == mtime
+
+
+def test_download_refuses_a_file_with_the_wrong_hash(tmp_path: Path) -> None:
+    bogus = tmp_path / "src" / "face_landmarker_v2_with_blendshapes.task"
+    bogus.parent.mkdir()
+    bogus.write_bytes(b"not the model")
+    with pytest.raises(RuntimeError, match="sha256 mismatch"):
+        download_landmarker(tmp_path / "dest", url=bogus.as_uri())
+    assert list((tmp_path / "dest").iterdir()) == []  # nothing half-written is left behind
+
+
+def test_download_failure_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="--landmarker"):
+        download_landmarker(tmp_path, url=(tmp_path / "missing.task").as_uri())
+
+
+def test_model_dir_order_flag_env_cache(tiny_model_dir: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NORFACE_RT_CACHE", str(cache))
+    monkeypatch.delenv("NORFACE_RT_MODEL_DIR", raising=False)
+    monkeypatch.setattr("norface_rt.paths.packaged_model_dir", lambda: tmp_path / "no-package")
+    with pytest.raises(ModelNotFoundError, match="NORFACE_RT_MODEL_DIR"):
+        resolve_model_dir()
+    shutil.copytree(tiny_model_dir, cache / "models" / "norface")
+    assert resolve_model_dir() == cache / "models" / "norface"
+    monkeypatch.setenv("NORFACE_RT_MODEL_DIR", str(tiny_model_dir))
+    assert resolve_model_dir() == tiny_model_dir  # env beats the cache
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_dir(tmp_path / "flagged")  # an explicit flag never falls back
+
+
+def test_landmarker_order(landmarker_path: Path, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NORFACE_RT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NORFACE_RT_LANDMARKER", raising=False)
+    monkeypatch.delenv("NORFACE_RT_SHARED_MODELS", raising=False)
+    with pytest.raises(ModelNotFoundError, match="models download"):
+        resolve_landmarker()
+    monkeypatch.setenv("NORFACE_RT_SHARED_MODELS", str(landmarker_path.parent))
+    assert resolve_landmarker() == landmarker_path
+    monkeypatch.setenv("NORFACE_RT_LANDMARKER", str(landmarker_path))
+    assert resolve_landmarker() == landmarker_path
+    assert resolve_landmarker(landmarker_path) == landmarker_path
