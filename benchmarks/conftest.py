@@ -1,4 +1,4 @@
-"""Benchmark fixtures: the default-size model set and the shared media.
+"""Benchmark fixtures: the default-size model set (shared-data fixtures: root conftest.py).
 
 Speed targets are measured here with pytest-benchmark (medians over rounds), never asserted in
 timed unit tests. Until trained weights ship, the default-size model is exported untrained: the
@@ -7,28 +7,9 @@ graph (and so the speed) is the same as a trained one's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    root = Path(os.environ.get("NORFACE_RT_SHARED", REPO.parent / "shared")).resolve()
-    if not (root / "media").is_dir():
-        pytest.skip(f"shared data not found at {root} (set NORFACE_RT_SHARED)")
-    return root
-
-
-@pytest.fixture(scope="session")
-def landmarker_path(shared_dir: Path) -> Path:
-    p = shared_dir / "models" / "face_landmarker_v2_with_blendshapes.task"
-    if not p.is_file():
-        pytest.skip(f"MediaPipe face landmarker not found: {p}")
-    return p
 
 
 @pytest.fixture(scope="session")

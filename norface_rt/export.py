@@ -5,6 +5,11 @@ A *model set* is a directory holding everything the runtime needs, and nothing i
 * ``config.json``          -- the :class:`~norface_rt.config.ModelConfig` (also embedded in the ONNX);
 * ``norface.onnx``         -- fp32 inference graph, input ``face`` (B, 3, S, S) normalised float32,
   outputs ``normalized``, ``au_prob``, ``au_intensity``, ``emotion_prob``; dynamic batch axis;
+* ``normalizer.onnx``      -- its first half: ``face`` -> ``normalized`` (target tokens baked in);
+* ``classifier.onnx``      -- its second half: ``normalized``, ``face`` -> ``au_prob``,
+  ``au_intensity``, ``emotion_prob``. Running the two in sequence gives the combined graph's
+  outputs (to float32 rounding) and lets the runtime time and place each stage on its own;
+  all three carry the same embedded config;
 * ``weights.safetensors``  -- the state dict (fp16 by default) including the cached target tokens,
   for the PyTorch backend and for fine-tuning. Never pickle.
 
@@ -19,29 +24,61 @@ import hashlib
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
+import onnx.compose
+import onnx.helper
 import torch
 from safetensors.torch import load_file, save_file
 
 from norface_rt.backends.base import (
+    CLASSIFIER_FILE,
+    CLASSIFIER_INPUTS,
+    CLASSIFIER_OUTPUTS,
     INPUT_NAME,
     META_CONFIG,
     META_MODEL_ID,
     META_TRAINED,
+    NORMALIZER_FILE,
+    NORMALIZER_INPUTS,
+    NORMALIZER_OUTPUTS,
     OUTPUT_NAMES,
     config_from_metadata,
     preprocess,
 )
 from norface_rt.config import ModelConfig
-from norface_rt.models.norface import NorfaceModel
+from norface_rt.models.norface import ClassifierGraph, NormalizerGraph, NorfaceModel
 from norface_rt.models.registry import create_model
 
 CONFIG_FILE = "config.json"
 ONNX_FILE = "norface.onnx"
 WEIGHTS_FILE = "weights.safetensors"
+
+GraphKind = Literal["combined", "normalizer", "classifier"]
+GRAPH_KINDS: tuple[GraphKind, ...] = ("combined", "normalizer", "classifier")
+
+
+@dataclass(frozen=True)
+class _GraphSpec:
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    doc: str
+
+
+_GRAPHS: dict[GraphKind, _GraphSpec] = {
+    "combined": _GraphSpec((INPUT_NAME,), OUTPUT_NAMES,
+                           "Input 'face': (B,3,S,S) float32, (x/255-mean)/std per config."),
+    "normalizer": _GraphSpec(NORMALIZER_INPUTS, NORMALIZER_OUTPUTS,
+                             "Normalizer half. Input 'face': (B,3,S,S) float32, (x/255-mean)/std "
+                             "per config; output 'normalized' in the same pixel space."),
+    "classifier": _GraphSpec(CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS,
+                             "Classifier half. Inputs 'normalized' (the normalizer's output) and "
+                             "'face' (the normalizer's input), both (B,3,S,S) float32."),
+}
 
 
 _NON_ARCH_FIELDS = ("name", "trained", "model_id", "provenance")
@@ -63,52 +100,101 @@ def _check_model(model: NorfaceModel, cfg: ModelConfig) -> None:
 
 
 def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[str],
-                opset: int = 17) -> Path:
-    """Write the inference graph with ``cfg`` embedded as metadata; returns the path.
+                opset: int = 17, graph: GraphKind = "combined") -> Path:
+    """Write an inference graph with ``cfg`` embedded as metadata; returns the path.
+
+    ``graph`` picks the combined graph (``norface.onnx``) or one of its halves (see the module
+    docstring for their inputs and outputs). The combined graph is the two halves joined (each
+    half traced once), so it and the split pair always hold exactly the same operators.
 
     Uses the classic TorchScript exporter (``dynamo=False``; torch is pinned, so its deprecation is
     not a risk here): for this static-shape graph it is fast (~2 s) and gives plain opset-17 ops that
     ORT fuses well. The dynamo exporter took ~10x longer, could not down-convert to opset 17 and was
     not faster in ORT. The file is written atomically and checked by loading it in ONNX Runtime.
     """
+    if graph not in _GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPH_KINDS)}, got {graph!r}")
     _check_model(model, cfg)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).float().cpu().eval()
-    dummy = torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    if graph == "combined":
+        proto = _join(_trace(model, cfg, "normalizer", opset), _trace(model, cfg, "classifier", opset))
+    else:
+        proto = _trace(model, cfg, graph, opset)
+    return _write(proto, cfg, graph, Path(path))
+
+
+def _trace(model: NorfaceModel, cfg: ModelConfig, graph: GraphKind, opset: int) -> onnx.ModelProto:
+    """Trace one half of ``model`` (already a float32 CPU eval copy) to an ONNX proto."""
+    spec = _GRAPHS[graph]
+    module = NormalizerGraph(model) if graph == "normalizer" else ClassifierGraph(model)
+    dummies = tuple(torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+                    for _ in spec.inputs)
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation / tracer chatter
             torch.onnx.export(
-                model, (dummy,), str(raw), input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
-                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
+                module, dummies, str(raw), input_names=list(spec.inputs),
+                output_names=list(spec.outputs), opset_version=opset, dynamo=False,
+                dynamic_axes={n: {0: "batch"} for n in (*spec.inputs, *spec.outputs)},
                 do_constant_folding=True,
             )
-        proto = onnx.load(str(raw))
-        meta = {META_CONFIG: cfg.to_json(), META_MODEL_ID: cfg.model_id,
-                META_TRAINED: str(cfg.trained).lower()}
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            proto.metadata_props.add(key=k, value=v)
-        proto.doc_string = (f"Norface ({cfg.model_id}); trained={cfg.trained}. "
-                            "Input 'face': (B,3,S,S) float32, (x/255-mean)/std per config.")
-        onnx.checker.check_model(proto)
+        return onnx.load(str(raw))
+
+
+def _join(normalizer: onnx.ModelProto, classifier: onnx.ModelProto) -> onnx.ModelProto:
+    """The combined graph: the normalizer's nodes, then the classifier's, sharing ``face`` and
+    feeding ``normalized`` across. Internal names get a per-half prefix (two separate traces may
+    both use e.g. ``onnx::MatMul_123``); the graph inputs and outputs keep their names."""
+    g1 = onnx.compose.add_prefix_graph(normalizer.graph, "normalizer/", rename_inputs=False,
+                                       rename_outputs=False)
+    g2 = onnx.compose.add_prefix_graph(classifier.graph, "classifier/", rename_inputs=False,
+                                       rename_outputs=False)
+    face1 = next(i for i in g1.input if i.name == INPUT_NAME)
+    face2 = next(i for i in g2.input if i.name == INPUT_NAME)
+    if face1.type != face2.type:
+        raise RuntimeError(f"cannot join the halves: input {INPUT_NAME!r} has type {face1.type} "
+                           f"in the normalizer but {face2.type} in the classifier")
+    joined = onnx.helper.make_graph(
+        [*g1.node, *g2.node], "norface", [face1], [*g1.output, *g2.output],
+        initializer=[*g1.initializer, *g2.initializer],
+        value_info=[*g1.value_info, *g2.value_info])
+    if normalizer.opset_import != classifier.opset_import:
+        raise RuntimeError("cannot join the halves: they were exported with different opsets")
+    return onnx.helper.make_model(joined, opset_imports=list(normalizer.opset_import),
+                                  ir_version=normalizer.ir_version,
+                                  producer_name=normalizer.producer_name,
+                                  producer_version=normalizer.producer_version)
+
+
+def _write(proto: onnx.ModelProto, cfg: ModelConfig, graph: GraphKind, path: Path) -> Path:
+    """Embed ``cfg``, check the proto, and write it atomically after ORT has loaded it."""
+    spec = _GRAPHS[graph]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {META_CONFIG: cfg.to_json(), META_MODEL_ID: cfg.model_id,
+            META_TRAINED: str(cfg.trained).lower()}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = f"Norface ({cfg.model_id}); trained={cfg.trained}. {spec.doc}"
+    onnx.checker.check_model(proto)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / "final.onnx"
         onnx.save(proto, str(staged))
-        _verify_loads(staged, cfg)
+        _verify_loads(staged, cfg, spec)
         os.replace(staged, path)
     return path
 
 
-def _verify_loads(path: Path, cfg: ModelConfig) -> None:
+def _verify_loads(path: Path, cfg: ModelConfig, spec: _GraphSpec) -> None:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    if sess.get_inputs()[0].name != INPUT_NAME or names != list(OUTPUT_NAMES):
-        raise RuntimeError(f"exported graph has I/O {sess.get_inputs()[0].name} -> {names}")
+    ins = [i.name for i in sess.get_inputs()]
+    outs = [o.name for o in sess.get_outputs()]
+    if ins != list(spec.inputs) or outs != list(spec.outputs):
+        raise RuntimeError(f"exported graph has I/O {ins} -> {outs}, expected "
+                           f"{list(spec.inputs)} -> {list(spec.outputs)}")
     if config_from_metadata(sess.get_modelmeta().custom_metadata_map, str(path)) != cfg:
         raise RuntimeError(f"{path}: embedded config does not round-trip")
 
@@ -133,7 +219,8 @@ def _round_to_fp16(model: NorfaceModel) -> NorfaceModel:
 
 def save_model_set(model: NorfaceModel, cfg: ModelConfig, out_dir: str | os.PathLike[str], *,
                    fp16_weights: bool = True, opset: int = 17) -> Path:
-    """Write config.json, norface.onnx (fp32 graph) and weights.safetensors into ``out_dir``."""
+    """Write config.json, norface.onnx + normalizer.onnx + classifier.onnx (fp32 graphs) and
+    weights.safetensors into ``out_dir``."""
     _check_model(model, cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +229,12 @@ def save_model_set(model: NorfaceModel, cfg: ModelConfig, out_dir: str | os.Path
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if fp16_weights:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    export_onnx(model, cfg, out / ONNX_FILE, opset=opset)
+    exported = copy.deepcopy(model).float().cpu().eval()
+    halves = [_trace(exported, cfg, g, opset) for g in ("normalizer", "classifier")]
+    combined = _join(*halves)
+    _write(combined, cfg, "combined", out / ONNX_FILE)
+    _write(halves[0], cfg, "normalizer", out / NORMALIZER_FILE)
+    _write(halves[1], cfg, "classifier", out / CLASSIFIER_FILE)
     save_file(state, str(out / WEIGHTS_FILE),
               metadata={META_CONFIG: cfg.to_json(), "dtype": "float16" if fp16_weights else "float32"})
     cfg.save(out / CONFIG_FILE)  # last: its presence marks a complete model set (paths._is_model_dir)

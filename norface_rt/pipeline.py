@@ -298,7 +298,10 @@ class Pipeline:
                 fr.timings["queue"] = t0 - fr.timings.pop("_queued_at", t0)
                 faces: list[FaceResult] = []
                 if ff.faces:
-                    fr.timings["infer"] = infer_s
+                    # Each frame waited for its whole batch, so the batch's stage times are its own
+                    # latency contribution: normalize + classify (split graphs) or infer.
+                    stage_times = getattr(out, "timings", None) or {"infer": infer_s}
+                    fr.timings.update(stage_times)
                     if out is not None:
                         faces = build_face_results(ff, out, offset, cfg)
                     offset += len(ff.faces)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 # Stage names in pipeline order; "latency" is capture-to-publish wall time.
-STAGES = ("decode", "detect", "align", "queue", "infer", "publish", "latency")
+STAGES = ("decode", "detect", "align", "queue", "normalize", "classify", "infer", "publish",
+          "latency")
 
 
 class StageStats:

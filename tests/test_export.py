@@ -102,12 +102,14 @@ def test_read_onnx_config_errors(tmp_path: Path) -> None:
 
 def test_untrained_model_set(untrained_dir: Path) -> None:
     assert sorted(p.name for p in untrained_dir.iterdir()) == [
-        "config.json", "norface.onnx", "weights.safetensors"]
+        "classifier.onnx", "config.json", "norface.onnx", "normalizer.onnx",
+        "weights.safetensors"]
     cfg = ModelConfig.load(untrained_dir / "config.json")
     assert cfg.trained is False and cfg.model_id == "norface-tiny-untrained"
     assert "synthetic" in cfg.provenance["target"]
     assert "manual_seed(3)" in cfg.provenance["weights"]
-    assert read_onnx_config(untrained_dir / "norface.onnx") == cfg
+    for name in ("norface.onnx", "normalizer.onnx", "classifier.onnx"):
+        assert read_onnx_config(untrained_dir / name) == cfg, name
     state = load_file(str(untrained_dir / "weights.safetensors"))
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point())
     assert state["target_tokens"].abs().sum() > 0
@@ -152,3 +154,49 @@ def test_save_model_set_fp32_and_config_mismatch(tmp_path: Path,
     ModelConfig.for_size("tiny", model_id="something-else").save(out / "config.json")
     with pytest.raises(ValueError, match="embedded config differs"):
         load_torch_model(out)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_split_graphs_equal_the_combined_graph(untrained_dir: Path, batch: int) -> None:
+    """normalizer.onnx then classifier.onnx reproduces norface.onnx (same weights, same ops)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    cpu = ["CPUExecutionProvider"]
+    combined = ort.InferenceSession(str(untrained_dir / "norface.onnx"), opts, providers=cpu)
+    norm = ort.InferenceSession(str(untrained_dir / "normalizer.onnx"), opts, providers=cpu)
+    cls = ort.InferenceSession(str(untrained_dir / "classifier.onnx"), opts, providers=cpu)
+    assert [i.name for i in norm.get_inputs()] == ["face"]
+    assert [o.name for o in norm.get_outputs()] == ["normalized"]
+    assert [i.name for i in cls.get_inputs()] == ["normalized", "face"]
+    assert [o.name for o in cls.get_outputs()] == ["au_prob", "au_intensity", "emotion_prob"]
+    x = torch.randn(batch, 3, 112, 112, generator=torch.Generator().manual_seed(7)).numpy()
+    ref = combined.run(None, {"face": x})
+    (normalized,) = norm.run(None, {"face": x})
+    assert normalized.dtype == np.float32
+    got = [normalized, *cls.run(None, {"normalized": normalized, "face": x})]
+    for name, g, r in zip(["normalized", "au_prob", "au_intensity", "emotion_prob"], got, ref):
+        assert g.shape == r.shape, name
+        assert np.abs(g - r).max() <= 1e-5, f"{name}: max abs diff {np.abs(g - r).max():.2e}"
+    # the classifier really uses both inputs: another 'normalized' changes its answer
+    other = cls.run(None, {"normalized": np.zeros_like(normalized), "face": x})
+    assert np.abs(other[0] - got[1]).max() > 1e-4
+
+
+def test_split_halves_match_torch(untrained_dir: Path, tiny: tuple[NorfaceModel, ModelConfig],
+                                  tmp_path: Path) -> None:
+    model = load_torch_model(untrained_dir)
+    cpu = ["CPUExecutionProvider"]
+    norm = ort.InferenceSession(str(untrained_dir / "normalizer.onnx"), providers=cpu)
+    cls = ort.InferenceSession(str(untrained_dir / "classifier.onnx"), providers=cpu)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref_n = model.normalize(x)
+        ref = [t.numpy() for t in model.classify(ref_n, x)]
+    assert np.abs(norm.run(None, {"face": x.numpy()})[0] - ref_n.numpy()).max() <= TOL_IMAGE
+    got = cls.run(None, {"normalized": ref_n.numpy(), "face": x.numpy()})
+    for g, r, tol in zip(got, ref, [TOL_PROB, TOL_INTENSITY, TOL_PROB]):
+        assert np.abs(g - r).max() <= tol
+    with pytest.raises(ValueError, match=r"graph must be one of \['combined', 'normalizer', "
+                                         r"'classifier'\], got 'encoder'"):
+        export_onnx(tiny[0], tiny[1], tmp_path / "e.onnx", graph="encoder")  # type: ignore[arg-type]
+    assert not (tmp_path / "e.onnx").exists()

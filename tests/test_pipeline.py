@@ -82,7 +82,7 @@ def test_single_face_one_message_per_frame_in_order(tiny_model_dir, landmarker_p
     x0, y0, x1, y1 = face["box"]
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 360
     assert snap["frames"] == 72
-    for stage in ("detect", "infer", "publish", "latency"):
+    for stage in ("decode", "detect", "align", "normalize", "classify", "publish", "latency"):
         assert snap["stages"][stage]["count"] > 0
 
 

@@ -4,13 +4,19 @@ Pre- and post-processing live here, once, so every backend (ONNX Runtime, PyTorc
 training see the exact same pixels: :func:`preprocess` is the only place that turns crops into the
 network's normalised NCHW float input, :func:`denormalize` the only place that turns the normalized
 face back into uint8. This module imports numpy only (no torch), so the ORT runtime path stays light.
+
+Stage timings: :attr:`ModelOutput.timings` reports, in seconds for the whole batch, how long the
+network took. Backends that run the two halves separately report ``"normalize"`` and
+``"classify"``; a backend that runs one combined graph reports ``"infer"`` (never both forms).
+Pre/post-processing (:func:`preprocess`, :func:`denormalize`) is not included.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -24,6 +30,22 @@ META_TRAINED = "norface_trained"
 
 INPUT_NAME = "face"
 OUTPUT_NAMES: tuple[str, str, str, str] = ("normalized", "au_prob", "au_intensity", "emotion_prob")
+
+# The split graphs of a model set (written beside norface.onnx by norface_rt.export).
+NORMALIZER_FILE = "normalizer.onnx"
+CLASSIFIER_FILE = "classifier.onnx"
+NORMALIZED_NAME = "normalized"
+NORMALIZER_INPUTS: tuple[str] = (INPUT_NAME,)
+NORMALIZER_OUTPUTS: tuple[str] = (NORMALIZED_NAME,)
+CLASSIFIER_INPUTS: tuple[str, str] = (NORMALIZED_NAME, INPUT_NAME)
+CLASSIFIER_OUTPUTS: tuple[str, str, str] = ("au_prob", "au_intensity", "emotion_prob")
+
+# Keys of ModelOutput.timings.
+TIMING_NORMALIZE = "normalize"
+TIMING_CLASSIFY = "classify"
+TIMING_INFER = "infer"
+
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def config_from_metadata(meta: Mapping[str, str], source: str) -> ModelConfig:
@@ -81,28 +103,42 @@ def denormalize(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 
 @dataclass
 class ModelOutput:
-    """Per-crop results, row i belonging to crop i. ``normalized`` is None unless requested."""
+    """Per-crop results, row i belonging to crop i. ``normalized`` is None unless requested.
+
+    ``timings`` maps stage -> seconds spent on the whole batch: ``{"normalize", "classify"}``
+    when the backend ran the two networks separately, ``{"infer"}`` when it ran one combined
+    graph, empty when nothing ran (N = 0). Divide by ``len(self)`` for a per-face figure.
+    """
 
     normalized: np.ndarray | None  # (N, S, S, 3) uint8 RGB
     au_prob: np.ndarray  # (N, A) float32 in [0, 1]
     au_intensity: np.ndarray  # (N, A) float32 in [0, cfg.au_intensity_max]
     emotion_prob: np.ndarray  # (N, E) float32, rows sum to 1
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (whole batch)
 
     def __len__(self) -> int:
         return int(self.au_prob.shape[0])
 
 
 class Backend(ABC):
-    """Runs the exported Norface inference graph. Subclasses implement :meth:`_forward` only."""
+    """Runs the exported Norface inference graph. Subclasses implement :meth:`_forward` only.
+
+    A backend that can time normalization and classification separately also overrides
+    :meth:`_forward_timed`; the default times the whole :meth:`_forward` call as ``"infer"``.
+    """
 
     config: ModelConfig
     name: str
 
     @abstractmethod
-    def _forward(
-        self, x: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _forward(self, x: np.ndarray) -> Outputs:
         """x (N>=1, C, S, S) float32 -> (normalized NCHW float, au_prob, au_intensity, emotion_prob)."""
+
+    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, dict[str, float]]:
+        """:meth:`_forward` plus its stage timings in seconds (see :class:`ModelOutput`)."""
+        t0 = time.perf_counter()
+        outs = self._forward(x)
+        return outs, {TIMING_INFER: time.perf_counter() - t0}
 
     def infer(self, crops: np.ndarray, *, want_normalized: bool = False) -> ModelOutput:
         """Analyse aligned crops (N, S, S, 3) uint8 RGB; N = 0 returns empty arrays without running."""
@@ -117,12 +153,13 @@ class Backend(ABC):
                 au_intensity=np.zeros((0, a), np.float32),
                 emotion_prob=np.zeros((0, e), np.float32),
             )
-        normalized, au_prob, au_int, emo = self._forward(preprocess(crops, cfg))
+        (normalized, au_prob, au_int, emo), timings = self._forward_timed(preprocess(crops, cfg))
         return ModelOutput(
             normalized=denormalize(normalized, cfg) if want_normalized else None,
             au_prob=np.asarray(au_prob, dtype=np.float32).reshape(n, a),
             au_intensity=np.asarray(au_int, dtype=np.float32).reshape(n, a),
             emotion_prob=np.asarray(emo, dtype=np.float32).reshape(n, e),
+            timings=dict(timings),
         )
 
     def close(self) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
 
-from norface_rt.backends.base import Backend
+from norface_rt.backends.base import TIMING_CLASSIFY, TIMING_NORMALIZE, Backend, Outputs
 
 
 class TorchBackend(Backend):
     """``fp16`` defaults to True on CUDA (autocast: matmuls in fp16, softmax/norms in fp32) and must
-    stay False on CPU, where fp16 is slower and less accurate."""
+    stay False on CPU, where fp16 is slower and less accurate.
+
+    Normalizer and classifier run as two calls so each can be timed: ``"normalize"`` includes
+    copying the input to the device, ``"classify"`` copying the results back; on CUDA the clock
+    is read only after ``torch.cuda.synchronize`` (kernels run asynchronously)."""
 
     name = "torch"
 
@@ -35,10 +40,25 @@ class TorchBackend(Backend):
         self.model = load_torch_model(model_dir, device=dev)
         self.config = self.model.cfg
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        t = torch.from_numpy(x).to(self.device)
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _forward(self, x: np.ndarray) -> Outputs:
+        return self._forward_timed(x)[0]
+
+    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, dict[str, float]]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
                                                     enabled=self.fp16):
-            outs = self.model(t)
-        normalized, au_prob, au_int, emo = (o.float().cpu().numpy() for o in outs)
-        return normalized, au_prob, au_int, emo
+            self._sync()
+            t0 = time.perf_counter()
+            face = torch.from_numpy(x).to(self.device)
+            normalized = self.model.normalize(face)
+            self._sync()
+            t1 = time.perf_counter()
+            probs = self.model.classify(normalized, face)
+            au_prob, au_int, emo = (o.float().cpu().numpy() for o in probs)  # .cpu() syncs
+            self._sync()
+            t2 = time.perf_counter()
+        return ((normalized.float().cpu().numpy(), au_prob, au_int, emo),
+                {TIMING_NORMALIZE: t1 - t0, TIMING_CLASSIFY: t2 - t1})

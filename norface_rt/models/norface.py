@@ -12,6 +12,11 @@ AU intensities and emotion logits.
 :class:`NorfaceModel` is what ships: the target is fixed, so its tokens are computed once by
 :meth:`NorfaceModel.set_target` and stored in a buffer (saved with the weights and baked into the
 ONNX graph as a constant); per face the normalization costs one encoder pass + EMM + decoder.
+
+The runtime can also run the two halves as separate graphs (so each stage can be timed and placed
+on its own): :class:`NormalizerGraph` (face -> normalized) and :class:`ClassifierGraph`
+((normalized, face) -> probabilities) are thin views over one NorfaceModel whose composition is
+exactly ``NorfaceModel.forward``.
 """
 
 from __future__ import annotations
@@ -148,15 +153,56 @@ class NorfaceModel(nn.Module):
         normalized = self.normalizer(face, self.target_tokens)
         return normalized, self.classifier(normalized, face)
 
+    def normalize(self, face: torch.Tensor) -> torch.Tensor:
+        """face (B, C, S, S) normalised -> normalized face (B, C, S, S), onto the cached target."""
+        return self.normalizer(face, self.target_tokens)
+
+    def classify(self, normalized: torch.Tensor,
+                 face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normalized, face) -> (au_prob (B, A), au_intensity (B, A) in [0, max],
+        emotion_prob (B, E)): the inference heads, probabilities rather than logits."""
+        out = self.classifier(normalized, face)
+        return (
+            torch.sigmoid(out.au_logits),
+            out.au_intensity,
+            torch.softmax(out.emotion_logits, dim=-1),
+        )
+
     def forward(
         self, face: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """face (B, C, S, S) normalised -> (normalized (B, C, S, S), au_prob (B, A),
         au_intensity (B, A) in [0, max], emotion_prob (B, E))."""
-        normalized, out = self.forward_full(face)
-        return (
-            normalized,
-            torch.sigmoid(out.au_logits),
-            out.au_intensity,
-            torch.softmax(out.emotion_logits, dim=-1),
-        )
+        normalized = self.normalize(face)
+        return (normalized, *self.classify(normalized, face))
+
+
+class NormalizerGraph(nn.Module):
+    """The normalization half of a NorfaceModel as its own graph (``normalizer.onnx``).
+
+    Shares the model's modules (no copy); the cached target tokens are part of it, so the exported
+    graph bakes them in as a constant exactly like the combined graph does.
+    """
+
+    def __init__(self, model: NorfaceModel) -> None:
+        super().__init__()
+        if not isinstance(model, NorfaceModel):
+            raise TypeError(f"model: expected NorfaceModel, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, face: torch.Tensor) -> torch.Tensor:
+        return self.model.normalize(face)
+
+
+class ClassifierGraph(nn.Module):
+    """The classification half of a NorfaceModel as its own graph (``classifier.onnx``)."""
+
+    def __init__(self, model: NorfaceModel) -> None:
+        super().__init__()
+        if not isinstance(model, NorfaceModel):
+            raise TypeError(f"model: expected NorfaceModel, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, normalized: torch.Tensor,
+                face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.classify(normalized, face)

@@ -96,3 +96,27 @@ def test_registry(micro_cfg: ModelConfig) -> None:
         create_model("mae", {"size": "tiny"})  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         MODEL_REGISTRY["x"] = MAE  # type: ignore[index]
+
+
+def test_split_halves_compose_to_the_full_model(micro_cfg: ModelConfig) -> None:
+    from norface_rt.models.norface import ClassifierGraph, NormalizerGraph
+
+    model = NorfaceModel(micro_cfg).eval()
+    model.set_target(torch.randn(1, 3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    norm, cls = NormalizerGraph(model), ClassifierGraph(model)
+    with torch.no_grad():
+        full = model(x)
+        normalized = norm(x)
+        probs = cls(normalized, x)
+    assert len(probs) == 3
+    for got, ref in zip((normalized, *probs), full):
+        assert torch.equal(got, ref)  # the same ops on the same tensors: bit-identical
+    assert torch.allclose(probs[2].sum(-1), torch.ones(3))
+    # views, not copies: a weight change in the model shows in the half
+    assert norm.model is model and cls.model is model
+    with torch.no_grad():
+        model.classifier.au_head.bias.add_(1.0)
+        assert not torch.equal(cls(normalized, x)[0], probs[0])
+    with pytest.raises(TypeError, match="model: expected NorfaceModel, got Linear"):
+        NormalizerGraph(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
