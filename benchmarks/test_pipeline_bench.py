@@ -69,3 +69,17 @@ def test_live_capture_to_publish_latency(benchmark, shared_dir, default_model_di
     benchmark.extra_info["frames_delivered"] = [s.frames for s in runs]
     print(f"\nlive (paced) single_face.mp4: capture-to-publish p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
           f"frames delivered per run {[s.frames for s in runs]} of 72")
+
+
+def test_file_throughput_single_face_fused(benchmark, shared_dir, default_model_dir,
+                                           landmarker_path):
+    """The same with normalization + classification fused into one ONNX graph (--fused)."""
+
+    def once() -> None:
+        sink, _ = _run(shared_dir, default_model_dir, landmarker_path, fused=True)
+        assert sink.frames == 72
+
+    benchmark.pedantic(once, rounds=5, iterations=1, warmup_rounds=1)
+    fps = 72 / benchmark.stats.stats.median
+    benchmark.extra_info["frames_per_s_median"] = round(fps, 2)
+    print(f"\nsingle_face.mp4 end to end, fused graph: {fps:.1f} frames/s (median of 5 runs)")

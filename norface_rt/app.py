@@ -34,6 +34,10 @@ class PipelineOptions:
     # frame is also scanned in square tiles (side = tiling * min(width, height)). Costs ~3x per frame,
     # so it is on by default only for still images.
     tiling: float | None = None
+    # Run normalizer.onnx and classifier.onnx as one fused graph (norface.onnx). Alone it is ~10%
+    # faster at batch 1, but inside the pipeline on 2 cores it measured slower (its ORT threads spin
+    # and compete with MediaPipe), and stats then report one "infer" stage. See benchmarks/.
+    fused: bool = False
     source_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -85,8 +89,11 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
     model_dir = resolve_model_dir(opts.model_dir)
     landmarker_path = resolve_landmarker(opts.landmarker)
     backend_kw: dict[str, Any] = {}
-    if opts.backend == "onnxruntime" and opts.threads:
-        backend_kw["intra_op_threads"] = opts.threads
+    if opts.backend == "onnxruntime":
+        if opts.threads:
+            backend_kw["intra_op_threads"] = opts.threads
+        if opts.fused:
+            backend_kw["split"] = False
     if opts.backend == "torch":
         backend_kw["device"] = opts.device
     backend = load_backend(model_dir, opts.backend, **backend_kw)

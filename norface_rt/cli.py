@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (else $NORFACE_RT_LANDMARKER)")
     r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
     r.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
+    r.add_argument("--fused", action="store_true",
+                   help="ONNX Runtime: run normalization + classification as one graph "
+                        "(stats then show one 'infer' stage instead of normalize + classify)")
     r.add_argument("--threads", type=_positive_int("--threads"), help="ONNX Runtime intra-op threads")
     r.add_argument("--max-faces", type=_positive_int("--max-faces"), default=4)
     r.add_argument("--tiling", type=float, default=None,
@@ -161,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling)
+        tiling=args.tiling, fused=args.fused)
     sinks: list[Any] = []
     try:
         opts.validate()
