@@ -126,7 +126,8 @@ class NormalizerTrainer:
             load_module_weights(self.G.encoder, self.opts["init_encoder"])
         self.D = AuxNet(AuxConfig("discriminator", img_size=self.mcfg.img_size,
                                   width=int(self.opts["disc_width"]),
-                                  stages=disc_stages(self.mcfg.img_size))).to(self.device).train()
+                                  stages=disc_stages(self.mcfg.img_size),
+                                  in_channels=2 * self.mcfg.in_chans)).to(self.device).train()
         self.weights = L.NormalizerWeights(**config.get("loss_weights", {}))
         self.losses = NormalizerLosses(dict(config.get("aux", {})), self.weights,
                                        self.opts["eyebrow_channels"], self.mcfg.img_size).to(self.device)
@@ -162,12 +163,18 @@ class NormalizerTrainer:
         amp = self.run_cfg.amp
         with autocast(dev, amp):
             x_n = self.G(x_o, self.G.encode_target(x_t))
-            d_loss = L.hinge_d_loss(self.D(x_o), self.D(x_n.detach()))
+            # Conditional discriminator on the pair [I_t, I_n]: is the second image a real face of
+            # I_t's identity, pose and background? Real pairs are [I_t, true I_n] where synthetic
+            # data has one, else [I_t, I_t] (the only real image of that identity/pose/background).
+            real_second = x_t if true_n is None else torch.where(pair.view(-1, 1, 1, 1), true_n, x_t)
+            d_loss = L.hinge_d_loss(self.D(torch.cat([x_t, real_second], 1)),
+                                    self.D(torch.cat([x_t, x_n.detach()], 1)))
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
         with autocast(dev, amp):
-            terms = self.losses.generator_terms(x_o, x_t, x_n, same, self.D(x_n), true_n, pair)
+            terms = self.losses.generator_terms(x_o, x_t, x_n, same,
+                                                self.D(torch.cat([x_t, x_n], 1)), true_n, pair)
             total, log = L.normalizer_objective(terms, self.weights)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()

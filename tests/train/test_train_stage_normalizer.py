@@ -69,3 +69,19 @@ def test_normalizer_rejects_unknown_option(shards: Path, tmp_path: Path) -> None
                         "normalizer": {"p_sam": 0.1}, "run": run_section(tmp_path, 1)})
 
 
+
+
+def test_discriminator_judges_the_pair_target_and_normalized(shards: Path, tmp_path: Path) -> None:
+    """The paper's D sees [I_t, I_n]: 6 input channels, and its verdict depends on I_t."""
+    import torch
+
+    cfg = {"model": TINY_MODEL, "data": {"kind": "shards", "path": str(shards)},
+           "normalizer": {"target_image": "synthetic", "pair_prob": 1.0},
+           "optim": {"lr": 1e-3}, "run": run_section(tmp_path / "run", 2)}
+    trainer = normalizer.NormalizerTrainer(cfg)
+    assert trainer.D.cfg.in_channels == 6
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a = trainer.D(torch.cat([x, x], 1))
+        b = trainer.D(torch.cat([torch.randn_like(x), x], 1))
+    assert not torch.allclose(a, b)

@@ -30,6 +30,7 @@ class AuxConfig:
     dim: int = 128  # embedding size (identity / expression)
     num_outputs: int = 0  # classes (identity training head) or blendshape count
     output_names: list[str] = field(default_factory=list)  # blendshape names
+    in_channels: int = 3  # 6 for the conditional discriminator, which sees an image pair
 
     def __post_init__(self) -> None:
         if self.kind not in AUX_KINDS:
@@ -44,10 +45,10 @@ class AuxConfig:
 class Backbone(nn.Module):
     """Conv stages (3x3 stride 2 + 3x3), GroupNorm, SiLU; returns every stage's feature map."""
 
-    def __init__(self, width: int, stages: int) -> None:
+    def __init__(self, width: int, stages: int, in_channels: int = 3) -> None:
         super().__init__()
         layers = []
-        c_in = 3
+        c_in = in_channels
         for i in range(stages):
             c = width * min(2**i, 8)
             layers.append(nn.Sequential(
@@ -77,7 +78,7 @@ class AuxNet(nn.Module):
     def __init__(self, cfg: AuxConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = Backbone(cfg.width, cfg.stages)
+        self.backbone = Backbone(cfg.width, cfg.stages, cfg.in_channels)
         c = self.backbone.out_channels
         k = cfg.kind
         if k in ("identity", "expression"):
