@@ -10,7 +10,10 @@ that fails, so the end of decoding is checked against what the container promise
   (packets, not decoded frames, are compared: an edit list legitimately discards a few decoded
   frames, as in ``no_face.mp4``, 98 packets and 95 frames);
 * for single-stream files without a frame count (Matroska, WebM), ending well before the declared
-  duration means truncation.
+  duration means truncation;
+* a jump in the frame timestamps of more than ``GAP_FRAMES`` frame durations means frames were
+  lost in the middle (a demuxer that resyncs past garbage, e.g. in MPEG-TS, drops packets without
+  flagging anything); decoding continues, and the stream ends with an error counting them.
 
 ``pts`` counts seconds from the start of the video stream (offsets such as MPEG-TS's 1.4 s are
 removed); with ``loop=True`` it keeps growing across passes, like ``frame_index``.
@@ -53,6 +56,9 @@ class VideoInfo:
 
 class _Stopped(Exception):
     """Internal: the consumer asked the source to stop."""
+
+
+GAP_FRAMES = 3.0  # a timestamp jump larger than this many frame durations counts as lost frames
 
 
 class FileSource(Source):
@@ -162,12 +168,14 @@ class FileSource(Source):
         demuxed = 0
         clock = DecodeClock()
         end_pts = pts_offset
+        gaps: list[tuple[float, float]] = []  # (pts before, pts after) of timestamp jumps
+        prev_pts: float | None = None
         start = 0.0  # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
         if stream.start_time is not None and stream.time_base is not None:
             start = float(stream.start_time * stream.time_base)
 
         def deliver(frame: Any) -> None:
-            nonlocal decoded, end_pts, clock0
+            nonlocal decoded, end_pts, clock0, prev_pts
             packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
                                                live=self.live)
             packet.timings["decode"] = clock.take()
@@ -178,6 +186,12 @@ class FileSource(Source):
             if packet.pts is not None:
                 packet.pts += pts_offset
                 end_pts = max(end_pts, packet.pts + frame_dur)
+                # Damage the demuxer skips silently (e.g. garbage inside MPEG-TS) shows up only as
+                # a jump in the timestamps: more than GAP_FRAMES frame durations means frames lost.
+                if (prev_pts is not None and frame_dur
+                        and packet.pts - prev_pts > GAP_FRAMES * frame_dur):
+                    gaps.append((prev_pts, packet.pts))
+                prev_pts = packet.pts
             if self._realtime:
                 t = packet.pts if packet.pts is not None else 0.0
                 if clock0 is None:
@@ -224,8 +238,15 @@ class FileSource(Source):
         except av.FFmpegError as exc:
             return flush_then(f"{exc.strerror or exc} ({self._path.name})"), end_pts, clock0
 
-        return (self._check_complete(container, decoded, demuxed, end_pts - pts_offset),
-                end_pts, clock0)
+        error = self._check_complete(container, decoded, demuxed, end_pts - pts_offset)
+        if error is None and gaps:
+            missing = sum(round((b - a) / frame_dur) - 1 for a, b in gaps)
+            a, b = gaps[0]
+            error = (f"about {missing} frame(s) missing from {self._path.name}: timestamps jump "
+                     f"from {a:.3f} s to {b:.3f} s" + (f" and {len(gaps) - 1} more time(s)"
+                                                      if len(gaps) > 1 else "")
+                     + " (file damaged?); every decodable frame was delivered")
+        return error, end_pts, clock0
 
     def _check_complete(self, container: Any, decoded: int, demuxed: int,
                         decoded_span: float) -> str | None:

@@ -295,3 +295,27 @@ def test_loop_continues_indices_and_timestamps_across_passes(media_dir: Path,
     assert pts[72] == pytest.approx(2.4, abs=0.02)  # second pass starts one frame after the first
     assert src.loops >= 1
     np.testing.assert_array_equal(packets[72].image, packets[0].image)
+
+
+def test_frames_lost_without_a_corrupt_flag_are_reported(media_dir, tmp_path, drain) -> None:
+    """Packets missing from a stream (as when a demuxer resyncs past garbage) leave a timestamp
+    gap; the source must end with an error naming it instead of losing frames silently."""
+    import av
+
+    from norface_rt.sources import FileSource
+
+    out = tmp_path / "gap.ts"
+    with av.open(str(media_dir / "single_face.mp4")) as src, av.open(str(out), "w", format="mpegts") as dst:
+        vout = dst.add_stream_from_template(src.streams.video[0])
+        for i, pkt in enumerate(src.demux(src.streams.video[0])):
+            if pkt.dts is None:
+                continue
+            if 40 <= i < 60 and not pkt.is_keyframe:
+                continue  # drop 20 packets (non-key frames of one GOP tail)
+            pkt.stream = vout
+            dst.mux(pkt)
+    with FileSource(out) as src:
+        packets, eos = drain(src)
+    assert 0 < len(packets) < 72
+    assert [p.frame_index for p in packets] == list(range(len(packets)))
+    assert eos.error is not None and "missing" in eos.error and "timestamps jump" in eos.error
