@@ -168,7 +168,7 @@ class FileSource(Source):
         demuxed = 0
         clock = DecodeClock()
         end_pts = pts_offset
-        gaps: list[tuple[float, float]] = []  # (pts before, pts after) of timestamp jumps
+        gaps: list[tuple[float, float, int]] = []  # (pts before, pts after, index after) of jumps
         prev_pts: float | None = None
         start = 0.0  # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
         if stream.start_time is not None and stream.time_base is not None:
@@ -190,7 +190,7 @@ class FileSource(Source):
                 # a jump in the timestamps: more than GAP_FRAMES frame durations means frames lost.
                 if (prev_pts is not None and frame_dur
                         and packet.pts - prev_pts > GAP_FRAMES * frame_dur):
-                    gaps.append((prev_pts, packet.pts))
+                    gaps.append((prev_pts, packet.pts, packet.frame_index))
                 prev_pts = packet.pts
             if self._realtime:
                 t = packet.pts if packet.pts is not None else 0.0
@@ -240,11 +240,11 @@ class FileSource(Source):
 
         error = self._check_complete(container, decoded, demuxed, end_pts - pts_offset)
         if error is None and gaps:
-            missing = sum(round((b - a) / frame_dur) - 1 for a, b in gaps)
-            a, b = gaps[0]
-            error = (f"about {missing} frame(s) missing from {self._path.name}: timestamps jump "
-                     f"from {a:.3f} s to {b:.3f} s" + (f" and {len(gaps) - 1} more time(s)"
-                                                      if len(gaps) > 1 else "")
+            missing = sum(round((b - a) / frame_dur) - 1 for a, b, _ in gaps)
+            a, b, index = gaps[0]
+            error = (f"decode error at frame {index}: about {missing} frame(s) missing from "
+                     f"{self._path.name}: timestamps jump from {a:.3f} s to {b:.3f} s"
+                     + (f" and {len(gaps) - 1} more time(s)" if len(gaps) > 1 else "")
                      + " (file damaged?); every decodable frame was delivered")
         return error, end_pts, clock0
 

@@ -126,7 +126,7 @@ def test_truncated_mp4_with_index_first_delivers_every_intact_frame_then_an_erro
     assert 0.3 * 472 < n < 472, n
     assert_contiguous(packets)
     assert eos.error is not None
-    assert eos.error.startswith(f"decode error at frame {n}: ")
+    assert_decode_error_at_or_before(eos, n)
     assert "472" in eos.error and "truncated" in eos.error
     assert eos.frames == n
     assert_intact_prefix(packets, full, src.info.fps)  # type: ignore[arg-type]
@@ -138,6 +138,15 @@ def test_truncated_mp4_with_index_last_fails_at_construction(media_dir: Path,
     cut = truncate(media_dir / "single_face.mp4", tmp_path / "cut_moov_end.mp4", 0.4)
     with pytest.raises(ValueError, match=r"not a readable video file: .*cut_moov_end\.mp4"):
         FileSource(cut)
+
+
+def assert_decode_error_at_or_before(eos: EndOfStream, n: int) -> None:
+    """The error names the first missing frame: the end (n) for a clean cut, or earlier when the
+    frames just before the cut were lost too (B-frame reordering leaves a timestamp gap)."""
+    import re
+
+    m = re.match(r"decode error at frame (\d+): ", eos.error or "")
+    assert m is not None and int(m.group(1)) <= n, eos.error
 
 
 @pytest.mark.parametrize("fmt,suffix", [("matroska", ".mkv"), ("mpegts", ".ts")])
@@ -154,7 +163,7 @@ def test_truncated_stream_containers_end_with_an_error_after_the_intact_frames(
     n = len(packets)
     assert 10 <= n < 72, n
     assert_contiguous(packets)
-    assert eos.error is not None and eos.error.startswith(f"decode error at frame {n}: ")
+    assert_decode_error_at_or_before(eos, n)
     assert_intact_prefix(packets, media_dir / "single_face.mp4", 30.0)
 
 
@@ -176,7 +185,7 @@ def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames(
     n = len(packets)
     assert 10 <= n < 72, n
     assert_contiguous(packets)
-    assert eos.error is not None and eos.error.startswith(f"decode error at frame {n}: ")
+    assert_decode_error_at_or_before(eos, n)
     assert f"damaged{suffix}" in eos.error  # names the file
     assert_intact_prefix(packets, src_file, 30.0)
 
