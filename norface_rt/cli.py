@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--timeout", type=_nonneg_float("--timeout"), default=None,
                     help="give up after S seconds without a message")
 
+    n = sub.add_parser("normalize", help="write original / normalized / target side by side "
+                                         "(PNGs for images, an mp4 for a video)")
+    n.add_argument("input", help="video file, image file or image folder")
+    n.add_argument("--out", required=True, help="output directory")
+    n.add_argument("--model-dir")
+    n.add_argument("--landmarker")
+    n.add_argument("--max-faces", type=_positive_int("--max-faces"), default=4)
+    n.add_argument("--scale", type=_positive_int("--scale"), default=2,
+                   help="upscale factor of the crops in the output (1..8)")
+
     m = sub.add_parser("models", help="manage model files")
     msub = m.add_subparsers(dest="models_command", required=True)
     mi = msub.add_parser("init-untrained", help="write a randomly initialised model set (plumbing only)")
@@ -232,6 +242,24 @@ def cmd_listen(args: argparse.Namespace) -> int:
                           count=args.count, until_eos=args.until_eos, timeout=args.timeout) or 0)
 
 
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from norface_rt.normalize import normalize_media
+    from norface_rt.paths import ModelNotFoundError
+
+    try:
+        rep = normalize_media(args.input, args.out, model_dir=args.model_dir,
+                              landmarker=args.landmarker, max_faces=args.max_faces,
+                              scale=args.scale)
+    except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(f"norface-rt: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{rep.frames} frame(s), {rep.faces} face(s); wrote {len(rep.files)} file(s) to {args.out}")
+    if rep.error:
+        print(f"norface-rt: the input ended with an error: {rep.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "init-untrained":
         from norface_rt.export import init_untrained
@@ -268,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_listen(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "normalize":
+            return cmd_normalize(args)
     except FileNotFoundError as exc:
         print(f"norface-rt: error: {exc}", file=sys.stderr)
         return 2

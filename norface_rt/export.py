@@ -57,6 +57,7 @@ from norface_rt.models.registry import create_model
 CONFIG_FILE = "config.json"
 ONNX_FILE = "norface.onnx"
 WEIGHTS_FILE = "weights.safetensors"
+TARGET_FILE = "target.png"
 
 GraphKind = Literal["combined", "normalizer", "classifier"]
 GRAPH_KINDS: tuple[GraphKind, ...] = ("combined", "normalizer", "classifier")
@@ -218,12 +219,23 @@ def _round_to_fp16(model: NorfaceModel) -> NorfaceModel:
 
 
 def save_model_set(model: NorfaceModel, cfg: ModelConfig, out_dir: str | os.PathLike[str], *,
-                   fp16_weights: bool = True, opset: int = 17) -> Path:
+                   fp16_weights: bool = True, opset: int = 17,
+                   target_image: np.ndarray | None = None) -> Path:
     """Write config.json, norface.onnx + normalizer.onnx + classifier.onnx (fp32 graphs) and
-    weights.safetensors into ``out_dir``."""
+    weights.safetensors into ``out_dir``; with ``target_image`` (the aligned (S, S, 3) uint8 RGB crop
+    the target tokens were computed from) also target.png, so users can see who faces are
+    normalized onto (``norface-rt normalize``)."""
     _check_model(model, cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if target_image is not None:
+        import cv2
+
+        img = np.asarray(target_image)
+        if img.shape != (cfg.img_size, cfg.img_size, 3) or img.dtype != np.uint8:
+            raise ValueError(f"target_image: expected ({cfg.img_size}, {cfg.img_size}, 3) uint8, "
+                             f"got {img.shape} {img.dtype}")
+        cv2.imwrite(str(out / TARGET_FILE), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if fp16_weights:
         model = _round_to_fp16(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -355,4 +367,4 @@ def init_untrained(out_dir: str | os.PathLike[str], size: str = "small", seed: i
         torch.manual_seed(seed)
         model = create_model("norface", cfg).eval()
     model.set_target(torch.from_numpy(preprocess(target[None], cfg)))
-    return save_model_set(model, cfg, out_dir)
+    return save_model_set(model, cfg, out_dir, target_image=target)

@@ -51,4 +51,5 @@ def run(config: dict[str, Any], resume: bool | str = True) -> Path:
     load_module_weights(model.classifier, opts["classifier_weights"])
     target = load_target_image(opts["target_image"], cfg)
     model.set_target(images_to_tensor(target[None], cfg.mean, cfg.std))
-    return save_model_set(model, cfg, opts["out_dir"], fp16_weights=bool(opts["fp16_weights"]))
+    return save_model_set(model, cfg, opts["out_dir"], fp16_weights=bool(opts["fp16_weights"]),
+                          target_image=target)
