@@ -141,6 +141,9 @@ def _make_sinks(args: argparse.Namespace, n_sources: int) -> list[Any]:
     from norface_rt.sinks.files import CsvSink, JsonlSink
 
     sinks: list[Any] = []
+    for path in (args.jsonl, args.csv, args.overlay):
+        if path:  # asking for out/results.csv means "make out/ if needed"
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if args.zmq and args.zmq.lower() != "none":
         from norface_rt.sinks.zmq_pub import ZmqPublisher
 

@@ -37,7 +37,7 @@ def test_run_publishes_every_frame_to_a_subscriber_in_another_process(
     try:
         res = cli("run", str(media_dir / "single_face.mp4"), "--model-dir", str(tiny_model_dir),
                   "--landmarker", str(landmarker_path), "--zmq", endpoint, "--wait-subscribers", "1",
-                  "--jsonl", str(tmp_path / "out.jsonl"), "--csv", str(tmp_path / "out.csv"),
+                  "--jsonl", str(tmp_path / "out.jsonl"), "--csv", str(tmp_path / "new" / "out.csv"),
                   "--overlay", str(tmp_path / "overlay.mp4"), "--stats-json",
                   str(tmp_path / "stats.json"), "--no-progress")
         assert res.returncode == 0, res.stderr
@@ -54,7 +54,7 @@ def test_run_publishes_every_frame_to_a_subscriber_in_another_process(
 
     local = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [m["frame_index"] for m in local if m["type"] == "frame"] == list(range(72))
-    with open(tmp_path / "out.csv", newline="") as f:
+    with open(tmp_path / "new" / "out.csv", newline="") as f:  # its folder was created
         rows = list(csv.DictReader(f))
     n_faces = sum(len(m["faces"]) for m in frames)
     assert len(rows) == n_faces > 60
