@@ -139,3 +139,22 @@ def test_shard_reader(tmp_path: Path) -> None:
     assert small["landmarks"][0].tolist() == pytest.approx([5.5, 5.5])  # (11.5+0.5)/2-0.5
     with pytest.raises(IndexError):
         ds[5]
+
+
+def test_shard_subject_filters_hold_identities_out(tmp_path) -> None:
+    from norface_rt.config import ModelConfig
+    from train.data.build import build_dataset
+    from train_helpers import make_shards
+
+    d = make_shards(tmp_path / "sh", n=16, size=32, subjects=4)
+    cfg = ModelConfig.for_size("tiny", img_size=32, patch_size=8)
+    full = build_dataset({"kind": "shards", "path": str(d)}, cfg)
+    subjects = sorted({full[i]["subject"] for i in range(len(full))})
+    held = subjects[:1]
+    train = build_dataset({"kind": "shards", "path": str(d), "exclude_subjects": held}, cfg)
+    test = build_dataset({"kind": "shards", "path": str(d), "include_subjects": held}, cfg)
+    assert len(train) + len(test) == len(full) and len(test) > 0
+    assert {train[i]["subject"] for i in range(len(train))}.isdisjoint(held)
+    assert {test[i]["subject"] for i in range(len(test))} == set(held)
+    with pytest.raises(ValueError, match="no sample left"):
+        build_dataset({"kind": "shards", "path": str(d), "include_subjects": ["nobody"]}, cfg)

@@ -1,6 +1,7 @@
 """Build a training / test dataset from a config "data" spec (one dict per dataset).
 
-  {"kind": "shards", "path": DIR, "resize": false}
+  {"kind": "shards", "path": DIR, "resize": false, "include_subjects": [...], "exclude_subjects": [...]}
+     (subject ids match exactly, or as a prefix when they end with "/", e.g. "composite/")
   {"kind": "bp4d" | "bp4d+" | "disfa", "root": DIR, "split_file": "bp4d_jaanet_3fold", "fold": 1,
    "subset": "train" | "test", "cache_dir": DIR, "frames_root": DIR (DISFA), "landmarker": FILE}
   {"kind": "affectnet", "root": DIR, "split": "train" | "val", "num_classes": 7 | 8, ...}
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from norface_rt.config import ModelConfig
 from norface_rt.types import FramePacket
@@ -56,11 +57,32 @@ def mediapipe_detector(landmarker: str | Path) -> MediaPipePoints:
     return MediaPipePoints(landmarker)
 
 
+def _matches(subjects: np.ndarray, patterns: Sequence[str]) -> np.ndarray:
+    """Held-out identities: exact subject ids, or prefixes when a pattern ends with "/"."""
+    out = np.zeros(len(subjects), bool)
+    for pat in patterns:
+        out |= (np.char.startswith(subjects, pat) if pat.endswith("/") else subjects == pat)
+    return out
+
+
 def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
     spec = dict(spec)
     kind = str(spec.get("kind", "")).lower()
     if kind == "shards":
-        return ShardDataset(spec["path"], img_size=cfg.img_size, resize=bool(spec.get("resize", False)))
+        ds = ShardDataset(spec["path"], img_size=cfg.img_size, resize=bool(spec.get("resize", False)))
+        include, exclude = spec.get("include_subjects"), spec.get("exclude_subjects")
+        if not include and not exclude:
+            return ds
+        subjects = ds.subjects()
+        keep = np.ones(len(subjects), bool)
+        if include:
+            keep &= _matches(subjects, include)
+        if exclude:
+            keep &= ~_matches(subjects, exclude)
+        if not keep.any():
+            raise ValueError(f"data spec {dict(spec)}: no sample left after subject filtering "
+                             f"(subjects present: {sorted(set(subjects))[:10]}...)")
+        return Subset(ds, np.flatnonzero(keep).tolist())
     if "root" not in spec:
         raise ValueError(f"data spec of kind {kind!r} needs 'root', got {sorted(spec)}")
     kwargs = {k: v for k, v in spec.items() if k not in _COMMON and k != "root"}

@@ -70,6 +70,14 @@ class ShardDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return self.offsets[-1]
 
+    def subjects(self) -> np.ndarray:
+        """Subject id of every sample, in index order (reads only that array of each shard)."""
+        parts = []
+        for f in self.files:
+            with np.load(f, allow_pickle=False) as z:
+                parts.append(np.asarray(z["subject"]).astype(str))
+        return np.concatenate(parts)
+
     def _shard(self, i: int) -> dict[str, np.ndarray]:
         if i in self._open:
             self._open.move_to_end(i)
