@@ -203,3 +203,18 @@ def test_live_source_drops_oldest_and_counts_every_drop(tiny_model_dir, landmark
     # latency stays bounded by the queues instead of growing with the backlog
     lat = [m["emit_time"] - m["capture_time"] for m in frames]
     assert max(lat[len(lat) // 2:]) < 3.0
+
+
+def test_periodic_stats_messages(tiny_model_dir, landmarker_path, media_dir):
+    from norface_rt import protocol
+
+    sink, _, _ = run([str(media_dir / "single_face.mp4")], tiny_model_dir, landmarker_path,
+                     stats_interval=0.3)
+    stats = [m for m in sink.messages if m["type"] == "stats"]
+    assert len(stats) >= 2  # at least one periodic and the final one
+    for m in stats:
+        protocol.validate(m)
+    final = stats[-1]
+    assert final["frames"] == 72 and final["streams"]["single_face"]["ended"] is True
+    assert {"detect", "normalize", "classify", "latency"} <= set(final["stages"])
+    assert sink.messages[-1]["type"] == "stats"  # the final summary comes after end of stream
