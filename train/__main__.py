@@ -1,6 +1,7 @@
 """`python -m train <stage> --config cfg.json` — one entry point for every training stage.
 
-Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos).
+Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos)
+and evaluate-real (label-free quality on real faces: ``python -m train evaluate-real --help``).
 ``--set a.b=VALUE`` overrides a config entry (VALUE parsed as JSON when possible), e.g.
 ``--set run.steps=100 --set run.device=cuda``. Runs resume from their latest checkpoint unless
 ``--no-resume``.
@@ -74,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     x = sub.add_parser("extract-frames", help="decode a (DISFA) video into numbered JPEG frames")
     x.add_argument("video")
     x.add_argument("out_dir")
+    from train import evaluate_real
+    evaluate_real.add_arguments(sub.add_parser(
+        "evaluate-real", help="label-free quality of a model set on real faces (model card)"))
     args = ap.parse_args(argv)
+    if args.cmd == "evaluate-real":
+        return evaluate_real.run_cli(args)
     if args.cmd == "extract-frames":
         from train.data.disfa import extract_frames
         n = extract_frames(args.video, args.out_dir)
