@@ -129,6 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--dest", help="directory (default: the user cache)")
     mf = msub.add_parser("info", help="print the config of a model set")
     mf.add_argument("model_dir", nargs="?")
+
+    b = sub.add_parser("bench", help="measure latency, throughput, memory and numeric error of "
+                                     "each inference backend (writes bench.json + bench.md)")
+    bm = b.add_mutually_exclusive_group()
+    bm.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
+    bm.add_argument("--size", choices=["tiny", "small", "base"],
+                    help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
+    b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
+                   choices=["onnxruntime", "torch", "tensorrt"], metavar="NAME",
+                   help="backends to measure: onnxruntime (default), torch, tensorrt")
+    b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
+    b.add_argument("--threads", type=_positive_int("--threads"),
+                   help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
+    b.add_argument("--batches", nargs="+", type=_positive_int("--batches"), default=[1, 8, 32, 128],
+                   metavar="N", help="batch sizes (1 = latency; default 1 8 32 128)")
+    b.add_argument("--repeats", type=_positive_int("--repeats"), default=30,
+                   help="timed runs per batch size after warm-up (default 30)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first")
+    b.add_argument("--max-seconds", type=_nonneg_float("--max-seconds"), default=15.0,
+                   help="stop a batch size's timed runs after S seconds (at least 3 runs)")
+    b.add_argument("--timeout", type=_nonneg_float("--timeout"), default=600.0,
+                   help="kill a backend's benchmark process after S seconds")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
     return p
 
 
@@ -288,6 +312,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     raise AssertionError(args.models_command)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from norface_rt.bench import BenchOptions, bench_untrained, run_bench, write_report
+    from norface_rt.paths import ModelNotFoundError, resolve_model_dir
+
+    try:
+        opts = BenchOptions(model_dir=Path("."), backends=list(dict.fromkeys(args.backends)),
+                            batches=args.batches, repeats=args.repeats, warmup=args.warmup,
+                            max_seconds=args.max_seconds, device=args.device,
+                            threads=args.threads, seed=args.seed, timeout=args.timeout)
+        opts.validate()
+        if args.size:
+            report = bench_untrained(args.size, opts)
+        else:
+            opts.model_dir = resolve_model_dir(args.model_dir)
+            report = run_bench(opts)
+    except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(f"norface-rt: error: {exc}", file=sys.stderr)
+        return 2
+    j, md = write_report(report, args.out)
+    print(md.read_text())
+    print(f"wrote {j} and {md}")
+    if not report["model"]["trained"]:
+        print("norface-rt: note: the model is UNTRAINED; speed is that of a trained model of the "
+              "same size, the outputs mean nothing.", file=sys.stderr)
+    failed = [r for r in report["backends"] if r["status"].startswith("error")]
+    for r in failed:
+        print(f"norface-rt: backend {r['backend']} failed: {r['status']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -301,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_models(args)
         if args.command == "normalize":
             return cmd_normalize(args)
+        if args.command == "bench":
+            return cmd_bench(args)
     except FileNotFoundError as exc:
         print(f"norface-rt: error: {exc}", file=sys.stderr)
         return 2

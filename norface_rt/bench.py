@@ -1,0 +1,391 @@
+"""Model benchmark: speed, memory and numeric error of each inference backend on one model set.
+
+Why numeric error sits next to every speed figure: a faster backend (fp16, TensorRT, a different
+ORT optimisation level) is only worth having if it still computes the same model, so each row says
+how far its ``au_prob`` / ``au_intensity`` / ``emotion_prob`` are from the PyTorch fp32 reference
+(:func:`norface_rt.export.load_torch_model`) on exactly the same crops.
+
+Why each backend runs in its own spawned process: the RSS high-water mark (``ru_maxrss``,
+``VmHWM``) never goes down, so measuring backends one after another in one process would hide the
+second one's memory under the first one's peak. A child per backend also bounds every run with a
+timeout (a hung backend is killed, not waited for).
+
+Inputs are seeded uniform-noise crops: speed does not depend on pixel content, and the numeric
+comparison only needs both sides to see the same input.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
+DEFAULT_REPEATS = 30
+DEFAULT_WARMUP = 3
+DEFAULT_MAX_SECONDS = 15.0  # per (backend, batch) measurement; stops early after >= 3 runs
+DEFAULT_TIMEOUT = 600.0  # per backend child process
+MIN_RUNS = 3
+OUTPUT_KEYS: tuple[str, str, str] = ("au_prob", "au_intensity", "emotion_prob")
+VERSION_PACKAGES: tuple[str, ...] = ("numpy", "onnxruntime", "torch", "mediapipe", "av")
+
+
+@dataclass
+class BenchOptions:
+    """What to measure. ``max_seconds`` caps the time per (backend, batch): large batches on a
+    2-core CPU would otherwise take minutes for ``repeats`` runs; the runs actually done are
+    reported."""
+
+    model_dir: Path
+    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
+    repeats: int = DEFAULT_REPEATS
+    warmup: int = DEFAULT_WARMUP
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0
+    timeout: float = DEFAULT_TIMEOUT
+
+    def validate(self) -> None:
+        for name, v, lo in (("repeats", self.repeats, 1), ("warmup", self.warmup, 0)):
+            if not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
+            raise ValueError(f"batches must be a non-empty list of integers >= 1, got {self.batches!r}")
+        if not self.backends:
+            raise ValueError("backends must name at least one backend, got []")
+        from norface_rt.backends import BACKEND_NAMES
+
+        bad = [b for b in self.backends if b not in BACKEND_NAMES]
+        if bad:
+            raise ValueError(f"backends must be among {list(BACKEND_NAMES)}, got {bad}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout!r}")
+
+
+def make_crops(batch: int, img_size: int, seed: int) -> np.ndarray:
+    """The benchmark input for one batch size; regenerated identically in every process."""
+    rng = np.random.default_rng([seed, batch])
+    return rng.integers(0, 256, size=(batch, img_size, img_size, 3), dtype=np.uint8)
+
+
+def reference_outputs(model_dir: str | os.PathLike[str], crops_by_batch: dict[int, np.ndarray]
+                      ) -> dict[int, dict[str, np.ndarray]]:
+    """PyTorch fp32 (CPU) outputs of the model set for each input batch: the numeric ground truth."""
+    import torch
+
+    from norface_rt.backends.base import preprocess
+    from norface_rt.export import load_torch_model
+
+    model = load_torch_model(model_dir, device="cpu")
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with torch.inference_mode():
+        for b, crops in crops_by_batch.items():
+            face = torch.from_numpy(preprocess(crops, model.cfg))
+            normalized = model.normalize(face)
+            probs = model.classify(normalized, face)
+            out[b] = {k: v.float().numpy() for k, v in zip(OUTPUT_KEYS, probs)}
+    return out
+
+
+def max_abs_errors(result: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max |backend - reference| per output (``result`` is a ModelOutput)."""
+    return {k: float(np.max(np.abs(np.asarray(getattr(result, k), np.float64)
+                                   - np.asarray(ref[k], np.float64))))
+            for k in OUTPUT_KEYS}
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    """This process's RSS high-water mark. Linux: ``VmHWM``, because ``ru_maxrss`` survives
+    ``execve`` -- a spawned child would report its (large, torch-loaded) parent's peak as its own.
+    Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    cur = _proc_status_mb("VmRSS")
+    return cur if cur is not None else _peak_rss_mb()
+
+
+def _backend_kwargs(name: str, device: str, threads: int | None) -> dict[str, Any]:
+    if name == "onnxruntime":
+        return {"intra_op_threads": threads}
+    if name == "torch":
+        return {"device": device, "num_threads": threads}
+    return {}
+
+
+def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: int, warmup: int,
+                    max_seconds: float, device: str, threads: int | None, seed: int,
+                    refs: dict[int, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Load one backend and time it at each batch size (runs in the child process)."""
+    from norface_rt.backends import load_backend
+
+    rss0 = _current_rss_mb()
+    try:
+        backend = load_backend(model_dir, name, **_backend_kwargs(name, device, threads))
+    except Exception as exc:  # any load failure is a property of this machine, reported as such
+        return {"backend": name, "status": f"not available: {exc}", "rows": []}
+    cuda = name == "torch" and getattr(backend, "device", None) is not None \
+        and backend.device.type == "cuda"  # type: ignore[attr-defined]
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(backend.device)  # type: ignore[attr-defined]
+    rows: list[dict[str, Any]] = []
+    try:
+        for b in batches:
+            crops = make_crops(b, backend.config.img_size, seed)
+            first = backend.infer(crops)
+            errors = max_abs_errors(first, refs[b])
+            for _ in range(max(0, warmup - 1)):
+                backend.infer(crops)
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < repeats:
+                t0 = time.perf_counter()
+                backend.infer(crops)
+                times.append(time.perf_counter() - t0)
+                if len(times) >= MIN_RUNS and time.perf_counter() - start > max_seconds:
+                    break
+            med = statistics.median(times)
+            rows.append({
+                "batch": b, "runs": len(times),
+                "median_ms": med * 1e3,
+                "p95_ms": float(np.percentile(times, 95)) * 1e3,
+                "faces_per_s": b / med,
+                "max_abs_err": errors,
+                "max_abs_err_all": max(errors.values()),
+            })
+    finally:
+        backend.close()
+    res: dict[str, Any] = {
+        "backend": name, "status": "ok", "rows": rows,
+        "device": device if name == "torch" else ("cpu" if name == "onnxruntime" else None),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_delta_mb": _peak_rss_mb() - rss0,
+        "rss_before_load_mb": rss0,
+    }
+    if name == "onnxruntime":
+        res["providers"] = getattr(backend, "providers", None)
+        res["split"] = getattr(backend, "split", None)
+    if cuda:
+        import torch
+
+        res["cuda_max_memory_allocated_mb"] = \
+            torch.cuda.max_memory_allocated(backend.device) / 2**20  # type: ignore[attr-defined]
+    return res
+
+
+def _child(conn: Any, kwargs: dict[str, Any]) -> None:
+    try:
+        res = measure_backend(**kwargs)
+    except Exception as exc:
+        res = {"backend": kwargs["name"], "status": f"error: {type(exc).__name__}: {exc}",
+               "rows": [], "traceback": traceback.format_exc()}
+    conn.send(res)
+    conn.close()
+
+
+def run_isolated(timeout: float, **kwargs: Any) -> dict[str, Any]:
+    """:func:`measure_backend` in a fresh spawned process, killed after ``timeout`` seconds."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, kwargs), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout):
+            try:
+                return recv.recv()  # type: ignore[no-any-return]
+            except EOFError:
+                pass
+        else:
+            return {"backend": kwargs["name"], "status": f"error: timed out after {timeout:.0f} s",
+                    "rows": []}
+        proc.join(5.0)
+        return {"backend": kwargs["name"], "rows": [],
+                "status": f"error: benchmark process died (exit code {proc.exitcode})"}
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5.0)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = int(line.split()[1]) / 2**20
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": usable,
+            "ram_gb": round(ram_gb, 1) if ram_gb is not None else None,
+            "platform": platform.platform(), "loadavg_at_start": load}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in VERSION_PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        from norface_rt import __version__
+
+        out["norface_rt"] = __version__
+    except ImportError:
+        out["norface_rt"] = None
+    return out
+
+
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    """Measure every requested backend; returns the report (see :func:`write_report`)."""
+    from norface_rt.config import ModelConfig
+
+    opts.validate()
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    cfg = ModelConfig.load(Path(opts.model_dir) / "config.json")
+    batches = sorted(set(opts.batches))
+    crops = {b: make_crops(b, cfg.img_size, opts.seed) for b in batches}
+    refs = reference_outputs(opts.model_dir, crops)
+    del crops
+    results = []
+    for name in opts.backends:
+        results.append(run_isolated(
+            opts.timeout, model_dir=str(opts.model_dir), name=name, batches=batches,
+            repeats=opts.repeats, warmup=opts.warmup, max_seconds=opts.max_seconds,
+            device=opts.device, threads=opts.threads, seed=opts.seed, refs=refs))
+    return {
+        "date": started,
+        "command": " ".join(["norface-rt", *sys.argv[1:]]) if sys.argv else None,
+        "machine": machine_info(),
+        "versions": versions(),
+        "model": {"model_id": cfg.model_id, "size": cfg.size, "trained": cfg.trained,
+                  "img_size": cfg.img_size, "model_dir": str(opts.model_dir)},
+        "settings": {"batches": batches, "repeats": opts.repeats, "warmup": opts.warmup,
+                     "max_seconds": opts.max_seconds, "device": opts.device,
+                     "threads": opts.threads, "seed": opts.seed,
+                     "reference": "PyTorch fp32 on CPU (norface_rt.export.load_torch_model)",
+                     "input": "seeded uniform-noise uint8 crops"},
+        "backends": results,
+    }
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = [
+        "| backend | batch | runs | median ms | p95 ms | faces/s | max abs err au_prob "
+        "| au_intensity | emotion_prob | peak RSS delta MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["backends"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['backend']} | - | - | - | - | - | {r['status']} | | | |")
+            continue
+        mem = f"{r['peak_rss_delta_mb']:.0f}"
+        if "cuda_max_memory_allocated_mb" in r:
+            mem += f" (CUDA {r['cuda_max_memory_allocated_mb']:.0f})"
+        for row in r["rows"]:
+            e = row["max_abs_err"]
+            lines.append(
+                f"| {r['backend']} | {row['batch']} | {row['runs']} | {row['median_ms']:.2f} "
+                f"| {row['p95_ms']:.2f} | {row['faces_per_s']:.1f} | {e['au_prob']:.1e} "
+                f"| {e['au_intensity']:.1e} | {e['emotion_prob']:.1e} | {mem} |")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m, v, mod = report["machine"], report["versions"], report["model"]
+    vers = ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
+    missing = [k for k, val in v.items() if val is None]
+    return "\n".join([
+        "# norface-rt model benchmark",
+        "",
+        f"- date: {report['date']}",
+        f"- command: `{report['command']}`",
+        f"- machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+        f"{m['ram_gb']} GB RAM, load average at start {m['loadavg_at_start']}",
+        f"- versions: {vers}" + (f" (not installed: {', '.join(missing)})" if missing else ""),
+        f"- model: {mod['model_id']} (size {mod['size']}, {mod['img_size']} px, "
+        f"trained={mod['trained']})",
+        f"- reference for the error columns: {report['settings']['reference']}; "
+        f"input: {report['settings']['input']}",
+        "- batch 1 = latency; larger batches = throughput (faces/s from the median). "
+        "Peak RSS delta = the process's RSS high-water mark (VmHWM; ru_maxrss off Linux) at the end of "
+        "its runs minus its RSS before loading the backend (library import included); one fresh "
+        "process per backend.",
+        "",
+        markdown_table(report),
+        "",
+    ])
+
+
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    j, md = out / "bench.json", out / "bench.md"
+    j.write_text(json.dumps(report, indent=2) + "\n")
+    md.write_text(render_markdown(report))
+    return j, md
+
+
+def bench_untrained(size: str, opts: BenchOptions) -> dict[str, Any]:
+    """Benchmark a freshly initialised untrained model of ``size`` (created in a temp dir)."""
+    from norface_rt.export import init_untrained
+
+    with tempfile.TemporaryDirectory(prefix=f"norface-bench-{size}-") as tmp:
+        opts.model_dir = Path(init_untrained(Path(tmp) / "model", size=size, seed=opts.seed))
+        report = run_bench(opts)
+    report["model"]["model_dir"] = f"(temporary, norface_rt.export.init_untrained size={size!r})"
+    return report
