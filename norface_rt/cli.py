@@ -22,7 +22,7 @@ log = logging.getLogger("norface_rt")
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
 
-def _positive_int(name: str):
+def positive_int(name: str):
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -68,19 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fused", action="store_true",
                    help="ONNX Runtime: run normalization + classification as one graph "
                         "(stats then show one 'infer' stage instead of normalize + classify)")
-    r.add_argument("--threads", type=_positive_int("--threads"), help="ONNX Runtime intra-op threads")
-    r.add_argument("--max-faces", type=_positive_int("--max-faces"), default=4)
+    r.add_argument("--threads", type=positive_int("--threads"), help="ONNX Runtime intra-op threads")
+    r.add_argument("--max-faces", type=positive_int("--max-faces"), default=4)
     r.add_argument("--tiling", type=float, default=None,
                    help="also scan square tiles of this fraction of the short side for small faces "
                         "(group shots; default 1.0 for images, off for video)")
-    r.add_argument("--max-batch", type=_positive_int("--max-batch"), default=16,
+    r.add_argument("--max-batch", type=positive_int("--max-batch"), default=16,
                    help="faces per inference call across all streams")
-    r.add_argument("--queue-size", type=_positive_int("--queue-size"), default=8)
+    r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8)
     r.add_argument("--zmq", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                    help=f"ZeroMQ PUB endpoint (default {DEFAULT_ENDPOINT}; 'none' to disable)")
     r.add_argument("--allow-remote", action="store_true",
                    help="allow binding a non-loopback address such as tcp://*:5556")
-    r.add_argument("--sndhwm", type=_positive_int("--sndhwm"), default=1000,
+    r.add_argument("--sndhwm", type=positive_int("--sndhwm"), default=1000,
                    help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
     r.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                    help="wait until N subscribers are connected before reading sources")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only these stream ids (repeatable; default all)")
     lp.add_argument("--out", help="write to this file instead of stdout")
     lp.add_argument("--format", default="jsonl", choices=["jsonl", "pretty"])
-    lp.add_argument("--count", type=_positive_int("--count"), help="stop after N messages")
+    lp.add_argument("--count", type=positive_int("--count"), help="stop after N messages")
     lp.add_argument("--until-eos", action="store_true",
                     help="stop once every stream seen has sent its end-of-stream message")
     lp.add_argument("--timeout", type=_nonneg_float("--timeout"), default=None,
@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", required=True, help="output directory")
     n.add_argument("--model-dir")
     n.add_argument("--landmarker")
-    n.add_argument("--max-faces", type=_positive_int("--max-faces"), default=4)
-    n.add_argument("--scale", type=_positive_int("--scale"), default=2,
+    n.add_argument("--max-faces", type=positive_int("--max-faces"), default=4)
+    n.add_argument("--scale", type=positive_int("--scale"), default=2,
                    help="upscale factor of the crops in the output (1..8)")
 
     m = sub.add_parser("models", help="manage model files")
@@ -140,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["onnxruntime", "torch", "tensorrt"], metavar="NAME",
                    help="backends to measure: onnxruntime (default), torch, tensorrt")
     b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
-    b.add_argument("--threads", type=_positive_int("--threads"),
+    b.add_argument("--threads", type=positive_int("--threads"),
                    help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
-    b.add_argument("--batches", nargs="+", type=_positive_int("--batches"), default=[1, 8, 32, 128],
+    b.add_argument("--batches", nargs="+", type=positive_int("--batches"), default=[1, 8, 32, 128],
                    metavar="N", help="batch sizes (1 = latency; default 1 8 32 128)")
-    b.add_argument("--repeats", type=_positive_int("--repeats"), default=30,
+    b.add_argument("--repeats", type=positive_int("--repeats"), default=30,
                    help="timed runs per batch size after warm-up (default 30)")
     b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first")
     b.add_argument("--max-seconds", type=_nonneg_float("--max-seconds"), default=15.0,

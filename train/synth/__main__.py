@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from norface_rt.cli import positive_int
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,16 +41,6 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
     return SynthSettings(img_size=args.img_size, render_size=args.render_size)
 
 
-def _positive(name: str):  # noqa: ANN202
-    def parse(v: str) -> int:
-        try:
-            i = int(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {v!r}") from None
-        if i < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {i}")
-        return i
-    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("textures", help="fit the landmarked photos and build the texture cache")
     _common(t)
     t.add_argument("--ids", nargs="*", default=None, help="only these photo ids (set/stem)")
-    t.add_argument("--tile", type=_positive("--tile"), default=512)
+    t.add_argument("--tile", type=positive_int("--tile"), default=512)
 
     for name, helptext in (("generate", "write paired samples as shards"),
                            ("check", "MediaPipe detection rate on renders"),
@@ -68,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                            ("bench", "images/s of the renderer and of full samples")):
         p = sub.add_parser(name, help=helptext)
         _common(p)
-        p.add_argument("--count", type=_positive("--count"), default=16)
+        p.add_argument("--count", type=positive_int("--count"), default=16)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--img-size", type=_positive("--img-size"), default=112)
-        p.add_argument("--render-size", type=_positive("--render-size"), default=256)
+        p.add_argument("--img-size", type=positive_int("--img-size"), default=112)
+        p.add_argument("--render-size", type=positive_int("--render-size"), default=256)
         if name == "generate":
             p.add_argument("--out", required=True)
-            p.add_argument("--workers", type=_positive("--workers"), default=1)
-            p.add_argument("--shard-size", type=_positive("--shard-size"), default=256)
+            p.add_argument("--workers", type=positive_int("--workers"), default=1)
+            p.add_argument("--shard-size", type=positive_int("--shard-size"), default=256)
         if name == "check":
             p.add_argument("--landmarker", default=None, help="MediaPipe face_landmarker .task")
             p.add_argument("--min-rate", type=float, default=0.0,
