@@ -22,6 +22,7 @@ from norface_rt.models.moe import MoEOutput, global_loss, importance_loss, local
 from norface_rt.models.norface import ClassifierOutput
 from norface_rt.models.registry import create_model
 from train import losses as L
+from train.augment import AugmentConfig, augment_batch
 from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
                           load_module_weights, maybe_resume, model_config, resolve_device, save_json,
                           save_checkpoint, seed_everything, to_input)
@@ -37,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "task": "multi", "epochs": None, "normalizer_weights": None, "target_image": "synthetic",
     "init_encoder": None, "importance_blocks": ["normalized", "original", "output"],
     "balance_blocks": ["output"], "eval_every": 0, "batch_size_eval": 64,
+    "augment": None, "use_normalized": True,
 }
 
 
@@ -94,12 +96,23 @@ class ClassifierTrainer:
                                      weight_decay=float(o["weight_decay"]))
         self.weights = L.ClassificationWeights(**config.get("loss_weights", {}))
         self.targets = TASK_TARGETS[task]
+        self.augment = AugmentConfig.from_dict(self.opts["augment"])
+        self.aug_gen = torch.Generator().manual_seed(self.run_cfg.seed + 17)
+        if not isinstance(self.opts["use_normalized"], bool):
+            raise ValueError(f"classifier.use_normalized must be true or false, got {self.opts['use_normalized']!r}")
         self.out = Path(self.run_cfg.out_dir)
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], ClassifierOutput]:
-        x_o = to_input(batch, "image", self.mcfg, self.device)
+    def normalize(self, x_o: torch.Tensor) -> torch.Tensor:
+        """I_n from the frozen F_nor, or (ablation "w/o I_n") the original face in both branches."""
+        if not self.opts["use_normalized"]:
+            return x_o
         with torch.no_grad():
-            x_n = self.normalizer(x_o, self.target_tokens)
+            return self.normalizer(x_o, self.target_tokens)
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], ClassifierOutput]:
+        x_o = augment_batch(to_input(batch, "image", self.mcfg, self.device), self.augment,
+                            self.mcfg.mean, self.mcfg.std, self.aug_gen)
+        x_n = self.normalize(x_o)
         with autocast(self.device, self.run_cfg.amp):
             out = self.model(x_n, x_o)
         tgt = {k: batch[k].to(self.device) for k in self.targets}
@@ -119,7 +132,7 @@ class ClassifierTrainer:
     def evaluate(self, dataset: Any, tag: str) -> dict[str, Any]:
         self.model.eval()
         try:
-            p = predict(self.normalizer, self.target_tokens, self.model, dataset, self.mcfg,
+            p = predict(self.normalizer if self.opts["use_normalized"] else None, self.target_tokens, self.model, dataset, self.mcfg,
                         int(self.opts["batch_size_eval"]), self.device)
         finally:
             self.model.train()

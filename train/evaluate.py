@@ -24,12 +24,15 @@ from train.data.sample import collate
 
 
 @torch.no_grad()
-def predict(normalizer: nn.Module, target_tokens: torch.Tensor, classifier: nn.Module,
+def predict(normalizer: nn.Module | None, target_tokens: torch.Tensor, classifier: nn.Module,
             dataset: Dataset[Any], cfg: ModelConfig, batch_size: int = 32,
             device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-    """Run F_nor + F_cla over the whole dataset in order; returns stacked outputs and targets."""
+    """Run F_nor + F_cla over the whole dataset in order; returns stacked outputs and targets.
+
+    ``normalizer=None`` is the "w/o I_n" ablation: the original face feeds both branches."""
     device = torch.device(device)
-    normalizer.eval()
+    if normalizer is not None:
+        normalizer.eval()
     classifier.eval()
     n = len(dataset)  # type: ignore[arg-type]
     out: dict[str, list[np.ndarray]] = {}
@@ -40,7 +43,8 @@ def predict(normalizer: nn.Module, target_tokens: torch.Tensor, classifier: nn.M
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         x_o = to_input(batch, "image", cfg, device)
-        o = classifier(normalizer(x_o, target_tokens), x_o)
+        x_n = x_o if normalizer is None else normalizer(x_o, target_tokens)
+        o = classifier(x_n, x_o)
         add("au_prob", torch.sigmoid(o.au_logits))
         add("au_intensity", o.au_intensity)
         add("emotion_prob", torch.softmax(o.emotion_logits, -1))

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from norface_rt.config import ModelConfig
 from norface_rt.models.registry import create_model
 from train import losses as L
+from train.augment import AugmentConfig, augment_batch
 from train.auxnets import aux_info, load_aux
 from train.auxnets.nets import AuxConfig, AuxNet
 from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
@@ -34,7 +35,7 @@ from train.data.sample import images_to_tensor
 
 DEFAULT_OPTIM = {"lr": 1e-4, "betas": [0.0, 0.99]}
 DEFAULTS = {"p_same": 0.2, "pair_prob": 0.5, "target_image": None, "init_encoder": None,
-            "disc_width": 32, "eyebrow_channels": None}
+            "disc_width": 32, "eyebrow_channels": None, "augment": None}
 AUX_TERMS = ("identity", "landmarks", "expression", "blendshapes", "perceptual")
 T_STREAM_SEED_OFFSET = 1_000_003  # I_t batches: independent of, but as random as, I_o batches
 
@@ -137,7 +138,17 @@ class NormalizerTrainer:
         target = load_target_image(self.opts["target_image"], self.mcfg) if self.opts["target_image"] else None
         self.target = (images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device)
                        if target is not None else None)
+        self.augment = AugmentConfig.from_dict(self.opts["augment"])
+        if self.augment.flip_prob:
+            raise ValueError("normalizer.augment.flip_prob must be 0: a flipped I_o no longer matches "
+                             f"its true I_n, got {self.augment.flip_prob}")
+        self.aug_gen = torch.Generator().manual_seed(self.run_cfg.seed + 17)
         self.out = Path(self.run_cfg.out_dir)
+
+    @property
+    def use_disc(self) -> bool:
+        """The CPU recipe turns the adversarial term off; then the discriminator is not run at all."""
+        return self.weights.adv > 0
 
     @property
     def modules(self) -> dict[str, nn.Module]:
@@ -149,7 +160,9 @@ class NormalizerTrainer:
 
     def step(self, batch_o: dict[str, Any], batch_t: dict[str, Any]) -> dict[str, float]:
         cfg, dev = self.mcfg, self.device
-        x_o = to_input(batch_o, "image", cfg, dev)
+        # Only I_o is jittered: F_nor must output the canonical target framing whatever the crop.
+        x_o = augment_batch(to_input(batch_o, "image", cfg, dev), self.augment, cfg.mean, cfg.std,
+                            self.aug_gen)
         x_t = to_input(batch_t, "image", cfg, dev)
         b = x_o.shape[0]
         same = torch.rand(b, device=dev) < float(self.opts["p_same"])
@@ -167,19 +180,21 @@ class NormalizerTrainer:
             # I_t's identity, pose and background? Real pairs are [I_t, true I_n] where synthetic
             # data has one, else [I_t, I_t] (the only real image of that identity/pose/background).
             real_second = x_t if true_n is None else torch.where(pair.view(-1, 1, 1, 1), true_n, x_t)
-            d_loss = L.hinge_d_loss(self.D(torch.cat([x_t, real_second], 1)),
-                                    self.D(torch.cat([x_t, x_n.detach()], 1)))
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
+            if self.use_disc:
+                d_loss = L.hinge_d_loss(self.D(torch.cat([x_t, real_second], 1)),
+                                        self.D(torch.cat([x_t, x_n.detach()], 1)))
+        if self.use_disc:
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
         with autocast(dev, amp):
-            terms = self.losses.generator_terms(x_o, x_t, x_n, same,
-                                                self.D(torch.cat([x_t, x_n], 1)), true_n, pair)
+            d_fake = self.D(torch.cat([x_t, x_n], 1)) if self.use_disc else x_n.new_zeros(b, 1)
+            terms = self.losses.generator_terms(x_o, x_t, x_n, same, d_fake, true_n, pair)
             total, log = L.normalizer_objective(terms, self.weights)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
-        log["d"] = float(d_loss.detach())
+        log["d"] = float(d_loss.detach()) if self.use_disc else 0.0
         log["p_same_batch"] = float(same.float().mean())
         return log
 

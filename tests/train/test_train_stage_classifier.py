@@ -56,3 +56,40 @@ def test_classifier_single_task_and_resume_is_exact(shards: Path, tmp_path: Path
     resume_matches(classifier.run, cfg, tmp_path, ["classifier.safetensors"])
     log = read_log(tmp_path / "a" / "log.csv")
     assert "emotion" in log[0] and "au_occurrence" not in log[0]
+
+
+def test_ablation_without_normalized_image_ignores_the_normalizer(shards: Path, tmp_path: Path) -> None:
+    # "w/o I_n": the original face feeds both branches, so the (random) normalizer weights must not
+    # matter at all; with I_n they do.
+    import torch
+    from train.classifier import ClassifierTrainer
+    from train.data.build import build_dataset
+
+    def preds(use_n: bool, seed: int) -> np.ndarray:
+        cfg = _cla_config(shards, tmp_path / f"r{use_n}{seed}", 1,
+                          classifier={"use_normalized": use_n, "augment": {"flip_prob": 0.5}})
+        t = ClassifierTrainer(cfg)
+        torch.manual_seed(seed)
+        for p in t.normalizer.parameters():
+            p.data.normal_(0, 0.2)
+        ds = build_dataset(cfg["data"], t.mcfg)
+        from train.evaluate import predict
+        t.model.eval()
+        return predict(t.normalizer if use_n else None, t.target_tokens, t.model, ds, t.mcfg, 8)["au_prob"]
+
+    np.testing.assert_allclose(preds(False, 1), preds(False, 2), atol=1e-6)
+    assert np.abs(preds(True, 1) - preds(True, 2)).max() > 1e-4
+
+
+def test_ablation_without_moe_trains(shards: Path, tmp_path: Path) -> None:
+    # one expert, top-1, no noise: the MoE blocks become plain MLPs (gate == 1); no balance terms
+    cfg = _cla_config(shards, tmp_path, 4, classifier={"importance_blocks": [], "balance_blocks": []})
+    cfg["model"] = {**TINY_MODEL, "moe_experts": 1, "moe_top_k": 1, "moe_noise": False}
+    out = classifier.run(cfg)
+    res = json.loads((out / "metrics_test.json").read_text())
+    assert res["n"] == 16 and np.isfinite(res["au_mae_mean"])
+    log = read_log(out / "log.csv")
+    assert "importance" not in log[0] and "global" not in log[0]
+    with pytest.raises(ValueError, match="use_normalized"):
+        classifier.ClassifierTrainer(_cla_config(shards, tmp_path / "bad", 1,
+                                                 classifier={"use_normalized": "yes"}))

@@ -85,3 +85,24 @@ def test_discriminator_judges_the_pair_target_and_normalized(shards: Path, tmp_p
         a = trainer.D(torch.cat([x, x], 1))
         b = trainer.D(torch.cat([torch.randn_like(x), x], 1))
     assert not torch.allclose(a, b)
+
+
+def test_normalizer_without_adversarial_term_skips_the_discriminator(shards: Path, tmp_path: Path) -> None:
+    # The CPU recipe sets adv=0: the discriminator must then neither run nor change, and the
+    # augmented, pair-supervised objective must still fall.
+    import torch
+    from train.normalizer import NormalizerTrainer
+    cfg = {"model": TINY_MODEL, "data": {"kind": "shards", "path": str(shards)}, "optim": {"lr": 2e-3},
+           "normalizer": {"p_same": 0.5, "pair_prob": 1.0, "target_image": "synthetic", "augment": {}},
+           "loss_weights": {"adv": 0.0}, "run": run_section(tmp_path, 30, log_every=2)}
+    t = NormalizerTrainer(cfg)
+    before = {k: v.clone() for k, v in t.D.state_dict().items()}
+    calls = []
+    t.D.register_forward_hook(lambda *a: calls.append(1))
+    t.run(resume=False)
+    assert not calls
+    assert all(torch.equal(before[k], v) for k, v in t.D.state_dict().items())
+    log = read_log(tmp_path / "log.csv")
+    assert all(r["d"] == 0.0 for r in log)
+    total = [r["total"] for r in log]
+    assert np.mean(total[-3:]) < 0.8 * np.mean(total[:3]), total
