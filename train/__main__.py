@@ -1,7 +1,8 @@
 """`python -m train <stage> --config cfg.json` — one entry point for every training stage.
 
-Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos)
-and evaluate-real (label-free quality on real faces: ``python -m train evaluate-real --help``).
+Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos),
+evaluate-real (label-free quality on real faces: ``python -m train evaluate-real --help``) and
+evaluate-model (labelled metrics of an exported model set through the runtime backend).
 ``--set a.b=VALUE`` overrides a config entry (VALUE parsed as JSON when possible), e.g.
 ``--set run.steps=100 --set run.device=cuda``. Runs resume from their latest checkpoint unless
 ``--no-resume``.
@@ -78,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train import evaluate_real
     evaluate_real.add_arguments(sub.add_parser(
         "evaluate-real", help="label-free quality of a model set on real faces (model card)"))
+    from train import evaluate_model
+    evaluate_model.add_arguments(sub.add_parser(
+        "evaluate-model", help="labelled metrics of an exported model set through the runtime backend"))
     args = ap.parse_args(argv)
+    if args.cmd == "evaluate-model":
+        return evaluate_model.run_cli(args)
     if args.cmd == "evaluate-real":
         return evaluate_real.run_cli(args)
     if args.cmd == "extract-frames":

@@ -166,3 +166,45 @@ def test_mediapipe_alignment_of_a_real_photo(landmarker_path: Path, media_dir: P
     assert crop.shape == (64, 64, 3) and crop.std() > 20  # a real face, not a black border
     assert detect(np.zeros((64, 64, 3), np.uint8)) is None
     detect.close()
+
+
+def test_evaluate_model_runs_the_shipped_set_through_the_runtime(tmp_path: Path) -> None:
+    # labelled metrics of an exported set must come from the runtime backend and agree with torch
+    from norface_rt.backends.base import preprocess
+    from norface_rt.export import load_torch_model
+    from train.data.build import build_dataset
+    from train.data.sample import collate
+    from train.evaluate_model import predict_model_set
+
+    nor, cla = _random_weights(tmp_path)
+    cfg_file = tmp_path / "export.json"
+    cfg_file.write_text(json.dumps({"stage": "export", "model": TINY_MODEL, "export": {
+        "normalizer_weights": str(nor), "classifier_weights": str(cla), "out_dir": str(tmp_path / "set")}}))
+    assert main(["export", "--config", str(cfg_file)]) == 0
+    shards = make_shards(tmp_path / "sh", n=12, size=32)
+    spec = {"kind": "shards", "path": str(shards)}
+    p = predict_model_set(tmp_path / "set", spec, batch_size=5)
+    assert p["au_prob"].shape == (12, 18) and p["t_emo"].shape == (12,)
+    model = load_torch_model(tmp_path / "set")
+    ds = build_dataset(spec, model.cfg)
+    x = torch.from_numpy(preprocess(collate([ds[i] for i in range(12)])["image"].numpy(), model.cfg))
+    with torch.no_grad():
+        _, au_prob, au_int, emo = model(x)
+    np.testing.assert_allclose(p["au_prob"], au_prob.numpy(), atol=2e-3)
+    np.testing.assert_allclose(p["emotion_prob"], emo.numpy(), atol=2e-3)
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"n": 12, "au_f1": {"AU01": 0.25}, "au_f1_mean": 0.25,
+                                 "emotion_accuracy": 0.5}))
+    test_cfg = tmp_path / "cla.json"
+    test_cfg.write_text(json.dumps({"stage": "classifier", "test_data": spec}))
+    out = tmp_path / "eval"
+    assert main(["evaluate-model", "--model-dir", str(tmp_path / "set"), "--config", str(test_cfg),
+                 "--out", str(out), "--compare", f"ablation={other}"]) == 0
+    res = json.loads((out / "metrics_model_set.json").read_text())
+    assert res["n"] == 12 and "emotion_accuracy" in res
+    report = (out / "report_model_set.md").read_text()
+    assert "model_set" in report and "ablation" in report and "0.250" in report
+    with pytest.raises(SystemExit, match="NAME=METRICS_JSON"):
+        main(["evaluate-model", "--model-dir", str(tmp_path / "set"), "--config", str(test_cfg),
+              "--out", str(out), "--compare", "nojson"])
