@@ -43,6 +43,24 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
 
 
 
+def _write_target(out_dir: str, cache: Path, shared: str | None, settings) -> Path:  # noqa: ANN001
+    """``target.png`` beside the shards: the neutral target crop the normalizer stage and the
+    export take as I_t (train/configs/default_cpu_*.json point at it)."""
+    import cv2
+
+    from train.synth.engine import SampleGenerator
+
+    gen = SampleGenerator(shared, cache, settings)
+    try:
+        crop = gen.target_crop()
+    finally:
+        gen.close()
+    path = Path(out_dir) / "target.png"
+    cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    print(f"wrote {path}", file=sys.stderr)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.synth",
                                  description="Synthetic paired-face data engine (ICT-FaceKit).")
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: meta[k] for k in ("count", "shards", "seconds",
                                                 "samples_per_second")}))
         print(json.dumps(meta["counts"]["emotions"]))
+        _write_target(args.out, cache, args.shared, settings)
         return 0
 
     from train.synth.engine import SampleGenerator

@@ -199,6 +199,16 @@ class SampleGenerator:
             img = augment.degrade(rng, img)
         return View(image=img, landmarks=lm, rgba=rgba)
 
+    def target_crop(self, view: View | None = None) -> np.ndarray:
+        """The target view (default: neutral) in the fixed I_n framing, (S, S, 3) uint8 RGB.
+
+        The neutral crop is the I_t that the normalizer and the exported model set are given."""
+        if view is None:
+            view = self.view_target(np.zeros(len(self.model.expression_names), np.float32))
+        size = self.settings.img_size
+        return cv2.warpAffine(view.image, self.target_matrix, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
     # ---------------------------------------------------------------------------------- sample
     def sample(self, seed: int, index: int) -> dict[str, Any]:
         """One sample in the common format (see docs/synthetic.md)."""
@@ -212,10 +222,7 @@ class SampleGenerator:
         orig = self.view_original(rng, identity, alpha, expr.weights)
         target = self.view_target(expr.weights)
         crop, m = self.aligner.crop_for_points(orig.image, points5_from_ibug68(orig.landmarks))
-        size = self.settings.img_size
-        norm = cv2.warpAffine(target.image, self.target_matrix, (size, size),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=(0, 0, 0))
+        norm = self.target_crop(target)
         labels = self.labeler.labels(expr.weights)
         return {
             "image": crop,

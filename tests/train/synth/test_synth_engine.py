@@ -169,3 +169,20 @@ def test_cli_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
 def test_rotation_matrix_convention() -> None:
     r = rotation_matrix(90, 0, 0)
     np.testing.assert_allclose(r @ np.array([0, 0, 1.0]), [1, 0, 0], atol=1e-6)
+
+
+def test_target_crop_is_the_neutral_normalized_face(generator) -> None:  # noqa: ANN001
+    # I_t given to training and export: same framing as every sample's I_n, neutral expression
+    crop = generator.target_crop()
+    s = generator.settings.img_size
+    assert crop.shape == (s, s, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(crop, generator.target_crop())
+    n = len(generator.model.expression_names)
+    neutral_view = generator.view_target(np.zeros(n, np.float32))
+    np.testing.assert_array_equal(crop, generator.target_crop(neutral_view))
+    smile = np.zeros(n, np.float32)
+    smile[[i for i, k in enumerate(generator.model.expression_names) if k.startswith("mouthSmile")]] = 1.0
+    other = generator.target_crop(generator.view_target(smile))
+    diff = np.abs(other.astype(int) - crop.astype(int)).mean(axis=2)
+    # only the face changes: the canonical grey background (corners) stays put
+    assert diff[:8, :8].max() == 0 and diff.max() > 40
