@@ -96,6 +96,10 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
             backend_kw["split"] = False
     if opts.backend == "torch":
         backend_kw["device"] = opts.device
+    if opts.backend == "tensorrt":
+        backend_kw["device"] = opts.device if opts.device != "cpu" else "cuda"
+        if opts.fused:
+            backend_kw["graphs"] = "fused"
     backend = load_backend(model_dir, opts.backend, **backend_kw)
     cfg = backend.config
     # One throw-away inference so lazy initialisation (ORT arena, kernels) is not paid by the first

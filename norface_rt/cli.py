@@ -153,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kill a backend's benchmark process after S seconds")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
+
+    e = sub.add_parser("build-engines", help="build (or reuse cached) TensorRT engines for a model "
+                                             "set and check their accuracy (needs TensorRT + GPU)")
+    e.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
+    e.add_argument("--max-batch", type=positive_int("--max-batch"), default=64,
+                   help="largest batch the engines accept (default 64)")
+    e.add_argument("--opt-batch", type=positive_int("--opt-batch"), default=None,
+                   help="batch size TensorRT tunes for (default min(8, max batch))")
+    e.add_argument("--workspace-gib", type=_nonneg_float("--workspace-gib"), default=4.0,
+                   help="builder workspace memory limit in GiB (default 4)")
+    e.add_argument("--fp32-layers", default="auto", metavar="auto|none|norm|NAME,...",
+                   help="layers kept in FP32: auto (default: only if plain FP16 misses the "
+                        "tolerance), none, norm (normalisation/softmax), or glob patterns")
+    e.add_argument("--fp32", action="store_true", help="build FP32 engines (no FP16)")
+    e.add_argument("--graphs", default="split", choices=["split", "fused"],
+                   help="split: normalizer + classifier engines (default); fused: one engine")
+    e.add_argument("--device", type=int, default=0, help="CUDA device index")
+    e.add_argument("--force", action="store_true", help="rebuild even if cached engines exist")
+    e.add_argument("--out", help="engine cache root (default $NORFACE_RT_ENGINE_CACHE or "
+                                 "~/.cache/norface-rt/engines)")
+    e.add_argument("--no-check", action="store_true", help="skip the accuracy check")
     return p
 
 
@@ -342,6 +363,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_build_engines(args: argparse.Namespace) -> int:
+    from engines.build import TensorRTUnavailable, build_engines, check_accuracy, import_tensorrt
+    from norface_rt.paths import ModelNotFoundError, resolve_model_dir
+
+    try:
+        import_tensorrt()
+    except TensorRTUnavailable as exc:
+        print(f"norface-rt: error: {exc}", file=sys.stderr)
+        return 2
+    fl = args.fp32_layers.strip()
+    fp32_layers: str | list[str] | None = (
+        None if fl == "none" else fl if fl in ("auto", "norm")
+        else [p.strip() for p in fl.split(",") if p.strip()])
+    try:
+        model_dir = resolve_model_dir(args.model_dir)
+        es = build_engines(model_dir, out_dir=args.out, max_batch=args.max_batch,
+                           opt_batch=args.opt_batch, fp16=not args.fp32,
+                           workspace_gib=args.workspace_gib, fp32_layers=fp32_layers,
+                           force=args.force, graphs=args.graphs, device=args.device)
+    except (ModelNotFoundError, FileNotFoundError, ValueError, TensorRTUnavailable) as exc:
+        print(f"norface-rt: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"norface-rt: build failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"cache key: {es.key}")
+    print(f"engines ({'cache hit' if es.cache_hit else 'built'}): {es.directory}")
+    for graph, path in es.engines.items():
+        print(f"  {graph}: {path}")
+    prec = es.precision
+    print(f"precision: {prec.get('choice')}"
+          + "".join(f"; {g}: {len(v)} layer(s) in FP32" for g, v in prec.get("fp32_layers", {}).items()))
+    for cand, errs in prec.get("errors", {}).items():
+        print(f"  {cand} vs ONNX Runtime fp32: " + ", ".join(f"{k} {v:.4g}" for k, v in errs.items()))
+    if args.no_check:
+        return 0
+    report = check_accuracy(es, model_dir, device=args.device)
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -357,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_normalize(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "build-engines":
+            return cmd_build_engines(args)
     except FileNotFoundError as exc:
         print(f"norface-rt: error: {exc}", file=sys.stderr)
         return 2
