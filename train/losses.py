@@ -124,9 +124,21 @@ def eyebrow_channels(names: Sequence[str], wanted: Sequence[str] = EYEBROW_BLEND
     return found
 
 
-def pair_loss(normalized: Tensor, true_normalized: Tensor, mask: Tensor | None = None) -> Tensor:
-    """L1 to the true I_n where the data has one (synthetic pairs); masked per sample."""
-    per_sample = (normalized - true_normalized).abs().flatten(1).mean(1)
+def pair_loss(normalized: Tensor, true_normalized: Tensor, mask: Tensor | None = None,
+              reference: Tensor | None = None, expression_weight: float = 0.0) -> Tensor:
+    """L1 to the true I_n where the data has one (synthetic pairs); masked per sample.
+
+    With ``expression_weight`` k > 0 and the neutral target as ``reference``, pixels are weighted
+    by 1 + k * |I_n - I_t| / mean|I_n - I_t|: the expression is a small part of the image (mouth,
+    eyes, brows), and a plain L1 is minimised early and for long by rendering the neutral target
+    for every input. The weights are renormalised to mean 1 per sample, so the scale stays put."""
+    err = (normalized - true_normalized).abs()
+    if expression_weight > 0 and reference is not None:
+        d = (true_normalized - reference).abs().mean(1, keepdim=True)
+        w = 1.0 + expression_weight * d / (d.mean((2, 3), keepdim=True) + 1e-6)
+        w = w / w.mean((2, 3), keepdim=True)
+        err = err * w
+    per_sample = err.flatten(1).mean(1)
     if mask is None:
         return per_sample.mean()
     return masked_mean(per_sample, mask.bool())

@@ -35,7 +35,8 @@ from train.data.sample import images_to_tensor
 
 DEFAULT_OPTIM = {"lr": 1e-4, "betas": [0.0, 0.99]}
 DEFAULTS = {"p_same": 0.2, "pair_prob": 0.5, "target_image": None, "init_encoder": None,
-            "disc_width": 32, "eyebrow_channels": None, "augment": None}
+            "disc_width": 32, "eyebrow_channels": None, "augment": None,
+            "pair_expression_weight": 0.0}
 AUX_TERMS = ("identity", "landmarks", "expression", "blendshapes", "perceptual")
 T_STREAM_SEED_OFFSET = 1_000_003  # I_t batches: independent of, but as random as, I_o batches
 
@@ -66,9 +67,11 @@ class NormalizerLosses(nn.Module):
     """Computes every F_nor term for one batch; holds the frozen aux nets."""
 
     def __init__(self, aux_paths: dict[str, str | None], weights: L.NormalizerWeights,
-                 eyebrow_channels: list[int] | None, img_size: int) -> None:
+                 eyebrow_channels: list[int] | None, img_size: int,
+                 pair_expression_weight: float = 0.0) -> None:
         super().__init__()
         self.weights = weights
+        self.pair_expression_weight = float(pair_expression_weight)
         self.img_size = img_size
         self.nets = nn.ModuleDict()
         for kind in AUX_TERMS:
@@ -104,7 +107,8 @@ class NormalizerLosses(nn.Module):
             t["eye"] = L.eyebrow_loss(self.nets["blendshapes"](x_o), self.nets["blendshapes"](x_n),
                                       self.eyebrow)
         if true_n is not None and pair is not None:
-            t["pair"] = L.pair_loss(x_n, true_n, pair)
+            t["pair"] = L.pair_loss(x_n, true_n, pair, reference=x_t,
+                                    expression_weight=self.pair_expression_weight)
         return t
 
 
@@ -130,8 +134,12 @@ class NormalizerTrainer:
                                   stages=disc_stages(self.mcfg.img_size),
                                   in_channels=2 * self.mcfg.in_chans)).to(self.device).train()
         self.weights = L.NormalizerWeights(**config.get("loss_weights", {}))
+        if float(self.opts["pair_expression_weight"]) < 0:
+            raise ValueError(f"normalizer.pair_expression_weight must be >= 0, got "
+                             f"{self.opts['pair_expression_weight']}")
         self.losses = NormalizerLosses(dict(config.get("aux", {})), self.weights,
-                                       self.opts["eyebrow_channels"], self.mcfg.img_size).to(self.device)
+                                       self.opts["eyebrow_channels"], self.mcfg.img_size,
+                                       float(self.opts["pair_expression_weight"])).to(self.device)
         o = {**DEFAULT_OPTIM, **config.get("optim", {})}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))

@@ -115,3 +115,26 @@ def test_classification_objective_total() -> None:
     assert log["cla"] == pytest.approx(cla)
     assert float(total) == pytest.approx(cla + 0.001 * 2.0 + 0.001 * (3.0 + 5.0))
     assert log["moe_importance"] == 2.0
+
+
+def test_pair_loss_expression_weighting_targets_the_expression_pixels() -> None:
+    # A prediction that is the neutral reference everywhere: wrong only where the expression is.
+    # Weighting must make that error count more than plain L1 does, and a prediction wrong by the
+    # same amount elsewhere (background) must count less.
+    import torch
+    from train.losses import pair_loss
+
+    ref = torch.zeros(2, 3, 16, 16)
+    true_n = ref.clone()
+    true_n[:, :, 10:13, 5:11] = 1.0  # "open mouth"
+    neutral_pred = ref.clone()
+    bg_wrong = true_n.clone()
+    bg_wrong[:, :, 0:3, 0:6] += 1.0  # same number of wrong pixels, in the background
+    plain = pair_loss(neutral_pred, true_n)
+    weighted = pair_loss(neutral_pred, true_n, reference=ref, expression_weight=8.0)
+    assert float(weighted) > 3 * float(plain)
+    assert float(pair_loss(bg_wrong, true_n, reference=ref, expression_weight=8.0)) < float(
+        pair_loss(bg_wrong, true_n))
+    assert float(pair_loss(true_n, true_n, reference=ref, expression_weight=8.0)) == 0.0
+    mask = torch.tensor([True, False])
+    torch.testing.assert_close(pair_loss(neutral_pred, true_n, mask, ref, 8.0), weighted)
