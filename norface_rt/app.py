@@ -96,7 +96,7 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
             backend_kw["split"] = False
     if opts.backend == "torch":
         backend_kw["device"] = opts.device
-    if opts.backend == "tensorrt":
+    if opts.backend in ("tensorrt", "torch-cuda"):
         backend_kw["device"] = opts.device if opts.device != "cpu" else "cuda"
         if opts.fused:
             backend_kw["graphs"] = "fused"

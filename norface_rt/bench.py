@@ -143,6 +143,10 @@ def _backend_kwargs(name: str, device: str, threads: int | None) -> dict[str, An
         return {"intra_op_threads": threads}
     if name == "torch":
         return {"device": device, "num_threads": threads}
+    if name == "torch-cuda":
+        # A CUDA-only backend: --device only picks which GPU; without CUDA it reports itself as
+        # "not available" (its load error) instead of quietly measuring the CPU.
+        return {"device": device if device.startswith("cuda") else "cuda", "num_threads": threads}
     return {}
 
 
@@ -157,7 +161,7 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
         backend = load_backend(model_dir, name, **_backend_kwargs(name, device, threads))
     except Exception as exc:  # any load failure is a property of this machine, reported as such
         return {"backend": name, "status": f"not available: {exc}", "rows": []}
-    cuda = name == "torch" and getattr(backend, "device", None) is not None \
+    cuda = name in ("torch", "torch-cuda") and getattr(backend, "device", None) is not None \
         and backend.device.type == "cuda"  # type: ignore[attr-defined]
     if cuda:
         import torch
@@ -192,7 +196,8 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
         backend.close()
     res: dict[str, Any] = {
         "backend": name, "status": "ok", "rows": rows,
-        "device": device if name == "torch" else ("cpu" if name == "onnxruntime" else None),
+        "device": device if name == "torch" else str(getattr(backend, "device", device))
+        if name == "torch-cuda" else ("cpu" if name == "onnxruntime" else None),
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_delta_mb": _peak_rss_mb() - rss0,
         "rss_before_load_mb": rss0,
@@ -200,6 +205,10 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
     if name == "onnxruntime":
         res["providers"] = getattr(backend, "providers", None)
         res["split"] = getattr(backend, "split", None)
+    if name == "torch-cuda":
+        res["buckets"] = list(getattr(backend, "buckets", ()))
+        res["cuda_graphs"] = getattr(backend, "use_graphs", None)
+        res["capture_s"] = getattr(backend, "capture_seconds", None)
     if cuda:
         import torch
 

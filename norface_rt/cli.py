@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from norface_rt import __version__
+from norface_rt.backends import BACKEND_NAMES
 
 log = logging.getLogger("norface_rt")
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream id per source, in order (default: derived from the source)")
     r.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (else $NORFACE_RT_LANDMARKER)")
-    r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES))
     r.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
     r.add_argument("--fused", action="store_true",
                    help="ONNX Runtime: run normalization + classification as one graph "
@@ -137,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--size", choices=["tiny", "small", "base"],
                     help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
     b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
-                   choices=["onnxruntime", "torch", "tensorrt"], metavar="NAME",
-                   help="backends to measure: onnxruntime (default), torch, tensorrt")
+                   choices=list(BACKEND_NAMES), metavar="NAME",
+                   help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda "
+                        "(fp16 + CUDA graphs)")
     b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
     b.add_argument("--threads", type=positive_int("--threads"),
                    help="ONNX Runtime intra-op / torch threads (default: the library's choice)")

@@ -1,7 +1,9 @@
 """Inference backends behind one interface (:class:`Backend`); pick one with :func:`load_backend`.
 
 Backend modules are imported lazily so the default ONNX Runtime path never imports torch, and the
-optional TensorRT path (``engines.trt_backend``) is only touched when asked for.
+optional TensorRT path (``engines.trt_backend``) is only touched when asked for. ``torch-cuda`` is
+the CUDA-graph PyTorch fallback (:mod:`norface_rt.backends.cuda_backend`): on a machine without CUDA
+it fails to load with the reason, like ``tensorrt`` without TensorRT.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from norface_rt.backends.base import (
     validate_crops,
 )
 
-BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt")
+BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda")
 
 TENSORRT_HINT = (
     "TensorRT is optional and not installed. Install it from NVIDIA's package index: "
@@ -30,7 +32,8 @@ TENSORRT_HINT = (
 
 def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", **kw: Any) -> Backend:
     """Open a model set with the named backend; ``kw`` goes to the backend's constructor
-    (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads)."""
+    (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads; torch-cuda:
+    device, fp16, buckets, use_graphs, num_threads)."""
     if name == "onnxruntime":
         from norface_rt.backends.onnx_backend import OrtBackend
 
@@ -39,6 +42,10 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
         from norface_rt.backends.torch_backend import TorchBackend
 
         return TorchBackend(model_dir, **kw)
+    if name == "torch-cuda":
+        from norface_rt.backends.cuda_backend import CudaGraphBackend
+
+        return CudaGraphBackend(model_dir, **kw)
     if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise RuntimeError(TENSORRT_HINT)
