@@ -37,7 +37,11 @@ def predict_model_set(model_dir: str | Path, data_spec: dict[str, Any], backend:
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch_size):
             batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-            r = be.infer(np.ascontiguousarray(batch["image"].numpy()))
+            r = be.infer(np.ascontiguousarray(batch["image"].numpy()), want_normalized=True)
+            if "normalized" in batch:
+                assert r.normalized is not None
+                out.setdefault("pred_n", []).append(r.normalized)
+                out.setdefault("true_n", []).append(batch["normalized"].numpy())
             for k, v in (("au_prob", r.au_prob), ("au_intensity", r.au_intensity),
                          ("emotion_prob", r.emotion_prob), ("t_occ", batch["au_occurrence"].numpy()),
                          ("t_int", batch["au_intensity"].numpy()), ("t_emo", batch["emotion"].numpy())):
@@ -45,6 +49,21 @@ def predict_model_set(model_dir: str | Path, data_spec: dict[str, Any], backend:
         return {k: np.concatenate(v) for k, v in out.items()}
     finally:
         be.close()
+
+
+def normalization_metrics(pred: np.ndarray, true: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """How well F_nor renders the true I_n (synthetic pairs only), in uint8 grey levels.
+
+    ``mae_to_true`` vs ``mae_target_to_true`` says whether the network beats the trivial answer
+    "always the neutral target"; ``expression_correlation`` correlates the per-sample deviations
+    from the batch mean (what distinguishes one expression from another) of predicted and true
+    I_n: 0 means no expression reaches the output, 1 a perfect transfer."""
+    p, t = pred.astype(np.float32), true.astype(np.float32)
+    dp, dt = p - p.mean(0, keepdims=True), t - t.mean(0, keepdims=True)
+    corr = float((dp * dt).sum() / (np.linalg.norm(dp) * np.linalg.norm(dt) + 1e-9))
+    return {"n": int(len(p)), "mae_to_true": float(np.abs(p - t).mean()),
+            "mae_target_to_true": float(np.abs(target.astype(np.float32)[None] - t).mean()),
+            "expression_correlation": corr}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,11 +88,26 @@ def run_cli(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise SystemExit(f"--compare expects NAME=METRICS_JSON, got {item!r}")
         columns[name] = json.loads(Path(path).read_text())
-    res = compute_metrics(predict_model_set(args.model_dir, spec, args.backend, args.batch_size))
+    p = predict_model_set(args.model_dir, spec, args.backend, args.batch_size)
+    res = compute_metrics(p)
+    if "true_n" in p:
+        import cv2
+        target = cv2.imread(str(Path(args.model_dir) / "target.png"), cv2.IMREAD_COLOR)
+        if target is None:
+            raise SystemExit(f"--model-dir {args.model_dir}: no readable target.png")
+        res["normalization"] = normalization_metrics(p["pred_n"], p["true_n"], target[:, :, ::-1])
     out = Path(args.out)
     save_json(out / f"metrics_{args.tag}.json", res)
     columns = {args.tag: res, **columns}
-    (out / f"report_{args.tag}.md").write_text(markdown_report(f"Evaluation: {args.tag}", columns))
+    report = markdown_report(f"Evaluation: {args.tag}", columns)
+    if "normalization" in res:
+        nm = res["normalization"]
+        report += ("\n## Normalization (true I_n available)\n\n| metric | value |\n|---|---|\n"
+                   f"| samples | {nm['n']} |\n"
+                   f"| mean abs error to the true I_n (grey levels) | {nm['mae_to_true']:.2f} |\n"
+                   f"| same for the neutral target (trivial baseline) | {nm['mae_target_to_true']:.2f} |\n"
+                   f"| expression correlation (0 none, 1 perfect) | {nm['expression_correlation']:.3f} |\n")
+    (out / f"report_{args.tag}.md").write_text(report)
     print(f"evaluate-model: n={res['n']} au_f1_mean={res.get('au_f1_mean')} "
           f"emotion_accuracy={res.get('emotion_accuracy')} -> {out}")
     return 0

@@ -203,8 +203,25 @@ def test_evaluate_model_runs_the_shipped_set_through_the_runtime(tmp_path: Path)
                  "--out", str(out), "--compare", f"ablation={other}"]) == 0
     res = json.loads((out / "metrics_model_set.json").read_text())
     assert res["n"] == 12 and "emotion_accuracy" in res
+    nm = res["normalization"]
+    assert nm["n"] == 12 and nm["mae_to_true"] > 0 and -1 <= nm["expression_correlation"] <= 1
     report = (out / "report_model_set.md").read_text()
     assert "model_set" in report and "ablation" in report and "0.250" in report
+    assert "expression correlation" in report
     with pytest.raises(SystemExit, match="NAME=METRICS_JSON"):
         main(["evaluate-model", "--model-dir", str(tmp_path / "set"), "--config", str(test_cfg),
               "--out", str(out), "--compare", "nojson"])
+
+
+def test_normalization_metrics_separate_transfer_from_the_trivial_target() -> None:
+    from train.evaluate_model import normalization_metrics
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(60, 200, (8, 8, 3)).astype(np.uint8)
+    expr = rng.integers(-40, 40, (10, 8, 8, 3))
+    true = np.clip(target[None].astype(int) + expr, 0, 255).astype(np.uint8)
+    perfect = normalization_metrics(true, true, target)
+    assert perfect["mae_to_true"] == 0 and perfect["expression_correlation"] > 0.999
+    constant = normalization_metrics(np.repeat(target[None], 10, 0), true, target)
+    assert constant["mae_to_true"] == constant["mae_target_to_true"] > 0
+    assert abs(constant["expression_correlation"]) < 1e-6
