@@ -22,7 +22,8 @@ class PipelineOptions:
     model_dir: str | os.PathLike[str] | None = None
     landmarker: str | os.PathLike[str] | None = None
     backend: str = "onnxruntime"
-    device: str = "cpu"
+    # None: the backend's natural device (cpu for onnxruntime/torch, cuda for torch-cuda/tensorrt).
+    device: str | None = None
     threads: int | None = None
     max_faces: int = 4
     max_batch: int = 16
@@ -38,6 +39,8 @@ class PipelineOptions:
     # faster at batch 1, but inside the pipeline on 2 cores it measured slower (its ORT threads spin
     # and compete with MediaPipe), and stats then report one "infer" stage. See benchmarks/.
     fused: bool = False
+    # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
+    device_align: bool = False
     source_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -58,6 +61,8 @@ class PipelineOptions:
             raise ValueError(f"--tiling must be in [0.2, 1.0], got {self.tiling}")
         if self.stats_interval < 0:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
+        if self.device_align and self.backend != "torch-cuda":
+            raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
 
 
 def _unique(ids: Sequence[str]) -> list[str]:
@@ -95,11 +100,15 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
         if opts.fused:
             backend_kw["split"] = False
     if opts.backend == "torch":
-        backend_kw["device"] = opts.device
-    if opts.backend in ("tensorrt", "torch-cuda"):
-        backend_kw["device"] = opts.device if opts.device != "cpu" else "cuda"
+        backend_kw["device"] = opts.device or "cpu"
+    if opts.backend == "tensorrt":
+        backend_kw["device"] = opts.device or "cuda"
         if opts.fused:
             backend_kw["graphs"] = "fused"
+    if opts.backend == "torch-cuda":
+        backend_kw["device"] = opts.device or "cuda"
+        # fp16 only where it is fast; on the CPU the same bucket code runs in fp32, without graphs.
+        backend_kw["fp16"] = str(backend_kw["device"]).startswith("cuda")
     backend = load_backend(model_dir, opts.backend, **backend_kw)
     cfg = backend.config
     # One throw-away inference so lazy initialisation (ORT arena, kernels) is not paid by the first
@@ -129,10 +138,11 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Any]) -> Pipeline:
         tiling = opts.tiling if opts.tiling is not None or video else 1.0
         lm = Landmarker(Path(landmarker_path), max_faces=opts.max_faces,
                         mode="video" if video else "image", tiling=tiling)
-        return FaceStage(lm, Tracker(), Aligner(cfg))
+        return FaceStage(lm, Tracker(), Aligner(cfg), warp_crops=not opts.device_align)
 
     return Pipeline(sources, face_stage, backend, sinks, max_batch=opts.max_batch,
-                    queue_size=opts.queue_size, stats_interval=opts.stats_interval)
+                    queue_size=opts.queue_size, stats_interval=opts.stats_interval,
+                    device_align=opts.device_align)
 
 
 def _is_video(src: Any) -> bool:

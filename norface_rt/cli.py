@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (else $NORFACE_RT_LANDMARKER)")
     r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES))
-    r.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
+    r.add_argument("--device", default=None,
+                   help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); "
+                        "default cpu for torch, cuda for torch-cuda and tensorrt")
+    r.add_argument("--device-align", action="store_true",
+                   help="with --backend torch-cuda: upload each frame once and warp its faces on the "
+                        "GPU instead of copying aligned crops")
     r.add_argument("--fused", action="store_true",
                    help="ONNX Runtime: run normalization + classification as one graph "
                         "(stats then show one 'infer' stage instead of normalize + classify)")
@@ -224,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling, fused=args.fused)
+        tiling=args.tiling, fused=args.fused, device_align=args.device_align)
     sinks: list[Any] = []
     try:
         opts.validate()

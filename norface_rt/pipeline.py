@@ -117,6 +117,7 @@ class Pipeline:
         stats_interval: float = 0.0,
         stats: StageStats | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        device_align: bool = False,
     ) -> None:
         if not sources:
             raise ValueError("sources: expected at least one source, got 0")
@@ -129,8 +130,14 @@ class Pipeline:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if stats_interval < 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, got {stats_interval}")
+        if device_align and not callable(getattr(backend, "infer_aligned_many", None)):
+            raise ValueError(f"device_align: backend {getattr(backend, 'name', type(backend).__name__)!r} "
+                             "cannot align on its device (expected a backend with infer_aligned_many, "
+                             "e.g. torch-cuda)")
         self.sources = list(sources)
         self.backend = backend
+        # Faces travel as (frame, matrices) and are warped by the backend on its device.
+        self.device_align = device_align
         self.sinks = list(sinks)
         self.max_batch = max_batch
         self.stats_interval = stats_interval
@@ -276,12 +283,16 @@ class Pipeline:
                 if not isinstance(nxt, EndOfStream):
                     n_faces += len(nxt[0].faces)
             frames = [it for it in items if not isinstance(it, EndOfStream)]
-            crops = [ff.crops for ff, _ in frames if len(ff.faces)]
+            with_faces = [ff for ff, _ in frames if len(ff.faces)]
             t0 = time.perf_counter()
             out, infer_err = None, None
-            if crops:
+            if with_faces:
                 try:
-                    out = self.backend.infer(np.concatenate(crops, axis=0))
+                    if self.device_align:
+                        out = self.backend.infer_aligned_many(  # type: ignore[attr-defined]
+                            [(ff.frame.image, ff.matrices) for ff in with_faces])
+                    else:
+                        out = self.backend.infer(np.concatenate([ff.crops for ff in with_faces], axis=0))
                 except Exception as exc:  # flag the affected frames, keep the streams alive
                     log.exception("inference failed on a batch of %d faces", n_faces)
                     infer_err = f"inference failed: {type(exc).__name__}: {exc}"

@@ -82,11 +82,17 @@ class Face:
 
 @dataclass(slots=True)
 class FaceFrame:
-    """A frame with its tracked faces and their aligned crops (N, S, S, 3) uint8 RGB."""
+    """A frame with its tracked faces, their aligned crops (N, S, S, 3) uint8 RGB and the
+    image->crop matrices (N, 2, 3) that made them.
+
+    When the backend aligns on its own device (``device_align``), the face stage leaves the
+    crops out (shape (0, S, S, 3)) and only the matrices travel: the frame is uploaded once
+    and warped there instead of copying N crops per frame."""
 
     frame: FramePacket
     faces: list[Face]
     crops: np.ndarray
+    matrices: np.ndarray | None = None
 
 
 @dataclass(slots=True)

@@ -342,13 +342,21 @@ class CudaGraphBackend(Backend):
         matrices (K, 2, 3) (``Aligner.align``'s second output). The frame is uploaded once and
         the crops are warped on the device (:class:`TorchAligner`) straight into the buckets;
         warping is not part of ``timings`` (pre-processing never is, see base.py)."""
+        return self.infer_aligned_many([(frame, matrices)], want_normalized=want_normalized)
+
+    def infer_aligned_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                           want_normalized: bool = False) -> ModelOutput:
+        """:meth:`infer_aligned` over several frames at once (the pipeline batches the faces of
+        every stream into one call); rows follow the order of ``items`` and their matrices."""
         self._check_open()
         if self._aligner is None:
             self._aligner = TorchAligner.from_config(self.config, self.device)
-        faces = self._aligner.warp(frame, matrices)
-        if faces.shape[0] == 0:
+        parts = [self._aligner.warp(frame, matrices) for frame, matrices in items]
+        parts = [p for p in parts if p.shape[0]]
+        if not parts:
             s, c = self.config.img_size, self.config.in_chans
             return super().infer(np.zeros((0, s, s, c), np.uint8), want_normalized=want_normalized)
+        faces = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         return self._output(*self._run(faces, want_normalized))
 
     def _output(self, normalized: torch.Tensor | None, probs: Probs,

@@ -32,21 +32,31 @@ def interocular(points5: np.ndarray) -> float:
 class FaceStage:
     """Runs landmarker, tracker and aligner for one stream; owns the landmarker (close())."""
 
-    def __init__(self, landmarker: Landmarker, tracker: Tracker, aligner: Aligner) -> None:
+    def __init__(self, landmarker: Landmarker, tracker: Tracker, aligner: Aligner,
+                 warp_crops: bool = True) -> None:
         self.landmarker = landmarker
         self.tracker = tracker
         self.aligner = aligner
+        # False when the backend warps on its own device: only the matrices are computed here.
+        self.warp_crops = warp_crops
 
     def process(self, frame: FramePacket) -> FaceFrame:
         """``timings["detect"]`` covers landmarks, confidence and tracking; ``["align"]`` the crops."""
         t0 = time.perf_counter()
         faces = self.tracker.update(self.landmarker.detect(frame))
         t1 = time.perf_counter()
-        crops, _ = self.aligner.align(frame.image, [f.points5 for f in faces])
+        points = [f.points5 for f in faces]
+        if self.warp_crops:
+            crops, mats = self.aligner.align(frame.image, points)
+        else:
+            s = self.aligner.size
+            crops = np.zeros((0, s, s, 3), np.uint8)
+            mats = (np.stack([self.aligner.matrix_for_points(p) for p in points]) if points
+                    else np.zeros((0, 2, 3), np.float64))
         t2 = time.perf_counter()
         frame.timings["detect"] = t1 - t0
         frame.timings["align"] = t2 - t1
-        return FaceFrame(frame=frame, faces=faces, crops=crops)
+        return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats)
 
     def close(self) -> None:
         self.landmarker.close()
