@@ -414,7 +414,10 @@ class FaceArrays:
         a, e, k = len(AU_NAMES), len(EMOTION_NAMES), len(names)
 
         def stack(rows: list[np.ndarray], width: int) -> np.ndarray:
-            return np.asarray(rows, np.float64).reshape(-1, width)
+            # explicit row count: an item with no face (or no blendshape names) gives (0, width)
+            if not rows:
+                return np.zeros((0, width), np.float64)
+            return np.asarray(rows, np.float64).reshape(len(rows), width)
 
         def blend(rows: list[dict[str, float] | None]) -> np.ndarray:
             return stack([np.array([d.get(n, np.nan) for n in names]) if d else np.full(k, np.nan)

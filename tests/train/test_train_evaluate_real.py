@@ -268,3 +268,18 @@ def test_bad_media_fails_clearly(tmp_path: Path, tiny_model_dir: Path,
     with pytest.raises(ValueError, match="--plot-video"):
         run(tiny_model_dir, [tmp_path / "x.jpg"], tmp_path / "out", landmarker=landmarker_path,
             plot_video=tmp_path / "other.mp4")
+
+
+def test_media_without_faces_is_reported_not_crashed(tmp_path: Path, tiny_model_dir: Path,
+                                                      landmarker_path: Path, media_dir: Path) -> None:
+    # a folder of real media always has items with no face; they must appear with 0 faces
+    import json
+
+    from train.evaluate_real import run
+
+    run(tiny_model_dir, [media_dir / "no_face.mp4", media_dir / "single_face.jpg"], tmp_path / "out",
+        landmarker=landmarker_path, max_frames=6)
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    by_name = {m["name"]: m for m in rep["media"]}
+    assert by_name["no_face.mp4"]["faces"] == 0 and by_name["no_face.mp4"]["error"] is None
+    assert by_name["single_face.jpg"]["faces"] == 1
