@@ -40,13 +40,8 @@ FP16_PROB_TOL, FP16_INTENSITY_TOL = 0.02, 0.1
 TIE_MARGIN = 0.01
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: the 2 shared cores are busy, and spinning thread pools then stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# torch modules here run with one intra-op thread (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ uint8 rounding only (uniform rounding alone averages 0.25). ``infer_aligned`` di
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +40,8 @@ class Case:
     matrices: np.ndarray  # (K, 2, 3) image -> crop
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: the 2 shared cores are busy, and spinning thread pools then stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# torch modules here run with one intra-op thread (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
