@@ -70,8 +70,13 @@ class ModelConfig:
     # Expression Merging Module: cross-attention heads and the two transformer blocks after it
     emm_heads: int = 6
     emm_blocks: int = 2
+    # Learned additive bias on the EMM attention logits, initialised to this value on the diagonal
+    # (target patch i -> original patch i). 0 disables it (the paper's plain cross-attention).
+    emm_position_prior: float = 0.0
     # convolutional decoder from tokens to the normalized face
     decoder_channels: tuple[int, ...] = (128, 64, 32)
+    # True: the decoder renders I_n - I_t (zero at init) and the target image is added back.
+    normalizer_residual: bool = False
     # Mixture of experts (paper: m=4 experts, k=2 active)
     moe_experts: int = 4
     moe_top_k: int = 2
@@ -92,6 +97,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # JSON round trips give lists; keep tuples so configs compare equal and stay hashable-ish.
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        self.emm_position_prior = float(self.emm_position_prior)
+        self.normalizer_residual = bool(self.normalizer_residual)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.template = tuple((float(x), float(y)) for x, y in self.template)
@@ -117,6 +124,8 @@ class ModelConfig:
             raise ValueError(
                 f"moe_top_k must be in [1, moe_experts={self.moe_experts}], got {self.moe_top_k}"
             )
+        if not 0.0 <= self.emm_position_prior <= 20.0:
+            raise ValueError(f"emm_position_prior must be in [0, 20], got {self.emm_position_prior}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:

@@ -200,3 +200,27 @@ def test_split_halves_match_torch(untrained_dir: Path, tiny: tuple[NorfaceModel,
                                          r"'classifier'\], got 'encoder'"):
         export_onnx(tiny[0], tiny[1], tmp_path / "e.onnx", graph="encoder")  # type: ignore[arg-type]
     assert not (tmp_path / "e.onnx").exists()
+
+
+def test_residual_model_with_position_prior_exports_and_reloads(tmp_path: Path) -> None:
+    """The shipped recipe's normalizer options (residual decoder, EMM position prior): the target
+    image travels in the weights and as a constant of the graphs, and every backend path agrees."""
+    torch.manual_seed(4)
+    cfg = ModelConfig.for_size("tiny", normalizer_residual=True, emm_position_prior=4.0)
+    model = create_model("norface", cfg).eval()
+    with torch.no_grad():  # a trained head is not zero; make the residual path carry something
+        model.normalizer.decoder.head[0].weight.normal_(0, 0.02)
+    target = torch.randn(1, 3, 112, 112)
+    model.set_target(target)
+    out = save_model_set(model, cfg, tmp_path / "set", fp16_weights=False)
+    loaded = load_torch_model(out)
+    assert torch.equal(loaded.target_image, target)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(x)]
+        assert np.abs(ref[0] - target.numpy()).max() > 0.05  # not simply the target
+    for graph in ("norface.onnx", "normalizer.onnx"):
+        sess = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"face": x.numpy()})
+        for g, r, tol in zip(got, ref, [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
+            assert np.abs(g - r).max() <= tol, graph

@@ -36,7 +36,7 @@ TASK_TARGETS = {"au_detection": ("au_occurrence",), "au_intensity": ("au_intensi
                 "emotion": ("emotion",), "multi": ("au_occurrence", "au_intensity", "emotion")}
 DEFAULTS: dict[str, Any] = {
     "task": "multi", "epochs": None, "normalizer_weights": None, "target_image": "synthetic",
-    "init_encoder": None, "importance_blocks": ["normalized", "original", "output"],
+    "init_encoder": None, "init_weights": None, "importance_blocks": ["normalized", "original", "output"],
     "balance_blocks": ["output"], "eval_every": 0, "batch_size_eval": 64,
     "augment": None, "use_normalized": True,
 }
@@ -85,12 +85,17 @@ class ClassifierTrainer:
         for p in self.normalizer.parameters():
             p.requires_grad_(False)
         target = load_target_image(self.opts["target_image"], self.mcfg)
+        self.target_image = images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device)
         with torch.no_grad():
-            self.target_tokens = self.normalizer.encode_target(
-                images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device))
+            self.target_tokens = self.normalizer.encode_target(self.target_image)
         self.model = create_model("classifier", self.mcfg).to(self.device).train()
+        if self.opts["init_encoder"] and self.opts["init_weights"]:
+            raise ValueError("classifier: set init_encoder or init_weights, not both (init_weights "
+                             "already holds an encoder)")
         if self.opts["init_encoder"]:
             load_module_weights(self.model.encoder, self.opts["init_encoder"])
+        if self.opts["init_weights"]:  # continue a finished classifier (e.g. on a new normalizer)
+            load_module_weights(self.model, self.opts["init_weights"])
         o = {"lr": TASK_LR[task], "weight_decay": 0.0, "betas": [0.9, 0.999], **config.get("optim", {})}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
                                      weight_decay=float(o["weight_decay"]))
@@ -107,7 +112,7 @@ class ClassifierTrainer:
         if not self.opts["use_normalized"]:
             return x_o
         with torch.no_grad():
-            return self.normalizer(x_o, self.target_tokens)
+            return self.normalizer(x_o, self.target_tokens, self.target_image)
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float], ClassifierOutput]:
         x_o = augment_batch(to_input(batch, "image", self.mcfg, self.device), self.augment,
@@ -132,8 +137,9 @@ class ClassifierTrainer:
     def evaluate(self, dataset: Any, tag: str) -> dict[str, Any]:
         self.model.eval()
         try:
-            p = predict(self.normalizer if self.opts["use_normalized"] else None, self.target_tokens, self.model, dataset, self.mcfg,
-                        int(self.opts["batch_size_eval"]), self.device)
+            p = predict(self.normalizer if self.opts["use_normalized"] else None, self.target_tokens,
+                        self.model, dataset, self.mcfg, int(self.opts["batch_size_eval"]), self.device,
+                        target_image=self.target_image)
         finally:
             self.model.train()
         res = compute_metrics(p)

@@ -74,10 +74,12 @@ def run_evaluate(config: dict[str, Any], resume: bool | str = True) -> Path:
     cla = create_model("classifier", cfg).to(device).eval()
     load_module_weights(cla, opts["classifier_weights"])
     target = load_target_image(opts.get("target_image", "synthetic"), cfg)
+    target_image = images_to_tensor(target[None], cfg.mean, cfg.std).to(device)
     with torch.no_grad():
-        tokens = nor.encode_target(images_to_tensor(target[None], cfg.mean, cfg.std).to(device))
+        tokens = nor.encode_target(target_image)
     data = build_dataset(config["test_data"], cfg)
-    p = predict(nor, tokens, cla, data, cfg, int(opts.get("batch_size", 64)), device)
+    p = predict(nor, tokens, cla, data, cfg, int(opts.get("batch_size", 64)), device,
+                target_image=target_image)
     tag = opts.get("tag", "eval")
     out = Path(opts["out_dir"])
     res = compute_metrics(p)

@@ -26,7 +26,8 @@ from train.data.sample import collate
 @torch.no_grad()
 def predict(normalizer: nn.Module | None, target_tokens: torch.Tensor, classifier: nn.Module,
             dataset: Dataset[Any], cfg: ModelConfig, batch_size: int = 32,
-            device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+            device: torch.device | str = "cpu",
+            target_image: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Run F_nor + F_cla over the whole dataset in order; returns stacked outputs and targets.
 
     ``normalizer=None`` is the "w/o I_n" ablation: the original face feeds both branches."""
@@ -43,7 +44,7 @@ def predict(normalizer: nn.Module | None, target_tokens: torch.Tensor, classifie
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         x_o = to_input(batch, "image", cfg, device)
-        x_n = x_o if normalizer is None else normalizer(x_o, target_tokens)
+        x_n = x_o if normalizer is None else normalizer(x_o, target_tokens, target_image)
         o = classifier(x_n, x_o)
         add("au_prob", torch.sigmoid(o.au_logits))
         add("au_intensity", o.au_intensity)

@@ -183,7 +183,7 @@ class NormalizerTrainer:
             true_n = to_input(batch_o, "normalized", cfg, dev)
         amp = self.run_cfg.amp
         with autocast(dev, amp):
-            x_n = self.G(x_o, self.G.encode_target(x_t))
+            x_n = self.G(x_o, self.G.encode_target(x_t), x_t)
             # Conditional discriminator on the pair [I_t, I_n]: is the second image a real face of
             # I_t's identity, pose and background? Real pairs are [I_t, true I_n] where synthetic
             # data has one, else [I_t, I_t] (the only real image of that identity/pose/background).

@@ -21,6 +21,10 @@ class ConvDecoder(nn.Module):
 
     Output is LINEAR (no tanh) in the config's normalised pixel space ((x/255 - mean)/std): a tanh
     would hard-code mean = std = 0.5. Consumers clip when converting back to uint8.
+
+    With ``cfg.normalizer_residual`` the output is I_n - I_t and the head starts at zero, so an
+    untrained normalizer returns the target exactly: the decoder's capacity goes to the expression
+    rather than to re-drawing the fixed target's face from 7x7 tokens.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -47,6 +51,9 @@ class ConvDecoder(nn.Module):
             cin = cout
         self.body = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.Conv2d(cin, cfg.in_chans * 4, 3, padding=1), nn.PixelShuffle(2))
+        if cfg.normalizer_residual:
+            nn.init.zeros_(self.head[0].weight)
+            nn.init.zeros_(self.head[0].bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.shape[1] == self.num_patches + 1:  # drop a cls token

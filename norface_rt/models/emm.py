@@ -16,6 +16,14 @@ Our reading of the paper, implemented exactly:
 * heads are concatenated and projected: F = W_o [V_fu,1 .. V_fu,H];
 * F = F + MLP(LN(F))  (the paper's "LN + MLP" step, residual as in every transformer FFN);
 * then ``cfg.emm_blocks`` standard pre-norm transformer blocks refine the merged tokens.
+
+Our addition (``cfg.emm_position_prior`` > 0): a learned bias B (N_t x N_o, shared by the heads) is
+added to the attention logits, initialised to ``prior`` on the diagonal. Faces reach the EMM
+aligned, so "the same place in the other face" is the right starting correspondence. Without the
+prior the attention stayed uniform in our CPU probes (entropy 3.81 of at most ln 49 = 3.89 after
+1,000 steps) and every input got the same, average I_n; with prior 4 the expression correlation of
+I_n on held-out identities reached 0.43 after 600 steps (docs/training.md). B stays learnable, so
+the correspondence can still move (a raised brow, an open jaw).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from norface_rt.models.vit import Block, Mlp, init_vit_weights
 
 
 class ExpressionMergingModule(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_blocks: int = 2, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, num_blocks: int = 2, mlp_ratio: float = 4.0,
+                 num_tokens: int = 0, position_prior: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads ({num_heads}), got {dim}")
@@ -45,6 +54,11 @@ class ExpressionMergingModule(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(num_blocks))
         self.apply(init_vit_weights)
+        self.position_bias: nn.Parameter | None = None
+        if position_prior > 0:
+            if num_tokens < 1:
+                raise ValueError(f"num_tokens must be >= 1 with a position prior, got {num_tokens}")
+            self.position_bias = nn.Parameter(torch.eye(num_tokens) * float(position_prior))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[1])  # static in the exported graph; batch stays dynamic (-1)
@@ -68,12 +82,26 @@ class ExpressionMergingModule(nn.Module):
     def attention(self, target: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """CA per head, (B, H, N_t, N_o), computed explicitly (for inspection and tests)."""
         q, k, _, _ = self._inputs(target, original)
-        return torch.softmax(q @ k.transpose(-2, -1) * self.head_dim**-0.5, dim=-1)
+        logits = q @ k.transpose(-2, -1) * self.head_dim**-0.5
+        if self.position_bias is not None:
+            logits = logits + self._bias(q, k)
+        return torch.softmax(logits, dim=-1)
+
+    def _bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        assert self.position_bias is not None
+        want = tuple(self.position_bias.shape)
+        if (q.shape[-2], k.shape[-2]) != want:
+            raise ValueError(f"tokens: the position prior expects {want[0]} target and {want[1]} "
+                             f"original tokens, got {q.shape[-2]} and {k.shape[-2]}")
+        return self.position_bias.to(q.dtype)
 
     def merge(self, target: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """W_o [CA V_o + V_t] -- the cross-attention step alone, (B, N_t, D)."""
         q, k, v_o, v_t = self._inputs(target, original)
-        v_fu = F.scaled_dot_product_attention(q, k, v_o, scale=self.head_dim**-0.5) + v_t
+        mask = None
+        if self.position_bias is not None:
+            mask = self._bias(q, k)
+        v_fu = F.scaled_dot_product_attention(q, k, v_o, attn_mask=mask, scale=self.head_dim**-0.5) + v_t
         n = int(v_fu.shape[2])
         return self.proj(v_fu.transpose(1, 2).reshape(-1, n, self.dim))
 

@@ -46,7 +46,9 @@ class NormalizationNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = ViTEncoder(cfg)
-        self.emm = ExpressionMergingModule(cfg.embed_dim, cfg.emm_heads, cfg.emm_blocks, cfg.mlp_ratio)
+        self.emm = ExpressionMergingModule(cfg.embed_dim, cfg.emm_heads, cfg.emm_blocks, cfg.mlp_ratio,
+                                           num_tokens=cfg.num_patches,
+                                           position_prior=cfg.emm_position_prior)
         self.decoder = ConvDecoder(cfg)
 
     def encode_target(self, target: torch.Tensor) -> torch.Tensor:
@@ -54,10 +56,19 @@ class NormalizationNet(nn.Module):
         _check_images(target, self.cfg, "target")
         return self.encoder(target)
 
-    def forward(self, original: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
-        """I_o (B, C, S, S), target tokens (1 or B, N, D) -> I_n (B, C, S, S)."""
+    def forward(self, original: torch.Tensor, target_tokens: torch.Tensor,
+                target_image: torch.Tensor | None = None) -> torch.Tensor:
+        """I_o (B, C, S, S), target tokens (1 or B, N, D) [, I_t (1 or B, C, S, S)] -> I_n.
+
+        ``target_image`` is required (and only used) when ``cfg.normalizer_residual`` is set."""
         _check_images(original, self.cfg, "original")
-        return self.decoder(self.emm(target_tokens, self.encoder(original)))
+        out = self.decoder(self.emm(target_tokens, self.encoder(original)))
+        if not self.cfg.normalizer_residual:
+            return out
+        if target_image is None:
+            raise ValueError("target_image: required when normalizer_residual is true, got None")
+        _check_images(target_image, self.cfg, "target_image")
+        return out + target_image
 
 
 @dataclass
@@ -123,6 +134,11 @@ class NorfaceModel(nn.Module):
         self.classifier = ClassificationNet(cfg)
         self.register_buffer("target_tokens", torch.zeros(1, cfg.num_patches, cfg.embed_dim))
         self.register_buffer("target_ready", torch.zeros((), dtype=torch.uint8))
+        if cfg.normalizer_residual:  # only then, so older weight files still load strictly
+            self.register_buffer("target_image",
+                                 torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size))
+        else:
+            self.target_image: torch.Tensor | None = None
 
     @property
     def has_target(self) -> bool:
@@ -145,17 +161,19 @@ class NorfaceModel(nn.Module):
         finally:
             self.normalizer.train(was_training)
         self.target_tokens.copy_(tokens)
+        if self.target_image is not None:
+            self.target_image.copy_(image)
         self.target_ready.fill_(1)
         return tokens
 
     def forward_full(self, face: torch.Tensor) -> tuple[torch.Tensor, ClassifierOutput]:
         """Normalized face plus every classifier output (MoE routing included), for training/eval."""
-        normalized = self.normalizer(face, self.target_tokens)
+        normalized = self.normalize(face)
         return normalized, self.classifier(normalized, face)
 
     def normalize(self, face: torch.Tensor) -> torch.Tensor:
         """face (B, C, S, S) normalised -> normalized face (B, C, S, S), onto the cached target."""
-        return self.normalizer(face, self.target_tokens)
+        return self.normalizer(face, self.target_tokens, self.target_image)
 
     def classify(self, normalized: torch.Tensor,
                  face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -61,3 +61,38 @@ def test_uniform_attention_reduces_to_mean_original_plus_target() -> None:
     # uniform attention ignores where in the original each token sits: the target keeps the layout
     perm = torch.randperm(16)
     assert torch.allclose(emm(t, o[:, perm]), emm(t, o), atol=1e-5)
+
+
+def _emm_prior(prior: float = 4.0) -> ExpressionMergingModule:
+    return ExpressionMergingModule(32, 4, num_blocks=1, num_tokens=16, position_prior=prior).eval()
+
+
+def test_position_prior_starts_on_the_same_place() -> None:
+    emm = _emm_prior()
+    assert emm.position_bias is not None and emm.position_bias.requires_grad
+    assert torch.equal(emm.position_bias, torch.eye(16) * 4)
+    t, o = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    ca = emm.attention(t, o)
+    diag = ca.diagonal(dim1=-2, dim2=-1)
+    # e^4 / (e^4 + 15) = 0.78 with flat logits; random projections move it a little
+    assert float(diag.mean()) > 0.6
+    assert float((ca.argmax(-1) == torch.arange(16)).float().mean()) > 0.9
+    # merge (fused SDPA with the bias as mask) is the explicit formula with the biased softmax
+    v_o = emm.v(emm.norm_o(o)).reshape(2, 16, 4, 8).transpose(1, 2)
+    v_t = emm.v(emm.norm_t(t)).reshape(2, 16, 4, 8).transpose(1, 2)
+    manual = emm.proj((ca @ v_o + v_t).transpose(1, 2).reshape(2, 16, 32))
+    assert torch.allclose(emm.merge(t, o), manual, atol=1e-5)
+    # with the prior, the layout of the original matters (without it, see the uniform test above)
+    perm = torch.randperm(16)
+    assert not torch.allclose(emm(t, o[:, perm]), emm(t, o), atol=1e-3)
+
+
+def test_position_prior_checks_token_counts_and_stays_out_of_the_plain_state_dict() -> None:
+    emm = _emm_prior()
+    with pytest.raises(ValueError, match="expects 16 target and 16 original tokens, got 17 and 16"):
+        emm(torch.randn(1, 17, 32), torch.randn(2, 16, 32))
+    with pytest.raises(ValueError, match="num_tokens must be >= 1 with a position prior, got 0"):
+        ExpressionMergingModule(32, 4, position_prior=2.0)
+    assert "position_bias" in emm.state_dict()
+    # prior 0 is the paper's module: no extra parameter, so weight files without it still load
+    assert "position_bias" not in _emm().state_dict()

@@ -120,3 +120,64 @@ def test_split_halves_compose_to_the_full_model(micro_cfg: ModelConfig) -> None:
         assert not torch.equal(cls(normalized, x)[0], probs[0])
     with pytest.raises(TypeError, match="model: expected NorfaceModel, got Linear"):
         NormalizerGraph(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+def _residual_cfg(micro_cfg: ModelConfig) -> ModelConfig:
+    d = micro_cfg.to_dict()
+    d.update(normalizer_residual=True, emm_position_prior=4.0)
+    return ModelConfig.from_dict(d)
+
+
+def _randomise_head(decoder: ConvDecoder) -> None:
+    with torch.no_grad():
+        decoder.head[0].weight.normal_(0, 0.05)
+        decoder.head[0].bias.normal_(0, 0.05)
+
+
+def test_residual_normalizer_starts_at_the_target(micro_cfg: ModelConfig) -> None:
+    cfg = _residual_cfg(micro_cfg)
+    net = NormalizationNet(cfg).eval()
+    faces, target = torch.randn(3, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    tokens = net.encode_target(target)
+    with torch.no_grad():
+        # zero-initialised head: an untrained residual normalizer returns I_t exactly
+        assert torch.equal(net(faces, tokens, target), target.expand(3, -1, -1, -1))
+        _randomise_head(net.decoder)
+        out = net(faces, tokens, target)
+        assert torch.allclose(out - target, net.decoder(net.emm(tokens, net.encoder(faces))), atol=1e-6)
+    with pytest.raises(ValueError, match="target_image: required when normalizer_residual is true, got None"):
+        net(faces, tokens)
+    with pytest.raises(ValueError, match=r"target_image: expected \(B, 3, 32, 32\), got \(1, 3, 16, 16\)"):
+        net(faces, tokens, torch.randn(1, 3, 16, 16))
+    # the paper's plain decoder ignores a target image it does not need
+    plain = NormalizationNet(micro_cfg).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(faces, tokens), plain(faces, tokens, target))
+
+
+def test_residual_model_caches_the_target_image(micro_cfg: ModelConfig) -> None:
+    cfg = _residual_cfg(micro_cfg)
+    model = NorfaceModel(cfg).eval()
+    _randomise_head(model.normalizer.decoder)
+    target, faces = torch.randn(1, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    model.set_target(target)
+    sd = model.state_dict()
+    assert torch.equal(sd["target_image"], target)
+    assert "normalizer.emm.position_bias" in sd
+    with torch.no_grad():
+        ref = model.normalizer(faces, model.normalizer.encode_target(target), target)
+        assert torch.equal(model.normalize(faces), ref)
+        assert torch.equal(model(faces)[0], ref)
+    # a residual model's state dict round-trips into a fresh model; a plain one has neither extra
+    fresh = NorfaceModel(cfg)
+    fresh.load_state_dict(sd)
+    assert fresh.has_target and torch.equal(fresh.target_image, target)
+    assert "target_image" not in NorfaceModel(micro_cfg).state_dict()
+
+
+def test_normalizer_options_are_validated_and_saved(micro_cfg: ModelConfig) -> None:
+    cfg = _residual_cfg(micro_cfg)
+    back = ModelConfig.from_json(cfg.to_json())
+    assert back.normalizer_residual is True and back.emm_position_prior == 4.0
+    with pytest.raises(ValueError, match="emm_position_prior must be in \\[0, 20\\], got -1.0"):
+        ModelConfig.for_size("tiny", emm_position_prior=-1)

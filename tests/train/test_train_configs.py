@@ -52,3 +52,22 @@ def test_overrides() -> None:
     assert c == {"run": {"steps": 5, "device": "cuda"}, "model": {"size": "tiny"}}
     with pytest.raises(ValueError, match="KEY.PATH=VALUE"):
         apply_overrides({}, ["run.steps"])
+
+
+def test_the_default_recipe_builds_one_architecture() -> None:
+    """Each stage of the shipped recipe rebuilds the networks from its own model section, so the
+    normalizer's options (residual decoder, EMM prior) must be the same in every stage that loads
+    the normalizer's weights, or loading fails hours into the recipe."""
+    root = Path(__file__).resolve().parents[2] / "train" / "configs"
+    names = ["default_cpu_normalizer", "default_cpu_classifier", "default_cpu_export",
+             "ablation_cpu_continue_no_normalized"]
+    models = {n: model_config(load_config(root / f"{n}.json").get("model", {})) for n in names}
+    first = models[names[0]]
+    assert first.normalizer_residual and first.emm_position_prior > 0
+    for n, m in models.items():
+        assert m == first, n
+    nor = load_config(root / "default_cpu_normalizer.json")["run"]["out_dir"]
+    cla = load_config(root / "default_cpu_classifier.json")
+    exp = load_config(root / "default_cpu_export.json")["export"]
+    assert cla["classifier"]["normalizer_weights"] == exp["normalizer_weights"] == f"{nor}/normalizer.safetensors"
+    assert exp["classifier_weights"] == f"{cla['run']['out_dir']}/classifier.safetensors"

@@ -93,3 +93,22 @@ def test_ablation_without_moe_trains(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="use_normalized"):
         classifier.ClassifierTrainer(_cla_config(shards, tmp_path / "bad", 1,
                                                  classifier={"use_normalized": "yes"}))
+
+
+def test_classifier_continues_from_init_weights(shards: Path, tmp_path: Path) -> None:
+    # The shipped recipe continues a finished classifier on a new normalizer: every weight of the
+    # first run is loaded before the first step.
+    import torch
+    from safetensors.torch import load_file
+    first = classifier.run(_cla_config(shards, tmp_path / "first", 3))
+    cfg = _cla_config(shards, tmp_path / "second", 1,
+                      classifier={"init_weights": str(first / "classifier.safetensors")})
+    trainer = classifier.ClassifierTrainer(cfg)
+    want = load_file(str(first / "classifier.safetensors"))
+    got = trainer.model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    both = _cla_config(shards, tmp_path / "third", 1,
+                       classifier={"init_weights": str(first / "classifier.safetensors"),
+                                   "init_encoder": str(first / "classifier.safetensors")})
+    with pytest.raises(ValueError, match="set init_encoder or init_weights, not both"):
+        classifier.ClassifierTrainer(both)

@@ -106,3 +106,23 @@ def test_normalizer_without_adversarial_term_skips_the_discriminator(shards: Pat
     assert all(r["d"] == 0.0 for r in log)
     total = [r["total"] for r in log]
     assert np.mean(total[-3:]) < 0.8 * np.mean(total[:3]), total
+
+
+def test_residual_normalizer_with_position_prior_learns_the_pairs(shards: Path, tmp_path: Path) -> None:
+    # The shipped recipe's options: the untrained network returns I_t, so the I_t = I_o rows start
+    # at zero reconstruction error and all learning goes to the pair term, which must fall.
+    import torch
+    from safetensors.torch import load_file
+    cfg = {"model": {**TINY_MODEL, "normalizer_residual": True, "emm_position_prior": 4.0},
+           "data": {"kind": "shards", "path": str(shards)}, "optim": {"lr": 2e-3, "betas": [0.9, 0.99]},
+           "normalizer": {"p_same": 0.3, "pair_prob": 1.0, "target_image": "synthetic",
+                          "pair_expression_weight": 2.0},
+           "loss_weights": {"adv": 0.0}, "run": run_section(tmp_path, 40, log_every=1)}
+    out = normalizer.run(cfg)
+    log = read_log(out / "log.csv")
+    assert log[0]["rec"] == 0.0, log[0]
+    pair = [r["pair"] for r in log]
+    assert np.mean(pair[-3:]) < 0.8 * np.mean(pair[:3]), pair
+    sd = load_file(str(out / "normalizer.safetensors"))
+    bias = sd["emm.position_bias"]
+    assert bias.shape == (16, 16) and not torch.equal(bias, torch.eye(16) * 4)  # learned, not frozen
