@@ -11,7 +11,8 @@ AU intensities and emotion logits.
 
 :class:`NorfaceModel` is what ships: the target is fixed, so its tokens are computed once by
 :meth:`NorfaceModel.set_target` and stored in a buffer (saved with the weights and baked into the
-ONNX graph as a constant); per face the normalization costs one encoder pass + EMM + decoder.
+ONNX graph as a constant; with ``cfg.normalizer_residual`` the target image is stored the same way,
+because the decoder then renders I_n - I_t); per face the normalization costs one encoder pass + EMM + decoder.
 
 The runtime can also run the two halves as separate graphs (so each stage can be timed and placed
 on its own): :class:`NormalizerGraph` (face -> normalized) and :class:`ClassifierGraph`
