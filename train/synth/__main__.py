@@ -16,7 +16,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared", default=None,
                    help="shared data root (ict/, faces/, backgrounds/); default $NORFACE_RT_SHARED")
     p.add_argument("--cache", default=None,
-                   help="texture cache directory; default <norface-rt cache>/synth/textures-v1")
+                   help="texture cache directory; default <norface-rt cache>/synth/textures-v<N>")
 
 
 def _cache(args: argparse.Namespace) -> Path:
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--out", required=True)
             p.add_argument("--workers", type=positive_int("--workers"), default=1)
             p.add_argument("--shard-size", type=positive_int("--shard-size"), default=256)
+            p.add_argument("--landmarker", default=None,
+                           help="MediaPipe face_landmarker .task: also store the blendshapes "
+                                "MediaPipe reads on each full render (mp_blendshapes, mp_neutral), "
+                                "which models with a geometry input train on")
         if name == "check":
             p.add_argument("--landmarker", default=None, help="MediaPipe face_landmarker .task")
             p.add_argument("--min-rate", type=float, default=0.0,
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = generate_dataset(args.out, args.count, args.seed, args.workers, cache,
                                 shared=args.shared, shard_size=args.shard_size, settings=settings,
-                                log=lambda m: print(m, file=sys.stderr))
+                                log=lambda m: print(m, file=sys.stderr),
+                                landmarker=args.landmarker)
         print(json.dumps({k: meta[k] for k in ("count", "shards", "seconds",
                                                 "samples_per_second")}))
         print(json.dumps(meta["counts"]["emotions"]))

@@ -70,13 +70,14 @@ def _make_shard(gen: Any, task: tuple[str, int, int, int, int]) -> dict[str, Any
 
 
 def _worker_main(shared: str | None, cache: str, settings: dict[str, Any],
-                 tasks: list[tuple[str, int, int, int, int]], results: Any) -> None:
+                 tasks: list[tuple[str, int, int, int, int]], results: Any,
+                 landmarker: str | None = None) -> None:
     """Worker process: one generator (one GL context), a fixed list of shards to write."""
     from train.synth.engine import SampleGenerator, SynthSettings
 
     gen = None
     try:
-        gen = SampleGenerator(shared, cache, SynthSettings(**settings))
+        gen = SampleGenerator(shared, cache, SynthSettings(**settings), landmarker=landmarker)
         for t in tasks:
             results.put(_make_shard(gen, t), timeout=SHARD_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
@@ -90,8 +91,12 @@ def _worker_main(shared: str | None, cache: str, settings: dict[str, Any],
 def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers: int,
                      texture_cache: str | os.PathLike[str], shared: str | None = None,
                      shard_size: int = 256, settings: Any = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Generate ``count`` samples into ``out``; returns (and writes) the meta.json content."""
+                     log: Callable[[str], None] = print,
+                     landmarker: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Generate ``count`` samples into ``out``; returns (and writes) the meta.json content.
+
+    With ``landmarker`` (a MediaPipe .task file) every sample also carries ``mp_blendshapes`` and
+    ``mp_neutral`` (see :mod:`train.synth.engine`)."""
     from train.synth.engine import GENERATOR_VERSION, SampleGenerator, SynthSettings
 
     if count < 1:
@@ -114,7 +119,7 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
     t0 = time.time()
     results: list[dict[str, Any]] = []
     if workers == 1:
-        gen = SampleGenerator(shared, texture_cache, settings)
+        gen = SampleGenerator(shared, texture_cache, settings, landmarker=landmarker)
         try:
             for t in tasks:
                 results.append(_make_shard(gen, t))
@@ -126,7 +131,8 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
         # Bounded: a worker blocks when the parent lags; results are a few hundred bytes each.
         queue = ctx.Queue(maxsize=2 * workers)
         procs = [ctx.Process(target=_worker_main, daemon=True,
-                             args=(shared, str(texture_cache), sdict, tasks[w::workers], queue))
+                             args=(shared, str(texture_cache), sdict, tasks[w::workers], queue,
+                                   None if landmarker is None else str(landmarker)))
                  for w in range(workers)]
         for p in procs:
             p.start()
@@ -151,6 +157,11 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
     with np.load(shared_root(shared) / ICT_RELPATH) as ict:
         meta["blendshape_names"] = [str(n) for n in ict["expression_names"]]
     meta["photo_sources"] = TextureBank(texture_cache).meta.get("citations", {})
+    if landmarker is not None:
+        from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+
+        meta["mp_blendshape_names"] = list(MEDIAPIPE_BLENDSHAPES)
+        meta["mp_landmarker"] = Path(landmarker).name
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 

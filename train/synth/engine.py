@@ -1,12 +1,18 @@
 """Paired sample generation: one expression, rendered on a random identity (I_o) and on the fixed
 target identity (I_n), aligned by the runtime's own aligner, labelled by the AU mapping.
 
+With a MediaPipe landmarker, each sample also carries what the runtime's geometry input would be:
+the blendshapes MediaPipe reads on the full rendered frame (as it reads a full video frame at run
+time, not an upscaled crop), and on the same view of the same person without the expression (the
+person's own neutral, for per-person baselines). NaN rows mean MediaPipe found no face.
+
 Determinism: sample ``i`` of seed ``s`` draws everything from ``default_rng([s, i])``, so a
 dataset is identical whatever the number of workers or the order shards are produced in.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +29,7 @@ from train.synth.labels import AULabeler
 from train.synth.render import Camera, Lighting, Material, Renderer, rotation_matrix
 from train.synth.textures import TextureBank
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 SOURCE_NAME = "synthetic"
 HEAD_WIDTH_CM = 15.0
 IRIS_COLOURS = ((0.22, 0.12, 0.06), (0.12, 0.07, 0.04), (0.30, 0.20, 0.08), (0.18, 0.25, 0.35),
@@ -105,7 +111,8 @@ class SampleGenerator:
     """Owns one renderer (one GL context): create one per process."""
 
     def __init__(self, shared: str | os.PathLike[str] | None, texture_cache: str | os.PathLike[str],
-                 settings: SynthSettings | None = None) -> None:
+                 settings: SynthSettings | None = None,
+                 landmarker: str | os.PathLike[str] | None = None) -> None:
         self.settings = settings or SynthSettings()
         self.settings.validate()
         s = self.settings
@@ -128,6 +135,23 @@ class SampleGenerator:
         # canvas and differs only by expression (aligning each one by its own mouth corners would
         # make the framing itself depend on the expression).
         self.target_matrix = self.aligner.matrix_for_points(points5_from_ibug68(neutral.landmarks))
+        self._landmarker = None
+        if landmarker is not None:
+            from norface_rt.faces.landmarker import Landmarker
+
+            self._landmarker = Landmarker(landmarker, max_faces=1, mode="image")
+
+    def read_blendshapes(self, image: np.ndarray) -> np.ndarray:
+        """MediaPipe's blendshapes of the face in a full frame, (51,) float32; NaN when no face."""
+        from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES, blendshape_vector
+        from norface_rt.types import FramePacket
+
+        if self._landmarker is None:
+            raise RuntimeError("read_blendshapes needs a generator made with landmarker=...")
+        faces = self._landmarker.detect(FramePacket("synth", 0, np.ascontiguousarray(image), None, 0.0))
+        if not faces:
+            return np.full(len(MEDIAPIPE_BLENDSHAPES), np.nan, np.float32)
+        return blendshape_vector(faces[0].blendshapes, MEDIAPIPE_BLENDSHAPES)
 
     # ---------------------------------------------------------------------------------- views
     def _render(self, shape: np.ndarray, weights: np.ndarray, rot: np.ndarray, trans: np.ndarray,
@@ -219,11 +243,19 @@ class SampleGenerator:
         rng = np.random.default_rng([int(seed), int(index)])
         identity, alpha = self.draw_identity(rng)
         expr = self.sampler.sample(rng)
+        # The same view without the expression draws exactly what the original view draws.
+        rng_neutral = copy.deepcopy(rng) if self._landmarker is not None else None
         orig = self.view_original(rng, identity, alpha, expr.weights)
         target = self.view_target(expr.weights)
         crop, m = self.aligner.crop_for_points(orig.image, points5_from_ibug68(orig.landmarks))
         norm = self.target_crop(target)
         labels = self.labeler.labels(expr.weights)
+        geometry: dict[str, Any] = {}
+        if rng_neutral is not None:
+            neutral = self.view_original(rng_neutral, identity, alpha,
+                                         np.zeros_like(expr.weights))
+            geometry = {"mp_blendshapes": self.read_blendshapes(orig.image),
+                        "mp_neutral": self.read_blendshapes(neutral.image)}
         return {
             "image": crop,
             "au_occurrence": labels["au_occurrence"],
@@ -237,8 +269,11 @@ class SampleGenerator:
             "subject": self.bank.identities[identity].id,
             "source": SOURCE_NAME,
             "key": f"synth-s{int(seed)}-{int(index):09d}",
+            **geometry,
         }, {"category": expr.category}
 
     def close(self) -> None:
         self.renderer.release()
+        if self._landmarker is not None:
+            self._landmarker.close()
 

@@ -38,20 +38,65 @@ AU_TO_SHAPES: dict[int, tuple[tuple[str, float], ...]] = {
     43: (("eyeBlink", 1.0),),
 }
 
-# Emotion prototype AU recipes (core AUs always, optional ones with a probability). Typical
-# intensity multipliers keep e.g. AU5 in surprise strong and AU26 in fear moderate.
-RECIPES: dict[str, tuple[tuple[int, float, float], ...]] = {
-    # (AU, probability, relative intensity)
-    "happy": ((12, 1.0, 1.0), (6, 0.85, 0.8), (25, 0.5, 0.6), (26, 0.35, 0.5), (10, 0.15, 0.3)),
-    "sad": ((1, 1.0, 0.9), (4, 0.8, 0.7), (15, 1.0, 0.9), (17, 0.5, 0.6), (43, 0.05, 0.5)),
-    "surprise": ((1, 1.0, 1.0), (2, 1.0, 1.0), (5, 0.8, 0.9), (26, 0.8, 0.8), (25, 0.6, 0.5)),
-    "fear": ((1, 1.0, 0.9), (2, 0.9, 0.8), (4, 0.9, 0.7), (5, 0.9, 1.0), (20, 0.8, 0.8),
-             (7, 0.3, 0.5), (26, 0.5, 0.5), (25, 0.6, 0.5)),
-    "disgust": ((9, 0.8, 1.0), (10, 0.8, 0.9), (15, 0.4, 0.6), (17, 0.5, 0.6), (4, 0.3, 0.5),
-                (25, 0.3, 0.4)),
-    "anger": ((4, 1.0, 1.0), (7, 0.8, 0.8), (5, 0.4, 0.6), (23, 0.6, 0.8), (24, 0.6, 0.8),
-              (17, 0.3, 0.5), (10, 0.15, 0.4)),
+# Emotion prototype AU recipes after EMFACS (see train/synth/labels.py): each emotion has weighted
+# variants; a variant lists AUs (always present when their probability is 1) and extra non-AU
+# shapes (gaze). Typical intensity multipliers keep e.g. AU5 in surprise strong and AU26 in fear
+# moderate. What real faces show and early recipes lacked (checked with MediaPipe on real photos,
+# docs/synthetic.md): full smiles raise the cheeks and the upper lip; sadness narrows and lowers
+# the eyes and the gaze, and crying squeezes them shut; anger narrows the eyes and is often shouted
+# (upper lip up, mouth open); disgust narrows the eyes too.
+AUEntry = tuple[int, float, float]  # (AU, probability, relative intensity)
+ShapeEntry = tuple[str, float, float, float]  # (shape base name, probability, low, high)
+
+
+@dataclass(frozen=True)
+class Variant:
+    weight: float
+    aus: tuple[AUEntry, ...]
+    shapes: tuple[ShapeEntry, ...] = ()
+
+
+RECIPES: dict[str, tuple[Variant, ...]] = {
+    "happy": (
+        Variant(0.6, ((12, 1.0, 1.0), (6, 0.9, 0.85), (25, 0.6, 0.6), (10, 0.5, 0.45),
+                      (26, 0.3, 0.4))),
+        Variant(0.4, ((12, 1.0, 0.8), (6, 0.7, 0.6))),  # closed-mouth smile
+    ),
+    "sad": (
+        Variant(0.55, ((1, 1.0, 0.9), (4, 0.8, 0.7), (15, 1.0, 0.9), (17, 0.5, 0.6),
+                       (43, 0.4, 0.35), (7, 0.3, 0.4)),
+                (("eyeLookDown", 0.6, 0.1, 0.5),)),
+        Variant(0.2, ((1, 1.0, 0.8), (15, 1.0, 1.0), (17, 0.7, 0.7), (43, 0.5, 0.4)),
+                (("eyeLookDown", 0.7, 0.1, 0.6),)),
+        # crying: inner brows up and drawn, eyes squeezed shut, corners down, mouth open
+        Variant(0.25, ((1, 1.0, 0.9), (4, 1.0, 0.8), (6, 0.8, 0.7), (7, 0.8, 0.7), (15, 1.0, 0.9),
+                       (43, 1.0, 0.9), (17, 0.4, 0.5), (25, 0.7, 0.6), (26, 0.4, 0.4))),
+    ),
+    "surprise": (
+        Variant(1.0, ((1, 1.0, 1.0), (2, 1.0, 1.0), (5, 0.8, 0.9), (26, 0.85, 0.9),
+                      (25, 0.6, 0.5))),
+    ),
+    "fear": (
+        Variant(1.0, ((1, 1.0, 0.9), (2, 0.9, 0.8), (4, 0.9, 0.7), (5, 0.9, 1.0), (20, 0.8, 0.8),
+                      (7, 0.3, 0.5), (26, 0.6, 0.5), (25, 0.6, 0.5))),
+    ),
+    "disgust": (
+        Variant(1.0, ((9, 0.8, 1.0), (10, 0.9, 0.9), (7, 0.5, 0.6), (4, 0.5, 0.5), (6, 0.4, 0.5),
+                      (15, 0.4, 0.6), (17, 0.4, 0.6), (25, 0.4, 0.5))),
+    ),
+    "anger": (
+        Variant(0.55, ((4, 1.0, 1.0), (7, 0.9, 0.8), (5, 0.4, 0.6), (23, 0.6, 0.8), (24, 0.6, 0.8),
+                       (17, 0.4, 0.5))),
+        # shouting: upper lip raised, mouth open
+        Variant(0.45, ((4, 1.0, 1.0), (7, 0.9, 0.8), (5, 0.4, 0.6), (10, 1.0, 0.7),
+                       (25, 1.0, 0.8), (26, 0.8, 0.6))),
+    ),
 }
+# What a neutral face does without showing an emotion (the labeler keeps these neutral).
+NEUTRAL_VARIETY: tuple[tuple[int, float, float, float], ...] = (
+    # (AU, probability, low, high) as absolute 0..1 levels
+    (25, 0.3, 0.2, 0.6), (26, 0.2, 0.1, 0.3), (7, 0.35, 0.1, 0.45), (43, 0.05, 0.6, 1.0),
+)
 
 # FACS-plausible AU groups for non-prototypic faces (frequent co-occurrences in BP4D/DISFA).
 AU_GROUPS: tuple[tuple[int, ...], ...] = (
@@ -126,13 +171,21 @@ class ExpressionSampler:
         w = np.zeros(len(self.names), np.float64)
         asym = float(np.clip(rng.normal(0, 0.12), -0.35, 0.35))
         if cat == "neutral":
-            pass
+            for au, p, lo, hi in NEUTRAL_VARIETY:
+                if rng.random() < p:
+                    self._add_au(w, au, float(rng.uniform(lo, hi)), rng, asym)
         elif cat in RECIPES:
-            level = float(rng.uniform(0.3, 1.0))
-            for au, p, rel in RECIPES[cat]:
+            variants = RECIPES[cat]
+            vw = np.asarray([v.weight for v in variants], np.float64)
+            variant = variants[int(rng.choice(len(variants), p=vw / vw.sum()))]
+            level = float(rng.uniform(0.35, 1.0))
+            for au, p, rel in variant.aus:
                 if rng.random() < p:
                     jitter = float(rng.uniform(0.75, 1.2))
                     self._add_au(w, au, min(1.0, level * rel * jitter), rng, asym)
+            for base, p, lo, hi in variant.shapes:
+                if rng.random() < p:
+                    self._add(w, base, float(rng.uniform(lo, hi)))
         elif cat == "contempt":
             side = "L" if rng.random() < 0.5 else "R"
             level = float(rng.uniform(0.3, 0.9))

@@ -24,10 +24,14 @@ import numpy as np
 
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
 
-LABEL_MAPPING_VERSION = "1.0"
+LABEL_MAPPING_VERSION = "2.0"
 OCCURRENCE_THRESHOLD = 1.0
 OCCURRENCE_MARGIN = 0.25
 NEUTRAL_MAX_INTENSITY = 0.75  # every expressive AU below this -> neutral
+# Actions that carry no emotion on their own (EMFACS predicts nothing from them): lips parted and
+# jaw dropped by speech, a blink, a squint against light up to intensity B. A face showing only
+# these, and no prototype, is emotionally neutral: real neutral faces talk, blink and squint.
+NON_EMOTIONAL_LIMITS: dict[int, float] = {25: 5.0, 26: 3.0, 43: 5.0, 7: 2.5}
 
 # AU -> how it is read from blendshapes. Each entry: list of (shape base name, weight); a base name
 # without _L/_R is bilateral-less (jawOpen). "side" says how L and R combine.
@@ -83,16 +87,20 @@ class Prototype:
 
 
 # After Friesen & Ekman's EMFACS-7 prediction table (as summarised in the FACS Investigator's
-# Guide, 2002), restricted to the AUs the project labels. Contempt is unilateral (R12A+R14A) and is
+# Guide, 2002, including its open-mouth anger, 10+25/26 disgust and 5+26 surprise variants),
+# restricted to the AUs the project labels. Contempt is unilateral (R12A+R14A) and is
 # tested separately on left/right differences.
 PROTOTYPES: tuple[Prototype, ...] = (
     Prototype("happy", ((6, 12), (12,)), forbid=(15,), note="12 bilateral; 6+12 is the Duchenne smile"),
-    Prototype("sad", ((1, 4, 15), (6, 15), (1, 15), (1, 4, 17)), forbid=(12,)),
-    Prototype("surprise", ((1, 2, 5), (1, 2, 26), (1, 2, 5, 26)), forbid=(4,)),
-    Prototype("fear", ((1, 2, 4, 5), (1, 2, 4, 20), (1, 2, 5, 20), (5, 20))),
-    Prototype("disgust", ((9,), (10, 17), (10, 15), (9, 15), (9, 17)), forbid=(12,)),
-    Prototype("anger", ((4, 5, 7), (4, 7, 23), (4, 7, 24), (4, 5, 23), (4, 5, 24), (4, 23, 24)),
-              forbid=(1, 12)),
+    Prototype("sad", ((1, 4, 15), (6, 15), (1, 15), (1, 4, 17), (4, 15, 17), (1, 4, 15, 43)),
+              forbid=(12,), note="1+4+15+43 with 6/7/25/26 is crying (eyes squeezed shut)"),
+    Prototype("surprise", ((1, 2, 5), (1, 2, 26), (1, 2, 5, 26), (5, 26)), forbid=(4,)),
+    Prototype("fear", ((1, 2, 4, 5), (1, 2, 4, 20), (1, 2, 5, 20), (5, 20), (1, 2, 4, 5, 20, 26))),
+    Prototype("disgust", ((9,), (10, 17), (10, 15), (9, 15), (9, 17), (4, 10)),
+              forbid=(12,)),
+    Prototype("anger", ((4, 5, 7), (4, 7, 23), (4, 7, 24), (4, 5, 23), (4, 5, 24), (4, 23, 24),
+                        (4, 7, 17), (4, 5, 7, 10, 25), (4, 7, 10, 26), (4, 5, 10, 26)),
+              forbid=(1, 12), note="the open-mouth variants (10+25/26) are shouting"),
 )
 CONTEMPT_MIN_DIFF = 1.0  # intensity difference between the sides that makes an AU unilateral
 
@@ -191,7 +199,18 @@ class AULabeler:
                     matched.pop(a)
         if len(matched) == 1:
             return EMOTION_NAMES.index(next(iter(matched)))
+        if not matched and self._only_non_emotional(inten, num):
+            return EMOTION_NAMES.index("neutral")
         return -1
+
+    @staticmethod
+    def _only_non_emotional(inten: np.ndarray, num: dict[int, int]) -> bool:
+        """Every AU below the neutral maximum, except speech, blinks and a light squint (see
+        :data:`NON_EMOTIONAL_LIMITS`)."""
+        for n, k in num.items():
+            if inten[k] >= NON_EMOTIONAL_LIMITS.get(n, NEUTRAL_MAX_INTENSITY):
+                return False
+        return True
 
     @staticmethod
     def _contempt(sides: np.ndarray, num: dict[int, int]) -> bool:

@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from train.data.london import CITATION as LONDON_CITATION
+from train.data.london import london_people
 from train.synth.fit import (
     FRL_OVAL,
     UVUnwrapper,
@@ -34,8 +36,10 @@ from train.synth.fit import (
 from train.synth.ict import FaceModel, shared_root
 from train.synth.tem import frl_to_ibug68, read_tem
 
-TEXTURE_VERSION = 1
-SOURCE_SETS = ("canada", "composite")
+TEXTURE_VERSION = 2
+# "london" means the London set's neutral photos of its training people only (train.data.london:
+# the held-out third never becomes a texture).
+SOURCE_SETS = ("canada", "composite", "london")
 TARGET_SET = "composite"
 TARGET_ID = "target:ict-mean-shape+composite-mean-texture"
 CITATIONS = {
@@ -43,6 +47,7 @@ CITATIONS = {
               "figshare. doi:10.6084/m9.figshare.4220517.v1 (CC BY 4.0)",
     "composite": "DeBruine, L. (2016). Young adult composite faces. figshare. "
                  "doi:10.6084/m9.figshare.4055130.v1 (CC BY 4.0)",
+    "london": LONDON_CITATION,
 }
 MAX_FIT_ERROR = 0.08  # weighted landmark RMS / inter-ocular distance above which a photo is dropped
 
@@ -69,6 +74,10 @@ def list_photos(shared: str | os.PathLike[str] | None,
     root = shared_root(shared) / "faces"
     out = []
     for s in sets:
+        if s == "london":
+            out.extend((p.subject, p.neutral, p.neutral_tem)
+                       for p in london_people(root.parent, split="train") if p.neutral_tem)
+            continue
         d = root / s
         if not d.is_dir():
             raise FileNotFoundError(f"face photo set not found: {d}")
