@@ -45,6 +45,10 @@ SIZES: dict[str, dict[str, int]] = {
 
 SCHEMA_VERSION = 1
 
+# Geometry inputs a model may consume (norface_rt.faces.geometry) and emotion read-outs.
+GEOMETRY_KINDS: tuple[str, ...] = ("blendshapes",)
+EMOTION_READOUTS: tuple[str, ...] = ("fused", "geometry")
+
 
 @dataclass
 class ModelConfig:
@@ -89,6 +93,23 @@ class ModelConfig:
     au_names: tuple[str, ...] = AU_NAMES
     emotion_names: tuple[str, ...] = EMOTION_NAMES
     au_intensity_max: float = 5.0
+    # Geometry input (a third classifier input beside the two faces, norface_rt.faces.geometry):
+    # () for image-only models; ("blendshapes",) feeds MediaPipe's blendshapes, in the order of
+    # blendshape_names, standardised by the population neutral face (geometry_reference,
+    # geometry_spread: mean and standard deviation of real neutral faces the model was calibrated
+    # on), which per-track baselines also move towards.
+    geometry_inputs: tuple[str, ...] = ()
+    blendshape_names: tuple[str, ...] = ()
+    geometry_reference: tuple[float, ...] = ()
+    geometry_spread: tuple[float, ...] = ()
+    geometry_hidden: int = 128
+    # Which representation the emotion head reads: "fused" (images + geometry through the output
+    # MoE, the paper's design) or "geometry" (the geometry expert alone). Both heads are trained;
+    # this picks the one the model outputs.
+    emotion_readout: str = "fused"
+    # Emotion base rates the outputs assume (one per emotion, any positive scale; () = uniform,
+    # the class-balanced training prior). Applied as a logit adjustment at inference.
+    emotion_prior: tuple[float, ...] = ()
     # provenance
     trained: bool = False
     model_id: str = "norface-small-untrained"
@@ -104,6 +125,11 @@ class ModelConfig:
         self.template = tuple((float(x), float(y)) for x, y in self.template)
         self.au_names = tuple(self.au_names)
         self.emotion_names = tuple(self.emotion_names)
+        self.geometry_inputs = tuple(str(g) for g in self.geometry_inputs)
+        self.blendshape_names = tuple(str(n) for n in self.blendshape_names)
+        self.geometry_reference = tuple(float(v) for v in self.geometry_reference)
+        self.geometry_spread = tuple(float(v) for v in self.geometry_spread)
+        self.emotion_prior = tuple(float(v) for v in self.emotion_prior)
         self.validate()
 
     def validate(self) -> None:
@@ -134,6 +160,38 @@ class ModelConfig:
             )
         if len(self.template) != 5:
             raise ValueError(f"template must have 5 points, got {len(self.template)}")
+        self._validate_geometry()
+
+    def _validate_geometry(self) -> None:
+        unknown = [g for g in self.geometry_inputs if g not in GEOMETRY_KINDS]
+        if unknown or len(set(self.geometry_inputs)) != len(self.geometry_inputs):
+            raise ValueError(f"geometry_inputs must be distinct names from {list(GEOMETRY_KINDS)}, "
+                             f"got {list(self.geometry_inputs)}")
+        g = self.geometry_dim
+        if "blendshapes" in self.geometry_inputs and not self.blendshape_names:
+            raise ValueError("blendshape_names: required when geometry_inputs has 'blendshapes', got ()")
+        for name in ("geometry_reference", "geometry_spread"):
+            v = getattr(self, name)
+            if len(v) != g:
+                raise ValueError(f"{name} must have geometry_dim={g} values, got {len(v)}")
+        if any(not v > 0 for v in self.geometry_spread):
+            raise ValueError("geometry_spread values must be > 0")
+        if not 1 <= self.geometry_hidden <= 4096:
+            raise ValueError(f"geometry_hidden must be in [1, 4096], got {self.geometry_hidden}")
+        if self.emotion_readout not in EMOTION_READOUTS:
+            raise ValueError(f"emotion_readout must be one of {list(EMOTION_READOUTS)}, "
+                             f"got {self.emotion_readout!r}")
+        if self.emotion_readout == "geometry" and not g:
+            raise ValueError("emotion_readout 'geometry' needs geometry_inputs, got ()")
+        if self.emotion_prior and (len(self.emotion_prior) != len(self.emotion_names)
+                                   or any(not v > 0 for v in self.emotion_prior)):
+            raise ValueError(f"emotion_prior must be () or {len(self.emotion_names)} positive values "
+                             f"(one per emotion), got {list(self.emotion_prior)}")
+
+    @property
+    def geometry_dim(self) -> int:
+        """Length of the geometry input vector (0 for image-only models)."""
+        return len(self.blendshape_names) if "blendshapes" in self.geometry_inputs else 0
 
     @property
     def num_patches(self) -> int:

@@ -2,7 +2,8 @@
 
 Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos),
 evaluate-real (label-free quality on real faces: ``python -m train evaluate-real --help``) and
-evaluate-model (labelled metrics of an exported model set through the runtime backend).
+evaluate-model (labelled metrics of an exported model set through the runtime backend) and
+prepare-real (permissive real faces as training shards plus the geometry calibration pool).
 ``--set a.b=VALUE`` overrides a config entry (VALUE parsed as JSON when possible), e.g.
 ``--set run.steps=100 --set run.device=cuda``. Runs resume from their latest checkpoint unless
 ``--no-resume``.
@@ -82,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train import evaluate_model
     evaluate_model.add_arguments(sub.add_parser(
         "evaluate-model", help="labelled metrics of an exported model set through the runtime backend"))
+    from train.data import real_faces
+    real_faces.add_arguments(sub.add_parser(
+        "prepare-real", help="permissive real faces -> training shards + geometry pool"))
     args = ap.parse_args(argv)
+    if args.cmd == "prepare-real":
+        return real_faces.run_cli(args)
     if args.cmd == "evaluate-model":
         return evaluate_model.run_cli(args)
     if args.cmd == "evaluate-real":

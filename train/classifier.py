@@ -29,6 +29,7 @@ from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, che
 from train.data.build import build_dataset
 from train.data.sample import images_to_tensor
 from train.evaluate import compute_metrics, plot_routing, predict, routing_stats
+from train.geometry import GeometryPool, geometry_batch, pool_model_fields
 from train.normalizer import load_target_image
 
 TASK_LR = {"au_detection": 1e-4, "au_intensity": 1e-3, "emotion": 2e-5, "multi": 1e-4}
@@ -39,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "init_encoder": None, "init_weights": None, "importance_blocks": ["normalized", "original", "output"],
     "balance_blocks": ["output"], "eval_every": 0, "batch_size_eval": 64,
     "augment": None, "use_normalized": True,
+    # geometry input (models whose "model" section sets geometry_inputs): the real neutral pool,
+    # the noise added in pool standard deviations, and the loss weight of the geometry-only
+    # emotion head (both emotion read-outs are trained; the config picks the one exported)
+    "geometry_pool": None, "geometry_noise": 0.5, "geometry_emotion_weight": 1.0,
 }
 
 
@@ -71,9 +76,11 @@ class ClassifierTrainer:
         self.config = config
         self.run_cfg = RunConfig.from_dict(config.get("run"))
         self.run_cfg.apply_threads()
-        self.mcfg: ModelConfig = model_config(config.get("model", {}))
         self.opts = {**DEFAULTS, **config.get("classifier", {})}
         check_keys("classifier", self.opts, set(DEFAULTS))
+        self.mcfg: ModelConfig = model_config(pool_model_fields(self.opts["geometry_pool"],
+                                                                config.get("model", {})))
+        self.pool = GeometryPool(self.opts["geometry_pool"]) if self.mcfg.geometry_dim else None
         task = self.opts["task"]
         if task not in TASK_LR:
             raise ValueError(f"classifier.task must be one of {sorted(TASK_LR)}, got {task!r}")
@@ -95,7 +102,9 @@ class ClassifierTrainer:
         if self.opts["init_encoder"]:
             load_module_weights(self.model.encoder, self.opts["init_encoder"])
         if self.opts["init_weights"]:  # continue a finished classifier (e.g. on a new normalizer)
-            load_module_weights(self.model, self.opts["init_weights"])
+            grown = grow_module_weights(self.model, self.opts["init_weights"])
+            if grown:
+                print(f"classifier: init_weights grown or new: {grown}")
         o = {"lr": TASK_LR[task], "weight_decay": 0.0, "betas": [0.9, 0.999], **config.get("optim", {})}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
                                      weight_decay=float(o["weight_decay"]))
@@ -118,13 +127,26 @@ class ClassifierTrainer:
         x_o = augment_batch(to_input(batch, "image", self.mcfg, self.device), self.augment,
                             self.mcfg.mean, self.mcfg.std, self.aug_gen)
         x_n = self.normalize(x_o)
+        geo = None
+        if self.pool is not None:
+            geo = geometry_batch(batch, self.pool, random=True, generator=self.aug_gen,
+                                 noise=float(self.opts["geometry_noise"])).to(self.device)
         with autocast(self.device, self.run_cfg.amp):
-            out = self.model(x_n, x_o)
+            out = self.model(x_n, x_o, geo)
         tgt = {k: batch[k].to(self.device) for k in self.targets}
         heads = head_outputs(out)
         heads = {k: v.float() for k, v in heads.items()}
         terms = moe_terms(out, list(self.opts["importance_blocks"]), list(self.opts["balance_blocks"]))
         total, log = L.classification_objective(heads, tgt, terms, self.weights)
+        if out.emotion_logits_geometry is not None and "emotion" in tgt:
+            # The fused head is in `heads`; the geometry-only read-out is trained beside it.
+            other = (out.emotion_logits_fused if self.mcfg.emotion_readout == "geometry"
+                     else out.emotion_logits_geometry)
+            assert other is not None
+            extra = L.emotion_ce(other.float(), tgt["emotion"])
+            total = total + float(self.opts["geometry_emotion_weight"]) * extra
+            log["emotion_other"] = float(extra.detach())
+            log["total"] = float(total.detach())
         return total, log, out
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -139,7 +161,7 @@ class ClassifierTrainer:
         try:
             p = predict(self.normalizer if self.opts["use_normalized"] else None, self.target_tokens,
                         self.model, dataset, self.mcfg, int(self.opts["batch_size_eval"]), self.device,
-                        target_image=self.target_image)
+                        target_image=self.target_image, pool=self.pool)
         finally:
             self.model.train()
         res = compute_metrics(p)
@@ -177,6 +199,43 @@ class ClassifierTrainer:
         if test is not None:
             self.evaluate(test, "test")
         return self.out
+
+
+def grow_module_weights(module: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load a finished classifier into a wider one (a geometry branch added).
+
+    Tensors of equal shape load as they are; a tensor that grew along one axis (the output MoE's
+    input, 2d -> 3d) gets the old values in its leading slice and keeps its fresh initialisation
+    elsewhere, so the continued model starts as the old one plus a new input. Returns the names
+    of grown or newly initialised tensors; anything else that does not fit is an error.
+    """
+    from train.common import read_weights
+
+    p = path
+    old = read_weights(path)
+    state = module.state_dict()
+    changed: list[str] = []
+    with torch.no_grad():
+        for name, t in state.items():
+            if name not in old:
+                changed.append(f"{name} (new)")
+                continue
+            o = old[name].to(t.dtype)
+            if o.shape == t.shape:
+                t.copy_(o)
+                continue
+            diff = [i for i, (a, b) in enumerate(zip(o.shape, t.shape)) if a != b]
+            if o.dim() != t.dim() or len(diff) != 1 or o.shape[diff[0]] > t.shape[diff[0]]:
+                raise ValueError(f"{p}: {name} has shape {tuple(o.shape)}, cannot grow into "
+                                 f"{tuple(t.shape)}")
+            t.narrow(diff[0], 0, o.shape[diff[0]]).copy_(o)
+            if name.endswith("w_gate"):  # new input rows must not reroute old inputs
+                t.narrow(diff[0], o.shape[diff[0]], t.shape[diff[0]] - o.shape[diff[0]]).zero_()
+            changed.append(f"{name} (grown {tuple(o.shape)} -> {tuple(t.shape)})")
+    unexpected = sorted(set(old) - set(state))
+    if unexpected:
+        raise ValueError(f"{p}: tensors not in the model: {unexpected[:5]}")
+    return changed
 
 
 def run(config: dict[str, Any], resume: bool | str = True) -> Path:

@@ -209,10 +209,16 @@ def save_checkpoint(out_dir: str | Path, state: TrainState, modules: Mapping[str
     return final
 
 
-def load_module_weights(module: nn.Module, path: str | Path, strict: bool = True,
-                        prefix: str = "") -> None:
-    """Load a safetensors state dict (optionally only keys under ``prefix``) into ``module``."""
-    p = Path(path)
+def read_weights(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A safetensors state dict, optionally only the keys under ``prefix`` (stripped).
+
+    ``path`` may carry the prefix itself as ``FILE#PREFIX``, e.g.
+    ``norface_rt/assets/model/weights.safetensors#normalizer.`` takes the normalizer out of a
+    model set's weights (configs continue a shipped model that way)."""
+    text = str(path)
+    if "#" in text and not prefix:
+        text, prefix = text.split("#", 1)
+    p = Path(text)
     if not p.is_file():
         raise FileNotFoundError(f"weights not found: {p}")
     sd = load_file(str(p))
@@ -220,6 +226,15 @@ def load_module_weights(module: nn.Module, path: str | Path, strict: bool = True
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         if not sd:
             raise ValueError(f"{p}: no tensors under prefix {prefix!r}")
+    return sd
+
+
+def load_module_weights(module: nn.Module, path: str | Path, strict: bool = True,
+                        prefix: str = "") -> None:
+    """Load a safetensors state dict (optionally only keys under ``prefix``, or ``FILE#PREFIX``,
+    see :func:`read_weights`) into ``module``."""
+    p = path
+    sd = read_weights(path, prefix)
     missing, unexpected = module.load_state_dict(sd, strict=False)
     if strict and (missing or unexpected):
         raise ValueError(f"{p}: state dict mismatch: missing={missing[:5]}, unexpected={unexpected[:5]}")

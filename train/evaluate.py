@@ -27,10 +27,15 @@ from train.data.sample import collate
 def predict(normalizer: nn.Module | None, target_tokens: torch.Tensor, classifier: nn.Module,
             dataset: Dataset[Any], cfg: ModelConfig, batch_size: int = 32,
             device: torch.device | str = "cpu",
-            target_image: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+            target_image: torch.Tensor | None = None,
+            pool: Any = None) -> dict[str, np.ndarray]:
     """Run F_nor + F_cla over the whole dataset in order; returns stacked outputs and targets.
 
-    ``normalizer=None`` is the "w/o I_n" ablation: the original face feeds both branches."""
+    ``normalizer=None`` is the "w/o I_n" ablation: the original face feeds both branches.
+    ``pool`` (a :class:`train.geometry.GeometryPool`) feeds models with a geometry input,
+    deterministically (renders moved onto the pool's mean neutral face)."""
+    from train.geometry import geometry_batch
+
     device = torch.device(device)
     if normalizer is not None:
         normalizer.eval()
@@ -45,8 +50,12 @@ def predict(normalizer: nn.Module | None, target_tokens: torch.Tensor, classifie
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         x_o = to_input(batch, "image", cfg, device)
         x_n = x_o if normalizer is None else normalizer(x_o, target_tokens, target_image)
-        o = classifier(x_n, x_o)
+        geo = None if pool is None else geometry_batch(batch, pool, random=False).to(device)
+        o = classifier(x_n, x_o, geo)
         add("au_prob", torch.sigmoid(o.au_logits))
+        if o.emotion_logits_geometry is not None and o.emotion_logits_fused is not None:
+            add("emotion_prob_fused", torch.softmax(o.emotion_logits_fused, -1))
+            add("emotion_prob_geometry", torch.softmax(o.emotion_logits_geometry, -1))
         add("au_intensity", o.au_intensity)
         add("emotion_prob", torch.softmax(o.emotion_logits, -1))
         add("gates_output", o.moe_output.gates)
@@ -88,6 +97,13 @@ def compute_metrics(p: Mapping[str, np.ndarray], threshold: float = 0.5) -> dict
         res["emotion_accuracy"] = M.accuracy(pred, p["t_emo"])
         res["emotion_mean_class_accuracy"] = M.mean_class_accuracy(cm)
         res["emotion_confusion"] = cm.tolist()
+        for readout in ("fused", "geometry"):
+            k = f"emotion_prob_{readout}"
+            if k in p:
+                pr = p[k].argmax(1)
+                res[f"emotion_accuracy_{readout}"] = M.accuracy(pr, p["t_emo"])
+                res[f"emotion_mean_class_accuracy_{readout}"] = M.mean_class_accuracy(
+                    M.confusion_matrix(pr, p["t_emo"], len(EMOTION_NAMES)))
     return res
 
 

@@ -76,10 +76,49 @@ class NormalizationNet(nn.Module):
 class ClassifierOutput:
     au_logits: torch.Tensor  # (B, A), sigmoid -> occurrence probability
     au_intensity: torch.Tensor  # (B, A) in [0, cfg.au_intensity_max]
-    emotion_logits: torch.Tensor  # (B, E), softmax -> emotion distribution
+    emotion_logits: torch.Tensor  # (B, E), softmax -> emotion distribution (cfg.emotion_readout)
     moe_normalized: MoEOutput
     moe_original: MoEOutput
     moe_output: MoEOutput
+    moe_geometry: MoEOutput | None = None
+    # Both emotion read-outs when the model has a geometry input (training trains both).
+    emotion_logits_fused: torch.Tensor | None = None
+    emotion_logits_geometry: torch.Tensor | None = None
+
+
+class GeometryExpert(nn.Module):
+    """Geometry vector -> feature of the encoder's width: standardised by the population neutral
+    face (config), then a two-layer MLP. The third input of the classifier (see config)."""
+
+    reference: torch.Tensor
+    spread: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        g, d = cfg.geometry_dim, cfg.embed_dim
+        if g < 1:
+            raise ValueError(f"cfg.geometry_dim: expected >= 1 for a geometry expert, got {g}")
+        self.register_buffer("reference", torch.tensor(cfg.geometry_reference, dtype=torch.float32))
+        self.register_buffer("spread", torch.tensor(cfg.geometry_spread, dtype=torch.float32))
+        self.net = nn.Sequential(nn.Linear(g, cfg.geometry_hidden), nn.GELU(),
+                                 nn.Linear(cfg.geometry_hidden, d))
+
+    def forward(self, geometry: torch.Tensor) -> torch.Tensor:
+        return self.net((geometry - self.reference) / self.spread)
+
+
+def _check_geometry(geometry: torch.Tensor | None, cfg: ModelConfig, batch: int) -> None:
+    g = cfg.geometry_dim
+    if g == 0:
+        if geometry is not None:
+            raise ValueError("geometry: this model has no geometry input (config geometry_inputs=()), "
+                             "got a tensor")
+        return
+    if geometry is None:
+        raise ValueError(f"geometry: this model consumes {list(cfg.geometry_inputs)} "
+                         f"({g} values per face), got None")
+    if geometry.dim() != 2 or tuple(geometry.shape) != (batch, g):
+        raise ValueError(f"geometry: expected ({batch}, {g}), got {tuple(geometry.shape)}")
 
 
 class ClassificationNet(nn.Module):
@@ -93,32 +132,55 @@ class ClassificationNet(nn.Module):
         self.encoder = ViTEncoder(cfg)
         self.moe_normalized = NoisyTopKMoE(d, d, **moe)
         self.moe_original = NoisyTopKMoE(d, d, **moe)
-        self.moe_output = NoisyTopKMoE(2 * d, d, **moe)
+        branches = 2
+        if cfg.geometry_dim:
+            # The paper's input MoE extended to a third, identity-free input: MediaPipe's
+            # geometry reading of the face, with its own expert block.
+            self.geometry_expert = GeometryExpert(cfg)
+            self.moe_geometry = NoisyTopKMoE(d, d, **moe)
+            self.geometry_norm = nn.LayerNorm(d, eps=1e-6)
+            self.emotion_head_geometry = nn.Linear(d, len(cfg.emotion_names))
+            branches = 3
+        self.moe_output = NoisyTopKMoE(branches * d, d, **moe)
         self.head_norm = nn.LayerNorm(d, eps=1e-6)
         self.au_head = nn.Linear(d, len(cfg.au_names))
         self.intensity_head = nn.Linear(d, len(cfg.au_names))
         self.emotion_head = nn.Linear(d, len(cfg.emotion_names))
 
-    def forward(self, normalized: torch.Tensor, original: torch.Tensor) -> ClassifierOutput:
+    def forward(self, normalized: torch.Tensor, original: torch.Tensor,
+                geometry: torch.Tensor | None = None) -> ClassifierOutput:
         _check_images(normalized, self.cfg, "normalized")
         _check_images(original, self.cfg, "original")
         if normalized.shape[0] != original.shape[0]:
             raise ValueError(f"normalized/original: batch sizes differ ({normalized.shape[0]} vs "
                              f"{original.shape[0]})")
+        _check_geometry(geometry, self.cfg, int(original.shape[0]))
         # One encoder pass over 2B images: better GEMM shapes than two passes of B.
         feats = self.encoder(torch.cat([normalized, original], dim=0)).mean(dim=1)
         f_n, f_o = feats.chunk(2, dim=0)
         m_n = self.moe_normalized(f_n)
         m_o = self.moe_original(f_o)
-        m_out = self.moe_output(torch.cat([m_n.out, m_o.out], dim=1))
+        parts = [m_n.out, m_o.out]
+        m_g = None
+        emo_geometry = None
+        if geometry is not None:
+            m_g = self.moe_geometry(self.geometry_expert(geometry))
+            parts.append(m_g.out)
+            emo_geometry = self.emotion_head_geometry(self.geometry_norm(m_g.out))
+        m_out = self.moe_output(torch.cat(parts, dim=1))
         h = self.head_norm(m_out.out)
+        emo_fused = self.emotion_head(h)
         return ClassifierOutput(
             au_logits=self.au_head(h),
             au_intensity=torch.sigmoid(self.intensity_head(h)) * self.cfg.au_intensity_max,
-            emotion_logits=self.emotion_head(h),
+            emotion_logits=emo_geometry if (self.cfg.emotion_readout == "geometry"
+                                            and emo_geometry is not None) else emo_fused,
             moe_normalized=m_n,
             moe_original=m_o,
             moe_output=m_out,
+            moe_geometry=m_g,
+            emotion_logits_fused=emo_fused,
+            emotion_logits_geometry=emo_geometry,
         )
 
 
@@ -135,6 +197,15 @@ class NorfaceModel(nn.Module):
         self.classifier = ClassificationNet(cfg)
         self.register_buffer("target_tokens", torch.zeros(1, cfg.num_patches, cfg.embed_dim))
         self.register_buffer("target_ready", torch.zeros((), dtype=torch.uint8))
+        # Logit adjustment towards cfg.emotion_prior (Menon et al., 2021): training is class
+        # balanced, so the log prior is added at inference only. Absent without a prior, so
+        # older weight files still load strictly.
+        if cfg.emotion_prior:
+            prior = torch.tensor(cfg.emotion_prior, dtype=torch.float32)
+            self.register_buffer("emotion_log_prior", torch.log(prior / prior.sum()),
+                                 persistent=False)
+        else:
+            self.emotion_log_prior: torch.Tensor | None = None
         if cfg.normalizer_residual:  # only then, so older weight files still load strictly
             self.register_buffer("target_image",
                                  torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size))
@@ -167,33 +238,39 @@ class NorfaceModel(nn.Module):
         self.target_ready.fill_(1)
         return tokens
 
-    def forward_full(self, face: torch.Tensor) -> tuple[torch.Tensor, ClassifierOutput]:
+    def forward_full(self, face: torch.Tensor, geometry: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, ClassifierOutput]:
         """Normalized face plus every classifier output (MoE routing included), for training/eval."""
         normalized = self.normalize(face)
-        return normalized, self.classifier(normalized, face)
+        return normalized, self.classifier(normalized, face, geometry)
 
     def normalize(self, face: torch.Tensor) -> torch.Tensor:
         """face (B, C, S, S) normalised -> normalized face (B, C, S, S), onto the cached target."""
         return self.normalizer(face, self.target_tokens, self.target_image)
 
-    def classify(self, normalized: torch.Tensor,
-                 face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(normalized, face) -> (au_prob (B, A), au_intensity (B, A) in [0, max],
-        emotion_prob (B, E)): the inference heads, probabilities rather than logits."""
-        out = self.classifier(normalized, face)
+    def classify(self, normalized: torch.Tensor, face: torch.Tensor,
+                 geometry: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(normalized, face[, geometry]) -> (au_prob (B, A), au_intensity (B, A) in [0, max],
+        emotion_prob (B, E)): the inference heads, probabilities rather than logits, with the
+        config's emotion prior applied."""
+        out = self.classifier(normalized, face, geometry)
+        logits = out.emotion_logits
+        if self.emotion_log_prior is not None:
+            logits = logits + self.emotion_log_prior
         return (
             torch.sigmoid(out.au_logits),
             out.au_intensity,
-            torch.softmax(out.emotion_logits, dim=-1),
+            torch.softmax(logits, dim=-1),
         )
 
     def forward(
-        self, face: torch.Tensor
+        self, face: torch.Tensor, geometry: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """face (B, C, S, S) normalised -> (normalized (B, C, S, S), au_prob (B, A),
-        au_intensity (B, A) in [0, max], emotion_prob (B, E))."""
+        """face (B, C, S, S) normalised[, geometry (B, G)] -> (normalized (B, C, S, S), au_prob
+        (B, A), au_intensity (B, A) in [0, max], emotion_prob (B, E))."""
         normalized = self.normalize(face)
-        return (normalized, *self.classify(normalized, face))
+        return (normalized, *self.classify(normalized, face, geometry))
 
 
 class NormalizerGraph(nn.Module):
@@ -222,6 +299,6 @@ class ClassifierGraph(nn.Module):
             raise TypeError(f"model: expected NorfaceModel, got {type(model).__name__}")
         self.model = model
 
-    def forward(self, normalized: torch.Tensor,
-                face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.model.classify(normalized, face)
+    def forward(self, normalized: torch.Tensor, face: torch.Tensor,
+                geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.classify(normalized, face, geometry)

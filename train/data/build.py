@@ -1,7 +1,10 @@
 """Build a training / test dataset from a config "data" spec (one dict per dataset).
 
-  {"kind": "shards", "path": DIR, "resize": false, "include_subjects": [...], "exclude_subjects": [...]}
-     (subject ids match exactly, or as a prefix when they end with "/", e.g. "composite/")
+  {"kind": "shards", "path": DIR, "resize": false, "include_subjects": [...], "exclude_subjects": [...],
+   "require_geometry": false, "repeat": 1}
+     (subject ids match exactly, or as a prefix when they end with "/", e.g. "composite/";
+     require_geometry drops samples whose mp_blendshapes MediaPipe could not read; repeat lists
+     the dataset that many times, to oversample a small set inside a concatenation)
   {"kind": "bp4d" | "bp4d+" | "disfa", "root": DIR, "split_file": "bp4d_jaanet_3fold", "fold": 1,
    "subset": "train" | "test", "cache_dir": DIR, "frames_root": DIR (DISFA), "landmarker": FILE}
   {"kind": "affectnet", "root": DIR, "split": "train" | "val", "num_classes": 7 | 8, ...}
@@ -71,18 +74,27 @@ def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
     if kind == "shards":
         ds = ShardDataset(spec["path"], img_size=cfg.img_size, resize=bool(spec.get("resize", False)))
         include, exclude = spec.get("include_subjects"), spec.get("exclude_subjects")
-        if not include and not exclude:
-            return ds
-        subjects = ds.subjects()
-        keep = np.ones(len(subjects), bool)
-        if include:
-            keep &= _matches(subjects, include)
-        if exclude:
-            keep &= ~_matches(subjects, exclude)
-        if not keep.any():
-            raise ValueError(f"data spec {dict(spec)}: no sample left after subject filtering "
-                             f"(subjects present: {sorted(set(subjects))[:10]}...)")
-        return Subset(ds, np.flatnonzero(keep).tolist())
+        require_geometry = bool(spec.get("require_geometry", False))
+        repeat = int(spec.get("repeat", 1))
+        if repeat < 1:
+            raise ValueError(f"data spec repeat must be >= 1, got {repeat}")
+        out: Dataset[Any] = ds
+        if include or exclude or require_geometry:
+            subjects = ds.subjects()
+            keep = np.ones(len(subjects), bool)
+            if include:
+                keep &= _matches(subjects, include)
+            if exclude:
+                keep &= ~_matches(subjects, exclude)
+            if require_geometry:
+                keep &= np.isfinite(ds.column("mp_blendshapes")).all(axis=1)
+                if ds.has_column("mp_neutral"):
+                    keep &= np.isfinite(ds.column("mp_neutral")).all(axis=1)
+            if not keep.any():
+                raise ValueError(f"data spec {dict(spec)}: no sample left after filtering "
+                                 f"(subjects present: {sorted(set(subjects))[:10]}...)")
+            out = Subset(ds, np.flatnonzero(keep).tolist())
+        return out if repeat == 1 else ConcatDataset([out] * repeat)
     if "root" not in spec:
         raise ValueError(f"data spec of kind {kind!r} needs 'root', got {sorted(spec)}")
     kwargs = {k: v for k, v in spec.items() if k not in _COMMON and k != "root"}

@@ -3,7 +3,10 @@
 A sample is a plain dict (see docs/datasets.md):
   image (S,S,3) uint8 RGB aligned I_o; au_occurrence (A,) float32 {0,1}/NaN; au_intensity (A,)
   float32 [0,5]/NaN; emotion int64 (-1 unknown); optional normalized, landmarks (68,2),
-  normalized_landmarks (68,2), blendshapes (K,); subject, source, key (str).
+  normalized_landmarks (68,2), blendshapes (K,) (ICT expression weights of a render),
+  mp_blendshapes (G,) (what MediaPipe reads on the face: a model's geometry input; NaN when
+  MediaPipe found no face), mp_neutral (G,) (the same for the same person's neutral face, renders
+  only); subject, source, key (str).
 Masks come from NaN / -1, so one network carries all heads and single-task data still trains it.
 """
 
@@ -22,7 +25,8 @@ NUM_EMOTIONS = len(EMOTION_NAMES)
 UNKNOWN_EMOTION = -1
 
 REQUIRED_KEYS = ("image", "au_occurrence", "au_intensity", "emotion", "subject", "source", "key")
-OPTIONAL_ARRAY_KEYS = ("normalized", "landmarks", "normalized_landmarks", "blendshapes")
+OPTIONAL_ARRAY_KEYS = ("normalized", "landmarks", "normalized_landmarks", "blendshapes",
+                       "mp_blendshapes", "mp_neutral")
 STRING_KEYS = ("subject", "source", "key")
 
 

@@ -23,6 +23,7 @@ from train.data.sample import NUM_AUS, REQUIRED_KEYS, STRING_KEYS
 SHARD_GLOB = "shard-*.npz"
 IMAGE_KEYS = ("image", "normalized")
 POINT_KEYS = ("landmarks", "normalized_landmarks")
+FLOAT_KEYS = ("au_occurrence", "au_intensity", "blendshapes", "mp_blendshapes", "mp_neutral")
 
 
 class ShardError(ValueError):
@@ -70,6 +71,20 @@ class ShardDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return self.offsets[-1]
 
+    def has_column(self, key: str) -> bool:
+        with np.load(self.files[0], allow_pickle=False) as z:
+            return key in z.files
+
+    def column(self, key: str) -> np.ndarray:
+        """One array of every shard, concatenated in index order (e.g. for filtering)."""
+        parts = []
+        for f in self.files:
+            with np.load(f, allow_pickle=False) as z:
+                if key not in z.files:
+                    raise ShardError(f"{f}: no array {key!r} (has {sorted(z.files)})")
+                parts.append(np.asarray(z[key]))
+        return np.concatenate(parts)
+
     def subjects(self) -> np.ndarray:
         """Subject id of every sample, in index order (reads only that array of each shard)."""
         parts = []
@@ -109,7 +124,7 @@ class ShardDataset(Dataset[dict[str, Any]]):
                 sample[k] = str(x)
             elif k == "emotion":
                 sample[k] = np.int64(x)
-            elif k in ("au_occurrence", "au_intensity", "blendshapes") or k in POINT_KEYS:
+            elif k in FLOAT_KEYS or k in POINT_KEYS:
                 sample[k] = np.asarray(x, dtype=np.float32)
             else:
                 sample[k] = np.asarray(x)

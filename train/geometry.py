@@ -1,0 +1,113 @@
+"""Training-time geometry input: what the runtime would read on a real face, made from renders.
+
+MediaPipe reads renders differently from real faces: their resting faces carry other constant
+offsets (no brow lowering, wide eyes), and their neutral faces vary far less between people than
+real ones do. A classifier trained on raw render readings calls every real neutral face an
+emotion. So each rendered expression is moved onto a real person's neutral face: the reading of
+the render minus the reading of the same rendered person without the expression (the
+displacement the expression causes, identity and render offsets removed), plus the reading of a
+real neutral face drawn from the pool of permissive real photos (``train.data.real_faces``).
+That is the reading of "this expression on that real person", which is what a still photo shows;
+with a per-track baseline at run time the real person's offset is moved to the pool mean, a case
+the same construction covers. Real photos in the training data keep their own reading.
+
+Evaluation uses the pool mean instead of a random face, so held-out scores are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+
+
+class GeometryPool:
+    """Blendshapes of real neutral faces (``geometry_pool.npz``: ``neutral`` (N, G), ``names``)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"geometry pool not found: {p} (python -m train prepare-real)")
+        with np.load(p, allow_pickle=False) as z:
+            self.neutral = np.asarray(z["neutral"], np.float32)
+            names = tuple(str(n) for n in z["names"])
+        if names != MEDIAPIPE_BLENDSHAPES:
+            raise ValueError(f"{p}: blendshape names differ from MEDIAPIPE_BLENDSHAPES")
+        if self.neutral.ndim != 2 or self.neutral.shape[1] != len(names) or len(self.neutral) < 2:
+            raise ValueError(f"{p}: neutral must be (N >= 2, {len(names)}), got {self.neutral.shape}")
+        self.names = names
+        self.path = p
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self.neutral.mean(axis=0)
+
+    @property
+    def spread(self) -> np.ndarray:
+        # a floor keeps standardisation finite for scores MediaPipe never moves on neutral faces
+        return np.maximum(self.neutral.std(axis=0), 0.01)
+
+    def model_fields(self) -> dict[str, Any]:
+        """The ModelConfig fields this pool calibrates."""
+        return {"geometry_inputs": ("blendshapes",), "blendshape_names": self.names,
+                "geometry_reference": tuple(float(v) for v in self.reference),
+                "geometry_spread": tuple(float(v) for v in self.spread)}
+
+
+def geometry_batch(batch: Mapping[str, Any], pool: GeometryPool, *, random: bool,
+                   generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
+    """(B, G) float32 geometry input for a collated batch (see module doc).
+
+    Rows with ``mp_neutral`` (renders) are transplanted onto a pool face (random, or the pool mean
+    when ``random`` is False); other rows (real photos) keep ``mp_blendshapes``. ``noise`` adds
+    Gaussian noise of that many pool standard deviations (training only).
+    """
+    if "mp_blendshapes" not in batch:
+        raise ValueError("batch has no mp_blendshapes: generate shards with --landmarker "
+                         "(python -m train.synth generate) or use python -m train prepare-real")
+    mp = batch["mp_blendshapes"].float()
+    out = mp.clone()
+    if "mp_neutral" in batch:
+        rows = batch["has_mp_neutral"] if "has_mp_neutral" in batch else torch.ones(len(mp), dtype=torch.bool)
+        neutral_pool = torch.from_numpy(pool.neutral)
+        if random:
+            idx = torch.randint(len(neutral_pool), (len(mp),), generator=generator)
+            base = neutral_pool[idx]
+        else:
+            base = torch.from_numpy(pool.reference).expand_as(mp)
+        moved = mp - batch["mp_neutral"].float() + base
+        out = torch.where(rows[:, None], moved, out)
+    if noise > 0:
+        sd = torch.from_numpy(pool.spread)
+        out = out + noise * sd * torch.randn(out.shape, generator=generator)
+    if not torch.isfinite(out).all():
+        raise ValueError("geometry: non-finite values (a sample MediaPipe could not read; build the "
+                         "dataset with require_geometry: true)")
+    return out.clamp_(0.0, 1.0)
+
+
+def pool_model_fields(path: str | os.PathLike[str] | None,
+                      model: Mapping[str, Any]) -> dict[str, Any]:
+    """A config "model" section with the pool's calibration filled in when it asks for geometry."""
+    d = dict(model)
+    if not d.get("geometry_inputs"):
+        return d
+    if path is None:
+        raise ValueError("model.geometry_inputs is set, so classifier.geometry_pool (the "
+                         "geometry_pool.npz of python -m train prepare-real) is required")
+    fields = GeometryPool(path).model_fields()
+    for k, v in fields.items():
+        d.setdefault(k, v)
+    if tuple(d["geometry_inputs"]) != ("blendshapes",):
+        raise ValueError(f"model.geometry_inputs: only ['blendshapes'] is supported, got "
+                         f"{list(d['geometry_inputs'])}")
+    return d
+
+
+__all__: Sequence[str] = ("GeometryPool", "geometry_batch", "pool_model_fields")
