@@ -45,6 +45,10 @@ SIZES: dict[str, dict[str, int]] = {
 
 SCHEMA_VERSION = 1
 
+# FACS intensity scale A..E = 1..5. A model may use another scale (ModelConfig.au_intensity_max);
+# frame messages then say which (field au_intensity_max) and the protocol checks against it.
+DEFAULT_AU_INTENSITY_MAX = 5.0
+
 
 @dataclass
 class ModelConfig:
@@ -88,7 +92,7 @@ class ModelConfig:
     template: tuple[tuple[float, float], ...] = DEFAULT_TEMPLATE
     au_names: tuple[str, ...] = AU_NAMES
     emotion_names: tuple[str, ...] = EMOTION_NAMES
-    au_intensity_max: float = 5.0
+    au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
     # provenance
     trained: bool = False
     model_id: str = "norface-small-untrained"
@@ -132,6 +136,8 @@ class ModelConfig:
             raise ValueError(
                 f"mean/std must have in_chans={self.in_chans} entries, got {len(self.mean)}/{len(self.std)}"
             )
+        if not self.au_intensity_max > 0:
+            raise ValueError(f"au_intensity_max must be > 0, got {self.au_intensity_max}")
         if len(self.template) != 5:
             raise ValueError(f"template must have 5 points, got {len(self.template)}")
 
