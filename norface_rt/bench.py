@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -197,7 +197,8 @@ def run_isolated(timeout: float, **kwargs: Any) -> dict[str, Any]:
     try:
         if recv.poll(timeout):
             try:
-                return recv.recv()  # type: ignore[no-any-return]
+                result: dict[str, Any] = recv.recv()
+                return result
             except EOFError:
                 pass
         else:
@@ -230,6 +231,7 @@ def machine_info() -> dict[str, Any]:
                 break
     except (OSError, ValueError, IndexError):
         pass
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -265,7 +267,7 @@ def run_bench(opts: BenchOptions, prepare: Callable[[Path], None] | None = None)
     from norface_rt.model_set import load_config
 
     opts.validate()
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     cfg = load_config(opts.model_dir)
     if prepare is not None:
         prepare(Path(opts.model_dir))

@@ -146,7 +146,7 @@ class ModelConfig:
         return (self.img_size // self.patch_size) ** 2
 
     @classmethod
-    def for_size(cls, size: str, **overrides: Any) -> "ModelConfig":
+    def for_size(cls, size: str, **overrides: Any) -> ModelConfig:
         if size not in SIZES:
             raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
         dims = dict(SIZES[size])
@@ -165,7 +165,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d.pop("config_version", None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -175,14 +175,14 @@ class ModelConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"model config not found: {p}")

@@ -79,7 +79,7 @@ def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
     writer: Mp4Writer | None = None
     try:
         src.start()
-        for item in src.frames(READ_TIMEOUT_S):
+        for item in src.iter_frames(READ_TIMEOUT_S):
             ff = stage.process(item)
             report.frames += 1
             report.faces += len(ff.faces)

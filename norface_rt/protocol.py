@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgpack
 
@@ -256,7 +257,7 @@ def validate(msg: Any) -> dict[str, Any]:
     if not _is_int(ver) or ver != SCHEMA_VERSION:
         _fail("schema_version", f"{SCHEMA_VERSION} (this reader's version)", ver)
     _VALIDATORS[mtype](msg)
-    return msg  # type: ignore[return-value]
+    return msg
 
 
 # --------------------------------------------------------------------------- encode / decode

@@ -65,7 +65,7 @@ class FramePacket:
 
     @classmethod
     def from_av_frame(cls, frame: Any, stream_id: str, frame_index: int, *, live: bool = False,
-                      dropped: int = 0) -> "FramePacket":
+                      dropped: int = 0) -> FramePacket:
         """Convert a ``av.VideoFrame``; pts is converted to seconds through its time base."""
         image = frame.to_ndarray(format="rgb24")
         pts = None

@@ -99,8 +99,9 @@ class Mp4Writer:
         check_rgb_image(image)
         if self._container is None:
             self._open(image.shape[1], image.shape[0])
-        if image.shape[:2] != (self.height, self.width):
-            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        size = (int(self.width or 0), int(self.height or 0))  # set by _open
+        if image.shape[:2] != (size[1], size[0]):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = self._timestamp_ms(pts)
         frame.time_base = _TIME_BASE

@@ -309,7 +309,7 @@ class RealEvaluator:
         decoded = 0
         try:
             src.start()
-            for packet in src.frames(READ_TIMEOUT_S):
+            for packet in src.iter_frames(READ_TIMEOUT_S):
                 decoded += 1
                 if (decoded - 1) % self.stride:
                     continue

@@ -108,7 +108,7 @@ class Backend(ABC):
         add their own settings)."""
         return {"device": None}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: only backends holding devices override it)
         """Release sessions / device memory; the default holds nothing that needs it."""
 
     def __enter__(self) -> Backend:

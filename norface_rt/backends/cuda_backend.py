@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ import torch
 from norface_rt.backends.base import Backend, ModelOutput, Outputs
 from norface_rt.backends.batching import plan_chunks
 from norface_rt.backends.gpu_preprocess import TorchAligner
+from norface_rt.models.norface import NorfaceModel
 from norface_rt.preprocess import denormalize, preprocess, validate_crops
 from norface_rt.types import Stage, Timings
 
@@ -60,7 +61,7 @@ DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_ITERS = 3
 
 Probs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-Mark = Union[torch.cuda.Event, float]
+Mark = torch.cuda.Event | float
 
 
 def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
@@ -117,7 +118,7 @@ class _Clock:
         return float(a.elapsed_time(b)) / 1e3
 
 
-def _fp32_routing(model: torch.nn.Module) -> None:
+def _fp32_routing(model: NorfaceModel) -> None:
     """After ``model.half()``: return the classifier's MoE blocks, head norm and heads to fp32 and
     cast the (fp16) pooled features entering the first MoEs to fp32 (see module docstring)."""
     c = model.classifier
@@ -272,6 +273,7 @@ class CudaGraphBackend(Backend):
                 if b.classify_graph is not None:
                     b.classify_graph.replay()
                 else:
+                    assert b.normalized is not None
                     b.probs = self.model.classify(b.normalized, b.face)
                 assert b.normalized is not None and b.probs is not None
                 # Copies, never views: the next chunk's replay may reuse these output addresses.
@@ -300,7 +302,8 @@ class CudaGraphBackend(Backend):
     def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
         normalized, probs, timings = self._run(self._upload(x), want_normalized=True)
         assert normalized is not None
-        return (normalized.numpy(), *(p.numpy() for p in probs)), timings
+        au_prob, au_int, emo = (p.numpy() for p in probs)
+        return (normalized.numpy(), au_prob, au_int, emo), timings
 
     def _upload(self, x: np.ndarray) -> torch.Tensor:
         # One host->device copy for the whole batch; the per-bucket copies are then on-device.

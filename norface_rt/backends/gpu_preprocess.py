@@ -103,7 +103,7 @@ class TorchAligner:
         self._staging_done: torch.cuda.Event | None = None  # its upload has been read
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> "TorchAligner":
+    def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> TorchAligner:
         """The aligner matching a model set: its crop size and input normalisation."""
         if cfg.in_chans != 3:
             raise ValueError(f"cfg.in_chans: TorchAligner warps RGB frames, expected 3, got "

@@ -148,7 +148,7 @@ def make_logger(trt: Any, lines: list[str] | None = None,
                 sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
     trt_log = logging.getLogger("norface_rt.tensorrt")
 
-    class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 

@@ -80,7 +80,7 @@ class BuildOptions:
         if isinstance(self.fp32_layers, list):
             object.__setattr__(self, "fp32_layers", tuple(self.fp32_layers))
 
-    def validate(self) -> "BuildOptions":
+    def validate(self) -> BuildOptions:
         """Raise ValueError naming the field and the expected vs actual value; returns self."""
         for name in ("max_batch", "opt_batch"):
             v = getattr(self, name)
@@ -116,7 +116,7 @@ class BuildOptions:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BuildOptions":
+    def from_dict(cls, d: Mapping[str, Any]) -> BuildOptions:
         fl = d.get("fp32_layers")
         return cls(max_batch=d["max_batch"], opt_batch=d["opt_batch"], fp16=d["fp16"],
                    workspace_gib=d["workspace_gib"],
@@ -357,7 +357,8 @@ def key_inputs_for(model_dir: str | os.PathLike[str], opts: BuildOptions, gpu_na
                    compute_capability: tuple[int, int], trt_version: str) -> CacheKeyInputs:
     files = [spec.file for spec, _ in ENGINES.values()]
     return CacheKeyInputs(gpu_name=gpu_name, compute_capability=compute_capability,
-                          trt_version=trt_version, onnx_sha256=onnx_hashes(model_dir, files),
+                          trt_version=trt_version,
+                          onnx_sha256=tuple(sorted(onnx_hashes(model_dir, files).items())),
                           options=opts)
 
 

@@ -363,7 +363,7 @@ class _Builder:
                             "outputs": list(ENGINES[g][0].outputs)}
                         for g in self.graphs},
             "precision": precision, "build_log": list(self.lines), "build_seconds": secs,
-            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "model_dir": str(self.model_dir.resolve()), "timing_cache": str(self.tc_path),
         }
 
@@ -406,7 +406,7 @@ class AccuracyReport:
                 "reference": self.reference, "passed": self.passed}
 
 
-def check_accuracy(target: "EngineSet | TrtBackend", model_dir: str | os.PathLike[str],
+def check_accuracy(target: EngineSet | TrtBackend, model_dir: str | os.PathLike[str],
                    n: int = 16, seed: int = 0, device: int = 0) -> AccuracyReport:
     """Compare TensorRT with PyTorch FP32 on CPU (:func:`norface_rt.reference.reference_outputs`) on
     the same ``n`` seeded random crops, against :data:`TOLERANCES`. Returns the report; callers

@@ -26,7 +26,7 @@ from norface_rt.model_set import (
     metadata_for,
     read_graph_config,
 )
-from norface_rt.models.norface import ClassifierGraph, NormalizerGraph, NorfaceModel
+from norface_rt.models.norface import ClassifierGraph, NorfaceModel, NormalizerGraph
 
 GraphKind = Literal["normalizer", "classifier"]
 GRAPH_KINDS: tuple[GraphKind, ...] = ("normalizer", "classifier")

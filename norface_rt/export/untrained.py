@@ -10,8 +10,8 @@ for training alike: ``"synthetic"`` (or nothing), an image file, or an array.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch

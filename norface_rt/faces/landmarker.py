@@ -323,7 +323,7 @@ class Landmarker:
         self._landmarkers = []
         self._scorer.close()
 
-    def __enter__(self) -> "Landmarker":
+    def __enter__(self) -> Landmarker:
         return self
 
     def __exit__(self, *exc: object) -> None:

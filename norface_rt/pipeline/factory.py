@@ -107,15 +107,15 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         if opts.jsonl:
             from norface_rt.sinks.files import JsonlSink
 
-            sinks.append(JsonlSink(opts.jsonl))
+            sinks.append(JsonlSink(Path(opts.jsonl)))
         if opts.csv:
             from norface_rt.sinks.files import CsvSink
 
-            sinks.append(CsvSink(opts.csv))
+            sinks.append(CsvSink(Path(opts.csv)))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 
-            sinks.append(MultiStreamOverlaySink(opts.overlay, multiple=n_sources > 1))
+            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=n_sources > 1))
         if opts.show:
             from norface_rt.sinks.overlay import ShowSink
 

@@ -44,7 +44,8 @@ class PipelineOptions:
         from norface_rt.backends import BACKEND_NAMES
 
         if not self.sources:
-            raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or /dev/videoN)")
+            raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or "
+                             "/dev/videoN)")
         if self.stream_ids is not None and len(self.stream_ids) != len(self.sources):
             raise ValueError(f"--stream-id: expected one per source ({len(self.sources)}), "
                              f"got {len(self.stream_ids)}")

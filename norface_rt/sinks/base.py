@@ -35,7 +35,7 @@ class Sink(ABC):
     def close(self) -> None:
         """Flush and release resources; calling it twice is harmless."""
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

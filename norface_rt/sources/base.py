@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
-from norface_rt.files import slug
 from norface_rt.sources.frame_queue import FrameQueue, Policy
 from norface_rt.types import EndOfStream, FramePacket, Stage
 
@@ -174,7 +173,7 @@ class Source(ABC):
             self._end = item
         return item
 
-    def frames(self, timeout: float) -> Iterator[FramePacket]:
+    def iter_frames(self, timeout: float) -> Iterator[FramePacket]:
         """Every frame of a started source up to its end of stream (then in :attr:`end`).
 
         The one read-until-end loop for callers that process a source by themselves (normalize,
@@ -234,10 +233,10 @@ class Source(ABC):
         frame and return as soon as it yields False or ``_stopping`` is set.
         """
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027  (an optional hook: most sources hold nothing)
         """Free resources opened at construction when the thread never ran (override)."""
 
-    def _on_stop(self) -> None:
+    def _on_stop(self) -> None:  # noqa: B027  (an optional hook: most sources need none)
         """Hook run by ``stop()`` on the caller's thread before joining (override)."""
 
     @property

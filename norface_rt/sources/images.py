@@ -10,8 +10,9 @@ Error policy (decided here, relied on by callers):
   so a batch over a large folder is not lost to one bad file but the damage is never silent.
 
 ``pts`` is None (stills have no timeline); ``ImageSource.delivered_paths`` maps frame_index to the
-file it came from. Decoding is :func:`norface_rt.images.read_rgb`. ``timings[Stage.DECODE]`` is the time spent reading, decoding
-and converting that image (plus any skipped unreadable files before it).
+file it came from. Decoding is :func:`norface_rt.images.read_rgb`. ``timings[Stage.DECODE]`` is
+the time spent reading, decoding and converting that image (plus any skipped unreadable files
+before it).
 """
 
 from __future__ import annotations
