@@ -38,7 +38,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
 def test_wheel_installs_one_package_without_torch_and_runs(tmp_path: Path, media_dir: Path,
                                                            landmarker_path: Path) -> None:
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
           str(dist), str(REPO)], cwd=tmp_path)
     (wheel,) = dist.glob("norface_rt-*.whl")
     with zipfile.ZipFile(wheel) as zf:
