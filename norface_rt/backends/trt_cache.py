@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from norface_rt.files import sha256_bytes, sha256_file, slug
-from norface_rt.model_set import CLASSIFIER, NORMALIZER, GraphSpec
+from norface_rt.model_set import CLASSIFIER, JOINED_GRAPH_GONE, NORMALIZER, GraphSpec
 from norface_rt.paths import ENGINE_CACHE_ENV, engine_cache_dir
 
 MANIFEST_FILE = "engines.json"
@@ -50,8 +50,7 @@ ENGINES: dict[str, tuple[GraphSpec, str]] = {
 }
 GraphSet = Literal["split"]
 GRAPH_SETS: tuple[GraphSet, ...] = ("split",)
-FUSED_REMOVED = ("'fused' engines are no longer built: model sets no longer ship the joined graph "
-                 "norface.onnx (the split pair measured faster in the pipeline); use 'split'")
+FUSED_REMOVED = f"'fused' engines are no longer built: {JOINED_GRAPH_GONE}; use 'split'"
 # fp32_layers modes that are not lists of layer-name patterns.
 FP32_MODES: tuple[str, ...] = ("auto", "norm")
 

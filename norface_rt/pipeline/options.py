@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from norface_rt.model_set import JOINED_GRAPH_GONE
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
-FUSED_REMOVED = ("--fused is no longer available: model sets no longer ship the joined graph "
-                 "norface.onnx, which measured slower than the normalizer + classifier pair inside "
-                 "the pipeline (65 vs 94 frames/s on 2 cores); drop the flag")
+FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
 
 
 @dataclass
