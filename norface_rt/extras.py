@@ -46,5 +46,5 @@ def require(extra: str, purpose: str) -> None:
     ``extra`` is missing; return quietly otherwise."""
     missing = missing_modules(extra)
     if missing:
-        raise MissingExtra(f"{purpose} needs {', '.join(missing)}, which is not installed: "
+        raise MissingExtra(f"{purpose} needs {', '.join(missing)} (not installed here): "
                            f"{install_hint(extra)}")

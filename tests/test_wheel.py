@@ -76,3 +76,13 @@ def test_wheel_installs_one_package_without_torch_and_runs(tmp_path: Path, media
     assert len(frames) == 72 and msgs[-1]["type"] == "eos" and msgs[-1]["error"] is None
     assert sum(1 for m in frames if m["faces"]) == 72
     assert all(not m["untrained"] for m in frames)
+
+    # what needs an extra says which one, without a traceback
+    cli = str(venv / "bin" / "norface-rt")
+    for args, extra in ((["run", str(media_dir / "single_face.jpg"), "--landmarker",
+                          str(landmarker_path), "--zmq", "none", "--backend", "torch"], "torch"),
+                        (["models", "init-untrained", str(tmp_path / "m")], "export")):
+        res = subprocess.run([cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"pip install 'norface-rt[{extra}]'" in res.stderr and "Traceback" not in res.stderr
