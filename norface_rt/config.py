@@ -103,6 +103,7 @@ class ModelConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.emm_position_prior = float(self.emm_position_prior)
         self.normalizer_residual = bool(self.normalizer_residual)
+        # JSON gives lists of any length; validate() below checks the channel count.
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.template = tuple((float(x), float(y)) for x, y in self.template)

@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -52,7 +52,7 @@ def _tname(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _fail(path: str, expected: str, actual: Any) -> None:
+def _fail(path: str, expected: str, actual: Any) -> NoReturn:
     shown = repr(actual)
     if len(shown) > 80:
         shown = shown[:77] + "..."
@@ -296,7 +296,7 @@ def topic_for(msg: Mapping[str, Any]) -> str:
     sid = msg.get("stream_id")
     if not isinstance(sid, str) or not sid:
         _fail("stream_id", "non-empty string (the topic)", sid)
-    return sid  # type: ignore[return-value]
+    return sid
 
 
 def encode_multipart(msg: Mapping[str, Any], *, check: bool = True) -> list[bytes]:

@@ -351,7 +351,8 @@ class TrtBackend(Backend):
                 for sl in chunk_slices(n, self.max_batch):
                     for key, secs in self._run_chunk(np.ascontiguousarray(x[sl]), outs, sl).items():
                         timings[key] += secs
-        return tuple(outs[k] for k in OUTPUT_NAMES), timings  # type: ignore[return-value]
+        normalized, au_prob, au_intensity, emotion_prob = (outs[k] for k in OUTPUT_NAMES)
+        return (normalized, au_prob, au_intensity, emotion_prob), timings
 
     def _run_chunk(self, x: np.ndarray, outs: dict[str, np.ndarray], sl: slice) -> Timings:
         torch, stream, ev = self._torch, self._stream, self._events
