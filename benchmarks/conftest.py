@@ -1,8 +1,9 @@
 """Benchmark fixtures: the default-size model set (shared-data fixtures: root conftest.py).
 
 Speed targets are measured here with pytest-benchmark (medians over rounds), never asserted in
-timed unit tests. Until trained weights ship, the default-size model is exported untrained: the
-graph (and so the speed) is the same as a trained one's.
+timed unit tests. ``pytest benchmarks --benchmark-disable`` runs every benchmark once as a smoke
+test: pytest-benchmark then keeps no statistics, so figures come from
+``bench_helpers.median_seconds``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model users get: the packaged default if present, else the default size, untrained."""
     from norface_rt.config import ModelConfig
     from norface_rt.export import init_untrained
+    from norface_rt.model_set import is_model_dir
     from norface_rt.paths import packaged_model_dir
 
-    if (packaged_model_dir() / "norface.onnx").is_file():
+    if is_model_dir(packaged_model_dir()):
         return packaged_model_dir()
     return Path(init_untrained(tmp_path_factory.mktemp("model-default"),
                                size=ModelConfig().size, seed=0))

@@ -14,9 +14,12 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from norface_rt.backends import Backend, load_backend
-from norface_rt.bench import make_crops, max_abs_errors, reference_outputs
+from bench_helpers import median_seconds, timed
+
+from norface_rt.backends import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.pipeline.factory import open_backend
+from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
 
 BATCHES = (1, 8, 32)
 # Rounds per batch size: keeps each benchmark well under ~20 s on a shared 2-core CPU.
@@ -41,7 +44,7 @@ def reference(default_model_dir: Path, crops: dict[int, np.ndarray]) -> dict[int
 
 @pytest.fixture(scope="module", params=["onnxruntime", "torch"])
 def backend(request: pytest.FixtureRequest, default_model_dir: Path) -> Iterator[Backend]:
-    b = load_backend(default_model_dir, request.param)
+    b = open_backend(default_model_dir, request.param)
     yield b
     b.close()
 
@@ -52,10 +55,11 @@ def test_model_speed(benchmark, backend: Backend, batch: int, crops: dict[int, n
     """batch 1 = latency per call; larger = throughput (faces/s from the median)."""
     x = crops[batch]
     errors = max_abs_errors(backend.infer(x), reference[batch])
-    result = benchmark.pedantic(backend.infer, args=(x,), rounds=ROUNDS[batch], iterations=1,
-                                warmup_rounds=2)
+    times: list[float] = []
+    result = benchmark.pedantic(timed(backend.infer, times), args=(x,), rounds=ROUNDS[batch],
+                                iterations=1, warmup_rounds=2)
     assert len(result) == batch
-    median = benchmark.stats.stats.median
+    median = median_seconds(benchmark, times)
     benchmark.extra_info.update({
         "backend": backend.name, "batch": batch, "model_id": backend.config.model_id,
         "faces_per_s_median": round(batch / median, 2),

@@ -20,16 +20,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_helpers import median_seconds, timed
 
-from norface_rt.app import PipelineOptions, create_pipeline
+from norface_rt.pipeline import PipelineOptions, create_pipeline
+from norface_rt.sinks.base import Sink
 
 
-class LatencySink:
+class LatencySink(Sink):
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.frames = 0
 
-    def write(self, msg: dict[str, Any]) -> None:
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         if msg["type"] == "frame":
             self.frames += 1
             self.latencies.append(msg["emit_time"] - msg["capture_time"])
@@ -55,8 +57,9 @@ def test_file_throughput_single_face(benchmark, shared_dir, default_model_dir, l
         assert sink.frames == 72
         results.append(snap)
 
-    benchmark.pedantic(once, rounds=5, iterations=1, warmup_rounds=1)
-    fps = 72 / benchmark.stats.stats.median
+    times: list[float] = []
+    benchmark.pedantic(timed(once, times), rounds=5, iterations=1, warmup_rounds=1)
+    fps = 72 / median_seconds(benchmark, times)
     benchmark.extra_info["frames_per_s_median"] = round(fps, 2)
     last = results[-1]["stages"]
     benchmark.extra_info["stage_p50_ms"] = {k: round(v["p50_ms"], 2) for k, v in last.items()}
@@ -83,20 +86,6 @@ def test_live_capture_to_publish_latency(benchmark, shared_dir, default_model_di
           f"frames delivered per run {[s.frames for s in runs]} of 72")
 
 
-def test_file_throughput_single_face_fused(benchmark, shared_dir, default_model_dir,
-                                           landmarker_path):
-    """The same with normalization + classification fused into one ONNX graph (--fused)."""
-
-    def once() -> None:
-        sink, _ = _run(shared_dir, default_model_dir, landmarker_path, fused=True)
-        assert sink.frames == 72
-
-    benchmark.pedantic(once, rounds=5, iterations=1, warmup_rounds=1)
-    fps = 72 / benchmark.stats.stats.median
-    benchmark.extra_info["frames_per_s_median"] = round(fps, 2)
-    print(f"\nsingle_face.mp4 end to end, fused graph: {fps:.1f} frames/s (median of 5 runs)")
-
-
 # ---------------------------------------------------------------------------- many faces, many streams
 
 MULTI_FRAMES = 48
@@ -106,13 +95,13 @@ _CROP = 1.7  # crop side / face box side: faces end up ~200 px wide, well above 
 #             detector's ~1/8 of the long side (160 px), so no tiling is needed
 
 
-class FaceCountSink:
+class FaceCountSink(Sink):
     """Counts frames and faces per stream; the pipeline's output is checked, not assumed."""
 
     def __init__(self) -> None:
         self.faces_per_frame: dict[str, list[int]] = {}
 
-    def write(self, msg: dict[str, Any]) -> None:
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         if msg["type"] == "frame":
             self.faces_per_frame.setdefault(msg["stream_id"], []).append(len(msg["faces"]))
 
@@ -219,8 +208,9 @@ def _throughput(benchmark: Any, opts: PipelineOptions, rounds: int, label: str) 
     def once(pipeline: Any) -> None:
         pipeline.run(timeout=120)
 
-    benchmark.pedantic(once, setup=setup, rounds=rounds, iterations=1)
-    median_s = benchmark.stats.stats.median
+    times: list[float] = []
+    benchmark.pedantic(timed(once, times), setup=setup, rounds=rounds, iterations=1)
+    median_s = median_seconds(benchmark, times)
     frames = statistics.median(s.frames for s in sinks)
     faces = statistics.median(s.faces for s in sinks)
     fps, faces_ps = frames / median_s, faces / median_s

@@ -3,7 +3,7 @@
 Why numeric error sits next to every speed figure: a faster backend (fp16, TensorRT, a different
 ORT optimisation level) is only worth having if it still computes the same model, so each row says
 how far its ``au_prob`` / ``au_intensity`` / ``emotion_prob`` are from the PyTorch fp32 reference
-(:func:`norface_rt.export.load_torch_model`) on exactly the same crops.
+(:mod:`norface_rt.reference`, shared with the TensorRT engine builder) on exactly the same crops.
 
 Why each backend runs in its own spawned process: the RSS high-water mark (``ru_maxrss``,
 ``VmHWM``) never goes down, so measuring backends one after another in one process would hide the
@@ -28,11 +28,14 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
 DEFAULT_REPEATS = 30
@@ -40,7 +43,6 @@ DEFAULT_WARMUP = 3
 DEFAULT_MAX_SECONDS = 15.0  # per (backend, batch) measurement; stops early after >= 3 runs
 DEFAULT_TIMEOUT = 600.0  # per backend child process
 MIN_RUNS = 3
-OUTPUT_KEYS: tuple[str, str, str] = ("au_prob", "au_intensity", "emotion_prob")
 VERSION_PACKAGES: tuple[str, ...] = ("numpy", "onnxruntime", "torch", "mediapipe", "av")
 
 
@@ -80,38 +82,6 @@ class BenchOptions:
             raise ValueError(f"timeout must be > 0, got {self.timeout!r}")
 
 
-def make_crops(batch: int, img_size: int, seed: int) -> np.ndarray:
-    """The benchmark input for one batch size; regenerated identically in every process."""
-    rng = np.random.default_rng([seed, batch])
-    return rng.integers(0, 256, size=(batch, img_size, img_size, 3), dtype=np.uint8)
-
-
-def reference_outputs(model_dir: str | os.PathLike[str], crops_by_batch: dict[int, np.ndarray]
-                      ) -> dict[int, dict[str, np.ndarray]]:
-    """PyTorch fp32 (CPU) outputs of the model set for each input batch: the numeric ground truth."""
-    import torch
-
-    from norface_rt.backends.base import preprocess
-    from norface_rt.export import load_torch_model
-
-    model = load_torch_model(model_dir, device="cpu")
-    out: dict[int, dict[str, np.ndarray]] = {}
-    with torch.inference_mode():
-        for b, crops in crops_by_batch.items():
-            face = torch.from_numpy(preprocess(crops, model.cfg))
-            normalized = model.normalize(face)
-            probs = model.classify(normalized, face)
-            out[b] = {k: v.float().numpy() for k, v in zip(OUTPUT_KEYS, probs)}
-    return out
-
-
-def max_abs_errors(result: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
-    """Max |backend - reference| per output (``result`` is a ModelOutput)."""
-    return {k: float(np.max(np.abs(np.asarray(getattr(result, k), np.float64)
-                                   - np.asarray(ref[k], np.float64))))
-            for k in OUTPUT_KEYS}
-
-
 def _proc_status_mb(key: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -138,35 +108,35 @@ def _current_rss_mb() -> float:
     return cur if cur is not None else _peak_rss_mb()
 
 
-def _backend_kwargs(name: str, device: str, threads: int | None) -> dict[str, Any]:
-    if name == "onnxruntime":
-        return {"intra_op_threads": threads}
+def _device_for(name: str, device: str) -> str | None:
+    """``--device`` is the torch backend's device; the CUDA-only backends take it only when it
+    names a GPU (else their default, cuda: without CUDA they report themselves as "not available"
+    instead of quietly measuring the CPU); ONNX Runtime picks its own providers."""
     if name == "torch":
-        return {"device": device, "num_threads": threads}
-    if name == "torch-cuda":
-        # A CUDA-only backend: --device only picks which GPU; without CUDA it reports itself as
-        # "not available" (its load error) instead of quietly measuring the CPU.
-        return {"device": device if device.startswith("cuda") else "cuda", "num_threads": threads}
-    return {}
+        return device
+    if name in ("torch-cuda", "tensorrt"):
+        return device if device.startswith("cuda") else None
+    return None
 
 
 def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: int, warmup: int,
                     max_seconds: float, device: str, threads: int | None, seed: int,
                     refs: dict[int, dict[str, np.ndarray]]) -> dict[str, Any]:
     """Load one backend and time it at each batch size (runs in the child process)."""
-    from norface_rt.backends import load_backend
+    from norface_rt.pipeline.factory import open_backend
 
     rss0 = _current_rss_mb()
     try:
-        backend = load_backend(model_dir, name, **_backend_kwargs(name, device, threads))
+        backend = open_backend(model_dir, name, device=_device_for(name, device), threads=threads)
     except Exception as exc:  # any load failure is a property of this machine, reported as such
         return {"backend": name, "status": f"not available: {exc}", "rows": []}
-    cuda = name in ("torch", "torch-cuda") and getattr(backend, "device", None) is not None \
-        and backend.device.type == "cuda"  # type: ignore[attr-defined]
+    info = backend.describe()
+    on_gpu = str(info.get("device") or "").startswith("cuda")
+    cuda = name in ("torch", "torch-cuda") and on_gpu  # torch.cuda's own memory counters apply
     if cuda:
         import torch
 
-        torch.cuda.reset_peak_memory_stats(backend.device)  # type: ignore[attr-defined]
+        torch.cuda.reset_peak_memory_stats(info["device"])
     rows: list[dict[str, Any]] = []
     try:
         for b in batches:
@@ -195,25 +165,15 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
     finally:
         backend.close()
     res: dict[str, Any] = {
-        "backend": name, "status": "ok", "rows": rows,
-        "device": device if name == "torch" else str(getattr(backend, "device", device))
-        if name == "torch-cuda" else ("cpu" if name == "onnxruntime" else None),
+        "backend": name, "status": "ok", "rows": rows, "device": None, **info,
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_delta_mb": _peak_rss_mb() - rss0,
         "rss_before_load_mb": rss0,
     }
-    if name == "onnxruntime":
-        res["providers"] = getattr(backend, "providers", None)
-        res["split"] = getattr(backend, "split", None)
-    if name == "torch-cuda":
-        res["buckets"] = list(getattr(backend, "buckets", ()))
-        res["cuda_graphs"] = getattr(backend, "use_graphs", None)
-        res["capture_s"] = getattr(backend, "capture_seconds", None)
     if cuda:
         import torch
 
-        res["cuda_max_memory_allocated_mb"] = \
-            torch.cuda.max_memory_allocated(backend.device) / 2**20  # type: ignore[attr-defined]
+        res["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated(info["device"]) / 2**20
     return res
 
 
@@ -237,7 +197,8 @@ def run_isolated(timeout: float, **kwargs: Any) -> dict[str, Any]:
     try:
         if recv.poll(timeout):
             try:
-                return recv.recv()  # type: ignore[no-any-return]
+                result: dict[str, Any] = recv.recv()
+                return result
             except EOFError:
                 pass
         else:
@@ -270,6 +231,7 @@ def machine_info() -> dict[str, Any]:
                 break
     except (OSError, ValueError, IndexError):
         pass
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -299,13 +261,16 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def run_bench(opts: BenchOptions) -> dict[str, Any]:
-    """Measure every requested backend; returns the report (see :func:`write_report`)."""
-    from norface_rt.config import ModelConfig
+def run_bench(opts: BenchOptions, prepare: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Measure every requested backend; returns the report (see :func:`write_report`).
+    ``prepare(model_dir)`` runs first (the CLI builds TensorRT engines there)."""
+    from norface_rt.model_set import load_config
 
     opts.validate()
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    cfg = ModelConfig.load(Path(opts.model_dir) / "config.json")
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    cfg = load_config(opts.model_dir)
+    if prepare is not None:
+        prepare(Path(opts.model_dir))
     batches = sorted(set(opts.batches))
     crops = {b: make_crops(b, cfg.img_size, opts.seed) for b in batches}
     refs = reference_outputs(opts.model_dir, crops)
@@ -326,7 +291,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "settings": {"batches": batches, "repeats": opts.repeats, "warmup": opts.warmup,
                      "max_seconds": opts.max_seconds, "device": opts.device,
                      "threads": opts.threads, "seed": opts.seed,
-                     "reference": "PyTorch fp32 on CPU (norface_rt.export.load_torch_model)",
+                     "reference": "PyTorch fp32 on CPU (norface_rt.reference)",
                      "input": "seeded uniform-noise uint8 crops"},
         "backends": results,
     }
@@ -389,12 +354,13 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> tup
     return j, md
 
 
-def bench_untrained(size: str, opts: BenchOptions) -> dict[str, Any]:
+def bench_untrained(size: str, opts: BenchOptions,
+                    prepare: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """Benchmark a freshly initialised untrained model of ``size`` (created in a temp dir)."""
     from norface_rt.export import init_untrained
 
     with tempfile.TemporaryDirectory(prefix=f"norface-bench-{size}-") as tmp:
         opts.model_dir = Path(init_untrained(Path(tmp) / "model", size=size, seed=opts.seed))
-        report = run_bench(opts)
+        report = run_bench(opts, prepare)
     report["model"]["model_dir"] = f"(temporary, norface_rt.export.init_untrained size={size!r})"
     return report

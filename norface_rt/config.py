@@ -45,6 +45,10 @@ SIZES: dict[str, dict[str, int]] = {
 
 SCHEMA_VERSION = 1
 
+# FACS intensity scale A..E = 1..5. A model may use another scale (ModelConfig.au_intensity_max);
+# frame messages then say which (field au_intensity_max) and the protocol checks against it.
+DEFAULT_AU_INTENSITY_MAX = 5.0
+
 # Geometry inputs a model may consume (norface_rt.faces.geometry) and emotion read-outs.
 GEOMETRY_KINDS: tuple[str, ...] = ("blendshapes",)
 EMOTION_READOUTS: tuple[str, ...] = ("fused", "geometry")
@@ -92,7 +96,7 @@ class ModelConfig:
     template: tuple[tuple[float, float], ...] = DEFAULT_TEMPLATE
     au_names: tuple[str, ...] = AU_NAMES
     emotion_names: tuple[str, ...] = EMOTION_NAMES
-    au_intensity_max: float = 5.0
+    au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
     # Geometry input (a third classifier input beside the two faces, norface_rt.faces.geometry):
     # () for image-only models; ("blendshapes",) feeds MediaPipe's blendshapes, in the order of
     # blendshape_names, standardised by the population neutral face (geometry_reference,
@@ -120,6 +124,7 @@ class ModelConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.emm_position_prior = float(self.emm_position_prior)
         self.normalizer_residual = bool(self.normalizer_residual)
+        # JSON gives lists of any length; validate() below checks the channel count.
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.template = tuple((float(x), float(y)) for x, y in self.template)
@@ -158,6 +163,8 @@ class ModelConfig:
             raise ValueError(
                 f"mean/std must have in_chans={self.in_chans} entries, got {len(self.mean)}/{len(self.std)}"
             )
+        if not self.au_intensity_max > 0:
+            raise ValueError(f"au_intensity_max must be > 0, got {self.au_intensity_max}")
         if len(self.template) != 5:
             raise ValueError(f"template must have 5 points, got {len(self.template)}")
         self._validate_geometry()
@@ -198,7 +205,7 @@ class ModelConfig:
         return (self.img_size // self.patch_size) ** 2
 
     @classmethod
-    def for_size(cls, size: str, **overrides: Any) -> "ModelConfig":
+    def for_size(cls, size: str, **overrides: Any) -> ModelConfig:
         if size not in SIZES:
             raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
         dims = dict(SIZES[size])
@@ -217,7 +224,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d.pop("config_version", None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -227,14 +234,14 @@ class ModelConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"model config not found: {p}")

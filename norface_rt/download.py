@@ -6,21 +6,13 @@ file is verified before it is moved into place, so a truncated or substituted do
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
 from pathlib import Path
 
+from norface_rt.files import sha256_file
 from norface_rt.paths import LANDMARKER_SHA256, LANDMARKER_URL, cache_dir
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_landmarker(dest_dir: Path | None = None, *, url: str = LANDMARKER_URL,

@@ -11,21 +11,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from norface_rt.backends import load_backend
-from norface_rt.export import TARGET_FILE
-from norface_rt.faces.align import Aligner
-from norface_rt.faces.landmarker import Landmarker
-from norface_rt.faces.stage import FaceStage
-from norface_rt.faces.tracker import Tracker
+from norface_rt.images import write_rgb
+from norface_rt.model_set import read_target_image
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
+from norface_rt.pipeline.factory import build_face_stage, is_video_source, open_backend
 from norface_rt.sources.factory import open_source
 from norface_rt.sources.file import FileSource
-from norface_rt.types import EndOfStream, FramePacket
+from norface_rt.types import FaceFrame
+from norface_rt.video import Mp4Writer
+
+READ_TIMEOUT_S = 30.0
 
 LABELS = ("original", "normalized", "target")
 
@@ -51,11 +50,9 @@ def _panel(crop: np.ndarray, normalized: np.ndarray, target: np.ndarray, scale: 
 
 
 def _target_image(model_dir: Path, size: int) -> np.ndarray:
-    p = model_dir / TARGET_FILE
-    if p.is_file():
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is not None and bgr.shape[:2] == (size, size):
-            return np.ascontiguousarray(bgr[:, :, ::-1])
+    target = read_target_image(model_dir, size)
+    if target is not None:
+        return target
     # Older model sets carry no target.png: show a grey placeholder rather than failing.
     img = np.full((size, size, 3), 64, np.uint8)
     cv2.putText(img, "n/a", (size // 3, size // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 200, 200))
@@ -70,26 +67,19 @@ def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
         raise ValueError(f"scale must be in [1, 8], got {scale}")
     mdir = resolve_model_dir(model_dir)
     lm_path = resolve_landmarker(landmarker)
-    be = load_backend(mdir, backend)
+    be = open_backend(mdir, backend)
     cfg = be.config
     target = _target_image(mdir, cfg.img_size)
     src = open_source(input_uri)
-    video = isinstance(src, FileSource)
+    video = is_video_source(src)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stage = FaceStage(Landmarker(lm_path, max_faces=max_faces, mode="video" if video else "image",
-                                 tiling=None if video else 1.0), Tracker(), Aligner(cfg))
+    stage = build_face_stage(lm_path, cfg, video=video, max_faces=max_faces)
     report = NormalizeReport()
-    writer: Any = None
+    writer: Mp4Writer | None = None
     try:
         src.start()
-        while True:
-            item = src.read(timeout=30.0)
-            if item is None:
-                raise TimeoutError(f"no frame from {input_uri} within 30 s")
-            if isinstance(item, EndOfStream):
-                report.error = item.error
-                break
+        for item in src.iter_frames(READ_TIMEOUT_S):
             ff = stage.process(item)
             report.frames += 1
             report.faces += len(ff.faces)
@@ -97,26 +87,27 @@ def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
                           if len(ff.faces) else None)
             if video:
                 if writer is None:
-                    writer = _VideoWriter(out / f"{src.stream_id}-normalized.mp4", cfg.img_size,
-                                          scale, getattr(src, "info", None))
+                    fps = src.info.fps if isinstance(src, FileSource) else None
+                    writer = Mp4Writer(out / f"{src.stream_id}-normalized.mp4", fps or 25.0)
                     report.files.append(writer.path)
-                writer.write(_video_panel(ff, normalized, target, scale, cfg.img_size), item)
+                writer.write(_video_panel(ff, normalized, target, scale, cfg.img_size))
             else:
                 for i, face in enumerate(ff.faces):
                     assert normalized is not None
                     p = out / f"{src.stream_id}-{item.frame_index:05d}-face{face.track_id}.png"
-                    panel = _panel(ff.crops[i], normalized[i], target, scale)
-                    cv2.imwrite(str(p), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+                    write_rgb(p, _panel(ff.crops[i], normalized[i], target, scale))
                     report.files.append(p)
+        report.error = src.end.error if src.end is not None else None
     finally:
         src.stop()
         stage.close()
+        be.close()
         if writer is not None:
             writer.close()
     return report
 
 
-def _video_panel(ff: Any, normalized: np.ndarray | None, target: np.ndarray, scale: int,
+def _video_panel(ff: FaceFrame, normalized: np.ndarray | None, target: np.ndarray, scale: int,
                  size: int) -> np.ndarray:
     if not ff.faces or normalized is None:
         blank = np.zeros((size, size, 3), np.uint8)
@@ -126,36 +117,3 @@ def _video_panel(ff: Any, normalized: np.ndarray | None, target: np.ndarray, sca
     areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in ff.faces]
     i = int(np.argmax(areas))
     return _panel(ff.crops[i], normalized[i], target, scale)
-
-
-class _VideoWriter:
-    """H.264 (libx264, else MPEG-4) mp4 at the source's frame rate, one panel per frame."""
-
-    def __init__(self, path: Path, size: int, scale: int, info: Any) -> None:
-        from fractions import Fraction
-
-        import av
-
-        self.path = path
-        self._av = av
-        fps = getattr(info, "fps", None) or 25.0
-        self._container = av.open(str(path), "w")
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        self._stream.width = 3 * size * scale
-        self._stream.height = size * scale
-        self._stream.pix_fmt = "yuv420p"
-        self._n = 0
-
-    def write(self, panel: np.ndarray, frame: FramePacket) -> None:
-        del frame  # one panel per decoded frame, in order: frame indices map to pts
-        vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(panel), format="rgb24")
-        vf.pts = self._n  # in 1/fps units: the stream's time base
-        self._n += 1
-        for pkt in self._stream.encode(vf):
-            self._container.mux(pkt)
-
-    def close(self) -> None:
-        for pkt in self._stream.encode(None):
-            self._container.mux(pkt)
-        self._container.close()

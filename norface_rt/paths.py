@@ -1,11 +1,12 @@
 """Where model files are looked for, in one documented order.
 
-Norface model set (a directory holding ``config.json`` and ``norface.onnx``):
+Norface model set (a directory :func:`norface_rt.model_set.is_model_dir` accepts):
   1. the ``--model-dir`` flag, 2. ``$NORFACE_RT_MODEL_DIR``, 3. ``<user cache>/models/norface``,
   4. the default model shipped inside the package (``norface_rt/assets/model``), if present.
 MediaPipe face landmarker (``face_landmarker*.task``):
   1. the ``--landmarker`` flag, 2. ``$NORFACE_RT_LANDMARKER`` (a file), 3. ``$NORFACE_RT_SHARED_MODELS``
   (a directory), 4. ``<user cache>/models``.
+TensorRT engines: ``$NORFACE_RT_ENGINE_CACHE``, else ``<user cache>/engines``.
 The user cache is ``$NORFACE_RT_CACHE`` or ``$XDG_CACHE_HOME/norface-rt`` or ``~/.cache/norface-rt``.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from norface_rt.model_set import CLASSIFIER_FILE, CONFIG_FILE, NORMALIZER_FILE, is_model_dir
 
 LANDMARKER_FILENAMES = ("face_landmarker.task", "face_landmarker_v2_with_blendshapes.task")
 # The exact bundle the project is developed and tested with (MediaPipe's own test asset, Apache-2.0).
@@ -27,19 +30,27 @@ class ModelNotFoundError(FileNotFoundError):
     """A model file is missing; the message lists every place that was searched."""
 
 
+ENGINE_CACHE_ENV = "NORFACE_RT_ENGINE_CACHE"
+
+
 def cache_dir() -> Path:
+    """The user cache root every other cached file lives under."""
     if os.environ.get("NORFACE_RT_CACHE"):
-        return Path(os.environ["NORFACE_RT_CACHE"])
+        return Path(os.environ["NORFACE_RT_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "norface-rt"
 
 
+def engine_cache_dir() -> Path:
+    """Root of the TensorRT engine cache: ``$NORFACE_RT_ENGINE_CACHE``, else ``<cache>/engines``."""
+    env = os.environ.get(ENGINE_CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return cache_dir() / "engines"
+
+
 def packaged_model_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "model"
-
-
-def _is_model_dir(p: Path) -> bool:
-    return (p / "config.json").is_file() and (p / "norface.onnx").is_file()
 
 
 def resolve_model_dir(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -55,11 +66,12 @@ def resolve_model_dir(flag: str | os.PathLike[str] | None = None) -> Path:
         # An explicit flag is a promise: do not silently fall back to something else.
         candidates = candidates[:1]
     for _, p in candidates:
-        if _is_model_dir(p):
+        if is_model_dir(p):
             return p
     looked = "\n".join(f"  - {how}: {p}" for how, p in candidates)
     raise ModelNotFoundError(
-        "no Norface model set (config.json + norface.onnx) found. Looked in:\n" + looked + "\n"
+        f"no Norface model set ({CONFIG_FILE} + {NORMALIZER_FILE} + {CLASSIFIER_FILE}) found. "
+        "Looked in:\n" + looked + "\n"
         "Pass --model-dir DIR or set NORFACE_RT_MODEL_DIR. To exercise the plumbing without "
         "trained weights, create an untrained model set with `norface-rt models init-untrained DIR` "
         "(its results are flagged untrained)."

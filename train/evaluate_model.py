@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.backends import load_backend
+from norface_rt.model_set import read_target_image
+from norface_rt.pipeline.factory import open_backend
 from train.common import load_config, save_json
 from train.data.build import build_dataset
 from train.data.sample import collate
@@ -28,7 +29,7 @@ from train.evaluate import compute_metrics, markdown_report
 def predict_model_set(model_dir: str | Path, data_spec: dict[str, Any], backend: str = "onnxruntime",
                       batch_size: int = 64) -> dict[str, np.ndarray]:
     """Runtime outputs and labels over a dataset, in the layout :func:`compute_metrics` expects."""
-    be = load_backend(model_dir, backend)
+    be = open_backend(model_dir, backend)
     try:
         dataset = build_dataset(data_spec, be.config)
         n = len(dataset)  # type: ignore[arg-type]
@@ -91,11 +92,10 @@ def run_cli(args: argparse.Namespace) -> int:
     p = predict_model_set(args.model_dir, spec, args.backend, args.batch_size)
     res = compute_metrics(p)
     if "true_n" in p:
-        import cv2
-        target = cv2.imread(str(Path(args.model_dir) / "target.png"), cv2.IMREAD_COLOR)
+        target = read_target_image(args.model_dir, p["true_n"].shape[1])
         if target is None:
-            raise SystemExit(f"--model-dir {args.model_dir}: no readable target.png")
-        res["normalization"] = normalization_metrics(p["pred_n"], p["true_n"], target[:, :, ::-1])
+            raise SystemExit(f"--model-dir {args.model_dir}: no target.png")
+        res["normalization"] = normalization_metrics(p["pred_n"], p["true_n"], target)
     out = Path(args.out)
     save_json(out / f"metrics_{args.tag}.json", res)
     columns = {args.tag: res, **columns}

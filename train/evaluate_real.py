@@ -49,7 +49,7 @@ import numpy as np
 
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
 from norface_rt.sources.images import IMAGE_EXTENSIONS
-from norface_rt.types import EndOfStream, FramePacket
+from norface_rt.types import FramePacket
 from train import metrics as M
 from train.synth.labels import AU_RULES, LABEL_MAPPING_VERSION, AULabeler
 
@@ -258,7 +258,7 @@ class RealEvaluator:
     """Runs the serving path over media and records, per face, outputs and MediaPipe's views.
 
     Owns the backend and the probe landmarker (``close()``); each media item gets its own
-    FaceStage (landmarker + tracker), built like ``norface_rt.app.create_pipeline`` builds it.
+    FaceStage (landmarker + tracker), built by the runtime's factory like every pipeline's.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None,
@@ -266,9 +266,9 @@ class RealEvaluator:
                  backend: str = "onnxruntime", threads: int | None = None, max_faces: int = 4,
                  stride: int = 1, max_frames: int | None = None, fidelity: bool = True,
                  fidelity_size: int = 256, fidelity_every: int = 1) -> None:
-        from norface_rt.backends import load_backend
         from norface_rt.faces.landmarker import Landmarker
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
+        from norface_rt.pipeline.factory import open_backend
 
         if stride < 1:
             raise ValueError(f"--stride must be >= 1, got {stride}")
@@ -282,9 +282,7 @@ class RealEvaluator:
             raise ValueError(f"--max-faces must be in [1, 64], got {max_faces}")
         self.model_dir = resolve_model_dir(model_dir)
         self.landmarker_path = resolve_landmarker(landmarker)
-        kw: dict[str, Any] = {"intra_op_threads": threads} if threads and backend == "onnxruntime" \
-            else {}
-        self.backend = load_backend(self.model_dir, backend, **kw)
+        self.backend = open_backend(self.model_dir, backend, threads=threads)
         self.config = self.backend.config
         self.max_faces = max_faces
         self.stride = stride
@@ -297,10 +295,7 @@ class RealEvaluator:
 
     def evaluate(self, item: MediaItem) -> MediaRecords:
         """All face-frames of one media item (video: every ``stride``-th frame)."""
-        from norface_rt.faces.align import Aligner
-        from norface_rt.faces.landmarker import Landmarker
-        from norface_rt.faces.stage import FaceStage
-        from norface_rt.faces.tracker import Tracker
+        from norface_rt.pipeline.factory import build_face_stage
         from norface_rt.sources.file import FileSource
         from norface_rt.sources.images import ImageSource
 
@@ -308,28 +303,21 @@ class RealEvaluator:
                else FileSource(item.path, "evaluate"))
         video = item.kind == "video"
         rec = MediaRecords(item, fps=src.info.fps if isinstance(src, FileSource) else None)
-        # as create_pipeline: video mode (tracking, no tiling) for videos, image mode with
-        # full-window tiling for stills
-        lm = Landmarker(self.landmarker_path, max_faces=self.max_faces,
-                        mode="video" if video else "image", tiling=None if video else 1.0)
-        stage = FaceStage(lm, Tracker(), Aligner(self.config))
+        stage = build_face_stage(self.landmarker_path, self.config, video=video,
+                                 max_faces=self.max_faces)
         t0 = time.perf_counter()
         decoded = 0
         try:
             src.start()
-            while True:
-                packet = src.read(timeout=READ_TIMEOUT_S)
-                if packet is None:
-                    raise TimeoutError(f"no frame from {item.path} within {READ_TIMEOUT_S:.0f} s")
-                if isinstance(packet, EndOfStream):
-                    rec.error = packet.error
-                    break
+            for packet in src.iter_frames(READ_TIMEOUT_S):
                 decoded += 1
                 if (decoded - 1) % self.stride:
                     continue
                 self._frame(stage, packet, rec)
                 if self.max_frames is not None and rec.frames >= self.max_frames:
                     break
+            if src.end is not None:
+                rec.error = src.end.error
         finally:
             src.stop()
             stage.close()

@@ -1,31 +1,28 @@
 """Stage 4: assemble the trained normalizer + classifier with the fixed target into a model set.
 
-Writes config.json, norface.onnx and weights.safetensors through norface_rt.export.save_model_set,
+Writes a model set (norface_rt.model_set: config.json, the two ONNX graphs, weights.safetensors and
+target.png) through norface_rt.export.save_model_set,
 with ``trained = True`` and provenance (data, checkpoints, target, hashes) in the config, so the
 runtime loads it like any other model set and its results are no longer flagged untrained.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from norface_rt.export import save_model_set
+from norface_rt.export.untrained import load_target_image
+from norface_rt.files import sha256_file
 from norface_rt.models.registry import create_model
 from train.common import check_keys, load_module_weights, model_config
 from train.data.sample import images_to_tensor
-from train.normalizer import load_target_image
 
 DEFAULTS: dict[str, Any] = {"normalizer_weights": None, "classifier_weights": None,
                             "target_image": "synthetic", "out_dir": None, "model_id": None,
                             "fp16_weights": True, "trained": True, "provenance": {}}
-
-
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run(config: dict[str, Any], resume: bool | str = True) -> Path:
@@ -40,8 +37,8 @@ def run(config: dict[str, Any], resume: bool | str = True) -> Path:
     model_id = opts["model_id"] or f"{base.name}-trained"
     provenance = {
         **base.provenance, **opts["provenance"],
-        "normalizer_weights_sha256": _sha256(opts["normalizer_weights"]),
-        "classifier_weights_sha256": _sha256(opts["classifier_weights"]),
+        "normalizer_weights_sha256": sha256_file(opts["normalizer_weights"]),
+        "classifier_weights_sha256": sha256_file(opts["classifier_weights"]),
         "target": str(opts["target_image"]), "torch": torch.__version__,
     }
     cfg = model_config({**config.get("model", {}), "trained": bool(opts["trained"]), "model_id": model_id,

@@ -14,14 +14,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from norface_rt.config import ModelConfig
+from norface_rt.export.untrained import load_target_image  # noqa: F401  (train's callers import it from here)
 from norface_rt.models.registry import create_model
 from train import losses as L
 from train.augment import AugmentConfig, augment_batch
@@ -39,23 +38,6 @@ DEFAULTS = {"p_same": 0.2, "pair_prob": 0.5, "target_image": None, "init_encoder
             "pair_expression_weight": 0.0}
 AUX_TERMS = ("identity", "landmarks", "expression", "blendshapes", "perceptual")
 T_STREAM_SEED_OFFSET = 1_000_003  # I_t batches: independent of, but as random as, I_o batches
-
-
-def load_target_image(spec: str | None, cfg: ModelConfig) -> np.ndarray:
-    """The fixed target identity I_t as an aligned (S, S, 3) uint8 RGB crop.
-
-    "synthetic" gives the procedural face of norface_rt.export (no real person)."""
-    if spec in (None, "", "synthetic"):
-        from norface_rt.export import synthetic_target_image
-        return synthetic_target_image(cfg.img_size, cfg.template)
-    bgr = cv2.imread(str(spec), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"target_image: cannot read {spec}")
-    if bgr.shape[0] != bgr.shape[1]:
-        raise ValueError(f"target_image must be an aligned square crop, got {bgr.shape[1]}x{bgr.shape[0]}")
-    if bgr.shape[0] != cfg.img_size:
-        bgr = cv2.resize(bgr, (cfg.img_size, cfg.img_size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def disc_stages(img_size: int) -> int:

@@ -43,22 +43,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any
 
 import numpy as np
 import torch
 
-from norface_rt.backends.base import (
-    TIMING_CLASSIFY,
-    TIMING_NORMALIZE,
-    Backend,
-    ModelOutput,
-    Outputs,
-    denormalize,
-    preprocess,
-    validate_crops,
-)
+from norface_rt.backends.base import Backend, ModelOutput, Outputs
+from norface_rt.backends.batching import plan_chunks
 from norface_rt.backends.gpu_preprocess import TorchAligner
+from norface_rt.models.norface import NorfaceModel
+from norface_rt.preprocess import denormalize, preprocess, validate_crops
+from norface_rt.types import Stage, Timings
 
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 # Eager iterations on a side stream before capture: lets cuBLAS/cuDNN pick and cache their
@@ -66,7 +61,7 @@ DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_ITERS = 3
 
 Probs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-Mark = Union[torch.cuda.Event, float]
+Mark = torch.cuda.Event | float
 
 
 def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
@@ -87,23 +82,6 @@ def check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     if dups:
         raise ValueError(f"buckets: expected distinct sizes, got duplicates {dups} in {sizes}")
     return tuple(sorted(sizes))
-
-
-def plan_chunks(n: int, buckets: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(start, count, bucket) per chunk covering rows 0..n-1: full chunks of the largest bucket,
-    then the remainder in the smallest bucket that holds it. ``buckets`` must be ascending."""
-    if n < 0:
-        raise ValueError(f"n: expected >= 0, got {n}")
-    largest = buckets[-1]
-    chunks: list[tuple[int, int, int]] = []
-    start = 0
-    while n - start > largest:
-        chunks.append((start, largest, largest))
-        start += largest
-    rest = n - start
-    if rest:
-        chunks.append((start, rest, next(b for b in buckets if b >= rest)))
-    return chunks
 
 
 @dataclass(eq=False)
@@ -140,7 +118,7 @@ class _Clock:
         return float(a.elapsed_time(b)) / 1e3
 
 
-def _fp32_routing(model: torch.nn.Module) -> None:
+def _fp32_routing(model: NorfaceModel) -> None:
     """After ``model.half()``: return the classifier's MoE blocks, head norm and heads to fp32 and
     cast the (fp16) pooled features entering the first MoEs to fp32 (see module docstring)."""
     c = model.classifier
@@ -166,11 +144,12 @@ class CudaGraphBackend(Backend):
     """
 
     name = "torch-cuda"
+    aligns_on_device = True
 
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "cuda", fp16: bool = True,
                  buckets: Sequence[int] = DEFAULT_BUCKETS, use_graphs: bool | None = None, *,
                  num_threads: int | None = None) -> None:
-        from norface_rt.export import load_torch_model
+        from norface_rt.weights import load_torch_model
 
         try:
             dev = torch.device(device)
@@ -268,7 +247,7 @@ class CudaGraphBackend(Backend):
             raise RuntimeError(f"{type(self).__name__} is closed")
 
     def _run(self, x: torch.Tensor, want_normalized: bool
-             ) -> tuple[torch.Tensor | None, Probs, dict[str, float]]:
+             ) -> tuple[torch.Tensor | None, Probs, Timings]:
         """x (N >= 1, C, S, S) float on any device -> (normalized or None, probs) on the CPU as
         float32, plus stage timings. Input upload counts as "normalize", result download as
         "classify" (as in TorchBackend)."""
@@ -294,6 +273,7 @@ class CudaGraphBackend(Backend):
                 if b.classify_graph is not None:
                     b.classify_graph.replay()
                 else:
+                    assert b.normalized is not None
                     b.probs = self.model.classify(b.normalized, b.face)
                 assert b.normalized is not None and b.probs is not None
                 # Copies, never views: the next chunk's replay may reuse these output addresses.
@@ -309,9 +289,9 @@ class CudaGraphBackend(Backend):
             if clock.cuda:
                 assert isinstance(t_end, torch.cuda.Event)
                 t_end.synchronize()
-        timings = {
-            TIMING_NORMALIZE: sum(clock.seconds(a, m) for a, m, _ in marks),
-            TIMING_CLASSIFY: sum(clock.seconds(m, c) for _, m, c in marks)
+        timings: Timings = {
+            Stage.NORMALIZE: sum(clock.seconds(a, m) for a, m, _ in marks),
+            Stage.CLASSIFY: sum(clock.seconds(m, c) for _, m, c in marks)
             + clock.seconds(marks[-1][2], t_end),
         }
         return normalized, probs, timings
@@ -319,10 +299,11 @@ class CudaGraphBackend(Backend):
     def _forward(self, x: np.ndarray) -> Outputs:
         return self._forward_timed(x)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, dict[str, float]]:
+    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
         normalized, probs, timings = self._run(self._upload(x), want_normalized=True)
         assert normalized is not None
-        return (normalized.numpy(), *(p.numpy() for p in probs)), timings
+        au_prob, au_int, emo = (p.numpy() for p in probs)
+        return (normalized.numpy(), au_prob, au_int, emo), timings
 
     def _upload(self, x: np.ndarray) -> torch.Tensor:
         # One host->device copy for the whole batch; the per-bucket copies are then on-device.
@@ -360,13 +341,17 @@ class CudaGraphBackend(Backend):
         return self._output(*self._run(faces, want_normalized))
 
     def _output(self, normalized: torch.Tensor | None, probs: Probs,
-                timings: dict[str, float]) -> ModelOutput:
+                timings: Timings) -> ModelOutput:
         return ModelOutput(
             normalized=denormalize(normalized.numpy(), self.config) if normalized is not None
             else None,
             au_prob=probs[0].numpy(), au_intensity=probs[1].numpy(), emotion_prob=probs[2].numpy(),
             timings=timings,
         )
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "fp16": self.fp16, "buckets": list(self.buckets),
+                "cuda_graphs": self.use_graphs, "capture_s": self.capture_seconds}
 
     def close(self) -> None:
         """Drop graphs, buffers and weights so their device memory can be reused; idempotent."""

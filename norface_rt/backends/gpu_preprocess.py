@@ -1,7 +1,7 @@
 """Face alignment on the inference device: one frame upload, every face warped there.
 
 Why: the CPU path (:class:`norface_rt.faces.align.Aligner`) warps each face with OpenCV, turns the
-uint8 crops into float32 NCHW (:func:`norface_rt.backends.base.preprocess`) and copies them to the
+uint8 crops into float32 NCHW (:func:`norface_rt.preprocess.preprocess`) and copies them to the
 GPU. With many faces per frame that is K warps on the CPU plus K crop uploads. :class:`TorchAligner`
 uploads the frame once (pinned staging buffer, asynchronous copy on CUDA) and samples all K crops
 with one ``grid_sample`` call, directly in the network's normalised float layout, so nothing goes
@@ -28,16 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from norface_rt.config import ModelConfig
-
-
-def _check_frame(frame: np.ndarray) -> None:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-        shape = getattr(frame, "shape", type(frame).__name__)
-        raise ValueError(f"frame: expected (H, W, 3) uint8 RGB array, got shape {shape}")
-    if frame.dtype != np.uint8:
-        raise ValueError(f"frame: expected dtype uint8, got {frame.dtype}")
-    if frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise ValueError(f"frame: expected H, W >= 1, got shape {frame.shape}")
+from norface_rt.images import check_rgb_image
+from norface_rt.preprocess import input_affine
 
 
 def _check_matrices(matrices: np.ndarray) -> np.ndarray:
@@ -101,20 +93,17 @@ class TorchAligner:
                                "no usable CUDA")
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean/std: expected 3 values each (RGB), got {len(mean)}/{len(std)}")
-        if any(not s > 0 for s in std):
-            raise ValueError(f"std: expected values > 0, got {tuple(std)}")
         self.size = size
         self.device = dev
-        std_t = torch.tensor(std, dtype=torch.float64)
-        # (x / 255 - mean) / std == x * scale + shift, folded once in float64.
-        self._scale = (1.0 / (255.0 * std_t)).float().reshape(1, 3, 1, 1).to(dev)
-        self._shift = (-torch.tensor(mean, dtype=torch.float64) / std_t).float() \
-            .reshape(1, 3, 1, 1).to(dev)
+        # The serving preprocessing's own float32 scale and shift (norface_rt.preprocess).
+        scale, shift = input_affine(mean, std)
+        self._scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(dev)
+        self._shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(dev)
         self._staging: torch.Tensor | None = None  # pinned host copy of the last frame (CUDA)
         self._staging_done: torch.cuda.Event | None = None  # its upload has been read
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> "TorchAligner":
+    def from_config(cls, cfg: ModelConfig, device: str | torch.device = "cpu") -> TorchAligner:
         """The aligner matching a model set: its crop size and input normalisation."""
         if cfg.in_chans != 3:
             raise ValueError(f"cfg.in_chans: TorchAligner warps RGB frames, expected 3, got "
@@ -128,7 +117,7 @@ class TorchAligner:
         buffer is overwritten for the next frame we wait for the previous copy to finish reading
         it (normally long done), so a frame is never torn.
         """
-        _check_frame(frame)
+        check_rgb_image(frame, "frame")
         if self.device.type == "cpu":
             return torch.from_numpy(np.ascontiguousarray(frame))
         if self._staging is None or tuple(self._staging.shape) != frame.shape:
@@ -148,7 +137,7 @@ class TorchAligner:
     def warp(self, frame: np.ndarray, matrices: np.ndarray) -> torch.Tensor:
         """Frame (H, W, 3) uint8 RGB + image->crop matrices (K, 2, 3) -> (K, 3, S, S) float32
         ``(x/255 - mean)/std`` on the device (K = 0 gives an empty tensor, nothing uploaded)."""
-        _check_frame(frame)
+        check_rgb_image(frame, "frame")
         theta_np = sampling_theta(matrices, frame.shape[:2], self.size)
         k, s = theta_np.shape[0], self.size
         if k == 0:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
-from norface_rt.backends.base import TIMING_CLASSIFY, TIMING_NORMALIZE, Backend, Outputs
+from norface_rt.backends.base import Backend, Outputs
+from norface_rt.types import Stage, Timings
 
 
 class TorchBackend(Backend):
@@ -23,7 +25,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "cpu",
                  fp16: bool | None = None, num_threads: int | None = None) -> None:
-        from norface_rt.export import load_torch_model
+        from norface_rt.weights import load_torch_model
 
         dev = torch.device(device)
         if dev.type not in ("cpu", "cuda"):
@@ -40,6 +42,9 @@ class TorchBackend(Backend):
         self.model = load_torch_model(model_dir, device=dev)
         self.config = self.model.cfg
 
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "fp16": self.fp16}
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -47,7 +52,7 @@ class TorchBackend(Backend):
     def _forward(self, x: np.ndarray) -> Outputs:
         return self._forward_timed(x)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, dict[str, float]]:
+    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
                                                     enabled=self.fp16):
             self._sync()
@@ -61,4 +66,4 @@ class TorchBackend(Backend):
             self._sync()
             t2 = time.perf_counter()
         return ((normalized.float().cpu().numpy(), au_prob, au_int, emo),
-                {TIMING_NORMALIZE: t1 - t0, TIMING_CLASSIFY: t2 - t1})
+                {Stage.NORMALIZE: t1 - t0, Stage.CLASSIFY: t2 - t1})

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from norface_rt.config import ModelConfig
+from norface_rt.images import check_rgb_image
 
 # MediaPipe face mesh indices (subject's right eye = image-left for a frontal face).
 MP_RIGHT_EYE_CONTOUR = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
@@ -137,7 +138,7 @@ class Aligner:
 
     def crop_for_points(self, image: np.ndarray, points5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Aligned (S, S, 3) uint8 crop of one face and its 2x3 image-to-crop matrix."""
-        _check_image(image)
+        check_rgb_image(image)
         m = self.matrix_for_points(points5)
         crop = cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
@@ -145,18 +146,10 @@ class Aligner:
 
     def align(self, image: np.ndarray, points5_list: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Crops (N, S, S, 3) uint8 and matrices (N, 2, 3) float64; N=0 gives empty arrays."""
-        _check_image(image)
+        check_rgb_image(image)
         n = len(points5_list)
         crops = np.zeros((n, self.size, self.size, 3), dtype=np.uint8)
         mats = np.zeros((n, 2, 3), dtype=np.float64)
         for i, p in enumerate(points5_list):
             crops[i], mats[i] = self.crop_for_points(image, p)
         return crops, mats
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise ValueError(f"image must be an HxWx3 array, got shape {shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image dtype must be uint8, got {image.dtype}")

@@ -53,6 +53,7 @@ from mediapipe.tasks.python.vision import (
 from norface_rt.faces.align import points5_from_mediapipe
 from norface_rt.faces.pose import head_pose_from_matrix
 from norface_rt.faces.tracker import box_iou
+from norface_rt.images import check_rgb_image
 from norface_rt.types import Face, FramePacket
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive end)
@@ -271,11 +272,7 @@ class Landmarker:
         """Faces in ``frame`` (no track ids yet: that is the Tracker's job)."""
         if self._closed:
             raise RuntimeError("Landmarker is closed")
-        image = frame.image
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"frame.image must be HxWx3, got shape {getattr(image, 'shape', None)}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"frame.image dtype must be uint8, got {image.dtype}")
+        image = check_rgb_image(frame.image, "frame.image")
         height, width = image.shape[:2]
         ts = self._clock.next(frame.pts, frame.frame_index) if self.mode == "video" else 0
         landmarkers = self._landmarkers_for(width, height)
@@ -326,7 +323,7 @@ class Landmarker:
         self._landmarkers = []
         self._scorer.close()
 
-    def __enter__(self) -> "Landmarker":
+    def __enter__(self) -> Landmarker:
         return self
 
     def __exit__(self, *exc: object) -> None:

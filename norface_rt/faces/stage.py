@@ -18,7 +18,7 @@ import numpy as np
 from norface_rt.faces.align import Aligner
 from norface_rt.faces.landmarker import Landmarker
 from norface_rt.faces.tracker import Tracker
-from norface_rt.types import FaceFrame, FramePacket
+from norface_rt.types import FaceFrame, FramePacket, Stage
 
 SMALL_FACE_IOD = 24.0
 
@@ -41,7 +41,8 @@ class FaceStage:
         self.warp_crops = warp_crops
 
     def process(self, frame: FramePacket) -> FaceFrame:
-        """``timings["detect"]`` covers landmarks, confidence and tracking; ``["align"]`` the crops."""
+        """``timings[Stage.DETECT]`` covers landmarks, confidence and tracking; ``[Stage.ALIGN]``
+        the crops (or only their matrices when the backend warps them)."""
         t0 = time.perf_counter()
         faces = self.tracker.update(self.landmarker.detect(frame))
         t1 = time.perf_counter()
@@ -54,8 +55,8 @@ class FaceStage:
             mats = (np.stack([self.aligner.matrix_for_points(p) for p in points]) if points
                     else np.zeros((0, 2, 3), np.float64))
         t2 = time.perf_counter()
-        frame.timings["detect"] = t1 - t0
-        frame.timings["align"] = t2 - t1
+        frame.timings[Stage.DETECT] = t1 - t0
+        frame.timings[Stage.ALIGN] = t2 - t1
         return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats)
 
     def close(self) -> None:

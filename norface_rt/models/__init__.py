@@ -9,8 +9,8 @@ from norface_rt.models.moe import MoEOutput, NoisyTopKMoE, global_loss, importan
 from norface_rt.models.norface import (
     ClassificationNet,
     ClassifierOutput,
-    NormalizationNet,
     NorfaceModel,
+    NormalizationNet,
 )
 from norface_rt.models.registry import MODEL_REGISTRY, ModelKind, create_model
 from norface_rt.models.vit import MAE, Block, PatchEmbed, ViTEncoder, sincos_pos_embed_2d

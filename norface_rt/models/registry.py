@@ -6,13 +6,14 @@ tree the runtime builds for the same :class:`~norface_rt.config.ModelConfig`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping, overload
+from typing import Any, Literal, overload
 
 from torch import nn
 
 from norface_rt.config import ModelConfig
-from norface_rt.models.norface import ClassificationNet, NormalizationNet, NorfaceModel
+from norface_rt.models.norface import ClassificationNet, NorfaceModel, NormalizationNet
 from norface_rt.models.vit import MAE
 
 ModelKind = Literal["mae", "normalizer", "classifier", "norface"]

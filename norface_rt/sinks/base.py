@@ -15,13 +15,17 @@ import numpy as np
 
 
 class Sink(ABC):
-    """Receives protocol message dicts (``frame``, ``eos``, ``stats``).
+    """Receives protocol message dicts (``frame``, ``eos``, ``stats``): the one contract of the
+    pipeline's last stage.
 
-    A sink that draws pixels sets ``needs_image = True``; the pipeline then keeps the frame image
-    and calls ``write(msg, image)`` for ``frame`` messages only (RGB uint8, HxWx3).
+    Capabilities are declared, not guessed: a sink that draws pixels sets ``needs_image = True``;
+    the pipeline then keeps the frame image and calls ``write(msg, image)`` for ``frame`` messages
+    only (RGB uint8, HxWx3), and ``write(msg)`` for the rest. A sink that lets a person end the run
+    (a window) sets ``quit_requested`` when asked to.
     """
 
     needs_image: ClassVar[bool] = False
+    quit_requested: bool = False
 
     @abstractmethod
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
@@ -31,7 +35,7 @@ class Sink(ABC):
     def close(self) -> None:
         """Flush and release resources; calling it twice is harmless."""
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

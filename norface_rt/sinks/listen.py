@@ -11,9 +11,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, TextIO
 
 import zmq
 
@@ -31,7 +32,8 @@ def _warn(exc: ProtocolError) -> None:
 
 def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | None = 10.0, *,
               rcvhwm: int = 1000,
-              on_malformed: Callable[[ProtocolError], None] | None = None) -> Iterator[dict[str, Any]]:
+              on_malformed: Callable[[ProtocolError], None] | None = None
+              ) -> Generator[dict[str, Any], None, None]:
     """Yield decoded, validated messages from a norface-rt publisher at ``endpoint``.
 
     ``topics`` are ZeroMQ prefix filters: ``""`` is everything, a stream id selects that stream
@@ -148,8 +150,11 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
               file=err_stream, flush=True)
 
     own_file = isinstance(out, (str, Path))
-    sink: TextIO = (open(out, "w", encoding="utf-8") if own_file  # noqa: SIM115
-                    else out if out is not None else sys.stdout)  # type: ignore[assignment]
+    sink: TextIO
+    if isinstance(out, (str, Path)):
+        sink = open(out, "w", encoding="utf-8")  # noqa: SIM115  (closed in the finally below)
+    else:
+        sink = out if out is not None else sys.stdout
     gen = subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed)
     try:
         for msg in gen:

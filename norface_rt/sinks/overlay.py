@@ -12,14 +12,17 @@ import logging
 import os
 import re
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from norface_rt.config import DEFAULT_AU_INTENSITY_MAX
+from norface_rt.files import slug
+from norface_rt.images import check_rgb_image
 from norface_rt.sinks.base import Sink
+from norface_rt.video import Mp4Writer, available_codec
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +32,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 230, 0), (0, 255, 170), (255, 90, 90),
 )
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_TIME_BASE = Fraction(1, 1000)  # output timestamps in ms: fine for any real frame rate, MPEG-4 safe
-_CODECS = ("libx264", "mpeg4")
-
-
-def _check_image(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3:
-        got = (f"{type(image).__name__}" if not isinstance(image, np.ndarray)
-               else f"{image.dtype} array of shape {image.shape}")
-        raise ValueError(f"image: expected an HxWx3 uint8 RGB array, got {got}")
-    return image
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
@@ -75,8 +67,8 @@ def _watermark(img: np.ndarray, scale: float) -> None:
 
 
 def _au_bars(img: np.ndarray, face: dict[str, Any], x0: int, y1: int, width: int, scale: float,
-             color: tuple[int, int, int]) -> None:
-    """A small bar chart of AU intensities (0..5) under the box, in label order."""
+             color: tuple[int, int, int], au_max: float) -> None:
+    """A small bar chart of AU intensities (0..``au_max``) under the box, in label order."""
     aus = list(face["au_intensity"].items())
     if not aus:
         return
@@ -92,7 +84,7 @@ def _au_bars(img: np.ndarray, face: dict[str, Any], x0: int, y1: int, width: int
     sub = img[top:top + panel_h, left:left + panel_w]
     sub //= 3  # darken the background panel in place
     for i, (_, v) in enumerate(aus):
-        bh = int(round(panel_h * min(max(v, 0.0), 5.0) / 5.0))
+        bh = int(round(panel_h * min(max(v, 0.0), au_max) / au_max))
         if bh:
             cv2.rectangle(img, (left + i * bar_w, top + panel_h - bh),
                           (left + (i + 1) * bar_w - 2, top + panel_h - 1), color, cv2.FILLED)
@@ -108,7 +100,7 @@ def draw(image: np.ndarray, msg: dict[str, Any], *, fps: float | None = None) ->
     Boxes are in the message's pixel space (``width`` x ``height``) and are scaled when the image
     has another size, so an overlay can be drawn on a downscaled copy.
     """
-    _check_image(image)
+    check_rgb_image(image)
     if msg.get("type") != "frame":
         raise ValueError(f"msg.type: expected 'frame', got {msg.get('type')!r}")
     out = np.ascontiguousarray(image).copy()
@@ -128,7 +120,8 @@ def draw(image: np.ndarray, msg: dict[str, Any], *, fps: float | None = None) ->
             label += f" {prob:.0%}"
         _text(out, label, (max(2, x0), max(int(16 * scale), y0 - 4)), 0.5 * scale, (0, 0, 0),
               1, bg=color)
-        _au_bars(out, face, x0, y1, max(x1 - x0, 36), scale, color)
+        _au_bars(out, face, x0, y1, max(x1 - x0, 36), scale, color,
+                 float(msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX)))
     head = f"{msg['stream_id']}  frame {msg['frame_index']}"
     if fps is not None:
         head += f"  {fps:.1f} fps"
@@ -156,21 +149,8 @@ class _FpsMeter:
         return self.fps
 
 
-def available_codec(preferred: tuple[str, ...] = _CODECS) -> str:
-    """First encoder of ``preferred`` this PyAV/FFmpeg build has (PyPI av wheels ship libx264)."""
-    import av
-
-    for name in preferred:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except Exception:  # av raises UnknownCodecError (a ValueError) or FFmpegError
-            continue
-    raise RuntimeError(f"no video encoder available among {list(preferred)} in this PyAV build")
-
-
 class OverlayVideoSink(Sink):
-    """Writes annotated frames of one stream to a video file (mp4: H.264, else MPEG-4 Part 2).
+    """Writes annotated frames of one stream to a video file (:class:`norface_rt.video.Mp4Writer`).
 
     Timestamps follow the frames' ``pts`` (variable frame rate), so the video plays at the source's
     speed even when frames were dropped; ``fps`` is only used for frames without ``pts`` (image
@@ -183,58 +163,20 @@ class OverlayVideoSink(Sink):
     def __init__(self, path: str | Path, fps: float = 30.0, width: int | None = None,
                  height: int | None = None, *, stream_id: str | None = None,
                  codec: str | None = None, crf: int = 23) -> None:
-        if not fps > 0:
-            raise ValueError(f"fps: expected a number > 0, got {fps}")
-        for name, v in (("width", width), ("height", height)):
-            if v is not None and (not isinstance(v, int) or v < 2):
-                raise ValueError(f"{name}: expected an integer >= 2 or None, got {v!r}")
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"output directory does not exist: {self.path.parent}")
-        self.fps = float(fps)
-        self.width, self.height = width, height
+        self._writer = Mp4Writer(path, fps, width, height, codec=codec, crf=crf)
+        self.path = self._writer.path
         self.stream_id = stream_id
-        self.codec = codec or available_codec()
-        self.crf = int(crf)
-        self.frames = 0
-        self._container: Any = None
-        self._stream: Any = None
-        self._last_ms: int | None = None
         self._meter = _FpsMeter()
-        self._closed = False
 
-    def _open(self, w: int, h: int) -> None:
-        import av
+    @property
+    def codec(self) -> str:
+        return self._writer.codec
 
-        self.width = (self.width or w) // 2 * 2
-        self.height = (self.height or h) // 2 * 2
-        self._container = av.open(str(self.path), "w")
-        try:
-            st = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
-            st.width, st.height, st.pix_fmt = self.width, self.height, "yuv420p"
-            st.codec_context.time_base = _TIME_BASE
-            if self.codec == "libx264":
-                st.options = {"preset": "veryfast", "crf": str(self.crf)}
-            else:
-                st.bit_rate = int(max(1_000_000, self.width * self.height * self.fps * 0.15))
-        except Exception:
-            self._container.close()
-            raise
-        self._stream = st
-
-    def _timestamp_ms(self, pts: float | None) -> int:
-        step = max(1, int(round(1000.0 / self.fps)))
-        ms = int(round(pts * 1000.0)) if pts is not None else None
-        if self._last_ms is None:
-            ms = 0 if ms is None else ms
-        elif ms is None or ms <= self._last_ms:
-            ms = self._last_ms + step
-        self._last_ms = ms
-        return ms
+    @property
+    def frames(self) -> int:
+        return self._writer.frames
 
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if self._closed:
-            raise RuntimeError(f"OverlayVideoSink({self.path}) is closed")
         if msg.get("type") != "frame":
             return
         if self.stream_id is None:
@@ -245,38 +187,14 @@ class OverlayVideoSink(Sink):
         if image is None:
             raise ValueError("image: expected the frame's RGB pixels for the overlay, got None "
                              "(the pipeline keeps them only for sinks with needs_image=True)")
-        _check_image(image)
+        check_rgb_image(image)
         fps = self._meter.update(float(msg["emit_time"]))
-        drawn = draw(image, msg, fps=fps)
-        if self._container is None:
-            self._open(drawn.shape[1], drawn.shape[0])
-        if drawn.shape[:2] != (self.height, self.width):
-            drawn = cv2.resize(drawn, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        import av
-
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
-        frame.pts = self._timestamp_ms(msg["pts"])
-        frame.time_base = _TIME_BASE
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
+        self._writer.write(draw(image, msg, fps=fps), msg["pts"])
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._container is None:
+        if not self._writer.opened:
             log.warning("overlay %s: no frame arrived, no video written", self.path)
-            return
-        try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-        finally:
-            self._container.close()
-
-
-def _safe_name(stream_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stream_id).strip("._") or "stream"
+        self._writer.close()
 
 
 class MultiStreamOverlaySink(Sink):
@@ -301,7 +219,7 @@ class MultiStreamOverlaySink(Sink):
     def path_for(self, stream_id: str) -> Path:
         if not self.multiple and not self.sinks:
             return self.path
-        return self.path.with_name(f"{self.path.stem}-{_safe_name(stream_id)}{self.path.suffix}")
+        return self.path.with_name(f"{self.path.stem}-{slug(stream_id, sep='_')}{self.path.suffix}")
 
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         if msg.get("type") != "frame":

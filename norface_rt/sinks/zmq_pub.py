@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from norface_rt.protocol import encode_multipart
+from norface_rt.protocol import DEFAULT_ENDPOINT, encode_multipart
 from norface_rt.sinks.base import Sink
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 
 

@@ -13,7 +13,7 @@ Contract shared by all sources:
   end (including an end requested through ``stop()``).
 * ``EndOfStream.frames`` counts the frames the source decoded and queued; ``dropped`` of them were
   evicted by the drop-oldest policy, so ``frames - dropped`` reached (or could reach) the consumer.
-* Every ``FramePacket`` carries ``timings["decode"]``: seconds of demux + decode + RGB conversion
+* Every ``FramePacket`` carries ``timings[Stage.DECODE]``: seconds of demux + decode + RGB conversion
   spent on that frame (measured with :class:`DecodeClock`), never time blocked on a full queue,
   realtime pacing or waiting for a live camera's next packet.
 """
@@ -21,15 +21,15 @@ Contract shared by all sources:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
 from norface_rt.sources.frame_queue import FrameQueue, Policy
-from norface_rt.types import EndOfStream, FramePacket
+from norface_rt.types import EndOfStream, FramePacket, Stage
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ def check_stream_id(stream_id: str) -> str:
     if not isinstance(stream_id, str) or not stream_id.strip():
         raise ValueError(f"stream_id must be a non-empty string, got {stream_id!r}")
     return stream_id
-
-
-def slug(text: str) -> str:
-    """A stream id made from a file stem or host: safe in file names, topics and CSV columns."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    return s or "stream"
 
 
 class DecodeClock:
@@ -105,7 +99,7 @@ class Source(ABC):
         self._thread: threading.Thread | None = None
         self._queued = 0  # frames put into the queue (decode thread only)
         self._delivered = 0  # frames returned by read() (consumer thread only)
-        self._eos_delivered = False
+        self._end: EndOfStream | None = None
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -133,6 +127,17 @@ class Source(ABC):
         return self._queue.dropped
 
     @property
+    def expected_frames(self) -> int | None:
+        """How many frames the source says it will deliver, when it knows (a video file's declared
+        frame count); None for live streams and unknown lengths."""
+        return None
+
+    @property
+    def end(self) -> EndOfStream | None:
+        """The stream's EndOfStream once ``read()`` has returned it, else None."""
+        return self._end
+
+    @property
     def started(self) -> bool:
         return self._thread is not None
 
@@ -158,15 +163,31 @@ class Source(ABC):
         timeout = check_seconds("timeout", timeout)
         if self._thread is None:
             raise RuntimeError(f"source {self._stream_id!r}: call start() before read()")
-        if self._eos_delivered:
+        if self._end is not None:
             return None
         item = self._queue.get(timeout)
         if isinstance(item, FramePacket):
             self._delivered += 1
             item.dropped = self._queue.dropped  # the count as of delivery, not of decoding
         elif isinstance(item, EndOfStream):
-            self._eos_delivered = True
+            self._end = item
         return item
+
+    def iter_frames(self, timeout: float) -> Iterator[FramePacket]:
+        """Every frame of a started source up to its end of stream (then in :attr:`end`).
+
+        The one read-until-end loop for callers that process a source by themselves (normalize,
+        evaluation): TimeoutError names the source when no frame or end arrives within
+        ``timeout`` seconds, so a dead input never hangs them."""
+        while True:
+            item = self.read(timeout)
+            if item is None:
+                if self._end is not None:
+                    return
+                raise TimeoutError(f"source {self._stream_id!r}: no frame within {timeout:g} s")
+            if isinstance(item, EndOfStream):
+                return
+            yield item
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the decode thread to finish, discard queued frames, join it for at most ``timeout``.
@@ -212,10 +233,10 @@ class Source(ABC):
         frame and return as soon as it yields False or ``_stopping`` is set.
         """
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027  (an optional hook: most sources hold nothing)
         """Free resources opened at construction when the thread never ran (override)."""
 
-    def _on_stop(self) -> None:
+    def _on_stop(self) -> None:  # noqa: B027  (an optional hook: most sources need none)
         """Hook run by ``stop()`` on the caller's thread before joining (override)."""
 
     @property
@@ -229,12 +250,12 @@ class Source(ABC):
     def _emit(self, packet: FramePacket) -> bool:
         """Queue one frame; False means the source is stopping and decoding should end.
 
-        ``packet.timings["decode"]`` must already be set (see :class:`DecodeClock`): this call
-        may block on a full queue, which is not decode time.
+        ``packet.timings[Stage.DECODE]`` must already be set (see :class:`DecodeClock`): this
+        call may block on a full queue, which is not decode time.
         """
-        if "decode" not in packet.timings:  # a programming error in a subclass, not bad input
+        if Stage.DECODE not in packet.timings:  # a programming error in a subclass, not bad input
             raise RuntimeError(f"source {self._stream_id!r}: frame {packet.frame_index} has no "
-                               "timings['decode'] (subclasses must time decoding)")
+                               "timings[Stage.DECODE] (subclasses must time decoding)")
         if self._stop_event.is_set():
             return False
         if not self._queue.put(packet):

@@ -18,7 +18,7 @@ that fails, so the end of decoding is checked against what the container promise
 ``pts`` counts seconds from the start of the video stream (offsets such as MPEG-TS's 1.4 s are
 removed); with ``loop=True`` it keeps growing across passes, like ``frame_index``.
 
-``timings["decode"]`` covers demuxing (file reads included), decoding and the RGB conversion of
+``timings[Stage.DECODE]`` covers demuxing (file reads included), decoding and the RGB conversion of
 each frame; pacing in ``realtime`` mode and waiting on a full queue are excluded.
 
 Each case ends with ``EndOfStream(error="decode error at frame N: ...")`` where N is the index the
@@ -37,8 +37,9 @@ from typing import Any
 
 import av
 
-from norface_rt.sources.base import DecodeClock, Source, slug
-from norface_rt.types import FramePacket
+from norface_rt.files import slug
+from norface_rt.sources.base import DecodeClock, Source
+from norface_rt.types import FramePacket, Stage
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ class FileSource(Source):
     @property
     def info(self) -> VideoInfo:
         return self._info
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The container's declared frame count (None when it declares none, or when looping)."""
+        return None if self._loop or not self._info.declared_frames else self._info.declared_frames
 
     @property
     def loops(self) -> int:
@@ -178,7 +184,7 @@ class FileSource(Source):
             nonlocal decoded, end_pts, clock0, prev_pts
             packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
                                                live=self.live)
-            packet.timings["decode"] = clock.take()
+            packet.timings[Stage.DECODE] = clock.take()
             if packet.pts is None and frame_dur:
                 packet.pts = decoded * frame_dur  # containers without timestamps (raw streams)
             elif packet.pts is not None:

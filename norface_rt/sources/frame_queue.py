@@ -2,9 +2,10 @@
 
 Two policies, because files and cameras want opposite things under back-pressure:
 
-* ``lossless`` (files, image folders): ``put`` blocks while the queue is full, so a slow consumer
-  slows decoding down and no frame is ever lost. The wait is sliced and re-checks ``close()`` so a
-  producer blocked on a full queue can always be released by ``Source.stop()``.
+* ``lossless`` (files, image folders, the pipeline's own stages): ``put`` blocks while the queue
+  is full, so a slow consumer slows the producer down and nothing is ever lost. Waiters sleep on a
+  condition and are woken by every ``get`` and by ``close()``, so a producer blocked on a full
+  queue is released by ``Source.stop()`` / ``Pipeline.stop()`` at once, without polling.
 * ``drop_oldest`` (live streams): ``put`` never blocks; when full the oldest item is evicted and
   counted in ``dropped``, so the consumer always sees the freshest frames and latency stays bounded
   by ``maxsize`` frames instead of growing without limit.
@@ -28,14 +29,13 @@ POLICIES: tuple[str, ...] = ("lossless", "drop_oldest")
 class FrameQueue(Generic[T]):
     """Bounded FIFO with a lossless or drop-oldest overflow policy (thread-safe)."""
 
-    def __init__(self, maxsize: int, policy: Policy = "lossless", *, poll: float = 0.1) -> None:
+    def __init__(self, maxsize: int, policy: Policy = "lossless") -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"queue_size must be an int >= 1, got {maxsize!r}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self._maxsize = maxsize
         self._policy: Policy = policy
-        self._poll = poll
         self._items: deque[T] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -79,9 +79,9 @@ class FrameQueue(Generic[T]):
                     self._dropped += 1
             else:
                 while len(self._items) >= self._maxsize:
-                    wait = self._poll
+                    wait = None
                     if deadline is not None:
-                        wait = min(wait, deadline - time.monotonic())
+                        wait = deadline - time.monotonic()
                         if wait <= 0:
                             return False
                     self._cond.wait(wait)
@@ -97,11 +97,15 @@ class FrameQueue(Generic[T]):
             self._items.append(item)
             self._cond.notify_all()
 
-    def get(self, timeout: float) -> T | None:
-        """Oldest item, or None when nothing arrived within ``timeout`` seconds."""
+    def get(self, timeout: float | None) -> T | None:
+        """Oldest item, or None when nothing arrived within ``timeout`` seconds (None: no limit).
+
+        Closing does not end a wait here: a closed queue still delivers its terminal item
+        (``put_final``), which is what wakes a consumer."""
         with self._cond:
             if not self._items:
-                self._cond.wait_for(lambda: bool(self._items), timeout=max(0.0, timeout))
+                self._cond.wait_for(lambda: bool(self._items),
+                                    timeout=None if timeout is None else max(0.0, timeout))
             if not self._items:
                 return None
             item = self._items.popleft()

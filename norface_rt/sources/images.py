@@ -10,9 +10,9 @@ Error policy (decided here, relied on by callers):
   so a batch over a large folder is not lost to one bad file but the damage is never silent.
 
 ``pts`` is None (stills have no timeline); ``ImageSource.delivered_paths`` maps frame_index to the
-file it came from. Decoding uses OpenCV (honours EXIF orientation; grey, palette, alpha and
-16-bit images all become 8-bit RGB). ``timings["decode"]`` is the time spent reading, decoding
-and converting that image (plus any skipped unreadable files before it).
+file it came from. Decoding is :func:`norface_rt.images.read_rgb`. ``timings[Stage.DECODE]`` is
+the time spent reading, decoding and converting that image (plus any skipped unreadable files
+before it).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from norface_rt.sources.base import DecodeClock, Source, slug
-from norface_rt.types import FramePacket
+from norface_rt.files import slug
+from norface_rt.images import read_rgb
+from norface_rt.sources.base import DecodeClock, Source
+from norface_rt.types import FramePacket, Stage
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def decode_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB; ValueError naming the file when it cannot be decoded."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile: non-ASCII paths work everywhere
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f"cannot decode image {path} ({data.size} bytes; expected a valid "
-                         f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} file)")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
 class ImageSource(Source):
@@ -74,7 +62,7 @@ class ImageSource(Source):
                                  f"{self._path} (expected one of {', '.join(IMAGE_EXTENSIONS)})")
             self._files = [self._path]
             t0 = time.perf_counter()
-            self._first = decode_image(self._path)  # a lone bad image fails right here
+            self._first = read_rgb(self._path)  # a lone bad image fails right here
             self._first_decode_s = time.perf_counter() - t0
         self._bad: list[str] = []
         self._delivered_paths: list[Path] = []
@@ -105,7 +93,7 @@ class ImageSource(Source):
             else:
                 clock.resume()
                 try:
-                    image = decode_image(path)
+                    image = read_rgb(path)
                 except ValueError as exc:
                     clock.pause()  # a skipped file's cost is charged to the next image
                     log.warning("skipping %s", exc)
@@ -114,7 +102,7 @@ class ImageSource(Source):
                 decode_s = clock.take()
             packet = FramePacket(stream_id=self.stream_id, frame_index=self._next_index,
                                  image=image, pts=None, capture_time=time.time(), live=False,
-                                 timings={"decode": decode_s})
+                                 timings={Stage.DECODE: decode_s})
             self._delivered_paths.append(path)
             if not self._emit(packet):
                 self._delivered_paths.pop()

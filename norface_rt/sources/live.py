@@ -12,7 +12,7 @@ within ``read_timeout`` even while a read is blocked, and at once while waiting 
 Frames the decoder flags corrupt (typically the grey frames after a reconnect, before the next
 keyframe) are not delivered; they are counted in ``corrupt_frames``.
 
-``timings["decode"]`` covers decoding and RGB conversion from the moment a packet has arrived
+``timings[Stage.DECODE]`` covers decoding and RGB conversion from the moment a packet has arrived
 (plus the decode work of earlier packets that yielded no frame, e.g. corrupt ones). Waiting for the
 next packet is excluded: on a live stream that wait is the camera's frame interval, not work.
 """
@@ -29,14 +29,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
+from norface_rt.files import slug
 from norface_rt.sources.base import (
     DecodeClock,
     Source,
     check_optional_seconds,
     check_seconds,
-    slug,
 )
-from norface_rt.types import FramePacket
+from norface_rt.types import FramePacket, Stage
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class _LiveSource(Source):
                         continue
                     packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
                                                        live=True)
-                    packet.timings["decode"] = clock.take()
+                    packet.timings[Stage.DECODE] = clock.take()
                     if not self._emit(packet):
                         return queued, "stopped"
                     queued += 1

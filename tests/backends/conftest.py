@@ -30,3 +30,42 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def join_graphs(model_dir: Path, out: Path) -> Path:
+    """Write the joined graph ``norface.onnx`` of a model set before v0.2 (normalizer then
+    classifier in one graph, sharing ``face``), the way those sets were exported."""
+    import onnx
+    import onnx.compose
+    import onnx.helper
+
+    normalizer = onnx.load(str(model_dir / "normalizer.onnx"))
+    classifier = onnx.load(str(model_dir / "classifier.onnx"))
+    g1 = onnx.compose.add_prefix_graph(normalizer.graph, "normalizer/", rename_inputs=False,
+                                       rename_outputs=False)
+    g2 = onnx.compose.add_prefix_graph(classifier.graph, "classifier/", rename_inputs=False,
+                                       rename_outputs=False)
+    face = next(i for i in g1.input if i.name == "face")
+    joined = onnx.helper.make_graph(
+        [*g1.node, *g2.node], "norface", [face], [*g1.output, *g2.output],
+        initializer=[*g1.initializer, *g2.initializer],
+        value_info=[*g1.value_info, *g2.value_info])
+    proto = onnx.helper.make_model(joined, opset_imports=list(normalizer.opset_import),
+                                   ir_version=normalizer.ir_version)
+    for prop in normalizer.metadata_props:
+        proto.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def legacy_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model set as written before v0.2: config, the joined graph norface.onnx, weights only."""
+    import shutil
+
+    old = tmp_path_factory.mktemp("legacy-model")
+    for name in ("config.json", "weights.safetensors"):
+        shutil.copy(tiny_model_dir / name, old / name)
+    join_graphs(tiny_model_dir, old / "norface.onnx")
+    return old

@@ -50,8 +50,9 @@ def test_ort_and_torch_backends_agree(model_dir: Path, crops: np.ndarray) -> Non
     assert np.abs(ort_out.normalized.astype(int) - t_out.normalized).max() <= 1  # uint8 rounding
 
 
-def test_ort_backend_accepts_onnx_path_and_rejects_bad_input(model_dir: Path, tmp_path: Path) -> None:
-    be = OrtBackend(model_dir / "norface.onnx")
+def test_ort_backend_accepts_onnx_path_and_rejects_bad_input(legacy_model_dir: Path, model_dir: Path,
+                                                             tmp_path: Path) -> None:
+    be = OrtBackend(legacy_model_dir / "norface.onnx")
     with pytest.raises(ValueError, match=r"crops: expected \(N, 112, 112, 3\) uint8, got \(2, 64, 64, 3\) float32"):
         be.infer(np.zeros((2, 64, 64, 3), np.float32))
     with pytest.raises(FileNotFoundError, match="ONNX model not found"):

@@ -1,4 +1,5 @@
-"""Split normalizer/classifier graphs: stage timings, parity with the combined graph, fallback."""
+"""The normalizer / classifier graphs: stage timings, parity with PyTorch, and model sets written
+before v0.2 that only hold the joined graph norface.onnx."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from norface_rt.backends import ModelOutput, load_backend
 from norface_rt.backends.onnx_backend import OrtBackend
 from norface_rt.config import ModelConfig
+from norface_rt.types import Stage
 
 FIELDS = ("au_prob", "au_intensity", "emotion_prob")
 
@@ -21,6 +23,7 @@ FIELDS = ("au_prob", "au_intensity", "emotion_prob")
 def assert_timings(out: ModelOutput, keys: set[str]) -> None:
     assert set(out.timings) == keys, out.timings
     for k, v in out.timings.items():
+        assert isinstance(k, Stage)
         assert isinstance(v, float) and math.isfinite(v) and 0.0 < v < 10.0, (k, v)
 
 
@@ -32,39 +35,27 @@ def assert_same_outputs(a: ModelOutput, b: ModelOutput, tol: float = 1e-5) -> No
     assert np.abs(a.normalized.astype(int) - b.normalized).max() <= 1  # uint8 rounding
 
 
-@pytest.fixture
-def old_model_dir(model_dir: Path, tmp_path: Path) -> Path:
-    """A model set as written before the split: config, combined graph, weights only."""
-    old = tmp_path / "old"
-    old.mkdir()
-    for name in ("config.json", "norface.onnx", "weights.safetensors"):
-        shutil.copy(model_dir / name, old / name)
-    return old
-
-
-def test_split_backend_times_both_stages_and_equals_the_combined_graph(
-        model_dir: Path, old_model_dir: Path, crops: np.ndarray) -> None:
+def test_split_backend_times_both_stages_and_old_sets_still_load(
+        model_dir: Path, legacy_model_dir: Path, crops: np.ndarray) -> None:
     split = load_backend(model_dir, intra_op_threads=1)
     assert isinstance(split, OrtBackend) and split.split
     assert [p.name for p in split.onnx_paths] == ["normalizer.onnx", "classifier.onnx"]
-    combined = load_backend(model_dir, intra_op_threads=1, split=False)
-    assert isinstance(combined, OrtBackend) and not combined.split
-    assert [p.name for p in combined.onnx_paths] == ["norface.onnx"]
-    assert split.config == combined.config == ModelConfig.load(model_dir / "config.json")
+    assert split.config == ModelConfig.load(model_dir / "config.json")
+    assert not (model_dir / "norface.onnx").exists(), "model sets ship each graph once"
 
     a = split.infer(crops, want_normalized=True)
     assert_timings(a, {"normalize", "classify"})
-    b = combined.infer(crops, want_normalized=True)
-    assert_timings(b, {"infer"})
-    assert_same_outputs(a, b)
-
-    # a model set from before the split loads the combined graph by itself
-    old = load_backend(old_model_dir, intra_op_threads=1)
+    # a model set from before v0.2 loads its joined graph and reports one stage
+    old = load_backend(legacy_model_dir, intra_op_threads=1)
     assert isinstance(old, OrtBackend) and not old.split
+    assert [p.name for p in old.onnx_paths] == ["norface.onnx"]
+    assert old.config == split.config
     c = old.infer(crops, want_normalized=True)
     assert_timings(c, {"infer"})
     assert_same_outputs(a, c)
     assert split.infer(crops[:0]).timings == {}
+    # so does the joined graph on its own
+    assert not OrtBackend(legacy_model_dir / "norface.onnx").split
 
 
 def test_torch_backend_times_both_stages(model_dir: Path, crops: np.ndarray) -> None:
@@ -75,23 +66,24 @@ def test_torch_backend_times_both_stages(model_dir: Path, crops: np.ndarray) -> 
     assert_same_outputs(out, ref, tol=1e-4)  # ORT's fused kernels vs PyTorch
 
 
-def test_split_option_errors(model_dir: Path, old_model_dir: Path) -> None:
-    with pytest.raises(FileNotFoundError,
-                       match=r"split=True but .* lacks \['normalizer.onnx', 'classifier.onnx'\]"):
-        OrtBackend(old_model_dir, split=True)
-    with pytest.raises(ValueError, match="split=True needs a model-set directory"):
-        OrtBackend(model_dir / "norface.onnx", split=True)
-    with pytest.raises(ValueError, match=r"split must be True, False or None \(auto\), got 'yes'"):
-        OrtBackend(model_dir, split="yes")  # type: ignore[arg-type]
-    assert OrtBackend(model_dir, split=True).split
+def test_missing_graphs_and_lone_halves_are_clear_errors(model_dir: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(model_dir, partial)
+    (partial / "classifier.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks \['classifier.onnx'\]"):
+        OrtBackend(partial)
+    with pytest.raises(ValueError, match="a single graph must be a combined model"):
+        OrtBackend(model_dir / "normalizer.onnx")
 
 
 def test_half_written_model_set_falls_back_with_a_warning(
-        model_dir: Path, old_model_dir: Path, crops: np.ndarray,
+        model_dir: Path, legacy_model_dir: Path, tmp_path: Path, crops: np.ndarray,
         caplog: pytest.LogCaptureFixture) -> None:
-    shutil.copy(model_dir / "normalizer.onnx", old_model_dir / "normalizer.onnx")
-    with caplog.at_level(logging.WARNING, logger="norface_rt.backends.onnx_backend"):
-        be = OrtBackend(old_model_dir)
+    old = tmp_path / "old"
+    shutil.copytree(legacy_model_dir, old)
+    shutil.copy(model_dir / "normalizer.onnx", old / "normalizer.onnx")
+    with caplog.at_level(logging.WARNING, logger="norface_rt.model_set"):
+        be = OrtBackend(old)
     assert not be.split
     assert "holds only one of normalizer.onnx and classifier.onnx" in caplog.text
     assert_timings(be.infer(crops), {"infer"})
@@ -112,7 +104,6 @@ def test_halves_from_different_exports_are_refused(model_dir: Path, tmp_path: Pa
     with pytest.raises(ValueError, match=r"classifier.onnx disagrees with the config embedded in "
                                          r".*normalizer.onnx in fields \['model_id'\]"):
         OrtBackend(mixed)
-    assert not OrtBackend(mixed, split=False).split  # the combined graph alone is still consistent
 
 
 def test_swapped_halves_are_refused(model_dir: Path, tmp_path: Path) -> None:

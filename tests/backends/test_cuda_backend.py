@@ -17,12 +17,11 @@ import pytest
 import torch
 
 from norface_rt.backends import ModelOutput, load_backend
-from norface_rt.backends.base import preprocess
+from norface_rt.preprocess import preprocess
 from norface_rt.backends.cuda_backend import (
     DEFAULT_BUCKETS,
     CudaGraphBackend,
     check_buckets,
-    plan_chunks,
 )
 from norface_rt.backends.torch_backend import TorchBackend
 from norface_rt.models.moe import NoisyTopKMoE
@@ -78,18 +77,6 @@ def assert_stage_timings(out: ModelOutput) -> None:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
-
-def test_plan_chunks_pads_to_the_smallest_bucket_and_splits_large_batches() -> None:
-    b = DEFAULT_BUCKETS
-    assert plan_chunks(0, b) == []
-    assert plan_chunks(1, b) == [(0, 1, 1)]
-    assert plan_chunks(3, b) == [(0, 3, 4)]
-    assert plan_chunks(9, b) == [(0, 9, 16)]
-    assert plan_chunks(64, b) == [(0, 64, 64)]
-    assert plan_chunks(70, b) == [(0, 64, 64), (64, 6, 8)]
-    assert plan_chunks(130, b) == [(0, 64, 64), (64, 64, 64), (128, 2, 2)]
-    assert plan_chunks(5, (4,)) == [(0, 4, 4), (4, 1, 4)]
-
 
 def test_bucket_validation() -> None:
     assert check_buckets([8, 1, 2]) == (1, 2, 8)  # unsorted: sorted, not rejected
@@ -199,8 +186,9 @@ def test_cuda_without_cuda_names_the_torch_version(model_dir: Path) -> None:
 def test_bench_measures_or_reports_not_available(model_dir: Path) -> None:
     """`norface-rt bench --backend torch-cuda`: 'not available: <reason>' without CUDA, a measured
     row (with its error against the fp32 reference) with it."""
-    from norface_rt.bench import make_crops as bench_crops
-    from norface_rt.bench import measure_backend, reference_outputs
+    from norface_rt.bench import measure_backend
+    from norface_rt.reference import make_crops as bench_crops
+    from norface_rt.reference import reference_outputs
 
     refs = reference_outputs(model_dir, {2: bench_crops(2, 112, 0)})
     res = measure_backend(str(model_dir), "torch-cuda", [2], repeats=1, warmup=0, max_seconds=5.0,
@@ -219,7 +207,7 @@ def test_bench_measures_or_reports_not_available(model_dir: Path) -> None:
 def routing_margins(model_dir: Path, crops: np.ndarray) -> np.ndarray:
     """Per row, the smallest gap between the k-th and (k+1)-th clean gate logit over the model's
     MoE blocks (fp32, CPU): how far each row's expert choice is from a tie."""
-    from norface_rt.export import load_torch_model
+    from norface_rt.weights import load_torch_model
 
     model = load_torch_model(model_dir, device="cpu")
     gaps: list[torch.Tensor] = []

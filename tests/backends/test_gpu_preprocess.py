@@ -163,9 +163,9 @@ def test_empty_and_invalid_inputs(cfg: ModelConfig) -> None:
     assert aligner.warp(frame, np.zeros((0, 2, 3))).shape == (0, 3, cfg.img_size, cfg.img_size)
     ok = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
     with pytest.raises(ValueError,
-                       match=r"frame: expected \(H, W, 3\) uint8 RGB array, got shape \(40, 60\)"):
+                       match=r"frame: expected an HxWx3 uint8 RGB array, got uint8 array of shape \(40, 60\)"):
         aligner.warp(frame[..., 0], ok)
-    with pytest.raises(ValueError, match="frame: expected dtype uint8, got float32"):
+    with pytest.raises(ValueError, match="frame: expected an HxWx3 uint8 RGB array, got float32"):
         aligner.warp(frame.astype(np.float32), ok)
     with pytest.raises(ValueError, match=r"matrices: expected \(K, 2, 3\).*got shape \(2, 3\)"):
         aligner.warp(frame, ok[0])

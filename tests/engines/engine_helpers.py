@@ -12,7 +12,7 @@ def tensorrt_importable() -> bool:
     absent)."""
     if importlib.util.find_spec("tensorrt") is None:
         return False
-    from engines.build import tensorrt_available
+    from norface_rt.backends.tensorrt import tensorrt_available
 
     return tensorrt_available()
 

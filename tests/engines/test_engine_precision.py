@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
-from engines.precision import (
+from norface_rt.engines.precision import (
     fp32_reason,
     in_norm_scope,
     onnx_fp32_nodes,
@@ -19,7 +19,7 @@ from engines.precision import (
 )
 
 
-@pytest.mark.parametrize("graph", ["normalizer.onnx", "classifier.onnx", "norface.onnx"])
+@pytest.mark.parametrize("graph", ["normalizer.onnx", "classifier.onnx"])
 def test_finds_every_layernorm_and_softmax_of_the_model_set(tiny_model_dir: Path,
                                                             graph: str) -> None:
     proto = onnx.load(str(tiny_model_dir / graph), load_external_data=False)

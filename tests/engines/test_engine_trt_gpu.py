@@ -19,8 +19,8 @@ import pytest
 from engine_helpers import gpu_skip_reason
 
 if TYPE_CHECKING:
-    from engines.build import EngineSet
-    from engines.trt_backend import TrtBackend
+    from norface_rt.backends.tensorrt import TrtBackend
+    from norface_rt.backends.trt_cache import EngineSet
     from norface_rt.backends.torch_backend import TorchBackend
 
 _REASON = gpu_skip_reason()
@@ -41,14 +41,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tiny_model_dir: Path, root: Path) -> EngineSet:
-    from engines.build import build_engines
+    from norface_rt.engines.build import build_engines
 
     return build_engines(tiny_model_dir, out_dir=root, max_batch=MAX_BATCH, fp32_layers="auto")
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path, built: EngineSet) -> Iterator[TrtBackend]:
-    from engines.trt_backend import TrtBackend
+    from norface_rt.backends.tensorrt import TrtBackend
 
     b = TrtBackend(tiny_model_dir, max_batch=MAX_BATCH, engine_dir=built.directory)
     yield b
@@ -79,7 +79,7 @@ def test_build_records_engines_precision_and_timing_cache(built: EngineSet, root
 
 @pytest.mark.parametrize("n", [1, 7, MAX_BATCH + 3])
 def test_outputs_match_pytorch_fp32(backend: TrtBackend, reference: TorchBackend, n: int) -> None:
-    from engines.build import TOLERANCES
+    from norface_rt.engines.build import TOLERANCES
 
     x = crops(n)
     got, ref = backend.infer(x, want_normalized=True), reference.infer(x, want_normalized=True)
@@ -102,7 +102,7 @@ def test_empty_batch_and_bad_input(backend: TrtBackend) -> None:
 
 
 def test_accuracy_gate_passes(built: EngineSet, tiny_model_dir: Path) -> None:
-    from engines.build import check_accuracy
+    from norface_rt.engines.build import check_accuracy
 
     report = check_accuracy(built, tiny_model_dir, n=16)
     assert report.passed, report.summary()
@@ -110,7 +110,7 @@ def test_accuracy_gate_passes(built: EngineSet, tiny_model_dir: Path) -> None:
 
 def test_cache_hit_then_rebuild_on_changed_options(built: EngineSet, tiny_model_dir: Path,
                                                     root: Path) -> None:
-    from engines.build import build_engines
+    from norface_rt.engines.build import build_engines
 
     again = build_engines(tiny_model_dir, out_dir=root, max_batch=MAX_BATCH, fp32_layers="auto")
     assert again.cache_hit and again.directory == built.directory and again.key == built.key
@@ -125,7 +125,7 @@ def test_cache_hit_then_rebuild_on_changed_options(built: EngineSet, tiny_model_
 
 def test_engines_of_another_model_are_refused(built: EngineSet, tiny_model_dir: Path,
                                               tmp_path: Path) -> None:
-    from engines.trt_backend import TrtBackend
+    from norface_rt.backends.tensorrt import TrtBackend
 
     changed = tmp_path / "changed"
     shutil.copytree(tiny_model_dir, changed)
@@ -136,20 +136,6 @@ def test_engines_of_another_model_are_refused(built: EngineSet, tiny_model_dir: 
         TrtBackend(changed, max_batch=MAX_BATCH, engine_dir=built.directory)
     with pytest.raises(ValueError, match="max_batch must be <="):
         TrtBackend(tiny_model_dir, max_batch=MAX_BATCH * 2, engine_dir=built.directory)
-
-
-def test_fused_engine_reports_one_infer_timing(tiny_model_dir: Path, root: Path,
-                                               reference: TorchBackend) -> None:
-    from engines.build import TOLERANCES
-    from engines.trt_backend import TrtBackend
-
-    with TrtBackend(tiny_model_dir, max_batch=4, out_dir=root, graphs="fused",
-                    fp32_layers="norm") as b:
-        x = crops(5, seed=1)
-        got, ref = b.infer(x), reference.infer(x)
-    assert set(got.timings) == {"infer"}
-    for k, tol in TOLERANCES.items():
-        assert float(np.max(np.abs(getattr(got, k) - getattr(ref, k)))) <= tol, k
 
 
 def test_load_backend_uses_the_cache_and_close_frees(built: EngineSet, tiny_model_dir: Path,

@@ -116,7 +116,7 @@ def test_aligner_empty_and_synthetic_template_hit() -> None:
     crops, mats = al.align(img, [pts, pts])
     assert crops.shape == (2, 112, 112, 3)
     np.testing.assert_allclose(transform_points(mats[0], pts), al.template_px, atol=1e-9)
-    with pytest.raises(ValueError, match="image dtype must be uint8, got float32"):
+    with pytest.raises(ValueError, match="image: expected an HxWx3 uint8 RGB array, got float32"):
         al.align(img.astype(np.float32), [pts])
     with pytest.raises(ValueError, match=r"points5 must have shape \(5, >=2\), got \(4, 2\)"):
         al.align(img, [pts[:4]])

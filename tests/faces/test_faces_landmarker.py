@@ -54,9 +54,9 @@ def test_bad_arguments_are_named(landmarker_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="min_presence must be in"):
         Landmarker(landmarker_path, min_presence=1.5)
     with Landmarker(landmarker_path, mode="image") as lm:
-        with pytest.raises(ValueError, match=r"frame.image must be HxWx3, got shape \(10, 10\)"):
+        with pytest.raises(ValueError, match=r"frame.image: expected an HxWx3 uint8 RGB array, got uint8 array of shape \(10, 10\)"):
             lm.detect(as_packet(np.zeros((10, 10), np.uint8)))
-        with pytest.raises(ValueError, match="frame.image dtype must be uint8, got float32"):
+        with pytest.raises(ValueError, match="frame.image: expected an HxWx3 uint8 RGB array, got float32"):
             lm.detect(as_packet(np.zeros((10, 10, 3), np.float32)))
     with pytest.raises(RuntimeError, match="closed"):
         lm.detect(as_packet(np.zeros((10, 10, 3), np.uint8)))

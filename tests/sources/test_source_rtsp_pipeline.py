@@ -6,19 +6,21 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
-from norface_rt.app import PipelineOptions, create_pipeline
+from norface_rt.pipeline import PipelineOptions, create_pipeline
+from norface_rt.sinks.base import Sink
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.timeout(120)]
 
 
-class Counter:
+class Counter(Sink):
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.cond = threading.Condition()
 
-    def write(self, msg: dict[str, Any]) -> None:
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         with self.cond:
             self.messages.append(msg)
             self.cond.notify_all()

@@ -33,7 +33,8 @@ def _random_weights(tmp: Path) -> tuple[Path, Path]:
 def test_export_builds_a_runtime_model_set(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from norface_rt.export import load_torch_model, read_onnx_config
+    from norface_rt.model_set import read_graph_config
+    from norface_rt.weights import load_torch_model
 
     nor, cla = _random_weights(tmp_path)
     cfg_file = tmp_path / "export.json"
@@ -42,13 +43,15 @@ def test_export_builds_a_runtime_model_set(tmp_path: Path) -> None:
         "model_id": "tiny-test", "provenance": {"data": "unit test"}}}))
     assert main(["export", "--config", str(cfg_file)]) == 0
     out = tmp_path / "set"
-    cfg = read_onnx_config(out / "norface.onnx")
+    cfg = read_graph_config(out / "classifier.onnx")
     assert cfg.trained and cfg.model_id == "tiny-test" and cfg.provenance["data"] == "unit test"
     assert len(cfg.provenance["classifier_weights_sha256"]) == 64
     model = load_torch_model(out)
     x = torch.randn(2, 3, 32, 32)
-    sess = ort.InferenceSession(str(out / "norface.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    norm, cls = (ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"])
+                 for f in ("normalizer.onnx", "classifier.onnx"))
+    (normalized,) = norm.run(None, {"face": x.numpy()})
+    onnx_out = [normalized, *cls.run(None, {"normalized": normalized, "face": x.numpy()})]
     with torch.no_grad():
         torch_out = model(x)
     for a, b in zip(onnx_out, torch_out):
@@ -170,8 +173,8 @@ def test_mediapipe_alignment_of_a_real_photo(landmarker_path: Path, media_dir: P
 
 def test_evaluate_model_runs_the_shipped_set_through_the_runtime(tmp_path: Path) -> None:
     # labelled metrics of an exported set must come from the runtime backend and agree with torch
-    from norface_rt.backends.base import preprocess
-    from norface_rt.export import load_torch_model
+    from norface_rt.preprocess import preprocess
+    from norface_rt.weights import load_torch_model
     from train.data.build import build_dataset
     from train.data.sample import collate
     from train.evaluate_model import predict_model_set

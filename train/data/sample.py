@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from norface_rt.preprocess import normalize_pixels
 
 NUM_AUS = len(AU_NAMES)
 NUM_EMOTIONS = len(EMOTION_NAMES)
@@ -102,11 +103,10 @@ def validate_sample(sample: Mapping[str, Any], img_size: int | None = None) -> N
 
 
 def images_to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(B,S,S,3) uint8 -> (B,3,S,S) float, (x/255 - mean)/std exactly as serving preprocesses."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - m) / s
+    """(B,S,S,3) uint8 -> (B,3,S,S) float32, through serving's own preprocessing
+    (:func:`norface_rt.preprocess.normalize_pixels`), so training sees exactly the numbers the
+    runtime feeds the network."""
+    return torch.from_numpy(normalize_pixels(images, mean, std))
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

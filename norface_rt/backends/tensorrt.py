@@ -12,10 +12,14 @@ Why it looks like this:
 * Copies are asynchronous from/to pinned memory on the backend's own stream (a pageable copy
   would serialise with the host and other streams).
 * Stage timings come from CUDA events on that stream: ``"normalize"`` includes the input copy,
-  ``"classify"`` includes the output copies (the same split the torch backend reports);
-  ``"infer"`` when the fused single engine runs.
-* A batch larger than ``max_batch`` runs in chunks of at most ``max_batch`` faces, in order, and
-  the results are concatenated; timings are summed over the chunks.
+  ``"classify"`` includes the output copies (the same split the torch backend reports).
+* A batch larger than ``max_batch`` runs in chunks of at most ``max_batch`` faces, in order
+  (:func:`norface_rt.backends.batching.chunk_slices`), and the results are concatenated; timings
+  are summed over the chunks.
+* The backend only runs engines: it finds them in ``engine_dir`` or in the engine cache
+  (:mod:`norface_rt.backends.trt_cache`). Building them is the builder's job
+  (:mod:`norface_rt.engines`, ``norface-rt build-engines``), which depends on this module, never
+  the reverse.
 * Waiting for the GPU has a deadline (``sync_timeout_s``): a hung GPU raises TimeoutError instead
   of blocking the inference thread forever.
 
@@ -28,77 +32,164 @@ thread); the buffers are shared per instance, so calls are serialised with a loc
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.build import (
-    GRAPHS,
-    build_engines,
-    cuda_device,
-    device_index,
-    find_engines,
-    import_tensorrt,
-    make_logger,
+from norface_rt.backends.base import Backend, Outputs
+from norface_rt.backends.batching import chunk_slices
+from norface_rt.backends.trt_cache import (
+    ENGINES,
+    MANIFEST_FILE,
+    EngineSet,
+    build_options,
+    cache_entry,
+    load_manifest,
+    onnx_hashes,
 )
-from engines.cache import MANIFEST_FILE, load_manifest, onnx_hashes
-from norface_rt.backends.base import (
-    INPUT_NAME,
-    OUTPUT_NAMES,
-    TIMING_CLASSIFY,
-    TIMING_INFER,
-    TIMING_NORMALIZE,
-    Backend,
-    Outputs,
-    config_from_metadata,
-)
-from norface_rt.config import ModelConfig
+from norface_rt.extras import install_hint
+from norface_rt.model_set import INPUT_NAME, NORMALIZED_NAME, OUTPUT_NAMES, load_config
+from norface_rt.types import Stage, Timings
 
 DEFAULT_SYNC_TIMEOUT_S = 60.0
 _POLL_S = 0.0001
+MAX_LOG_LINES = 400
+
+INSTALL_HINT = f"TensorRT is optional and not installed: {install_hint('tensorrt')}"
 
 # graph -> timing key of the stage that runs it
-_STAGE_TIMING = {"normalizer": TIMING_NORMALIZE, "classifier": TIMING_CLASSIFY,
-                 "combined": TIMING_INFER}
-_STAGE_ORDER = ("normalizer", "classifier", "combined")
+_STAGE_TIMING = {"normalizer": Stage.NORMALIZE, "classifier": Stage.CLASSIFY}
 
 
-def chunk_slices(n: int, max_batch: int) -> list[slice]:
-    """Split ``n`` faces into consecutive slices of at most ``max_batch`` (N = 0 -> no slices)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-        raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-    return [slice(i, min(i + int(max_batch), int(n))) for i in range(0, int(n), int(max_batch))]
+class TensorRTUnavailable(ImportError):
+    """TensorRT (or a CUDA GPU for it) is missing; the message says how to install it."""
 
 
-def _read_config(path: Path) -> ModelConfig:
-    import onnx
+def import_tensorrt() -> Any:
+    """``import tensorrt``, or TensorRTUnavailable with install instructions. TensorRT < 10 is
+    refused: this code uses the name-based tensor API that 10.0 introduced."""
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as e:  # OSError: wheel present but libnvinfer missing
+        raise TensorRTUnavailable(f"{INSTALL_HINT} (import tensorrt failed: {e})") from e
+    major = trt_major(getattr(trt, "__version__", "0"))
+    if major < 10:
+        raise TensorRTUnavailable(f"TensorRT >= 10 is required (name-based tensor API), found "
+                                  f"{getattr(trt, '__version__', '?')}; install TensorRT 10.x: "
+                                  f"{install_hint('tensorrt')}")
+    return trt
 
-    proto = onnx.load(str(path), load_external_data=False)
-    return config_from_metadata({m.key: m.value for m in proto.metadata_props}, str(path))
+
+def tensorrt_available() -> bool:
+    try:
+        import_tensorrt()
+    except TensorRTUnavailable:
+        return False
+    return True
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def device_index(device: int | str) -> int:
+    """CUDA device index from ``0`` / ``"cuda"`` / ``"cuda:1"`` (how the rest of the CLI spells
+    devices); anything else is a ValueError naming the expected forms."""
+    if isinstance(device, str):
+        text = device.strip().lower()
+        if text == "cuda":
+            return 0
+        if text.startswith("cuda:") and text[5:].isdigit():
+            return int(text[5:])
+        raise ValueError(f"device must be a CUDA device index, 'cuda' or 'cuda:N', got {device!r}")
+    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+        raise ValueError(f"device must be a CUDA device index >= 0, 'cuda' or 'cuda:N', got {device!r}")
+    return device
+
+
+def cuda_device(device: int | str) -> tuple[Any, str, tuple[int, int]]:
+    """(torch module, GPU name, compute capability) of CUDA device ``device``, via torch.cuda
+    (the GPU image's torch has CUDA; no extra dependency)."""
+    device = device_index(device)
+    try:
+        import torch
+    except ImportError as e:
+        raise TensorRTUnavailable(f"the TensorRT path uses torch.cuda for memory and streams, but "
+                                  f"torch is not importable ({e}): {install_hint('tensorrt')}") from e
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable(
+            f"TensorRT engines need an NVIDIA GPU, but torch.cuda.is_available() is False (torch "
+            f"{torch.__version__}; a +cpu build has no CUDA). Install a CUDA build of torch on a "
+            "machine with an NVIDIA driver; see docs/gpu.md.")
+    count = torch.cuda.device_count()
+    if device >= count:
+        raise ValueError(f"device must be < {count} (CUDA devices visible), got {device}")
+    props = torch.cuda.get_device_properties(device)
+    return torch, str(props.name), (int(props.major), int(props.minor))
+
+
+def make_logger(trt: Any, lines: list[str] | None = None,
+                min_severity: str = "WARNING") -> Any:
+    """A ``trt.ILogger`` that forwards to :mod:`logging` and, when ``lines`` is given, appends
+    messages at ``min_severity`` or worse to it (the build log kept in the manifest)."""
+    sev = trt.ILogger.Severity
+    order = [sev.INTERNAL_ERROR, sev.ERROR, sev.WARNING, sev.INFO, sev.VERBOSE]
+    keep_upto = order.index(getattr(sev, min_severity))
+    to_level = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR,
+                sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
+    trt_log = logging.getLogger("norface_rt.tensorrt")
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            trt_log.log(to_level.get(severity, logging.DEBUG), "%s", msg)
+            if lines is not None and order.index(severity) <= keep_upto:
+                lines.append(f"[TRT {str(severity).rsplit('.', 1)[-1]}] {msg}")
+                del lines[:-MAX_LOG_LINES]
+
+    return _Logger()
+
+def find_engines(model_dir: str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
+                 max_batch: int = 64, opt_batch: int | None = None, fp16: bool = True,
+                 workspace_gib: float = 4.0, fp32_layers: str | Sequence[str] | None = "auto",
+                 graphs: str = "split", device: int | str = 0) -> EngineSet | None:
+    """The cached EngineSet for these options on this GPU and TensorRT, or None (never builds).
+
+    The options are those of :func:`norface_rt.engines.build_engines`, which writes the entry."""
+    opts = build_options(max_batch, opt_batch, fp16, workspace_gib, fp32_layers, graphs)
+    trt = import_tensorrt()
+    _, gpu, cc = cuda_device(device)
+    return cache_entry(model_dir, opts, gpu_name=gpu, compute_capability=cc,
+                       trt_version=trt.__version__, root=out_dir).load()
 
 
 class TrtBackend(Backend):
     """Runs a model set's TensorRT engines (see the module docstring).
 
     Engines come from ``engine_dir`` when given (a directory written by
-    :func:`engines.build.build_engines`; it must have been built from this model set's ONNX files),
-    else from the engine cache: built there first when ``build`` is True (``build_kw`` go to
-    :func:`~engines.build.build_engines`: fp16, fp32_layers, workspace_gib, graphs, out_dir, ...),
-    looked up only when False (FileNotFoundError if absent). ``max_batch`` sizes the buffers and
-    must not exceed the engines' optimization-profile maximum. ``device`` is a CUDA device index
-    or ``"cuda"`` / ``"cuda:N"``.
+    :func:`norface_rt.engines.build_engines`; it must have been built from this model set's ONNX
+    files), else from the engine cache entry for ``build_kw`` (the build options: fp16,
+    fp32_layers, workspace_gib, opt_batch, out_dir; see :func:`find_engines`); FileNotFoundError
+    says how to build them when there is none. ``max_batch`` sizes the buffers and must not exceed
+    the engines' optimization-profile maximum. ``device`` is a CUDA device index or ``"cuda"`` /
+    ``"cuda:N"``.
     """
 
     name = "tensorrt"
 
     def __init__(self, model_dir: str | os.PathLike[str], device: int | str = 0, max_batch: int = 64,
-                 engine_dir: str | os.PathLike[str] | None = None, build: bool = True,
+                 engine_dir: str | os.PathLike[str] | None = None,
                  sync_timeout_s: float = DEFAULT_SYNC_TIMEOUT_S, **build_kw: Any) -> None:
         trt = import_tensorrt()
         device = device_index(device)
@@ -114,7 +205,7 @@ class TrtBackend(Backend):
         self.max_batch = max_batch
         self.sync_timeout_s = float(sync_timeout_s)
         self.model_dir = Path(model_dir)
-        self.engine_set = None
+        self.engine_set: EngineSet | None = None
         if engine_dir is not None:
             if build_kw:
                 raise ValueError(f"build options {sorted(build_kw)} have no effect with engine_dir "
@@ -126,26 +217,23 @@ class TrtBackend(Backend):
                                         f"{MANIFEST_FILE} and the engine files it lists)")
             self._check_provenance(manifest, gpu_name, cc, trt.__version__)
         else:
-            if build:
-                es = build_engines(self.model_dir, max_batch=max_batch, device=device, **build_kw)
-            else:
-                lookup_kw = {k: v for k, v in build_kw.items() if k not in ("force", "timing_cache")}
-                es = find_engines(self.model_dir, max_batch=max_batch, device=device, **lookup_kw)
-                if es is None:
-                    raise FileNotFoundError(
-                        f"no cached TensorRT engines for {self.model_dir} with these options on "
-                        f"{gpu_name}; build them with `norface-rt build-engines` or build=True")
+            lookup_kw = {k: v for k, v in build_kw.items() if k not in ("force", "timing_cache")}
+            es = find_engines(self.model_dir, max_batch=max_batch, device=device, **lookup_kw)
+            if es is None:
+                raise FileNotFoundError(
+                    f"no cached TensorRT engines for {self.model_dir} with these options on "
+                    f"{gpu_name}; build them first with `norface-rt build-engines --model-dir "
+                    f"{self.model_dir} --max-batch {max_batch}` (norface_rt.engines.build_engines)")
             self.engine_set = es
             self.engine_dir = es.directory
             manifest = es.manifest
         self.manifest: dict[str, Any] = manifest
         graphs = sorted(manifest["engines"],
-                        key=lambda g: _STAGE_ORDER.index(g) if g in _STAGE_ORDER else len(_STAGE_ORDER))
-        self.split = graphs == ["normalizer", "classifier"]
-        if not self.split and graphs != ["combined"]:
-            raise ValueError(f"{self.engine_dir}: engines {graphs} are neither the split pair "
-                             "(normalizer, classifier) nor the fused one (combined)")
-        self.config = _read_config(self.model_dir / GRAPHS[graphs[0]][0])
+                        key=lambda g: list(ENGINES).index(g) if g in ENGINES else len(ENGINES))
+        if graphs != list(ENGINES):
+            raise ValueError(f"{self.engine_dir}: engines {graphs} are not the pair {list(ENGINES)} "
+                             "(fused engines are no longer supported; rebuild them)")
+        self.config = load_config(self.model_dir)
         self._setup(graphs, manifest)
 
     def _check_provenance(self, manifest: dict[str, Any], gpu_name: str, cc: tuple[int, int],
@@ -171,12 +259,12 @@ class TrtBackend(Backend):
         cfg = self.config
         expected_dims: dict[str, tuple[int, ...]] = {
             INPUT_NAME: (cfg.in_chans, cfg.img_size, cfg.img_size),
-            "normalized": (cfg.in_chans, cfg.img_size, cfg.img_size),
+            NORMALIZED_NAME: (cfg.in_chans, cfg.img_size, cfg.img_size),
             "au_prob": (len(cfg.au_names),), "au_intensity": (len(cfg.au_names),),
             "emotion_prob": (len(cfg.emotion_names),)}
         self._engines: list[Any] = []
         # (timing key, context, input names, output names), in execution order
-        self._stages: list[tuple[str, Any, tuple[str, ...], tuple[str, ...]]] = []
+        self._stages: list[tuple[Stage, Any, tuple[str, ...], tuple[str, ...]]] = []
         self._dev: dict[str, Any] = {}
         self._dims: dict[str, tuple[int, ...]] = {}
         with torch.cuda.device(self.device):
@@ -214,7 +302,8 @@ class TrtBackend(Backend):
     def _check_io(self, engine: Any, path: Path, graph: str,
                   expected_dims: dict[str, tuple[int, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         trt = self._trt
-        _, _, want_in, want_out = GRAPHS[graph]
+        spec = ENGINES[graph][0]
+        want_in, want_out = spec.inputs, spec.outputs
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         outs = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
@@ -246,7 +335,7 @@ class TrtBackend(Backend):
     def _forward(self, x: np.ndarray) -> Outputs:
         return self._forward_timed(x)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, dict[str, float]]:
+    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
         in_dims = self._dims[INPUT_NAME] if self._dims else None
         if (not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4
                 or (in_dims is not None and x.shape[1:] != in_dims)):
@@ -257,14 +346,15 @@ class TrtBackend(Backend):
             if self._closed:
                 raise RuntimeError("TrtBackend is closed")
             outs = {k: np.empty((n, *self._dims[k]), np.float32) for k in OUTPUT_NAMES}
-            timings = {key: 0.0 for key, _, _, _ in self._stages}
+            timings: Timings = {key: 0.0 for key, _, _, _ in self._stages}
             with self._torch.cuda.device(self.device):
                 for sl in chunk_slices(n, self.max_batch):
                     for key, secs in self._run_chunk(np.ascontiguousarray(x[sl]), outs, sl).items():
                         timings[key] += secs
-        return tuple(outs[k] for k in OUTPUT_NAMES), timings  # type: ignore[return-value]
+        normalized, au_prob, au_intensity, emotion_prob = (outs[k] for k in OUTPUT_NAMES)
+        return (normalized, au_prob, au_intensity, emotion_prob), timings
 
-    def _run_chunk(self, x: np.ndarray, outs: dict[str, np.ndarray], sl: slice) -> dict[str, float]:
+    def _run_chunk(self, x: np.ndarray, outs: dict[str, np.ndarray], sl: slice) -> Timings:
         torch, stream, ev = self._torch, self._stream, self._events
         m = x.shape[0]
         np.copyto(self._host_np[INPUT_NAME][:m], x)
@@ -306,6 +396,10 @@ class TrtBackend(Backend):
                                    f"{self.sync_timeout_s} s (GPU hung or oversubscribed)")
             time.sleep(_POLL_S)
 
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "max_batch": self.max_batch,
+                "engine_dir": str(self.engine_dir)}
+
     def close(self) -> None:
         """Wait for queued work (bounded), then free contexts, engines and all buffers."""
         with self._lock:
@@ -331,4 +425,6 @@ class TrtBackend(Backend):
                 f"max_batch={self.max_batch}, engines={str(getattr(self, 'engine_dir', None))!r})")
 
 
-__all__ = ["DEFAULT_SYNC_TIMEOUT_S", "TrtBackend", "chunk_slices"]
+__all__ = ["DEFAULT_SYNC_TIMEOUT_S", "INSTALL_HINT", "TensorRTUnavailable", "TrtBackend",
+           "cuda_device", "device_index", "find_engines", "import_tensorrt", "make_logger",
+           "tensorrt_available", "trt_major"]

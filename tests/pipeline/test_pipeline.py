@@ -10,18 +10,21 @@ from typing import Any
 
 import pytest
 
-from norface_rt.app import PipelineOptions, create_pipeline
+import numpy as np
+
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from norface_rt.pipeline import PipelineOptions, create_pipeline
+from norface_rt.sinks.base import Sink
 
 
-class CollectSink:
+class CollectSink(Sink):
     """A real sink that keeps every message in memory (what a consumer would see)."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.closed = False
 
-    def write(self, msg: dict[str, Any]) -> None:
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         self.messages.append(msg)
 
     def close(self) -> None:
@@ -35,8 +38,8 @@ class CollectSink:
         return [m for m in self.messages if m["type"] == "eos"]
 
 
-class BrokenSink:
-    def write(self, msg: dict[str, Any]) -> None:
+class BrokenSink(Sink):
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         raise OSError("disk full (deliberately)")
 
     def close(self) -> None:
@@ -181,7 +184,7 @@ def test_absurd_options_are_rejected(kw, field, tiny_model_dir, landmarker_path,
 class SlowSink(CollectSink):
     """A consumer slower than the camera: back-pressure must turn into counted drops, not lag."""
 
-    def write(self, msg: dict[str, Any]) -> None:
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         super().write(msg)
         if msg["type"] == "frame":
             time.sleep(0.12)
@@ -224,8 +227,6 @@ def test_device_align_matches_cpu_crops(tiny_model_dir, landmarker_path, media_d
     # The GPU pre-processing path (frame uploaded once, faces warped by the backend) runs on the
     # CPU with the torch-cuda backend in its eager CPU mode: same faces, results within the
     # measured crop-rounding tolerance of the cv2 path, same message stream.
-    import numpy as np
-
     src = [str(media_dir / "multi_face.jpg")]
     kw = dict(backend="torch-cuda", device="cpu", tiling=0.5)
     cpu_sink, _, _ = run(src, tiny_model_dir, landmarker_path, **kw)

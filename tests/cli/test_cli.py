@@ -9,6 +9,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -70,6 +71,24 @@ def test_missing_model_is_a_clear_error(landmarker_path, media_dir, tmp_path):
               "--landmarker", str(landmarker_path), "--zmq", "none", timeout=60)
     assert res.returncode == 2
     assert "Looked in" in res.stderr and str(tmp_path / "none") in res.stderr
+
+
+def test_missing_model_is_reported_before_waiting_for_subscribers(landmarker_path, media_dir,
+                                                                  tmp_path):
+    # --wait-subscribers waits only once the model is loaded: nobody subscribes here, so a wait
+    # before resolving the model would take the whole --wait-timeout.
+    t0 = time.monotonic()
+    res = cli("run", str(media_dir / "single_face.jpg"), "--model-dir", str(tmp_path / "none"),
+              "--landmarker", str(landmarker_path), "--zmq", f"tcp://127.0.0.1:{free_port()}",
+              "--wait-subscribers", "1", "--wait-timeout", "60", timeout=50)
+    assert res.returncode == 2 and "Looked in" in res.stderr
+    assert time.monotonic() - t0 < 40
+
+
+def test_fused_is_refused_with_the_reason(media_dir):
+    res = cli("run", str(media_dir / "single_face.jpg"), "--fused", timeout=60)
+    assert res.returncode == 2 and "--fused is no longer available" in res.stderr
+    assert "norface.onnx" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_missing_landmarker_is_a_clear_error(tiny_model_dir, media_dir, tmp_path):

@@ -12,12 +12,14 @@ from typing import Any
 import onnx
 import pytest
 
-from engines.build import GRAPHS, cache_entry
-from engines.cache import (
+from norface_rt.backends.trt_cache import (
     ENGINE_CACHE_ENV,
+    ENGINES,
     MANIFEST_FILE,
     BuildOptions,
     CacheKeyInputs,
+    build_options,
+    cache_entry,
     cache_key,
     default_cache_root,
     entry_name,
@@ -61,7 +63,6 @@ def test_key_is_stable_for_equal_inputs() -> None:
     {"options": BuildOptions(fp32_layers="auto")},
     {"options": BuildOptions(fp32_layers="norm")},
     {"options": BuildOptions(fp32_layers=("*/norm1/*",))},
-    {"options": BuildOptions(graphs="fused")},
 ], ids=lambda c: next(iter(c)) + ("=" + str(next(iter(c.values()))) if "options" in c else ""))
 def test_key_changes_with_every_field(change: dict[str, object]) -> None:
     assert cache_key(inputs(**change)) != cache_key(inputs())
@@ -81,7 +82,8 @@ def test_entry_name_is_readable_and_filesystem_safe() -> None:
     (BuildOptions(workspace_gib=0), "workspace_gib"),
     (BuildOptions(fp32_layers="everything"), "fp32_layers"),
     (BuildOptions(fp32_layers=("",)), "fp32_layers"),
-    (BuildOptions(graphs="both"), "graphs"),
+    (BuildOptions(graphs="both"), "graphs"),  # type: ignore[arg-type]
+    (BuildOptions(graphs="fused"), "no longer built: model sets no longer ship the joined graph"),  # type: ignore[arg-type]
 ])
 def test_invalid_options_name_the_field(opts: BuildOptions, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -99,7 +101,19 @@ def test_default_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(ENGINE_CACHE_ENV, str(tmp_path / "x"))
     assert default_cache_root() == tmp_path / "x"
     monkeypatch.delenv(ENGINE_CACHE_ENV)
+    monkeypatch.delenv("NORFACE_RT_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert default_cache_root() == Path.home() / ".cache" / "norface-rt" / "engines"
+    # the engine cache lives under the one user cache root, wherever that is moved
+    monkeypatch.setenv("NORFACE_RT_CACHE", str(tmp_path / "cache"))
+    assert default_cache_root() == tmp_path / "cache" / "engines"
+
+
+def test_build_options_defaults_and_errors() -> None:
+    assert build_options(max_batch=4).opt_batch == 4 and build_options().opt_batch == 8
+    assert build_options(fp32_layers=["*/emm/*"]).fp32_layers == ("*/emm/*",)
+    with pytest.raises(ValueError, match="fp32_layers must be None"):
+        build_options(fp32_layers=3)  # type: ignore[arg-type]
 
 
 # -- on disk, with the real tiny model set ------------------------------------------------
@@ -109,11 +123,11 @@ def fake_build(model_dir: Path, opts: BuildOptions, root: Path, payload: bytes =
     opaque bytes standing in for serialized engines: the cache never looks inside them."""
     entry = cache_entry(model_dir, opts, root=root, **GPU)
     stage = staging_dir(root, entry.directory.name)
-    graphs = ("normalizer", "classifier") if opts.graphs == "split" else ("combined",)
+    graphs = tuple(ENGINES)
     for g in graphs:
-        (stage / GRAPHS[g][1]).write_bytes(payload + g.encode())
+        (stage / ENGINES[g][1]).write_bytes(payload + g.encode())
     write_manifest(stage, {"key": entry.key, "key_inputs": entry.key_inputs.to_dict(),
-                           "engines": {g: {"file": GRAPHS[g][1]} for g in graphs},
+                           "engines": {g: {"file": ENGINES[g][1]} for g in graphs},
                            "precision": {"choice": "fp16"}})
     return publish(stage, entry.directory)
 
@@ -158,7 +172,7 @@ def test_damaged_or_foreign_entries_are_misses(tiny_model_dir: Path, tmp_path: P
     assert load_manifest(d, key) is not None
     assert load_manifest(d, "0" * 64) is None  # built for another key
 
-    engine = d / GRAPHS["classifier"][1]
+    engine = d / ENGINES["classifier"][1]
     good = engine.read_bytes()
     engine.write_bytes(good[:-1] + b"X")  # same size, other content
     assert load_manifest(d, key) is None
@@ -177,7 +191,7 @@ def test_rebuild_replaces_an_entry_atomically(tiny_model_dir: Path, tmp_path: Pa
     d = fake_build(tiny_model_dir, opts, root, payload=b"old")
     d2 = fake_build(tiny_model_dir, opts, root, payload=b"new")  # what force=True does
     assert d2 == d
-    assert (d / GRAPHS["normalizer"][1]).read_bytes() == b"newnormalizer"
+    assert (d / ENGINES["normalizer"][1]).read_bytes() == b"newnormalizer"
     assert sorted(p.name for p in root.iterdir()) == [d.name]  # no staging or old copies left
     assert cache_entry(tiny_model_dir, opts, root=root, **GPU).load() is not None
 

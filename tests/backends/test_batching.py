@@ -1,11 +1,11 @@
-"""Pure helpers of the TensorRT path: batch chunking (batches larger than the engines' max_batch
-run as consecutive chunks) and CUDA device spellings."""
+"""Batch chunking: batches larger than a backend's fixed capacity (TensorRT's max_batch, the
+CUDA-graph backend's buckets) run as consecutive chunks, every row once, in order."""
 
 from __future__ import annotations
 
 import pytest
 
-from engines.trt_backend import chunk_slices
+from norface_rt.backends.batching import chunk_slices, plan_chunks
 
 
 @pytest.mark.parametrize("n, max_batch, sizes", [
@@ -32,16 +32,13 @@ def test_bad_arguments_name_the_field(n: object, max_batch: object, field: str) 
         chunk_slices(n, max_batch)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("spec, index", [(0, 0), (3, 3), ("cuda", 0), ("cuda:1", 1), (" CUDA:2 ", 2)])
-def test_device_spellings(spec: object, index: int) -> None:
-    from engines.build import device_index
-
-    assert device_index(spec) == index  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("spec", ["cpu", "cuda:", "cuda:x", -1, True, 1.0])
-def test_bad_device_is_a_clear_error(spec: object) -> None:
-    from engines.build import device_index
-
-    with pytest.raises(ValueError, match="device must be a CUDA device index"):
-        device_index(spec)  # type: ignore[arg-type]
+def test_plan_chunks_pads_to_the_smallest_bucket_and_splits_large_batches() -> None:
+    b = (1, 2, 4, 8, 16, 32, 64)
+    assert plan_chunks(0, b) == []
+    assert plan_chunks(1, b) == [(0, 1, 1)]
+    assert plan_chunks(3, b) == [(0, 3, 4)]
+    assert plan_chunks(9, b) == [(0, 9, 16)]
+    assert plan_chunks(64, b) == [(0, 64, 64)]
+    assert plan_chunks(70, b) == [(0, 64, 64), (64, 6, 8)]
+    assert plan_chunks(130, b) == [(0, 64, 64), (64, 64, 64), (128, 2, 2)]
+    assert plan_chunks(5, (4,)) == [(0, 4, 4), (4, 1, 4)]

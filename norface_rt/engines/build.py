@@ -1,9 +1,8 @@
 """Build TensorRT engines from a model set's ONNX graphs, cache them, and check their accuracy.
 
-One engine per ONNX graph: ``normalizer.onnx`` and ``classifier.onnx`` by default (so the
+One engine per ONNX graph of the model set: ``normalizer.onnx`` and ``classifier.onnx`` (so the
 runtime can still time normalization and classification apart and the classifier reads the
-normalizer's output straight from GPU memory), or the combined ``norface.onnx`` with
-``graphs="fused"``. Every engine has a dynamic batch axis (one optimization profile
+normalizer's output straight from GPU memory). Every engine has a dynamic batch axis (one optimization profile
 min=1 / opt=``opt_batch`` / max=``max_batch`` on every input), FP16 enabled unless asked
 otherwise, a workspace memory-pool limit, and a timing cache read from and written back to disk
 so a rebuild (a new model, other options) re-times only the layers it has not seen.
@@ -18,6 +17,10 @@ The tolerances (module constants, also the acceptance gate of :func:`check_accur
 compares against PyTorch FP32): AU and emotion probabilities max abs error <= 0.02; AU intensity
 (0..5 scale) <= 0.1.
 
+The builder depends on the runtime (:mod:`norface_rt.backends.tensorrt` runs the engines and
+measures them, :mod:`norface_rt.backends.trt_cache` owns the cache format, :mod:`norface_rt.reference`
+the accuracy oracle shared with ``norface-rt bench``), never the reverse.
+
 Written against the TensorRT 10.x Python API (name-based tensors, ``execute_async_v3``).
 TensorRT 11 removed weakly-typed networks (``BuilderFlag.FP16``, per-layer precision): there only
 ``fp16=False`` builds work, and an FP16 request fails with a clear message. Nothing here imports
@@ -31,39 +34,37 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any
 
-from engines.cache import (
+from norface_rt.backends.tensorrt import (
+    MAX_LOG_LINES,
+    TensorRTUnavailable,
+    TrtBackend,
+    cuda_device,
+    device_index,
+    import_tensorrt,
+    make_logger,
+)
+from norface_rt.backends.trt_cache import (
+    ENGINES,
     BuildOptions,
     CacheKeyInputs,
-    GraphSet,
-    cache_key,
-    default_cache_root,
+    EngineSet,
+    build_options,
+    cache_entry,
     discard,
     entry_name,
     load_manifest,
-    onnx_hashes,
     publish,
     staging_dir,
     timing_cache_path,
     write_manifest,
 )
-from engines.precision import fp32_reason, trt_layer_kind, unmatched_patterns
-from norface_rt.backends.base import (
-    CLASSIFIER_FILE,
-    CLASSIFIER_INPUTS,
-    CLASSIFIER_OUTPUTS,
-    INPUT_NAME,
-    NORMALIZER_FILE,
-    NORMALIZER_INPUTS,
-    NORMALIZER_OUTPUTS,
-    OUTPUT_NAMES,
-)
-
-if TYPE_CHECKING:
-    from engines.trt_backend import TrtBackend
+from norface_rt.engines.precision import fp32_reason, trt_layer_kind, unmatched_patterns
+from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
 
 log = logging.getLogger(__name__)
 
@@ -78,243 +79,11 @@ TOLERANCES: dict[str, float] = {"au_prob": TOL_AU_PROB, "au_intensity": TOL_AU_I
 AUTO_CHECK_FACES = 8
 AUTO_CHECK_SEED = 12345
 
-COMBINED_FILE = "norface.onnx"
-
-# graph name -> (ONNX file, engine file, inputs, outputs)
-GRAPHS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
-    "normalizer": (NORMALIZER_FILE, "normalizer.engine", NORMALIZER_INPUTS, NORMALIZER_OUTPUTS),
-    "classifier": (CLASSIFIER_FILE, "classifier.engine", CLASSIFIER_INPUTS, CLASSIFIER_OUTPUTS),
-    "combined": (COMBINED_FILE, "norface.engine", (INPUT_NAME,), OUTPUT_NAMES),
-}
-GRAPHS_OF: dict[str, tuple[str, ...]] = {"split": ("normalizer", "classifier"),
-                                         "fused": ("combined",)}
-
-MAX_LOG_LINES = 400
-
-INSTALL_HINT = (
-    "TensorRT is optional and not installed. It needs an NVIDIA GPU with its driver and a CUDA "
-    "build of torch; install TensorRT 10.x with pip install 'norface-rt[tensorrt]' "
-    "(or pip install 'tensorrt-cu12>=10,<11'; NVIDIA's index: --extra-index-url "
-    "https://pypi.nvidia.com). See docs/gpu.md."
-)
-
-
-def _graph_order(graph: str) -> int:
-    return list(GRAPHS).index(graph) if graph in GRAPHS else len(GRAPHS)
-
-
-class TensorRTUnavailable(ImportError):
-    """TensorRT (or a CUDA GPU for it) is missing; the message says how to install it."""
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt``, or TensorRTUnavailable with install instructions. TensorRT < 10 is
-    refused: this code uses the name-based tensor API that 10.0 introduced."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # OSError: wheel present but libnvinfer missing
-        raise TensorRTUnavailable(f"{INSTALL_HINT} (import tensorrt failed: {e})"
-                                  ) from e
-    major = trt_major(getattr(trt, "__version__", "0"))
-    if major < 10:
-        raise TensorRTUnavailable(f"TensorRT >= 10 is required (name-based tensor API), found "
-                                  f"{getattr(trt, '__version__', '?')}; install TensorRT 10.x: "
-                                  "pip install 'tensorrt-cu12>=10,<11'. See docs/gpu.md.")
-    return trt
-
-
-def tensorrt_available() -> bool:
-    try:
-        import_tensorrt()
-    except TensorRTUnavailable:
-        return False
-    return True
-
-
-def trt_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        return 0
 
 
 def supports_weak_typing(trt: Any) -> bool:
     """FP16 builds with per-layer FP32 pins need the weakly-typed API (TensorRT 10.x)."""
     return hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS")
-
-
-def device_index(device: int | str) -> int:
-    """CUDA device index from ``0`` / ``"cuda"`` / ``"cuda:1"`` (how the rest of the CLI spells
-    devices); anything else is a ValueError naming the expected forms."""
-    if isinstance(device, str):
-        text = device.strip().lower()
-        if text == "cuda":
-            return 0
-        if text.startswith("cuda:") and text[5:].isdigit():
-            return int(text[5:])
-        raise ValueError(f"device must be a CUDA device index, 'cuda' or 'cuda:N', got {device!r}")
-    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
-        raise ValueError(f"device must be a CUDA device index >= 0, 'cuda' or 'cuda:N', got {device!r}")
-    return device
-
-
-def cuda_device(device: int | str) -> tuple[Any, str, tuple[int, int]]:
-    """(torch module, GPU name, compute capability) of CUDA device ``device``, via torch.cuda
-    (the GPU image's torch has CUDA; no extra dependency)."""
-    device = device_index(device)
-    try:
-        import torch
-    except ImportError as e:
-        raise TensorRTUnavailable(f"the TensorRT path uses torch.cuda for memory and streams, but "
-                                  f"torch is not importable: {e}") from e
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailable(
-            f"TensorRT engines need an NVIDIA GPU, but torch.cuda.is_available() is False (torch "
-            f"{torch.__version__}; a +cpu build has no CUDA). Install a CUDA build of torch on a "
-            "machine with an NVIDIA driver; see docs/gpu.md.")
-    count = torch.cuda.device_count()
-    if device >= count:
-        raise ValueError(f"device must be < {count} (CUDA devices visible), got {device}")
-    props = torch.cuda.get_device_properties(device)
-    return torch, str(props.name), (int(props.major), int(props.minor))
-
-
-def make_logger(trt: Any, lines: list[str] | None = None,
-                min_severity: str = "WARNING") -> Any:
-    """A ``trt.ILogger`` that forwards to :mod:`logging` and, when ``lines`` is given, appends
-    messages at ``min_severity`` or worse to it (the build log kept in the manifest)."""
-    sev = trt.ILogger.Severity
-    order = [sev.INTERNAL_ERROR, sev.ERROR, sev.WARNING, sev.INFO, sev.VERBOSE]
-    keep_upto = order.index(getattr(sev, min_severity))
-    to_level = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR,
-                sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
-    trt_log = logging.getLogger("engines.tensorrt")
-
-    class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            trt_log.log(to_level.get(severity, logging.DEBUG), "%s", msg)
-            if lines is not None and order.index(severity) <= keep_upto:
-                lines.append(f"[TRT {str(severity).rsplit('.', 1)[-1]}] {msg}")
-                del lines[:-MAX_LOG_LINES]
-
-    return _Logger()
-
-
-@dataclass
-class EngineSet:
-    """A complete, cached set of engines for one model set and one cache key.
-
-    ``engines`` maps graph name (normalizer, classifier | combined) -> engine file.
-    ``precision`` records the FP16/FP32 choice: ``choice`` ("fp32", "fp16", "fp16+fp32-norm",
-    "fp16+fp32-patterns"), ``fp32_layers`` (graph -> pinned layer names), ``errors`` (candidate ->
-    output -> max abs error vs ONNX Runtime CPU FP32, measured only for "auto") and
-    ``within_tolerance``. ``cache_hit`` is True when nothing was built.
-    """
-
-    key: str
-    directory: Path
-    engines: dict[str, Path]
-    options: BuildOptions
-    key_inputs: dict[str, Any]
-    precision: dict[str, Any]
-    build_log: list[str]
-    build_seconds: float | None
-    cache_hit: bool
-    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def graphs(self) -> GraphSet:
-        return self.options.graphs
-
-    @property
-    def manifest_path(self) -> Path:
-        from engines.cache import MANIFEST_FILE
-
-        return self.directory / MANIFEST_FILE
-
-    @classmethod
-    def from_manifest(cls, directory: Path, manifest: Mapping[str, Any], cache_hit: bool
-                      ) -> "EngineSet":
-        return cls(key=manifest["key"], directory=Path(directory),
-                   engines={g: Path(directory) / manifest["engines"][g]["file"]
-                            for g in sorted(manifest["engines"], key=_graph_order)},
-                   options=BuildOptions.from_dict(manifest["key_inputs"]["options"]),
-                   key_inputs=dict(manifest["key_inputs"]),
-                   precision=dict(manifest.get("precision", {})),
-                   build_log=list(manifest.get("build_log", [])),
-                   build_seconds=manifest.get("build_seconds"), cache_hit=cache_hit,
-                   manifest=dict(manifest))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "directory": str(self.directory),
-                "engines": {g: str(p) for g, p in self.engines.items()},
-                "options": self.options.to_dict(), "key_inputs": self.key_inputs,
-                "precision": self.precision, "build_seconds": self.build_seconds,
-                "cache_hit": self.cache_hit}
-
-
-def _options(max_batch: int, opt_batch: int | None, fp16: bool, workspace_gib: float,
-             fp32_layers: str | Sequence[str] | None, graphs: str) -> BuildOptions:
-    if isinstance(fp32_layers, (list, tuple)):
-        fl: str | tuple[str, ...] | None = tuple(fp32_layers)
-    elif fp32_layers is None or isinstance(fp32_layers, str):
-        fl = fp32_layers
-    else:
-        raise ValueError(f"fp32_layers must be None, 'auto', 'norm' or a list of layer-name "
-                         f"patterns, got {fp32_layers!r}")
-    if opt_batch is None and isinstance(max_batch, int) and not isinstance(max_batch, bool):
-        opt_batch = min(8, max_batch)
-    return BuildOptions(max_batch=max_batch, opt_batch=opt_batch,  # type: ignore[arg-type]
-                        fp16=fp16, workspace_gib=workspace_gib, fp32_layers=fl,
-                        graphs=graphs).validate()  # type: ignore[arg-type]
-
-
-def key_inputs_for(model_dir: str | os.PathLike[str], opts: BuildOptions, gpu_name: str,
-                   compute_capability: tuple[int, int], trt_version: str) -> CacheKeyInputs:
-    files = [GRAPHS[g][0] for g in GRAPHS_OF[opts.graphs]]
-    return CacheKeyInputs(gpu_name=gpu_name, compute_capability=compute_capability,
-                          trt_version=trt_version, onnx_sha256=onnx_hashes(model_dir, files),
-                          options=opts)
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """Where the engines for one cache key live; :meth:`load` says whether they are there."""
-
-    key_inputs: CacheKeyInputs
-    key: str
-    directory: Path
-
-    def load(self) -> EngineSet | None:
-        """The complete EngineSet in :attr:`directory` built for :attr:`key`, or None (a miss:
-        absent, half-written, corrupt, or built for another key)."""
-        manifest = load_manifest(self.directory, self.key)
-        return EngineSet.from_manifest(self.directory, manifest, cache_hit=True) if manifest else None
-
-
-def cache_entry(model_dir: str | os.PathLike[str], opts: BuildOptions, *, gpu_name: str,
-                compute_capability: tuple[int, int], trt_version: str,
-                root: str | os.PathLike[str] | None = None) -> CacheEntry:
-    """The cache entry for ``model_dir``'s ONNX files built with ``opts`` on the given GPU and
-    TensorRT version (pure: no TensorRT or CUDA needed, so the lookup is testable anywhere)."""
-    ki = key_inputs_for(model_dir, opts.validate(), gpu_name, compute_capability, trt_version)
-    base = Path(root) if root is not None else default_cache_root()
-    return CacheEntry(ki, cache_key(ki), base / entry_name(ki))
-
-
-def find_engines(model_dir: str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
-                 max_batch: int = 64, opt_batch: int | None = None, fp16: bool = True,
-                 workspace_gib: float = 4.0, fp32_layers: str | Sequence[str] | None = "auto",
-                 graphs: str = "split", device: int | str = 0) -> EngineSet | None:
-    """The cached EngineSet for these options on this GPU and TensorRT, or None (never builds)."""
-    opts = _options(max_batch, opt_batch, fp16, workspace_gib, fp32_layers, graphs)
-    trt = import_tensorrt()
-    _, gpu, cc = cuda_device(device)
-    return cache_entry(model_dir, opts, gpu_name=gpu, compute_capability=cc,
-                       trt_version=trt.__version__, root=out_dir).load()
 
 
 def build_engines(model_dir: str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
@@ -324,15 +93,15 @@ def build_engines(model_dir: str | os.PathLike[str], *, out_dir: str | os.PathLi
                   graphs: str = "split", device: int | str = 0) -> EngineSet:
     """Build (or reuse from the cache) the engines of ``model_dir`` for CUDA device ``device``.
 
-    ``out_dir`` is the cache root (default ``$NORFACE_RT_ENGINE_CACHE`` or
-    ``~/.cache/norface-rt/engines``); the engines go to a sub-directory named by the cache key.
+    ``out_dir`` is the cache root (default :func:`norface_rt.paths.engine_cache_dir`); the
+    engines go to a sub-directory named by the cache key.
     ``opt_batch`` None means min(8, max_batch). ``timing_cache`` None means one file per GPU and
     TensorRT version in the cache root. ``force`` rebuilds even on a cache hit. ``fp32_layers``
     (default ``"auto"``, the same default as ``norface-rt build-engines`` and
-    :class:`~engines.trt_backend.TrtBackend`, so they all share one cache entry): see the module
-    docstring and :class:`~engines.cache.BuildOptions`.
+    :class:`~norface_rt.backends.tensorrt.TrtBackend`, so they all share one cache entry): see the
+    module docstring and :class:`~norface_rt.backends.trt_cache.BuildOptions`.
     """
-    opts = _options(max_batch, opt_batch, fp16, workspace_gib, fp32_layers, graphs)
+    opts = build_options(max_batch, opt_batch, fp16, workspace_gib, fp32_layers, graphs)
     device = device_index(device)
     trt = import_tensorrt()
     torch, gpu, cc = cuda_device(device)
@@ -377,7 +146,7 @@ class _Builder:
         self.lines: list[str] = []
         self.logger = make_logger(trt, self.lines)
         self.builder = trt.Builder(self.logger)
-        self.graphs = GRAPHS_OF[opts.graphs]
+        self.graphs = tuple(ENGINES)
 
     def note(self, msg: str) -> None:
         log.info("%s", msg)
@@ -443,7 +212,8 @@ class _Builder:
 
     def _parse(self, graph: str) -> tuple[Any, Any]:
         trt = self.trt
-        onnx_file, _, inputs, outputs = GRAPHS[graph]
+        spec = ENGINES[graph][0]
+        onnx_file, inputs, outputs = spec.file, spec.inputs, spec.outputs
         path = self.model_dir / onnx_file
         flags = 0
         if not self.opts.fp16 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -532,7 +302,7 @@ class _Builder:
                 tail = " | ".join(self.lines[-8:])
                 raise RuntimeError(f"TensorRT failed to build the {graph} engine; last log lines: "
                                    f"{tail}")
-            out = self.stage / GRAPHS[graph][1]
+            out = self.stage / ENGINES[graph][1]
             with open(out, "wb") as f:
                 f.write(plan)
             self.note(f"{graph}: engine {out.stat().st_size / 2**20:.1f} MiB built in "
@@ -541,18 +311,15 @@ class _Builder:
 
     def _measure(self) -> dict[str, float]:
         """Max abs error of the staged engines vs ONNX Runtime CPU FP32 on fixed random crops."""
-        from engines.trt_backend import TrtBackend
         from norface_rt.backends.onnx_backend import OrtBackend
-        from norface_rt.bench import make_crops, max_abs_errors
 
         write_manifest(self.stage, self._manifest({}, None))  # provisional, for TrtBackend
-        ort = OrtBackend(self.model_dir, providers=["CPUExecutionProvider"],
-                         split=self.opts.graphs == "split")
+        ort = OrtBackend(self.model_dir, providers=["CPUExecutionProvider"])
         crops = make_crops(AUTO_CHECK_FACES, ort.config.img_size, AUTO_CHECK_SEED)
         ref = ort.infer(crops)
         ort.close()
         with TrtBackend(self.model_dir, device=self.device, max_batch=self.opts.max_batch,
-                        engine_dir=self.stage, build=False) as trt_backend:
+                        engine_dir=self.stage) as trt_backend:
             got = trt_backend.infer(crops)
         return max_abs_errors(got, {k: getattr(ref, k) for k in TOLERANCES})
 
@@ -591,11 +358,12 @@ class _Builder:
     def _manifest(self, precision: dict[str, Any], secs: float | None) -> dict[str, Any]:
         return {
             "key": self.key, "entry": entry_name(self.ki), "key_inputs": self.ki.to_dict(),
-            "engines": {g: {"file": GRAPHS[g][1], "onnx": GRAPHS[g][0],
-                            "inputs": list(GRAPHS[g][2]), "outputs": list(GRAPHS[g][3])}
+            "engines": {g: {"file": ENGINES[g][1], "onnx": ENGINES[g][0].file,
+                            "inputs": list(ENGINES[g][0].inputs),
+                            "outputs": list(ENGINES[g][0].outputs)}
                         for g in self.graphs},
             "precision": precision, "build_log": list(self.lines), "build_seconds": secs,
-            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "model_dir": str(self.model_dir.resolve()), "timing_cache": str(self.tc_path),
         }
 
@@ -638,21 +406,18 @@ class AccuracyReport:
                 "reference": self.reference, "passed": self.passed}
 
 
-def check_accuracy(target: "EngineSet | TrtBackend", model_dir: str | os.PathLike[str],
+def check_accuracy(target: EngineSet | TrtBackend, model_dir: str | os.PathLike[str],
                    n: int = 16, seed: int = 0, device: int = 0) -> AccuracyReport:
-    """Compare TensorRT with PyTorch FP32 on CPU (:func:`norface_rt.export.load_torch_model`) on
+    """Compare TensorRT with PyTorch FP32 on CPU (:func:`norface_rt.reference.reference_outputs`) on
     the same ``n`` seeded random crops, against :data:`TOLERANCES`. Returns the report; callers
     decide whether a failure is fatal (the CLI exits 1)."""
-    from engines.trt_backend import TrtBackend
-    from norface_rt.bench import make_crops, max_abs_errors, reference_outputs
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if isinstance(target, TrtBackend):
         backend, own = target, False
     elif isinstance(target, EngineSet):
         backend = TrtBackend(model_dir, device=device, max_batch=target.options.max_batch,
-                             engine_dir=target.directory, build=False)
+                             engine_dir=target.directory)
         own = True
     else:
         raise TypeError(f"target: expected an EngineSet or a TrtBackend, got {type(target).__name__}")
@@ -667,8 +432,6 @@ def check_accuracy(target: "EngineSet | TrtBackend", model_dir: str | os.PathLik
                           failures=tolerance_failures(errors), reference="PyTorch fp32 (CPU)")
 
 
-__all__ = ["AUTO_CHECK_FACES", "AccuracyReport", "CacheEntry", "EngineSet", "GRAPHS", "GRAPHS_OF",
-           "INSTALL_HINT", "TOLERANCES", "TOL_AU_INTENSITY", "TOL_AU_PROB", "TOL_EMOTION_PROB",
-           "TensorRTUnavailable", "build_engines", "cache_entry", "check_accuracy", "cuda_device",
-           "device_index", "find_engines", "import_tensorrt", "make_logger", "supports_weak_typing",
-           "tensorrt_available", "tolerance_failures"]
+__all__ = ["AUTO_CHECK_FACES", "AccuracyReport", "TOLERANCES", "TOL_AU_INTENSITY", "TOL_AU_PROB",
+           "TOL_EMOTION_PROB", "TensorRTUnavailable", "build_engines", "check_accuracy",
+           "supports_weak_typing", "tolerance_failures"]

@@ -5,81 +5,75 @@ Threads and queues (every queue bounded, each with its policy):
   source decode thread (one per source, owned by the Source)
       -> source queue: lossless blocking for files/images, drop-oldest + counter for live sources
   face thread (one per source; MediaPipe video mode tracks per stream, so one landmarker each)
-      -> inference queue (shared, bounded, blocking: back-pressure reaches file decoders, while live
-         sources shed load at their own drop-oldest queue)
+      -> inference queue of :class:`FaceJob` (shared, bounded, blocking: back-pressure reaches
+         file decoders, while live sources shed load at their own drop-oldest queue)
   inference thread (one; batches the faces of every stream into one backend call)
-      -> publish queue (bounded, blocking)
+      -> publish queue of :class:`~norface_rt.types.FrameResult` (bounded, blocking)
   publish thread (one; assigns per-stream sequence numbers, writes every sink, emits stats)
 
 Per-stream order is preserved end to end because each stream has one face thread feeding a FIFO
-and the inference and publish threads are single. End of stream travels as an explicit item.
+and the inference and publish threads are single. End of stream travels as an explicit item; so
+does a stop (:class:`Halt`), which wakes a blocked consumer at once. Producers blocked on a full
+queue sleep on its condition and are woken by the consumer or by ``stop()`` (no polling).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from norface_rt import protocol
+from norface_rt.backends.base import Backend, ModelOutput
+from norface_rt.config import ModelConfig
+from norface_rt.sinks.base import Sink
+from norface_rt.sources.base import Source
+from norface_rt.sources.frame_queue import FrameQueue
 from norface_rt.stats import StageStats
-from norface_rt.types import EndOfStream, FaceFrame, FaceResult, FramePacket, FrameResult
+from norface_rt.types import EndOfStream, FaceFrame, FaceResult, FrameResult, Stage
+
+if TYPE_CHECKING:
+    from norface_rt.faces.stage import FaceStage
 
 log = logging.getLogger(__name__)
 
-_POLL = 0.05  # seconds; how often blocked threads re-check the stop event
-
-
-class SourceLike(Protocol):
-    stream_id: str
-    live: bool
-
-    def start(self) -> None: ...
-    def read(self, timeout: float) -> FramePacket | EndOfStream | None: ...
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-
-class FaceStageLike(Protocol):
-    def process(self, frame: FramePacket) -> FaceFrame: ...
-    def close(self) -> None: ...
-
-
-class BackendLike(Protocol):
-    config: Any
-
-    def infer(self, crops: np.ndarray, *, want_normalized: bool = False) -> Any: ...
-
-
-class SinkLike(Protocol):
-    def write(self, msg: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
+# Longest a face thread waits on its source before re-checking for a stop it may have missed
+# (a failed sibling thread halts the pipeline without stopping the sources).
+_SOURCE_WAIT_S = 0.5
 
 
 @dataclass(slots=True)
-class _Stopped:
-    """Marker a thread puts when it gives up because stop() was called."""
+class FaceJob:
+    """One frame on its way from a face thread to the inference batcher.
+
+    ``error`` says why the face stage failed on this frame (it then has no faces); ``queued_at``
+    (``perf_counter``) starts the frame's ``queue`` stage, the wait for its batch."""
+
+    face_frame: FaceFrame
+    error: str | None
+    queued_at: float
+
+
+@dataclass(slots=True)
+class Halt:
+    """Put into a stage's queue by ``stop()`` (or a failed thread): wake up and leave."""
+
+
+InferItem = FaceJob | EndOfStream | Halt
+PublishItem = FrameResult | EndOfStream | Halt
 
 
 class StageError(RuntimeError):
     """A pipeline thread failed; the message names the thread and the cause."""
 
 
-def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
-    """Blocking put that still honours stop(): returns False if stopped before the put succeeded."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def build_face_results(face_frame: FaceFrame, out: Any, offset: int, cfg: Any) -> list[FaceResult]:
+def build_face_results(face_frame: FaceFrame, out: ModelOutput, offset: int,
+                       cfg: ModelConfig) -> list[FaceResult]:
     """Turn rows ``offset..offset+n`` of a backend output into per-face results."""
     results: list[FaceResult] = []
     au_names, emo_names = list(cfg.au_names), list(cfg.emotion_names)
@@ -101,16 +95,16 @@ class Pipeline:
     """Runs any number of sources through one backend into any number of sinks.
 
     ``face_stage_factory(stream_id)`` builds the per-stream face stage (landmarker + tracker +
-    aligner). Sinks receive protocol message dicts; a sink with ``needs_image = True`` is called as
-    ``write(msg, image)`` with the frame's RGB pixels (overlay video, on-screen display).
+    aligner; :func:`norface_rt.pipeline.factory.build_face_stage`). Sinks receive protocol message
+    dicts (see :class:`~norface_rt.sinks.base.Sink` for the image capability).
     """
 
     def __init__(
         self,
-        sources: Sequence[SourceLike],
-        face_stage_factory: Callable[[str], FaceStageLike],
-        backend: BackendLike,
-        sinks: Iterable[SinkLike],
+        sources: Sequence[Source],
+        face_stage_factory: Callable[[str], FaceStage],
+        backend: Backend,
+        sinks: Iterable[Sink],
         *,
         max_batch: int = 16,
         queue_size: int = 8,
@@ -130,10 +124,9 @@ class Pipeline:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if stats_interval < 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, got {stats_interval}")
-        if device_align and not callable(getattr(backend, "infer_aligned_many", None)):
-            raise ValueError(f"device_align: backend {getattr(backend, 'name', type(backend).__name__)!r} "
-                             "cannot align on its device (expected a backend with infer_aligned_many, "
-                             "e.g. torch-cuda)")
+        if device_align and not backend.aligns_on_device:
+            raise ValueError(f"device_align: backend {backend.name!r} cannot align on its device "
+                             "(expected a backend with aligns_on_device, e.g. torch-cuda)")
         self.sources = list(sources)
         self.backend = backend
         # Faces travel as (frame, matrices) and are warped by the backend on its device.
@@ -144,15 +137,15 @@ class Pipeline:
         self.stats = stats or StageStats()
         self.on_result = on_result
         self._face_stage_factory = face_stage_factory
-        self._keep_images = any(getattr(s, "needs_image", False) for s in self.sinks)
-        self._infer_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._publish_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._keep_images = any(s.needs_image for s in self.sinks)
+        self._infer_q: FrameQueue[InferItem] = FrameQueue(queue_size, "lossless")
+        self._publish_q: FrameQueue[PublishItem] = FrameQueue(queue_size, "lossless")
         self._stop = threading.Event()
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._errors: list[str] = []
         self._errors_lock = threading.Lock()
-        self._face_stages: list[FaceStageLike] = []
+        self._face_stages: list[FaceStage] = []
         self._started = False
         self.sink_errors = 0
 
@@ -178,12 +171,20 @@ class Pipeline:
                 log.exception("pipeline thread %s failed", name)
                 with self._errors_lock:
                     self._errors.append(f"{name}: {type(exc).__name__}: {exc}")
-                self._stop.set()
+                self._halt()
                 self._done.set()
 
         t = threading.Thread(target=guarded, name=f"norface-{name}", daemon=True)
         self._threads.append(t)
         t.start()
+
+    def _halt(self) -> None:
+        """Stop every stage thread now: set the flag, refuse further puts (waking blocked
+        producers) and hand each consumer a Halt (waking it)."""
+        self._stop.set()
+        for q in (self._infer_q, self._publish_q):
+            q.close()
+            q.put_final(Halt())
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every stream has ended and been published; True if it finished."""
@@ -216,7 +217,7 @@ class Pipeline:
                 log.exception("stopping source %s failed", src.stream_id)
         if self._started and not self._stop.is_set():
             self._done.wait(max(0.0, deadline - time.monotonic()))
-        self._stop.set()
+        self._halt()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
@@ -243,14 +244,19 @@ class Pipeline:
             self.stop()
         return self.stats.snapshot()
 
+    @property
+    def quit_requested(self) -> bool:
+        """True when a sink asked to end the run (q / Esc in a ``--show`` window)."""
+        return any(s.quit_requested for s in self.sinks)
+
     # ------------------------------------------------------------------ threads
-    def _face_loop(self, src: SourceLike, stage: FaceStageLike) -> None:
+    def _face_loop(self, src: Source, stage: FaceStage) -> None:
         while not self._stop.is_set():
-            item = src.read(timeout=_POLL)
+            item = src.read(timeout=_SOURCE_WAIT_S)
             if item is None:
                 continue
             if isinstance(item, EndOfStream):
-                _put(self._infer_q, item, self._stop)
+                self._infer_q.put(item)
                 return
             try:
                 ff = stage.process(item)
@@ -259,60 +265,49 @@ class Pipeline:
                 log.exception("face stage failed on %s frame %d", item.stream_id, item.frame_index)
                 ff = FaceFrame(frame=item, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
                 err = f"face stage failed: {type(exc).__name__}: {exc}"
-            ff.frame.timings["_queued_at"] = time.perf_counter()
-            if not _put(self._infer_q, (ff, err), self._stop):
+            if not self._infer_q.put(FaceJob(ff, err, time.perf_counter())):
                 return
 
     def _infer_loop(self) -> None:
         cfg = self.backend.config
         open_streams = {s.stream_id for s in self.sources}
-        while open_streams and not self._stop.is_set():
-            try:
-                first = self._infer_q.get(timeout=_POLL)
-            except queue.Empty:
-                continue
-            items = [first]
-            n_faces = 0 if isinstance(first, EndOfStream) else len(first[0].faces)
+        while open_streams:
+            first = self._infer_q.get(None)
+            if first is None or isinstance(first, Halt):
+                return
+            items: list[FaceJob | EndOfStream] = [first]
+            n_faces = len(first.face_frame.faces) if isinstance(first, FaceJob) else 0
             # Greedy batching: take whatever is already waiting, up to max_batch faces.
             while n_faces < self.max_batch:
-                try:
-                    nxt = self._infer_q.get_nowait()
-                except queue.Empty:
+                nxt = self._infer_q.get(0.0)
+                if nxt is None:
                     break
+                if isinstance(nxt, Halt):
+                    return
                 items.append(nxt)
-                if not isinstance(nxt, EndOfStream):
-                    n_faces += len(nxt[0].faces)
-            frames = [it for it in items if not isinstance(it, EndOfStream)]
-            with_faces = [ff for ff, _ in frames if len(ff.faces)]
+                if isinstance(nxt, FaceJob):
+                    n_faces += len(nxt.face_frame.faces)
+            with_faces = [it.face_frame for it in items
+                          if isinstance(it, FaceJob) and it.face_frame.faces]
             t0 = time.perf_counter()
-            out, infer_err = None, None
-            if with_faces:
-                try:
-                    if self.device_align:
-                        out = self.backend.infer_aligned_many(  # type: ignore[attr-defined]
-                            [(ff.frame.image, ff.matrices) for ff in with_faces])
-                    else:
-                        out = self.backend.infer(np.concatenate([ff.crops for ff in with_faces], axis=0))
-                except Exception as exc:  # flag the affected frames, keep the streams alive
-                    log.exception("inference failed on a batch of %d faces", n_faces)
-                    infer_err = f"inference failed: {type(exc).__name__}: {exc}"
+            out, infer_err = self._infer(with_faces, n_faces)
             infer_s = time.perf_counter() - t0
             offset = 0
             for it in items:
                 if isinstance(it, EndOfStream):
                     open_streams.discard(it.stream_id)
-                    if not _put(self._publish_q, it, self._stop):
+                    if not self._publish_q.put(it):
                         return
                     continue
-                ff, err = it
+                ff = it.face_frame
                 fr = ff.frame
-                fr.timings["queue"] = t0 - fr.timings.pop("_queued_at", t0)
+                fr.timings[Stage.QUEUE] = max(0.0, t0 - it.queued_at)
                 faces: list[FaceResult] = []
                 if ff.faces:
                     # Each frame waited for its whole batch, so the batch's stage times are its own
                     # latency contribution: normalize + classify (split graphs) or infer.
-                    stage_times = getattr(out, "timings", None) or {"infer": infer_s}
-                    fr.timings.update(stage_times)
+                    fr.timings.update(out.timings if out is not None and out.timings
+                                      else {Stage.INFER: infer_s})
                     if out is not None:
                         faces = build_face_results(ff, out, offset, cfg)
                     offset += len(ff.faces)
@@ -320,23 +315,43 @@ class Pipeline:
                     stream_id=fr.stream_id, seq=-1, frame_index=fr.frame_index, pts=fr.pts,
                     capture_time=fr.capture_time, width=fr.width, height=fr.height,
                     dropped=fr.dropped, faces=faces, untrained=not bool(cfg.trained),
-                    timings=dict(fr.timings), error=err or (infer_err if ff.faces else None),
+                    timings=dict(fr.timings), error=it.error or (infer_err if ff.faces else None),
                     image=fr.image if self._keep_images else None,
+                    au_intensity_max=cfg.au_intensity_max,
                 )
-                if not _put(self._publish_q, result, self._stop):
+                if not self._publish_q.put(result):
                     return
 
-    def _publish_loop(self) -> None:
-        from norface_rt import protocol
+    def _infer(self, with_faces: list[FaceFrame], n_faces: int
+               ) -> tuple[ModelOutput | None, str | None]:
+        """One backend call for the batch; a failure flags the affected frames, keeps streams."""
+        if not with_faces:
+            return None, None
+        try:
+            if self.device_align:
+                return self.backend.infer_aligned_many(
+                    [(ff.frame.image, self._matrices(ff)) for ff in with_faces]), None
+            return self.backend.infer(np.concatenate([ff.crops for ff in with_faces], axis=0)), None
+        except Exception as exc:
+            log.exception("inference failed on a batch of %d faces", n_faces)
+            return None, f"inference failed: {type(exc).__name__}: {exc}"
 
+    @staticmethod
+    def _matrices(ff: FaceFrame) -> np.ndarray:
+        if ff.matrices is None:
+            raise ValueError("face frame without image->crop matrices (the face stage must keep "
+                             "them when the backend aligns on its device)")
+        return ff.matrices
+
+    def _publish_loop(self) -> None:
         open_streams = {s.stream_id for s in self.sources}
         seqs: dict[str, int] = {}
-        last_stats = time.monotonic()
-        while open_streams and not self._stop.is_set():
-            try:
-                item = self._publish_q.get(timeout=_POLL)
-            except queue.Empty:
-                item = None
+        next_stats = time.monotonic() + self.stats_interval
+        while open_streams:
+            wait = max(0.0, next_stats - time.monotonic()) if self.stats_interval else None
+            item = self._publish_q.get(wait)
+            if isinstance(item, Halt):
+                return
             if isinstance(item, EndOfStream):
                 seq = seqs.get(item.stream_id, 0)
                 seqs[item.stream_id] = seq + 1
@@ -344,35 +359,36 @@ class Pipeline:
                 self.stats.stream_ended(item.stream_id, item.dropped, item.error)
                 open_streams.discard(item.stream_id)
             elif isinstance(item, FrameResult):
-                seq = seqs.get(item.stream_id, 0)
-                seqs[item.stream_id] = seq + 1
-                item.seq = seq
-                t0 = time.perf_counter()
-                item.emit_time = time.time()
-                msg = item.to_message()
-                self._emit(msg, item.image)
-                self.stats.add_many({k: v for k, v in item.timings.items() if not k.startswith("_")})
-                self.stats.add("publish", time.perf_counter() - t0)
-                self.stats.add("latency", item.emit_time - item.capture_time)
-                self.stats.frame_done(item.stream_id, len(item.faces), item.dropped)
-                if self.on_result is not None:
-                    self.on_result(msg)
-            if self.stats_interval and time.monotonic() - last_stats >= self.stats_interval:
-                last_stats = time.monotonic()
+                self._publish_frame(item, seqs)
+            if self.stats_interval and time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + self.stats_interval
                 self._emit(protocol.stats_message(self.stats.snapshot()), None)
-        if not open_streams:
-            if self.stats_interval:
-                self._emit(protocol.stats_message(self.stats.snapshot()), None)
-            self._done.set()
+        if self.stats_interval:
+            self._emit(protocol.stats_message(self.stats.snapshot()), None)
+        self._done.set()
+
+    def _publish_frame(self, item: FrameResult, seqs: dict[str, int]) -> None:
+        seq = seqs.get(item.stream_id, 0)
+        seqs[item.stream_id] = seq + 1
+        item.seq = seq
+        t0 = time.perf_counter()
+        item.emit_time = time.time()
+        msg = item.to_message()
+        self._emit(msg, item.image)
+        self.stats.add_many(item.timings)
+        self.stats.add(Stage.PUBLISH, time.perf_counter() - t0)
+        self.stats.add(Stage.LATENCY, item.emit_time - item.capture_time)
+        self.stats.frame_done(item.stream_id, len(item.faces), item.dropped)
+        if self.on_result is not None:
+            self.on_result(msg)
 
     def _emit(self, msg: dict[str, Any], image: np.ndarray | None) -> None:
         for sink in self.sinks:
             try:
-                if getattr(sink, "needs_image", False):
-                    if msg.get("type") == "frame" and image is not None:
-                        sink.write(msg, image)  # type: ignore[call-arg]
-                else:
+                if not sink.needs_image:
                     sink.write(msg)
+                elif msg.get("type") == "frame" and image is not None:
+                    sink.write(msg, image)
             except Exception:  # a broken sink is reported, the others keep receiving
                 self.sink_errors += 1
                 log.exception("sink %s failed on a %s message", type(sink).__name__, msg.get("type"))

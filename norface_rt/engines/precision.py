@@ -25,8 +25,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 # Kinds every layer/node is mapped to; None = not a precision-sensitive kind.
 NORMALIZATION = "normalization"

@@ -12,15 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from norface_rt.config import ModelConfig
-from norface_rt.export import (
-    export_onnx,
-    init_untrained,
-    load_torch_model,
-    read_onnx_config,
-    save_model_set,
-    synthetic_target_image,
-)
+from norface_rt.export import export_onnx, init_untrained, save_model_set, synthetic_target_image
+from norface_rt.export.untrained import load_target_image
+from norface_rt.model_set import read_graph_config as read_onnx_config
 from norface_rt.models import NorfaceModel, create_model
+from norface_rt.weights import load_torch_model
 
 # Stated tolerances (max abs diff, ORT fused kernels vs PyTorch, float32)
 TOL_PROB = 1e-4  # au_prob, emotion_prob
@@ -38,9 +34,19 @@ def tiny() -> tuple[NorfaceModel, ModelConfig]:
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny: tuple[NorfaceModel, ModelConfig], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_onnx(tiny: tuple[NorfaceModel, ModelConfig],
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model, cfg = tiny
-    return export_onnx(model, cfg, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    out = tmp_path_factory.mktemp("onnx")
+    return (export_onnx(model, cfg, out / "n.onnx", graph="normalizer"),
+            export_onnx(model, cfg, out / "c.onnx", graph="classifier"))
+
+
+def run_halves(paths: tuple[Path, Path], x: np.ndarray) -> list[np.ndarray]:
+    """normalizer then classifier: the model's four outputs, as the runtime computes them."""
+    norm, cls = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths)
+    (normalized,) = norm.run(None, {"face": x})
+    return [normalized, *cls.run(None, {"normalized": normalized, "face": x})]
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +55,11 @@ def untrained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_export_parity(tiny: tuple[NorfaceModel, ModelConfig], tiny_onnx: Path, batch: int) -> None:
+def test_export_parity(tiny: tuple[NorfaceModel, ModelConfig], tiny_onnx: tuple[Path, Path],
+                       batch: int) -> None:
     model, _ = tiny
     x = torch.randn(batch, 3, 112, 112, generator=torch.Generator().manual_seed(batch))
-    sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["face"]
-    assert [o.name for o in sess.get_outputs()] == ["normalized", "au_prob", "au_intensity",
-                                                   "emotion_prob"]
-    got = sess.run(None, {"face": x.numpy()})
+    got = run_halves(tiny_onnx, x.numpy())
     with torch.no_grad():
         ref = [t.numpy() for t in model(x)]
     for name, g, r, tol in zip(["normalized", "au_prob", "au_intensity", "emotion_prob"], got, ref,
@@ -69,10 +72,11 @@ def test_export_parity(tiny: tuple[NorfaceModel, ModelConfig], tiny_onnx: Path, 
 
 
 def test_config_roundtrips_through_onnx_metadata(tiny: tuple[NorfaceModel, ModelConfig],
-                                                 tiny_onnx: Path) -> None:
+                                                 tiny_onnx: tuple[Path, Path]) -> None:
     _, cfg = tiny
-    assert read_onnx_config(tiny_onnx) == cfg
-    meta = {p.key: p.value for p in onnx.load(str(tiny_onnx), load_external_data=False).metadata_props}
+    assert read_onnx_config(tiny_onnx[0]) == read_onnx_config(tiny_onnx[1]) == cfg
+    meta = {p.key: p.value
+            for p in onnx.load(str(tiny_onnx[1]), load_external_data=False).metadata_props}
     assert meta["norface_model_id"] == "norface-tiny-untrained"
     assert meta["norface_trained"] == "false"
     assert ModelConfig.from_json(meta["norface_config"]) == cfg
@@ -102,13 +106,12 @@ def test_read_onnx_config_errors(tmp_path: Path) -> None:
 
 def test_untrained_model_set(untrained_dir: Path) -> None:
     assert sorted(p.name for p in untrained_dir.iterdir()) == [
-        "classifier.onnx", "config.json", "norface.onnx", "normalizer.onnx", "target.png",
-        "weights.safetensors"]
+        "classifier.onnx", "config.json", "normalizer.onnx", "target.png", "weights.safetensors"]
     cfg = ModelConfig.load(untrained_dir / "config.json")
     assert cfg.trained is False and cfg.model_id == "norface-tiny-untrained"
     assert "synthetic" in cfg.provenance["target"]
     assert "manual_seed(3)" in cfg.provenance["weights"]
-    for name in ("norface.onnx", "normalizer.onnx", "classifier.onnx"):
+    for name in ("normalizer.onnx", "classifier.onnx"):
         assert read_onnx_config(untrained_dir / name) == cfg, name
     state = load_file(str(untrained_dir / "weights.safetensors"))
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point())
@@ -119,9 +122,9 @@ def test_torch_model_roundtrip_matches_onnx(untrained_dir: Path) -> None:
     """fp16 weights are rounded before export, so safetensors and ONNX hold the same network."""
     model = load_torch_model(untrained_dir)
     assert model.has_target and not model.training
-    sess = ort.InferenceSession(str(untrained_dir / "norface.onnx"), providers=["CPUExecutionProvider"])
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
-    got = sess.run(None, {"face": x.numpy()})
+    got = run_halves((untrained_dir / "normalizer.onnx", untrained_dir / "classifier.onnx"),
+                     x.numpy())
     with torch.no_grad():
         ref = [t.numpy() for t in model(x)]
     for g, r, tol in zip(got, ref, [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
@@ -156,30 +159,24 @@ def test_save_model_set_fp32_and_config_mismatch(tmp_path: Path,
         load_torch_model(out)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_split_graphs_equal_the_combined_graph(untrained_dir: Path, batch: int) -> None:
-    """normalizer.onnx then classifier.onnx reproduces norface.onnx (same weights, same ops)."""
+def test_split_graphs_have_the_model_set_io(untrained_dir: Path) -> None:
+    """normalizer.onnx: face -> normalized; classifier.onnx: normalized, face -> probabilities,
+    and the classifier really uses both inputs."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     cpu = ["CPUExecutionProvider"]
-    combined = ort.InferenceSession(str(untrained_dir / "norface.onnx"), opts, providers=cpu)
     norm = ort.InferenceSession(str(untrained_dir / "normalizer.onnx"), opts, providers=cpu)
     cls = ort.InferenceSession(str(untrained_dir / "classifier.onnx"), opts, providers=cpu)
     assert [i.name for i in norm.get_inputs()] == ["face"]
     assert [o.name for o in norm.get_outputs()] == ["normalized"]
     assert [i.name for i in cls.get_inputs()] == ["normalized", "face"]
     assert [o.name for o in cls.get_outputs()] == ["au_prob", "au_intensity", "emotion_prob"]
-    x = torch.randn(batch, 3, 112, 112, generator=torch.Generator().manual_seed(7)).numpy()
-    ref = combined.run(None, {"face": x})
+    x = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(7)).numpy()
     (normalized,) = norm.run(None, {"face": x})
     assert normalized.dtype == np.float32
-    got = [normalized, *cls.run(None, {"normalized": normalized, "face": x})]
-    for name, g, r in zip(["normalized", "au_prob", "au_intensity", "emotion_prob"], got, ref):
-        assert g.shape == r.shape, name
-        assert np.abs(g - r).max() <= 1e-5, f"{name}: max abs diff {np.abs(g - r).max():.2e}"
-    # the classifier really uses both inputs: another 'normalized' changes its answer
+    got = cls.run(None, {"normalized": normalized, "face": x})
     other = cls.run(None, {"normalized": np.zeros_like(normalized), "face": x})
-    assert np.abs(other[0] - got[1]).max() > 1e-4
+    assert np.abs(other[0] - got[0]).max() > 1e-4
 
 
 def test_split_halves_match_torch(untrained_dir: Path, tiny: tuple[NorfaceModel, ModelConfig],
@@ -196,8 +193,8 @@ def test_split_halves_match_torch(untrained_dir: Path, tiny: tuple[NorfaceModel,
     got = cls.run(None, {"normalized": ref_n.numpy(), "face": x.numpy()})
     for g, r, tol in zip(got, ref, [TOL_PROB, TOL_INTENSITY, TOL_PROB]):
         assert np.abs(g - r).max() <= tol
-    with pytest.raises(ValueError, match=r"graph must be one of \['combined', 'normalizer', "
-                                         r"'classifier'\], got 'encoder'"):
+    with pytest.raises(ValueError, match=r"graph must be one of \['normalizer', 'classifier'\], "
+                                         r"got 'encoder'"):
         export_onnx(tiny[0], tiny[1], tmp_path / "e.onnx", graph="encoder")  # type: ignore[arg-type]
     assert not (tmp_path / "e.onnx").exists()
 
@@ -219,8 +216,24 @@ def test_residual_model_with_position_prior_exports_and_reloads(tmp_path: Path) 
     with torch.no_grad():
         ref = [t.numpy() for t in model(x)]
         assert np.abs(ref[0] - target.numpy()).max() > 0.05  # not simply the target
-    for graph in ("norface.onnx", "normalizer.onnx"):
-        sess = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"face": x.numpy()})
-        for g, r, tol in zip(got, ref, [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
-            assert np.abs(g - r).max() <= tol, graph
+    got = run_halves((out / "normalizer.onnx", out / "classifier.onnx"), x.numpy())
+    for g, r, tol in zip(got, ref, [TOL_IMAGE, TOL_PROB, TOL_INTENSITY, TOL_PROB]):
+        assert np.abs(g - r).max() <= tol
+
+
+def test_one_target_loader_for_every_spec(tmp_path: Path) -> None:
+    """"synthetic", a file (resized to the input size) or an array all give the same kind of crop."""
+    import cv2
+
+    cfg = ModelConfig.for_size("tiny")
+    synthetic = load_target_image("synthetic", cfg)
+    assert np.array_equal(synthetic, load_target_image(None, cfg))
+    big = cv2.resize(synthetic, (224, 224), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "t.png"), big[:, :, ::-1])
+    from_file = load_target_image(tmp_path / "t.png", cfg)
+    assert from_file.shape == (112, 112, 3) and np.abs(from_file.astype(int) - synthetic).mean() < 3
+    cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((50, 80, 3), np.uint8))
+    with pytest.raises(ValueError, match="target_image: expected an aligned square crop, got 80x50"):
+        load_target_image(tmp_path / "wide.png", cfg)
+    with pytest.raises(ValueError, match="target_image: cannot (read|decode) image"):
+        load_target_image(tmp_path / "t.png.missing", cfg)

@@ -7,40 +7,50 @@ silently runs an engine built from an older model. So every engine directory is 
 that hashes all of them, and a directory is reused only when its manifest records that same key
 and every engine file it lists is present with the recorded size and sha256.
 
-This module never imports TensorRT, torch or CUDA: the key is a pure function of
-:class:`CacheKeyInputs`, so it is unit-testable on any machine. Collecting the inputs (GPU name,
-TensorRT version) is :mod:`engines.build`'s job.
+It is the runtime's side of the engine cache: the TensorRT backend
+(:mod:`norface_rt.backends.tensorrt`) looks entries up here, and the engine builder
+(:mod:`norface_rt.engines`) writes them with the same functions, so the builder depends on the
+runtime and never the reverse. This module never imports TensorRT, torch or CUDA: the key is a
+pure function of :class:`CacheKeyInputs`, so it is unit-testable on any machine.
 
 Layout::
 
-    <root>/                                   $NORFACE_RT_ENGINE_CACHE or ~/.cache/norface-rt/engines
+    <root>/                                   norface_rt.paths.engine_cache_dir()
       timing-<gpu>-sm<XY>-trt<ver>.cache      TensorRT timing cache (shared by every model)
       <gpu>-sm<XY>-trt<ver>-<hash16>/         one directory per cache key
-        normalizer.engine  classifier.engine  (or norface.engine for graphs="fused")
+        normalizer.engine  classifier.engine
         engines.json                          the manifest, written last (its presence marks
                                               a complete build)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
-ENGINE_CACHE_ENV = "NORFACE_RT_ENGINE_CACHE"
+from norface_rt.files import sha256_bytes, sha256_file, slug
+from norface_rt.model_set import CLASSIFIER, JOINED_GRAPH_GONE, NORMALIZER, GraphSpec
+from norface_rt.paths import ENGINE_CACHE_ENV, engine_cache_dir
+
 MANIFEST_FILE = "engines.json"
 # Bump when the build recipe changes in a way that makes old engines wrong (not just slower):
 # it is part of every key, so old directories are simply never matched again.
 RECIPE_VERSION = 1
 
-GraphSet = Literal["split", "fused"]
-GRAPH_SETS: tuple[GraphSet, ...] = ("split", "fused")
+# One engine per graph of the model set, in execution order: graph name -> (spec, engine file).
+ENGINES: dict[str, tuple[GraphSpec, str]] = {
+    NORMALIZER.name: (NORMALIZER, "normalizer.engine"),
+    CLASSIFIER.name: (CLASSIFIER, "classifier.engine"),
+}
+GraphSet = Literal["split"]
+GRAPH_SETS: tuple[GraphSet, ...] = ("split",)
+FUSED_REMOVED = f"'fused' engines are no longer built: {JOINED_GRAPH_GONE}; use 'split'"
 # fp32_layers modes that are not lists of layer-name patterns.
 FP32_MODES: tuple[str, ...] = ("auto", "norm")
 
@@ -69,7 +79,7 @@ class BuildOptions:
         if isinstance(self.fp32_layers, list):
             object.__setattr__(self, "fp32_layers", tuple(self.fp32_layers))
 
-    def validate(self) -> "BuildOptions":
+    def validate(self) -> BuildOptions:
         """Raise ValueError naming the field and the expected vs actual value; returns self."""
         for name in ("max_batch", "opt_batch"):
             v = getattr(self, name)
@@ -91,6 +101,8 @@ class BuildOptions:
             if not fl or not all(isinstance(p, str) and p.strip() for p in fl):
                 raise ValueError(f"fp32_layers: a list of layer-name patterns must hold non-empty "
                                  f"strings, got {list(fl)!r}")
+        if self.graphs == "fused":
+            raise ValueError(f"graphs: {FUSED_REMOVED}")
         if self.graphs not in GRAPH_SETS:
             raise ValueError(f"graphs must be one of {list(GRAPH_SETS)}, got {self.graphs!r}")
         return self
@@ -103,7 +115,7 @@ class BuildOptions:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BuildOptions":
+    def from_dict(cls, d: Mapping[str, Any]) -> BuildOptions:
         fl = d.get("fp32_layers")
         return cls(max_batch=d["max_batch"], opt_batch=d["opt_batch"], fp16=d["fp16"],
                    workspace_gib=d["workspace_gib"],
@@ -138,12 +150,11 @@ def cache_key(inputs: CacheKeyInputs) -> str:
     """sha256 (hex) of the canonical JSON of ``inputs``: equal inputs give equal keys on any
     machine and Python version, and a change in any field gives a different key."""
     blob = json.dumps(inputs.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return sha256_bytes(blob.encode("utf-8"))
 
 
 def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-    return s[:40] or "unknown"
+    return slug(text, fallback="unknown", lower=True, max_len=40)
 
 
 def device_tag(gpu_name: str, compute_capability: Sequence[int], trt_version: str) -> str:
@@ -160,11 +171,8 @@ def entry_name(inputs: CacheKeyInputs) -> str:
 
 
 def default_cache_root() -> Path:
-    """``$NORFACE_RT_ENGINE_CACHE``, else ``~/.cache/norface-rt/engines``."""
-    env = os.environ.get(ENGINE_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "norface-rt" / "engines"
+    """``$NORFACE_RT_ENGINE_CACHE``, else ``engines/`` in the user cache (see norface_rt.paths)."""
+    return engine_cache_dir()
 
 
 def timing_cache_path(root: Path, inputs: CacheKeyInputs) -> Path:
@@ -172,14 +180,6 @@ def timing_cache_path(root: Path, inputs: CacheKeyInputs) -> Path:
     tactic timings depend on the layer shapes and the hardware, not on which model asked."""
     return Path(root) / (
         f"timing-{device_tag(inputs.gpu_name, inputs.compute_capability, inputs.trt_version)}.cache")
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def onnx_hashes(model_dir: str | os.PathLike[str], files: Sequence[str]) -> dict[str, str]:
@@ -191,12 +191,12 @@ def onnx_hashes(model_dir: str | os.PathLike[str], files: Sequence[str]) -> dict
         if not p.is_file():
             raise FileNotFoundError(f"ONNX graph not found: {p} (a model set written by "
                                     "norface_rt.export.save_model_set holds it)")
-        out[name] = file_sha256(p)
+        out[name] = sha256_file(p)
     return out
 
 
 def _describe(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def load_manifest(entry_dir: str | os.PathLike[str], key: str | None = None,
@@ -220,7 +220,7 @@ def load_manifest(entry_dir: str | os.PathLike[str], key: str | None = None,
                 return None
             p = d / rec["file"]
             try:
-                if p.stat().st_size != rec.get("size") or file_sha256(p) != rec.get("sha256"):
+                if p.stat().st_size != rec.get("size") or sha256_file(p) != rec.get("sha256"):
                     return None
             except OSError:
                 return None
@@ -277,7 +277,117 @@ def discard(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["BuildOptions", "CacheKeyInputs", "ENGINE_CACHE_ENV", "FP32_MODES", "GRAPH_SETS",
-           "MANIFEST_FILE", "RECIPE_VERSION", "cache_key", "default_cache_root", "device_tag",
-           "discard", "entry_name", "file_sha256", "load_manifest", "onnx_hashes", "publish",
+def _graph_order(graph: str) -> int:
+    return list(ENGINES).index(graph) if graph in ENGINES else len(ENGINES)
+
+
+@dataclass
+class EngineSet:
+    """A complete, cached set of engines for one model set and one cache key.
+
+    ``engines`` maps graph name (normalizer, classifier) -> engine file. ``precision`` records the
+    FP16/FP32 choice: ``choice`` ("fp32", "fp16", "fp16+fp32-norm", "fp16+fp32-patterns"),
+    ``fp32_layers`` (graph -> pinned layer names), ``errors`` (candidate -> output -> max abs
+    error vs ONNX Runtime CPU FP32, measured only for "auto") and ``within_tolerance``.
+    ``cache_hit`` is True when nothing was built.
+    """
+
+    key: str
+    directory: Path
+    engines: dict[str, Path]
+    options: BuildOptions
+    key_inputs: dict[str, Any]
+    precision: dict[str, Any]
+    build_log: list[str]
+    build_seconds: float | None
+    cache_hit: bool
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def graphs(self) -> GraphSet:
+        return self.options.graphs
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST_FILE
+
+    @classmethod
+    def from_manifest(cls, directory: Path, manifest: Mapping[str, Any], cache_hit: bool
+                      ) -> EngineSet:
+        return cls(key=manifest["key"], directory=Path(directory),
+                   engines={g: Path(directory) / manifest["engines"][g]["file"]
+                            for g in sorted(manifest["engines"], key=_graph_order)},
+                   options=BuildOptions.from_dict(manifest["key_inputs"]["options"]),
+                   key_inputs=dict(manifest["key_inputs"]),
+                   precision=dict(manifest.get("precision", {})),
+                   build_log=list(manifest.get("build_log", [])),
+                   build_seconds=manifest.get("build_seconds"), cache_hit=cache_hit,
+                   manifest=dict(manifest))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "directory": str(self.directory),
+                "engines": {g: str(p) for g, p in self.engines.items()},
+                "options": self.options.to_dict(), "key_inputs": self.key_inputs,
+                "precision": self.precision, "build_seconds": self.build_seconds,
+                "cache_hit": self.cache_hit}
+
+
+def build_options(max_batch: int = 64, opt_batch: int | None = None, fp16: bool = True,
+                  workspace_gib: float = 4.0, fp32_layers: str | Sequence[str] | None = "auto",
+                  graphs: str = "split") -> BuildOptions:
+    """Validated :class:`BuildOptions` from the keyword arguments builders and backends take
+    (``opt_batch`` None means min(8, max_batch); ``fp32_layers`` a list becomes a tuple)."""
+    if isinstance(fp32_layers, (list, tuple)):
+        fl: str | tuple[str, ...] | None = tuple(fp32_layers)
+    elif fp32_layers is None or isinstance(fp32_layers, str):
+        fl = fp32_layers
+    else:
+        raise ValueError(f"fp32_layers must be None, 'auto', 'norm' or a list of layer-name "
+                         f"patterns, got {fp32_layers!r}")
+    if opt_batch is None:
+        opt_batch = min(8, max_batch) if isinstance(max_batch, int) else max_batch
+    opts = BuildOptions(max_batch=max_batch, opt_batch=opt_batch, fp16=fp16,
+                        workspace_gib=workspace_gib, fp32_layers=fl,
+                        graphs=graphs)  # type: ignore[arg-type]  # validate() checks it
+    return opts.validate()
+
+
+def key_inputs_for(model_dir: str | os.PathLike[str], opts: BuildOptions, gpu_name: str,
+                   compute_capability: tuple[int, int], trt_version: str) -> CacheKeyInputs:
+    files = [spec.file for spec, _ in ENGINES.values()]
+    return CacheKeyInputs(gpu_name=gpu_name, compute_capability=compute_capability,
+                          trt_version=trt_version,
+                          onnx_sha256=tuple(sorted(onnx_hashes(model_dir, files).items())),
+                          options=opts)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """Where the engines for one cache key live; :meth:`load` says whether they are there."""
+
+    key_inputs: CacheKeyInputs
+    key: str
+    directory: Path
+
+    def load(self) -> EngineSet | None:
+        """The complete EngineSet in :attr:`directory` built for :attr:`key`, or None (a miss:
+        absent, half-written, corrupt, or built for another key)."""
+        manifest = load_manifest(self.directory, self.key)
+        return EngineSet.from_manifest(self.directory, manifest, cache_hit=True) if manifest else None
+
+
+def cache_entry(model_dir: str | os.PathLike[str], opts: BuildOptions, *, gpu_name: str,
+                compute_capability: tuple[int, int], trt_version: str,
+                root: str | os.PathLike[str] | None = None) -> CacheEntry:
+    """The cache entry for ``model_dir``'s ONNX files built with ``opts`` on the given GPU and
+    TensorRT version (pure: no TensorRT or CUDA needed, so the lookup is testable anywhere)."""
+    ki = key_inputs_for(model_dir, opts.validate(), gpu_name, compute_capability, trt_version)
+    base = Path(root) if root is not None else default_cache_root()
+    return CacheEntry(ki, cache_key(ki), base / entry_name(ki))
+
+
+__all__ = ["ENGINES", "ENGINE_CACHE_ENV", "FP32_MODES", "GRAPH_SETS", "MANIFEST_FILE",
+           "RECIPE_VERSION", "BuildOptions", "CacheEntry", "CacheKeyInputs", "EngineSet",
+           "build_options", "cache_entry", "cache_key", "default_cache_root", "device_tag",
+           "discard", "entry_name", "key_inputs_for", "load_manifest", "onnx_hashes", "publish",
            "staging_dir", "timing_cache_path", "write_manifest"]

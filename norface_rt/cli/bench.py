@@ -1,0 +1,81 @@
+"""``norface-rt bench``: latency, throughput, memory and numeric error of each backend."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from norface_rt.backends import BACKEND_NAMES
+from norface_rt.cli.args import fail, nonneg_float, positive_int
+from norface_rt.config import SIZES
+
+
+def add_parser(sub: Any) -> None:
+    b = sub.add_parser("bench", help="measure latency, throughput, memory and numeric error of "
+                                     "each inference backend (writes bench.json + bench.md)")
+    bm = b.add_mutually_exclusive_group()
+    bm.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
+    bm.add_argument("--size", choices=list(SIZES),
+                    help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
+    b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
+                   choices=list(BACKEND_NAMES), metavar="NAME",
+                   help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda "
+                        "(fp16 + CUDA graphs)")
+    b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
+    b.add_argument("--threads", type=positive_int("--threads"),
+                   help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
+    b.add_argument("--batches", nargs="+", type=positive_int("--batches"), default=[1, 8, 32, 128],
+                   metavar="N", help="batch sizes (1 = latency; default 1 8 32 128)")
+    b.add_argument("--repeats", type=positive_int("--repeats"), default=30,
+                   help="timed runs per batch size after warm-up (default 30)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first")
+    b.add_argument("--max-seconds", type=nonneg_float("--max-seconds"), default=15.0,
+                   help="stop a batch size's timed runs after S seconds (at least 3 runs)")
+    b.add_argument("--timeout", type=nonneg_float("--timeout"), default=600.0,
+                   help="kill a backend's benchmark process after S seconds")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
+
+
+def _prepare_engines(model_dir: Path) -> None:
+    """TensorRT engines are built here, before the timed child processes, by the CLI (the only
+    caller of the builder); without TensorRT the child reports the backend as not available."""
+    from norface_rt.backends.tensorrt import TensorRTUnavailable
+    from norface_rt.cli.build_engines import ensure_engines
+
+    try:
+        ensure_engines(model_dir)
+    except TensorRTUnavailable:
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    from norface_rt.bench import BenchOptions, bench_untrained, run_bench, write_report
+    from norface_rt.paths import resolve_model_dir
+
+    try:
+        opts = BenchOptions(model_dir=Path("."), backends=list(dict.fromkeys(args.backends)),
+                            batches=args.batches, repeats=args.repeats, warmup=args.warmup,
+                            max_seconds=args.max_seconds, device=args.device,
+                            threads=args.threads, seed=args.seed, timeout=args.timeout)
+        opts.validate()
+        prepare = _prepare_engines if "tensorrt" in opts.backends else None
+        if args.size:
+            report = bench_untrained(args.size, opts, prepare=prepare)
+        else:
+            opts.model_dir = resolve_model_dir(args.model_dir)
+            report = run_bench(opts, prepare=prepare)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        return fail(str(exc))
+    j, md = write_report(report, args.out)
+    print(md.read_text())
+    print(f"wrote {j} and {md}")
+    if not report["model"]["trained"]:
+        print("norface-rt: note: the model is UNTRAINED; speed is that of a trained model of the "
+              "same size, the outputs mean nothing.", file=sys.stderr)
+    failed = [r for r in report["backends"] if r["status"].startswith("error")]
+    for r in failed:
+        print(f"norface-rt: backend {r['backend']} failed: {r['status']}", file=sys.stderr)
+    return 1 if failed else 0

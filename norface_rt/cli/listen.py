@@ -1,0 +1,30 @@
+"""``norface-rt listen``: subscribe to a publisher and print what arrives."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from norface_rt.cli.args import nonneg_float, positive_int
+from norface_rt.protocol import DEFAULT_ENDPOINT
+
+
+def add_parser(sub: Any) -> None:
+    lp = sub.add_parser("listen", help="subscribe to a norface-rt publisher and print what arrives")
+    lp.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
+    lp.add_argument("--topic", action="append", dest="topics", metavar="STREAM_ID",
+                    help="only these stream ids (repeatable; default all)")
+    lp.add_argument("--out", help="write to this file instead of stdout")
+    lp.add_argument("--format", default="jsonl", choices=["jsonl", "pretty"])
+    lp.add_argument("--count", type=positive_int("--count"), help="stop after N messages")
+    lp.add_argument("--until-eos", action="store_true",
+                    help="stop once every stream seen has sent its end-of-stream message")
+    lp.add_argument("--timeout", type=nonneg_float("--timeout"), default=None,
+                    help="give up after S seconds without a message")
+
+
+def run(args: argparse.Namespace) -> int:
+    from norface_rt.sinks.listen import run_listen
+
+    return int(run_listen(args.endpoint, out=args.out, fmt=args.format, topics=args.topics,
+                          count=args.count, until_eos=args.until_eos, timeout=args.timeout))

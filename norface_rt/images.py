@@ -1,0 +1,70 @@
+"""Image checks and image files: the one place that decides what a valid frame is and how an
+image file becomes pixels.
+
+Every stage exchanges frames as HxWx3 uint8 RGB arrays (:func:`check_rgb_image` says so with the
+same words everywhere); files are read with OpenCV (EXIF orientation honoured; grey, palette,
+alpha and 16-bit images all become 8-bit RGB) through :func:`read_rgb`, and aligned face crops
+such as a model set's target identity through :func:`load_aligned_crop`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def check_rgb_image(image: Any, name: str = "image") -> np.ndarray:
+    """``image`` itself when it is an HxWx3 uint8 array with H, W >= 1; else ValueError naming
+    ``name`` and what was passed instead."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{name}: expected an HxWx3 uint8 RGB array, got {type(image).__name__}")
+    if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+            or image.shape[0] < 1 or image.shape[1] < 1):
+        raise ValueError(f"{name}: expected an HxWx3 uint8 RGB array, got {image.dtype} array of "
+                         f"shape {image.shape}")
+    return image
+
+
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """HxWx3 uint8 RGB pixels of an image file; ValueError naming the file when it cannot be
+    read or decoded (never None, unlike ``cv2.imread``)."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)  # np.fromfile: non-ASCII paths work everywhere
+    except OSError as exc:
+        raise ValueError(f"cannot read image {p}: {exc}") from exc
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f"cannot decode image {p} ({data.size} bytes; expected a valid image file)")
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def write_rgb(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write HxWx3 uint8 RGB pixels to an image file (format from the extension)."""
+    check_rgb_image(image)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise ValueError(f"cannot write image {path} (unsupported extension or unwritable folder)")
+
+
+def load_aligned_crop(path: str | os.PathLike[str], size: int, *, resize: bool = True,
+                      name: str = "target_image") -> np.ndarray:
+    """An aligned square face crop from a file as (size, size, 3) uint8 RGB.
+
+    ``resize`` False refuses crops of another size instead of resampling them (a model set's own
+    target must already match its input size)."""
+    try:
+        img = read_rgb(path)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    h, w = img.shape[:2]
+    if h != w:
+        raise ValueError(f"{name}: expected an aligned square crop, got {w}x{h} ({path})")
+    if h != size:
+        if not resize:
+            raise ValueError(f"{name}: expected a {size}x{size} crop, got {w}x{h} ({path})")
+        img = np.ascontiguousarray(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
+    return img

@@ -1,0 +1,191 @@
+"""The one factory: backends, face stages, sources and sinks built the same way for the CLI
+(``run``, ``normalize``, ``bench``), the Python API, the benchmarks and the evaluation tools.
+
+Each recipe lives here once: which constructor options a backend name gets
+(:func:`backend_options`), how a stream's faces are found, tracked and aligned
+(:func:`build_face_stage`), which sinks the output options ask for (:func:`make_sinks`), and how
+they are wired into a :class:`~norface_rt.pipeline.runner.Pipeline` (:func:`create_pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from norface_rt.backends import load_backend
+from norface_rt.backends.base import Backend
+from norface_rt.config import ModelConfig
+from norface_rt.paths import resolve_landmarker, resolve_model_dir
+from norface_rt.pipeline.options import PipelineOptions, SinkOptions
+from norface_rt.pipeline.runner import Pipeline
+from norface_rt.sinks.base import Sink
+from norface_rt.sources.base import Source
+
+if TYPE_CHECKING:
+    from norface_rt.faces.stage import FaceStage
+
+
+def backend_options(name: str, *, device: str | None = None, threads: int | None = None
+                    ) -> dict[str, Any]:
+    """Constructor options of backend ``name`` for a device (None: the backend's natural one,
+    cpu for onnxruntime / torch, cuda for torch-cuda / tensorrt) and a thread count (None: the
+    library's choice)."""
+    kw: dict[str, Any] = {}
+    if name == "onnxruntime":
+        if threads:
+            kw["intra_op_threads"] = threads
+        return kw
+    if name == "torch":
+        kw["device"] = device or "cpu"
+    elif name == "torch-cuda":
+        kw["device"] = device or "cuda"
+        # fp16 only where it is fast; on the CPU the same bucket code runs in fp32, without graphs.
+        kw["fp16"] = str(kw["device"]).startswith("cuda")
+    elif name == "tensorrt":
+        kw["device"] = device or "cuda"
+        return kw
+    if threads:
+        kw["num_threads"] = threads
+    return kw
+
+
+def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *,
+                 device: str | None = None, threads: int | None = None,
+                 warm_up: bool = False) -> Backend:
+    """:func:`~norface_rt.backends.load_backend` with :func:`backend_options`; ``warm_up`` runs
+    one throw-away inference so lazy initialisation (ORT arena, kernels) is not paid by the
+    first live frame."""
+    backend = load_backend(model_dir, name, **backend_options(name, device=device, threads=threads))
+    if warm_up:
+        cfg = backend.config
+        backend.infer(np.zeros((1, cfg.img_size, cfg.img_size, cfg.in_chans), np.uint8))
+    return backend
+
+
+def is_video_source(src: Source) -> bool:
+    """Image files and folders need MediaPipe's image mode: unrelated photos must not be tracked
+    as a video. Everything else (files, cameras, streams) is video."""
+    from norface_rt.sources.images import ImageSource
+
+    return not isinstance(src, ImageSource)
+
+
+def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
+                     max_faces: int = 4, tiling: float | None = None,
+                     warp_crops: bool = True) -> FaceStage:
+    """Landmarker + tracker + aligner for one stream: video mode without tiling for videos,
+    image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise."""
+    from norface_rt.faces.align import Aligner
+    from norface_rt.faces.landmarker import Landmarker
+    from norface_rt.faces.stage import FaceStage
+    from norface_rt.faces.tracker import Tracker
+
+    if tiling is None and not video:
+        tiling = 1.0
+    lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
+                    tiling=tiling)
+    return FaceStage(lm, Tracker(), Aligner(cfg), warp_crops=warp_crops)
+
+
+def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
+    """The sinks ``opts`` asks for; output folders are created (asking for out/results.csv means
+    "make out/ if needed"). On error, sinks already opened are closed again."""
+    sinks: list[Sink] = []
+    try:
+        for path in (opts.jsonl, opts.csv, opts.overlay):
+            if path:
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if opts.publishes:
+            from norface_rt.sinks.zmq_pub import ZmqPublisher
+
+            assert opts.zmq is not None
+            sinks.append(ZmqPublisher(opts.zmq, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote))
+        if opts.jsonl:
+            from norface_rt.sinks.files import JsonlSink
+
+            sinks.append(JsonlSink(Path(opts.jsonl)))
+        if opts.csv:
+            from norface_rt.sinks.files import CsvSink
+
+            sinks.append(CsvSink(Path(opts.csv)))
+        if opts.overlay:
+            from norface_rt.sinks.overlay import MultiStreamOverlaySink
+
+            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=n_sources > 1))
+        if opts.show:
+            from norface_rt.sinks.overlay import ShowSink
+
+            sinks.append(ShowSink())
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    """Make derived stream ids unique (two files called clip.mp4 -> clip, clip-1)."""
+    seen: dict[str, int] = {}
+    out = []
+    for base in ids:
+        base = base.lstrip("_") or "stream"  # ids starting with "_" are reserved (e.g. "_stats")
+        n = seen.get(base, -1) + 1
+        seen[base] = n
+        out.append(base if n == 0 else f"{base}-{n}")
+    return out
+
+
+def open_sources(opts: PipelineOptions) -> list[Source]:
+    """The sources of ``opts`` with unique stream ids and the file-only options applied (opened,
+    that is probed, but not started)."""
+    from norface_rt.sources.factory import open_source
+    from norface_rt.sources.file import FileSource
+
+    # Open once with derived ids to learn each source's kind and default id, then re-open where an
+    # id must change or file-only options apply (opening only probes; nothing is started yet).
+    sources = [open_source(uri, opts.stream_ids[i] if opts.stream_ids else None)
+               for i, uri in enumerate(opts.sources)]
+    ids = [s.stream_id for s in sources] if opts.stream_ids else _unique([s.stream_id for s in sources])
+    file_kw: dict[str, Any] = dict(opts.source_kwargs)
+    if opts.realtime:
+        file_kw["realtime"] = True
+    if opts.loop:
+        file_kw["loop"] = True
+    for i, (uri, src) in enumerate(zip(opts.sources, sources)):
+        kw = file_kw if isinstance(src, FileSource) else {}
+        if ids[i] != src.stream_id or kw:
+            sources[i] = open_source(uri, ids[i], **kw)
+    return sources
+
+
+def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink]) -> Pipeline:
+    """Resolve models, open backend and sources, and wire them into a :class:`Pipeline`.
+
+    Model files are resolved before anything is opened, so a missing model fails fast with the
+    list of places searched instead of after a camera was grabbed.
+    """
+    opts.validate()
+    model_dir = resolve_model_dir(opts.model_dir)
+    landmarker_path = resolve_landmarker(opts.landmarker)
+    backend = open_backend(model_dir, opts.backend, device=opts.device, threads=opts.threads,
+                           warm_up=True)
+    try:
+        sources = open_sources(opts)
+    except BaseException:
+        backend.close()
+        raise
+    cfg = backend.config
+    by_id = {s.stream_id: s for s in sources}
+
+    def face_stage(stream_id: str) -> FaceStage:
+        return build_face_stage(landmarker_path, cfg, video=is_video_source(by_id[stream_id]),
+                                max_faces=opts.max_faces, tiling=opts.tiling,
+                                warp_crops=not opts.device_align)
+
+    return Pipeline(sources, face_stage, backend, sinks, max_batch=opts.max_batch,
+                    queue_size=opts.queue_size, stats_interval=opts.stats_interval,
+                    device_align=opts.device_align)

@@ -1,0 +1,83 @@
+"""Everything a user can choose about a run, validated in one place so errors name the option."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from norface_rt.model_set import JOINED_GRAPH_GONE
+from norface_rt.protocol import DEFAULT_ENDPOINT
+
+FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
+
+
+@dataclass
+class PipelineOptions:
+    """What to analyse and how (the ``norface-rt run`` options that shape the pipeline)."""
+
+    sources: Sequence[str]
+    stream_ids: Sequence[str] | None = None
+    model_dir: str | os.PathLike[str] | None = None
+    landmarker: str | os.PathLike[str] | None = None
+    backend: str = "onnxruntime"
+    # None: the backend's natural device (cpu for onnxruntime/torch, cuda for torch-cuda/tensorrt).
+    device: str | None = None
+    threads: int | None = None
+    max_faces: int = 4
+    max_batch: int = 16
+    queue_size: int = 8
+    realtime: bool = False
+    loop: bool = False
+    stats_interval: float = 0.0
+    # MediaPipe's bundled detector is short-range: faces in wide/group shots are found only when the
+    # frame is also scanned in square tiles (side = tiling * min(width, height)). Costs ~3x per frame,
+    # so it is on by default only for still images.
+    tiling: float | None = None
+    # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
+    device_align: bool = False
+    source_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from norface_rt.backends import BACKEND_NAMES
+
+        if not self.sources:
+            raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or "
+                             "/dev/videoN)")
+        if self.stream_ids is not None and len(self.stream_ids) != len(self.sources):
+            raise ValueError(f"--stream-id: expected one per source ({len(self.sources)}), "
+                             f"got {len(self.stream_ids)}")
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"--backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        if not 1 <= self.max_faces <= 64:
+            raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
+        if not 1 <= self.max_batch <= 1024:
+            raise ValueError(f"--max-batch must be in [1, 1024], got {self.max_batch}")
+        if not 1 <= self.queue_size <= 1024:
+            raise ValueError(f"--queue-size must be in [1, 1024], got {self.queue_size}")
+        if self.threads is not None and not 1 <= self.threads <= 256:
+            raise ValueError(f"--threads must be in [1, 256], got {self.threads}")
+        if self.tiling is not None and not 0.2 <= self.tiling <= 1.0:
+            raise ValueError(f"--tiling must be in [0.2, 1.0], got {self.tiling}")
+        if self.stats_interval < 0:
+            raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
+        if self.device_align and self.backend != "torch-cuda":
+            raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
+
+
+@dataclass
+class SinkOptions:
+    """Where results go (the ``norface-rt run`` output options)."""
+
+    zmq: str | None = DEFAULT_ENDPOINT  # None or "none": no publisher
+    allow_remote: bool = False
+    sndhwm: int = 1000
+    jsonl: str | os.PathLike[str] | None = None
+    csv: str | os.PathLike[str] | None = None
+    overlay: str | os.PathLike[str] | None = None
+    show: bool = False
+
+    @property
+    def publishes(self) -> bool:
+        return bool(self.zmq) and str(self.zmq).lower() != "none"

@@ -1,0 +1,68 @@
+"""A model set's ``weights.safetensors``: the PyTorch side of the model-set format.
+
+Written by the exporter, read by the PyTorch backends and for fine-tuning. Never pickle: weights
+are safetensors, with the model config embedded so a weights file separated from its directory
+still says which network it belongs to. Needs the ``torch`` extra (entry points check for it
+with :func:`norface_rt.extras.require` before importing this module).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from norface_rt.config import ModelConfig
+from norface_rt.model_set import CONFIG_FILE, META_CONFIG, WEIGHTS_FILE
+from norface_rt.models.norface import NorfaceModel
+from norface_rt.models.registry import create_model
+
+
+def round_to_fp16(model: NorfaceModel) -> NorfaceModel:
+    """A copy whose float parameters and buffers are rounded through fp16 (what fp16 weights hold),
+    so graphs exported from it compute exactly what the saved weights compute."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model
+
+
+def save_weights(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[str], *,
+                 fp16: bool = True) -> Path:
+    """Write the state dict (fp16 floats when ``fp16``) with ``cfg`` in the file's metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    p = Path(path)
+    save_file(state, str(p), metadata={META_CONFIG: cfg.to_json(),
+                                       "dtype": "float16" if fp16 else "float32"})
+    return p
+
+
+def load_torch_model(model_dir: str | os.PathLike[str],
+                     device: str | torch.device = "cpu") -> NorfaceModel:
+    """Rebuild the NorfaceModel of a model set from config.json + weights.safetensors (eval mode,
+    float32)."""
+    d = Path(model_dir)
+    cfg = ModelConfig.load(d / CONFIG_FILE)
+    wpath = d / WEIGHTS_FILE
+    if not wpath.is_file():
+        raise FileNotFoundError(f"weights not found: {wpath}")
+    with safe_open(str(wpath), framework="pt") as f:
+        meta = f.metadata() or {}
+    if META_CONFIG in meta and ModelConfig.from_json(meta[META_CONFIG]) != cfg:
+        raise ValueError(f"{wpath}: embedded config differs from {d / CONFIG_FILE}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wpath)).items()}
+    model = create_model("norface", cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{wpath}: state dict mismatch: missing={missing}, unexpected={unexpected}")
+    if not model.has_target:
+        raise ValueError(f"{wpath}: no target tokens stored (target_ready == 0)")
+    return model.to(device).eval()

@@ -1,0 +1,88 @@
+"""The wheel as a user installs it: one import package, no torch, the default path end to end.
+
+Builds the wheel, installs it without extras into a fresh virtual environment (its dependencies
+come from the package index, so this needs network access to it and a few minutes), and runs
+``norface-rt run`` there on the sample video with the packaged default model. It runs in CI
+(``CI=true``, which .ci/run's environment sets) or when ``NORFACE_RT_WHEEL_TEST=1``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENABLED = os.environ.get("CI", "").lower() == "true" or os.environ.get("NORFACE_RT_WHEEL_TEST") == "1"
+
+pytestmark = [
+    pytest.mark.wheel,
+    pytest.mark.timeout(1800),
+    pytest.mark.skipif(not ENABLED, reason="builds the wheel and installs it with its dependencies "
+                       "from the package index into a fresh venv (minutes, network): runs in CI "
+                       "(CI=true) or with NORFACE_RT_WHEEL_TEST=1"),
+]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
+         timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, f"{cmd} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def test_wheel_installs_one_package_without_torch_and_runs(tmp_path: Path, media_dir: Path,
+                                                           landmarker_path: Path) -> None:
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
+          str(dist), str(REPO)], cwd=tmp_path)
+    (wheel,) = dist.glob("norface_rt-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"norface_rt"}, f"the wheel installs {sorted(tops)}"
+    assert "norface_rt/assets/model/classifier.onnx" in names
+    assert not any(n.endswith("norface.onnx") for n in names), "each graph ships once"
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
+    py = venv / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", "--only-binary=:all:", str(wheel)], cwd=tmp_path)
+
+    probe = ("import importlib.util, json, norface_rt\n"
+             "print(json.dumps({'file': norface_rt.__file__,\n"
+             "  'torch': importlib.util.find_spec('torch') is not None,\n"
+             "  'engines': importlib.util.find_spec('engines') is not None,\n"
+             "  'train': importlib.util.find_spec('train') is not None}))\n")
+    seen = json.loads(_run([str(py), "-c", probe], cwd=tmp_path).stdout)
+    assert Path(seen["file"]).is_relative_to(venv), seen
+    assert not seen["torch"], "installing norface-rt without extras must not install torch"
+    assert not seen["engines"] and not seen["train"], seen
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NORFACE_RT_MODEL_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
+    env["NORFACE_RT_CACHE"] = str(tmp_path / "empty-cache")  # the packaged model is what runs
+    out = tmp_path / "out" / "results.jsonl"
+    res = _run([str(venv / "bin" / "norface-rt"), "run", str(media_dir / "single_face.mp4"),
+                "--landmarker", str(landmarker_path), "--jsonl", str(out), "--zmq", "none",
+                "--no-progress"], cwd=tmp_path, env=env, timeout=600)
+    assert "UNTRAINED" not in res.stderr.upper()
+    msgs = [json.loads(line) for line in out.read_text().splitlines()]
+    frames = [m for m in msgs if m["type"] == "frame"]
+    assert len(frames) == 72 and msgs[-1]["type"] == "eos" and msgs[-1]["error"] is None
+    assert sum(1 for m in frames if m["faces"]) == 72
+    assert all(not m["untrained"] for m in frames)
+
+    # what needs an extra says which one, without a traceback
+    cli = str(venv / "bin" / "norface-rt")
+    for args, extra in ((["run", str(media_dir / "single_face.jpg"), "--landmarker",
+                          str(landmarker_path), "--zmq", "none", "--backend", "torch"], "torch"),
+                        (["models", "init-untrained", str(tmp_path / "m")], "export")):
+        res = subprocess.run([cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"pip install 'norface-rt[{extra}]'" in res.stderr and "Traceback" not in res.stderr
