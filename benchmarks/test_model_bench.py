@@ -8,18 +8,17 @@ The full report with memory and batch 128 is ``norface-rt bench`` (norface_rt/be
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
-
 from bench_helpers import median_seconds, timed
 
 from norface_rt.backends import Backend
 from norface_rt.config import ModelConfig
 from norface_rt.pipeline.factory import open_backend
-from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
+from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
 
 BATCHES = (1, 8, 32)
 # Rounds per batch size: keeps each benchmark well under ~20 s on a shared 2-core CPU.
@@ -38,8 +37,14 @@ def crops(model_config: ModelConfig) -> dict[int, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def reference(default_model_dir: Path, crops: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
-    return reference_outputs(default_model_dir, crops)
+def geometry(model_config: ModelConfig) -> dict[int, np.ndarray | None]:
+    return {b: make_geometry(b, model_config, SEED) for b in BATCHES}
+
+
+@pytest.fixture(scope="module")
+def reference(default_model_dir: Path, crops: dict[int, np.ndarray],
+              geometry: dict[int, np.ndarray | None]) -> dict[int, dict[str, np.ndarray]]:
+    return reference_outputs(default_model_dir, crops, geometry)
 
 
 @pytest.fixture(scope="module", params=["onnxruntime", "torch"])
@@ -51,13 +56,14 @@ def backend(request: pytest.FixtureRequest, default_model_dir: Path) -> Iterator
 
 @pytest.mark.parametrize("batch", BATCHES)
 def test_model_speed(benchmark, backend: Backend, batch: int, crops: dict[int, np.ndarray],
+                     geometry: dict[int, np.ndarray | None],
                      reference: dict[int, dict[str, np.ndarray]]) -> None:
     """batch 1 = latency per call; larger = throughput (faces/s from the median)."""
-    x = crops[batch]
-    errors = max_abs_errors(backend.infer(x), reference[batch])
+    x, geo = crops[batch], geometry[batch]
+    errors = max_abs_errors(backend.infer(x, geometry=geo), reference[batch])
     times: list[float] = []
-    result = benchmark.pedantic(timed(backend.infer, times), args=(x,), rounds=ROUNDS[batch],
-                                iterations=1, warmup_rounds=2)
+    result = benchmark.pedantic(timed(backend.infer, times), args=(x,), kwargs={"geometry": geo},
+                                rounds=ROUNDS[batch], iterations=1, warmup_rounds=2)
     assert len(result) == batch
     median = median_seconds(benchmark, times)
     benchmark.extra_info.update({

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
+from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
 DEFAULT_REPEATS = 30
@@ -141,15 +141,16 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
     try:
         for b in batches:
             crops = make_crops(b, backend.config.img_size, seed)
-            first = backend.infer(crops)
+            geo = make_geometry(b, backend.config, seed)
+            first = backend.infer(crops, geometry=geo)
             errors = max_abs_errors(first, refs[b])
             for _ in range(max(0, warmup - 1)):
-                backend.infer(crops)
+                backend.infer(crops, geometry=geo)
             times: list[float] = []
             start = time.perf_counter()
             while len(times) < repeats:
                 t0 = time.perf_counter()
-                backend.infer(crops)
+                backend.infer(crops, geometry=geo)
                 times.append(time.perf_counter() - t0)
                 if len(times) >= MIN_RUNS and time.perf_counter() - start > max_seconds:
                     break
@@ -273,7 +274,8 @@ def run_bench(opts: BenchOptions, prepare: Callable[[Path], None] | None = None)
         prepare(Path(opts.model_dir))
     batches = sorted(set(opts.batches))
     crops = {b: make_crops(b, cfg.img_size, opts.seed) for b in batches}
-    refs = reference_outputs(opts.model_dir, crops)
+    refs = reference_outputs(opts.model_dir, crops,
+                             {b: make_geometry(b, cfg, opts.seed) for b in batches})
     del crops
     results = []
     for name in opts.backends:

@@ -6,8 +6,10 @@ A model set is a directory holding:
 * ``config.json``         -- the :class:`~norface_rt.config.ModelConfig`, written last by the
   exporter (its presence marks a complete set);
 * ``normalizer.onnx``     -- ``face`` (B, 3, S, S) normalised float32 -> ``normalized``;
-* ``classifier.onnx``     -- ``normalized``, ``face`` -> ``au_prob``, ``au_intensity``,
-  ``emotion_prob``; run after the normalizer, so each stage is timed and placed on its own. Both
+* ``classifier.onnx``     -- ``normalized``, ``face`` [, ``geometry``] -> ``au_prob``,
+  ``au_intensity``, ``emotion_prob``; run after the normalizer, so each stage is timed and placed
+  on its own. ``geometry`` (B, G) float32 is there only when the config declares geometry inputs
+  (:func:`classifier_spec`; ``ModelConfig.geometry_dim`` values per face). Both
   graphs embed the same config as ONNX metadata (:data:`META_CONFIG`), so a graph separated from
   its directory still says what it is;
 * ``weights.safetensors`` -- the state dict (PyTorch backends, fine-tuning), config embedded;
@@ -56,6 +58,7 @@ META_TRAINED = "norface_trained"
 # Graph input / output names.
 INPUT_NAME = "face"
 NORMALIZED_NAME = "normalized"
+GEOMETRY_NAME = "geometry"
 PROBABILITY_NAMES: tuple[str, str, str] = ("au_prob", "au_intensity", "emotion_prob")
 OUTPUT_NAMES: tuple[str, str, str, str] = (NORMALIZED_NAME, *PROBABILITY_NAMES)
 
@@ -82,6 +85,22 @@ LEGACY_COMBINED = GraphSpec("combined", LEGACY_COMBINED_FILE, (INPUT_NAME,), OUT
                             "Both halves joined (model sets before v0.2).")
 # The graphs a model set ships, in execution order.
 GRAPHS: tuple[GraphSpec, GraphSpec] = (NORMALIZER, CLASSIFIER)
+
+
+def classifier_spec(cfg: ModelConfig) -> GraphSpec:
+    """The classifier graph of a model with this config: :data:`CLASSIFIER`, plus the
+    ``geometry`` input when the config declares geometry inputs."""
+    if not cfg.geometry_dim:
+        return CLASSIFIER
+    return GraphSpec(CLASSIFIER.name, CLASSIFIER.file, (*CLASSIFIER.inputs, GEOMETRY_NAME),
+                     CLASSIFIER.outputs,
+                     CLASSIFIER.doc + f" Input 'geometry': (B,{cfg.geometry_dim}) float32, "
+                     f"{'/'.join(cfg.geometry_inputs)} of each face (config blendshape_names).")
+
+
+def graph_specs(cfg: ModelConfig) -> tuple[GraphSpec, GraphSpec]:
+    """The graphs a model set with this config ships, in execution order."""
+    return (NORMALIZER, classifier_spec(cfg))
 
 
 def config_from_metadata(meta: Mapping[str, str], source: str) -> ModelConfig:

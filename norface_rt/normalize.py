@@ -83,7 +83,7 @@ def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
             ff = stage.process(item)
             report.frames += 1
             report.faces += len(ff.faces)
-            normalized = (be.infer(ff.crops, want_normalized=True).normalized
+            normalized = (be.infer(ff.crops, geometry=ff.geometry, want_normalized=True).normalized
                           if len(ff.faces) else None)
             if video:
                 if writer is None:

@@ -52,6 +52,26 @@ def validate_crops(crops: np.ndarray, cfg: ModelConfig) -> None:
         raise ValueError(f"crops: expected (N, {s}, {s}, {c}) uint8, got {got}")
 
 
+def validate_geometry(geometry: np.ndarray | None, cfg: ModelConfig, n: int) -> np.ndarray | None:
+    """The geometry input for ``n`` faces as C-contiguous float32 (N, G), or None for a model
+    without one; the error says what the model expects and what came."""
+    g = cfg.geometry_dim
+    if g == 0:
+        if geometry is not None:
+            raise ValueError(f"geometry: model {cfg.model_id!r} has no geometry input "
+                             "(config geometry_inputs=()), got an array")
+        return None
+    if geometry is None:
+        raise ValueError(f"geometry: model {cfg.model_id!r} consumes {list(cfg.geometry_inputs)} "
+                         f"({g} values per face) beside the crops, got none")
+    a = np.asarray(geometry)
+    if a.shape != (n, g) or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"geometry: expected ({n}, {g}) float, got {a.shape} {a.dtype}")
+    if not np.isfinite(a).all():
+        raise ValueError("geometry: expected finite values, got NaN or inf")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def preprocess(crops: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """Validated (N, S, S, C) uint8 RGB crops -> (N, C, S, S) float32 network input."""
     validate_crops(crops, cfg)

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from norface_rt.config import ModelConfig
 from norface_rt.extras import require
 from norface_rt.model_set import PROBABILITY_NAMES
-from norface_rt.preprocess import preprocess
+from norface_rt.preprocess import preprocess, validate_geometry
 
 OUTPUT_KEYS: tuple[str, str, str] = PROBABILITY_NAMES
 
@@ -27,9 +28,20 @@ def make_crops(batch: int, img_size: int, seed: int) -> np.ndarray:
     return rng.integers(0, 256, size=(batch, img_size, img_size, 3), dtype=np.uint8)
 
 
-def reference_outputs(model_dir: str | os.PathLike[str], crops_by_batch: dict[int, np.ndarray]
+def make_geometry(batch: int, cfg: ModelConfig, seed: int) -> np.ndarray | None:
+    """Seeded geometry input (batch, G) float32 for models that consume one (None otherwise):
+    blendshape-like scores in [0, 1], skewed towards 0 as real ones are."""
+    if not cfg.geometry_dim:
+        return None
+    rng = np.random.default_rng([seed, batch, 1])
+    return (rng.random((batch, cfg.geometry_dim)) ** 3).astype(np.float32)
+
+
+def reference_outputs(model_dir: str | os.PathLike[str], crops_by_batch: dict[int, np.ndarray],
+                      geometry_by_batch: dict[int, np.ndarray | None] | None = None
                       ) -> dict[int, dict[str, np.ndarray]]:
-    """PyTorch fp32 (CPU) outputs of the model set for each input batch: the numeric ground truth."""
+    """PyTorch fp32 (CPU) outputs of the model set for each input batch: the numeric ground truth.
+    ``geometry_by_batch`` feeds models with a geometry input (:func:`make_geometry`)."""
     require("torch", "the PyTorch fp32 reference")
     import torch
 
@@ -40,8 +52,10 @@ def reference_outputs(model_dir: str | os.PathLike[str], crops_by_batch: dict[in
     with torch.inference_mode():
         for b, crops in crops_by_batch.items():
             face = torch.from_numpy(preprocess(crops, model.cfg))
+            g = (geometry_by_batch or {}).get(b)
+            geo = validate_geometry(g, model.cfg, len(crops))
             normalized = model.normalize(face)
-            probs = model.classify(normalized, face)
+            probs = model.classify(normalized, face, None if geo is None else torch.from_numpy(geo))
             out[b] = {k: v.float().numpy() for k, v in zip(OUTPUT_KEYS, probs)}
     return out
 

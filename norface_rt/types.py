@@ -120,6 +120,9 @@ class FaceFrame:
     faces: list[Face]
     crops: np.ndarray
     matrices: np.ndarray | None = None
+    # (N, G) float32 geometry input of each face, for models that consume one (config
+    # geometry_inputs), already corrected by the stream's per-track baseline; None otherwise.
+    geometry: np.ndarray | None = None
 
 
 @dataclass(slots=True)

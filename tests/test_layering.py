@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
 from pathlib import Path
 
 import norface_rt
@@ -41,9 +42,17 @@ def _part(module: str) -> str | None:
     return parts[1] if parts[0] == "norface_rt" and len(parts) > 1 else None
 
 
+def _sources() -> list[Path]:
+    """Every .py file of the package, through the ``engines`` link to the top-level folder."""
+    out = []
+    for root, _, names in os.walk(PKG, followlinks=True):
+        out.extend(Path(root) / n for n in names if n.endswith(".py"))
+    return out
+
+
 def _graph() -> dict[str, set[str]]:
     """module -> norface_rt modules it imports (existing ones only)."""
-    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    files = {_module_name(p): p for p in _sources()}
     return {mod: {m for m in _imports(path) if m in files or m.split(".")[0] == "train"}
             for mod, path in files.items()}
 

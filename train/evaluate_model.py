@@ -24,6 +24,7 @@ from train.common import load_config, save_json
 from train.data.build import build_dataset
 from train.data.sample import collate
 from train.evaluate import compute_metrics, markdown_report
+from train.geometry import held_out_geometry
 
 
 def predict_model_set(model_dir: str | Path, data_spec: dict[str, Any], backend: str = "onnxruntime",
@@ -38,7 +39,10 @@ def predict_model_set(model_dir: str | Path, data_spec: dict[str, Any], backend:
         out: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, batch_size):
             batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-            r = be.infer(np.ascontiguousarray(batch["image"].numpy()), want_normalized=True)
+            geo = (held_out_geometry(batch, be.config.geometry_reference)
+                   if be.config.geometry_dim else None)
+            r = be.infer(np.ascontiguousarray(batch["image"].numpy()), geometry=geo,
+                         want_normalized=True)
             if "normalized" in batch:
                 assert r.normalized is not None
                 out.setdefault("pred_n", []).append(r.normalized)

@@ -330,7 +330,7 @@ class RealEvaluator:
         if not ff.faces:
             return
         rec.frames_with_face += 1
-        out = self.backend.infer(ff.crops, want_normalized=self.fidelity)
+        out = self.backend.infer(ff.crops, geometry=ff.geometry, want_normalized=self.fidelity)
         if packet.pts is not None:
             t = float(packet.pts)
         elif rec.fps:

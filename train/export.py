@@ -19,10 +19,17 @@ from norface_rt.files import sha256_file
 from norface_rt.models.registry import create_model
 from train.common import check_keys, load_module_weights, model_config
 from train.data.sample import images_to_tensor
+from train.geometry import pool_model_fields
 
 DEFAULTS: dict[str, Any] = {"normalizer_weights": None, "classifier_weights": None,
                             "target_image": "synthetic", "out_dir": None, "model_id": None,
-                            "fp16_weights": True, "trained": True, "provenance": {}}
+                            "fp16_weights": True, "trained": True, "provenance": {},
+                            "geometry_pool": None}
+
+
+def _weights_file(path: str) -> str:
+    """The file of a weights reference (``FILE#PREFIX`` names part of a file)."""
+    return str(path).split("#", 1)[0]
 
 
 def run(config: dict[str, Any], resume: bool | str = True) -> Path:
@@ -33,15 +40,18 @@ def run(config: dict[str, Any], resume: bool | str = True) -> Path:
     for k in ("normalizer_weights", "classifier_weights", "out_dir"):
         if not opts[k]:
             raise ValueError(f"export.{k} is required")
-    base = model_config(config.get("model", {}))
+    model_section = pool_model_fields(opts["geometry_pool"], config.get("model", {}))
+    base = model_config(model_section)
     model_id = opts["model_id"] or f"{base.name}-trained"
     provenance = {
         **base.provenance, **opts["provenance"],
-        "normalizer_weights_sha256": sha256_file(opts["normalizer_weights"]),
-        "classifier_weights_sha256": sha256_file(opts["classifier_weights"]),
+        "normalizer_weights_sha256": sha256_file(_weights_file(opts["normalizer_weights"])),
+        "classifier_weights_sha256": sha256_file(_weights_file(opts["classifier_weights"])),
         "target": str(opts["target_image"]), "torch": torch.__version__,
     }
-    cfg = model_config({**config.get("model", {}), "trained": bool(opts["trained"]), "model_id": model_id,
+    if opts["geometry_pool"]:
+        provenance["geometry_pool_sha256"] = sha256_file(opts["geometry_pool"])
+    cfg = model_config({**model_section, "trained": bool(opts["trained"]), "model_id": model_id,
                         "provenance": provenance})
     model = create_model("norface", cfg).eval()
     load_module_weights(model.normalizer, opts["normalizer_weights"])

@@ -60,36 +60,54 @@ class GeometryPool:
                 "geometry_spread": tuple(float(v) for v in self.spread)}
 
 
-def geometry_batch(batch: Mapping[str, Any], pool: GeometryPool, *, random: bool,
-                   generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
-    """(B, G) float32 geometry input for a collated batch (see module doc).
-
-    Rows with ``mp_neutral`` (renders) are transplanted onto a pool face (random, or the pool mean
-    when ``random`` is False); other rows (real photos) keep ``mp_blendshapes``. ``noise`` adds
-    Gaussian noise of that many pool standard deviations (training only).
-    """
+def _moved(batch: Mapping[str, Any], base: torch.Tensor) -> torch.Tensor:
+    """Renders (rows with ``mp_neutral``) moved onto ``base`` (B, G); real rows as read."""
     if "mp_blendshapes" not in batch:
         raise ValueError("batch has no mp_blendshapes: generate shards with --landmarker "
                          "(python -m train.synth generate) or use python -m train prepare-real")
     mp = batch["mp_blendshapes"].float()
     out = mp.clone()
     if "mp_neutral" in batch:
-        rows = batch["has_mp_neutral"] if "has_mp_neutral" in batch else torch.ones(len(mp), dtype=torch.bool)
-        neutral_pool = torch.from_numpy(pool.neutral)
-        if random:
-            idx = torch.randint(len(neutral_pool), (len(mp),), generator=generator)
-            base = neutral_pool[idx]
-        else:
-            base = torch.from_numpy(pool.reference).expand_as(mp)
-        moved = mp - batch["mp_neutral"].float() + base
-        out = torch.where(rows[:, None], moved, out)
-    if noise > 0:
-        sd = torch.from_numpy(pool.spread)
-        out = out + noise * sd * torch.randn(out.shape, generator=generator)
+        rows = batch["has_mp_neutral"] if "has_mp_neutral" in batch \
+            else torch.ones(len(mp), dtype=torch.bool)
+        out = torch.where(rows[:, None], mp - batch["mp_neutral"].float() + base, out)
+    return out
+
+
+def _finish(out: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(out).all():
         raise ValueError("geometry: non-finite values (a sample MediaPipe could not read; build the "
                          "dataset with require_geometry: true)")
     return out.clamp_(0.0, 1.0)
+
+
+def geometry_batch(batch: Mapping[str, Any], pool: GeometryPool, *, random: bool,
+                   generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
+    """(B, G) float32 geometry input for a collated batch (see module doc).
+
+    Rows with ``mp_neutral`` (renders) are moved onto a pool face (random, or the pool mean
+    when ``random`` is False); other rows (real photos) keep ``mp_blendshapes``. ``noise`` adds
+    Gaussian noise of that many pool standard deviations (training only).
+    """
+    n = len(batch["mp_blendshapes"]) if "mp_blendshapes" in batch else 0
+    neutral_pool = torch.from_numpy(pool.neutral)
+    if random:
+        base = neutral_pool[torch.randint(len(neutral_pool), (n,), generator=generator)]
+    else:
+        base = torch.from_numpy(pool.reference).expand(n, -1)
+    out = _moved(batch, base)
+    if noise > 0:
+        sd = torch.from_numpy(pool.spread)
+        out = out + noise * sd * torch.randn(out.shape, generator=generator)
+    return _finish(out)
+
+
+def held_out_geometry(batch: Mapping[str, Any], reference: Sequence[float]) -> np.ndarray:
+    """Deterministic geometry input for evaluation: renders moved onto ``reference`` (the pool's
+    mean neutral face, ``ModelConfig.geometry_reference``), real photos as read."""
+    ref = torch.tensor(np.asarray(reference, np.float32))
+    n = len(batch["mp_blendshapes"]) if "mp_blendshapes" in batch else 0
+    return _finish(_moved(batch, ref.expand(n, -1))).numpy()
 
 
 def pool_model_fields(path: str | os.PathLike[str] | None,
@@ -110,4 +128,4 @@ def pool_model_fields(path: str | os.PathLike[str] | None,
     return d
 
 
-__all__: Sequence[str] = ("GeometryPool", "geometry_batch", "pool_model_fields")
+__all__: Sequence[str] = ("GeometryPool", "geometry_batch", "held_out_geometry", "pool_model_fields")

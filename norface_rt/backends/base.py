@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from norface_rt.config import ModelConfig
-from norface_rt.preprocess import denormalize, preprocess, validate_crops
+from norface_rt.preprocess import denormalize, preprocess, validate_crops, validate_geometry
 from norface_rt.types import Stage, Timings
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -71,23 +71,30 @@ class Backend(ABC):
     aligns_on_device: ClassVar[bool] = False
 
     @abstractmethod
-    def _forward(self, x: np.ndarray) -> Outputs:
-        """x (N>=1, C, S, S) float32 -> (normalized NCHW float, au_prob, au_intensity, emotion_prob)."""
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:
+        """x (N>=1, C, S, S) float32 [, geometry (N, G) float32 for models that consume it] ->
+        (normalized NCHW float, au_prob, au_intensity, emotion_prob)."""
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
+    def _forward_timed(self, x: np.ndarray, geometry: np.ndarray | None = None
+                       ) -> tuple[Outputs, Timings]:
         """:meth:`_forward` plus its stage timings in seconds (see :class:`ModelOutput`)."""
         t0 = time.perf_counter()
-        outs = self._forward(x)
+        outs = self._forward(x, geometry)
         return outs, {Stage.INFER: time.perf_counter() - t0}
 
-    def infer(self, crops: np.ndarray, *, want_normalized: bool = False) -> ModelOutput:
-        """Analyse aligned crops (N, S, S, 3) uint8 RGB; N = 0 returns empty arrays without running."""
+    def infer(self, crops: np.ndarray, *, geometry: np.ndarray | None = None,
+              want_normalized: bool = False) -> ModelOutput:
+        """Analyse aligned crops (N, S, S, 3) uint8 RGB; N = 0 returns empty arrays without running.
+
+        ``geometry`` (N, G) is required by (and only accepted for) models whose config declares
+        geometry inputs (:func:`~norface_rt.preprocess.validate_geometry`)."""
         cfg = self.config
         validate_crops(crops, cfg)
         n, a, e = crops.shape[0], len(cfg.au_names), len(cfg.emotion_names)
+        geo = validate_geometry(geometry, cfg, n)
         if n == 0:
             return ModelOutput.empty(cfg, want_normalized)
-        (normalized, au_prob, au_int, emo), timings = self._forward_timed(preprocess(crops, cfg))
+        (normalized, au_prob, au_int, emo), timings = self._forward_timed(preprocess(crops, cfg), geo)
         return ModelOutput(
             normalized=denormalize(normalized, cfg) if want_normalized else None,
             au_prob=np.asarray(au_prob, dtype=np.float32).reshape(n, a),
@@ -97,9 +104,11 @@ class Backend(ABC):
         )
 
     def infer_aligned_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                           geometry: np.ndarray | None = None,
                            want_normalized: bool = False) -> ModelOutput:
         """Analyse the faces of several frames given as (frame (H, W, 3) uint8 RGB, image->crop
-        matrices (K, 2, 3)); only backends with ``aligns_on_device`` implement it."""
+        matrices (K, 2, 3)), ``geometry`` (sum of K, G) for models that consume it; only backends
+        with ``aligns_on_device`` implement it."""
         raise NotImplementedError(f"backend {self.name!r} cannot align on its device "
                                   "(aligns_on_device is False)")
 

@@ -52,7 +52,7 @@ from norface_rt.backends.base import Backend, ModelOutput, Outputs
 from norface_rt.backends.batching import plan_chunks
 from norface_rt.backends.gpu_preprocess import TorchAligner
 from norface_rt.models.norface import NorfaceModel
-from norface_rt.preprocess import denormalize, preprocess, validate_crops
+from norface_rt.preprocess import denormalize, preprocess, validate_crops, validate_geometry
 from norface_rt.types import Stage, Timings
 
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -90,6 +90,7 @@ class _Bucket:
 
     size: int
     face: torch.Tensor  # (size, C, S, S), compute dtype, on the device
+    geometry: torch.Tensor | None = None  # (size, G) float32, for models with a geometry input
     normalized: torch.Tensor | None = None
     probs: Probs | None = None
     normalize_graph: torch.cuda.CUDAGraph | None = None
@@ -122,8 +123,11 @@ def _fp32_routing(model: NorfaceModel) -> None:
     """After ``model.half()``: return the classifier's MoE blocks, head norm and heads to fp32 and
     cast the (fp16) pooled features entering the first MoEs to fp32 (see module docstring)."""
     c = model.classifier
-    for mod in (c.moe_normalized, c.moe_original, c.moe_output, c.head_norm, c.au_head,
-                c.intensity_head, c.emotion_head):
+    tail = [c.moe_normalized, c.moe_original, c.moe_output, c.head_norm, c.au_head,
+            c.intensity_head, c.emotion_head]
+    if model.cfg.geometry_dim:  # the geometry branch is a few small GEMMs: all of it in fp32
+        tail += [c.geometry_expert, c.moe_geometry, c.geometry_norm, c.emotion_head_geometry]
+    for mod in tail:
         mod.float()
 
     def to_fp32(_mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -200,7 +204,9 @@ class CudaGraphBackend(Backend):
         self._aligner: TorchAligner | None = None
         self._closed = False
         shape = (cfg.in_chans, cfg.img_size, cfg.img_size)
-        self._buckets = [_Bucket(b, torch.zeros((b, *shape), dtype=self.dtype, device=dev))
+        g = cfg.geometry_dim
+        self._buckets = [_Bucket(b, torch.zeros((b, *shape), dtype=self.dtype, device=dev),
+                                 torch.zeros((b, g), dtype=torch.float32, device=dev) if g else None)
                          for b in self.buckets]
         t0 = time.perf_counter()
         if self.use_graphs:
@@ -211,7 +217,7 @@ class CudaGraphBackend(Backend):
 
     def _eager(self, b: _Bucket) -> None:
         b.normalized = self.model.normalize(b.face)
-        b.probs = self.model.classify(b.normalized, b.face)
+        b.probs = self.model.classify(b.normalized, b.face, b.geometry)
 
     def _capture_all(self) -> None:
         """Warm up every bucket on a side stream, then capture its two graphs on that same stream
@@ -235,7 +241,7 @@ class CudaGraphBackend(Backend):
                 # (``normalized``) stays alive, so the classifier's scratch never aliases it.
                 g_cls = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g_cls, pool=g_norm.pool(), stream=side):
-                    probs = self.model.classify(normalized, b.face)
+                    probs = self.model.classify(normalized, b.face, b.geometry)
                 b.normalized, b.probs = normalized, probs
                 b.normalize_graph, b.classify_graph = g_norm, g_cls
             torch.cuda.synchronize()
@@ -246,11 +252,11 @@ class CudaGraphBackend(Backend):
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
 
-    def _run(self, x: torch.Tensor, want_normalized: bool
+    def _run(self, x: torch.Tensor, geometry: torch.Tensor | None, want_normalized: bool
              ) -> tuple[torch.Tensor | None, Probs, Timings]:
-        """x (N >= 1, C, S, S) float on any device -> (normalized or None, probs) on the CPU as
-        float32, plus stage timings. Input upload counts as "normalize", result download as
-        "classify" (as in TorchBackend)."""
+        """x (N >= 1, C, S, S) float on any device [, geometry (N, G)] -> (normalized or None,
+        probs) on the CPU as float32, plus stage timings. Input upload counts as "normalize",
+        result download as "classify" (as in TorchBackend)."""
         self._check_open()
         n = int(x.shape[0])
         clock = self._clock
@@ -265,6 +271,11 @@ class CudaGraphBackend(Backend):
                 b.face[:count].copy_(x[start:start + count], non_blocking=True)
                 if count < size:
                     b.face[count:].zero_()
+                if b.geometry is not None:
+                    assert geometry is not None
+                    b.geometry[:count].copy_(geometry[start:start + count], non_blocking=True)
+                    if count < size:
+                        b.geometry[count:].zero_()
                 if b.normalize_graph is not None:
                     b.normalize_graph.replay()
                 else:
@@ -274,7 +285,7 @@ class CudaGraphBackend(Backend):
                     b.classify_graph.replay()
                 else:
                     assert b.normalized is not None
-                    b.probs = self.model.classify(b.normalized, b.face)
+                    b.probs = self.model.classify(b.normalized, b.face, b.geometry)
                 assert b.normalized is not None and b.probs is not None
                 # Copies, never views: the next chunk's replay may reuse these output addresses.
                 if want_normalized:
@@ -296,11 +307,13 @@ class CudaGraphBackend(Backend):
         }
         return normalized, probs, timings
 
-    def _forward(self, x: np.ndarray) -> Outputs:
-        return self._forward_timed(x)[0]
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:
+        return self._forward_timed(x, geometry)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
-        normalized, probs, timings = self._run(self._upload(x), want_normalized=True)
+    def _forward_timed(self, x: np.ndarray, geometry: np.ndarray | None = None
+                       ) -> tuple[Outputs, Timings]:
+        normalized, probs, timings = self._run(self._upload(x), self._upload_geometry(geometry),
+                                               want_normalized=True)
         assert normalized is not None
         au_prob, au_int, emo = (p.numpy() for p in probs)
         return (normalized.numpy(), au_prob, au_int, emo), timings
@@ -309,36 +322,47 @@ class CudaGraphBackend(Backend):
         # One host->device copy for the whole batch; the per-bucket copies are then on-device.
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
 
-    def infer(self, crops: np.ndarray, *, want_normalized: bool = False) -> ModelOutput:
+    def _upload_geometry(self, geometry: np.ndarray | None) -> torch.Tensor | None:
+        return None if geometry is None else torch.from_numpy(geometry).to(self.device)
+
+    def infer(self, crops: np.ndarray, *, geometry: np.ndarray | None = None,
+              want_normalized: bool = False) -> ModelOutput:
         """As :meth:`Backend.infer`; the normalized faces are only downloaded when asked for."""
         validate_crops(crops, self.config)
+        geo = validate_geometry(geometry, self.config, int(crops.shape[0]))
         if crops.shape[0] == 0:
-            return super().infer(crops, want_normalized=want_normalized)
+            return super().infer(crops, geometry=geo, want_normalized=want_normalized)
         return self._output(*self._run(self._upload(preprocess(crops, self.config)),
-                                       want_normalized))
+                                       self._upload_geometry(geo), want_normalized))
 
     def infer_aligned(self, frame: np.ndarray, matrices: np.ndarray, *,
+                      geometry: np.ndarray | None = None,
                       want_normalized: bool = False) -> ModelOutput:
         """Analyse the faces of one frame: frame (H, W, 3) uint8 RGB and their image->crop
         matrices (K, 2, 3) (``Aligner.align``'s second output). The frame is uploaded once and
         the crops are warped on the device (:class:`TorchAligner`) straight into the buckets;
         warping is not part of ``timings`` (pre-processing never is, see base.py)."""
-        return self.infer_aligned_many([(frame, matrices)], want_normalized=want_normalized)
+        return self.infer_aligned_many([(frame, matrices)], geometry=geometry,
+                                       want_normalized=want_normalized)
 
     def infer_aligned_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                           geometry: np.ndarray | None = None,
                            want_normalized: bool = False) -> ModelOutput:
         """:meth:`infer_aligned` over several frames at once (the pipeline batches the faces of
         every stream into one call); rows follow the order of ``items`` and their matrices."""
         self._check_open()
+        n = sum(int(np.asarray(m).shape[0]) for _, m in items)
+        geo = validate_geometry(geometry, self.config, n)
         if self._aligner is None:
             self._aligner = TorchAligner.from_config(self.config, self.device)
         parts = [self._aligner.warp(frame, matrices) for frame, matrices in items]
         parts = [p for p in parts if p.shape[0]]
         if not parts:
             s, c = self.config.img_size, self.config.in_chans
-            return super().infer(np.zeros((0, s, s, c), np.uint8), want_normalized=want_normalized)
+            return super().infer(np.zeros((0, s, s, c), np.uint8), geometry=geo,
+                                 want_normalized=want_normalized)
         faces = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        return self._output(*self._run(faces, want_normalized))
+        return self._output(*self._run(faces, self._upload_geometry(geo), want_normalized))
 
     def _output(self, normalized: torch.Tensor | None, probs: Probs,
                 timings: Timings) -> ModelOutput:

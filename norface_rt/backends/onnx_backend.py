@@ -19,14 +19,15 @@ import onnxruntime as ort
 from norface_rt.backends.base import Backend, Outputs
 from norface_rt.config import ModelConfig
 from norface_rt.model_set import (
-    CLASSIFIER,
     CONFIG_FILE,
+    GEOMETRY_NAME,
     INPUT_NAME,
     LEGACY_COMBINED,
     NORMALIZED_NAME,
     NORMALIZER,
     OUTPUT_NAMES,
     GraphSpec,
+    classifier_spec,
     config_diff,
     config_from_metadata,
     graph_files,
@@ -97,7 +98,10 @@ class OrtBackend(Backend):
             if on_disk != self.config:
                 raise ValueError(f"{cfg_json} disagrees with the config embedded in {paths[0]} "
                                  f"in fields {config_diff(on_disk, self.config)}")
-        specs = [NORMALIZER, CLASSIFIER] if self.split else [LEGACY_COMBINED]
+        specs = [NORMALIZER, classifier_spec(self.config)] if self.split else [LEGACY_COMBINED]
+        if not self.split and self.config.geometry_dim:
+            raise ValueError(f"{paths[0]}: a model with geometry inputs has no joined graph "
+                             f"({LEGACY_COMBINED.file}); load its model-set directory")
         if not self.split and spec_for(paths[0]) is not LEGACY_COMBINED:
             raise ValueError(f"{paths[0]}: a single graph must be a combined model "
                              f"({LEGACY_COMBINED.file}); run the normalizer and classifier "
@@ -119,10 +123,11 @@ class OrtBackend(Backend):
             raise ValueError(f"{path}: expected I/O {list(spec.inputs)} -> {list(spec.outputs)}, "
                              f"got {ins} -> {outs}")
 
-    def _forward(self, x: np.ndarray) -> Outputs:
-        return self._forward_timed(x)[0]
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:
+        return self._forward_timed(x, geometry)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
+    def _forward_timed(self, x: np.ndarray, geometry: np.ndarray | None = None
+                       ) -> tuple[Outputs, Timings]:
         if not self.split:
             t0 = time.perf_counter()
             normalized, au_prob, au_int, emo = self._sessions[0].run(list(OUTPUT_NAMES),
@@ -132,8 +137,10 @@ class OrtBackend(Backend):
         t0 = time.perf_counter()
         (normalized,) = normalizer.run(list(NORMALIZER.outputs), {INPUT_NAME: x})
         t1 = time.perf_counter()
-        au_prob, au_int, emo = classifier.run(list(CLASSIFIER.outputs),
-                                              {NORMALIZED_NAME: normalized, INPUT_NAME: x})
+        feeds = {NORMALIZED_NAME: normalized, INPUT_NAME: x}
+        if geometry is not None:
+            feeds[GEOMETRY_NAME] = geometry
+        au_prob, au_int, emo = classifier.run(list(classifier_spec(self.config).outputs), feeds)
         t2 = time.perf_counter()
         return (normalized, au_prob, au_int, emo), {Stage.NORMALIZE: t1 - t0,
                                                     Stage.CLASSIFY: t2 - t1}

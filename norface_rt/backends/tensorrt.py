@@ -54,7 +54,15 @@ from norface_rt.backends.trt_cache import (
     onnx_hashes,
 )
 from norface_rt.extras import install_hint
-from norface_rt.model_set import INPUT_NAME, NORMALIZED_NAME, OUTPUT_NAMES, load_config
+from norface_rt.model_set import (
+    CLASSIFIER,
+    GEOMETRY_NAME,
+    INPUT_NAME,
+    NORMALIZED_NAME,
+    OUTPUT_NAMES,
+    classifier_spec,
+    load_config,
+)
 from norface_rt.types import Stage, Timings
 
 DEFAULT_SYNC_TIMEOUT_S = 60.0
@@ -262,6 +270,8 @@ class TrtBackend(Backend):
             NORMALIZED_NAME: (cfg.in_chans, cfg.img_size, cfg.img_size),
             "au_prob": (len(cfg.au_names),), "au_intensity": (len(cfg.au_names),),
             "emotion_prob": (len(cfg.emotion_names),)}
+        if cfg.geometry_dim:
+            expected_dims[GEOMETRY_NAME] = (cfg.geometry_dim,)
         self._engines: list[Any] = []
         # (timing key, context, input names, output names), in execution order
         self._stages: list[tuple[Stage, Any, tuple[str, ...], tuple[str, ...]]] = []
@@ -289,7 +299,7 @@ class TrtBackend(Backend):
                                                       dtype=torch.float32, device=self.device)
                     if not ctx.set_tensor_address(name, self._dev[name].data_ptr()):
                         raise RuntimeError(f"{path}: set_tensor_address({name!r}) failed")
-            host_names = (INPUT_NAME, *OUTPUT_NAMES)
+            host_names = (INPUT_NAME, *OUTPUT_NAMES) + ((GEOMETRY_NAME,) if cfg.geometry_dim else ())
             self._host = {n: torch.empty((self.max_batch, *expected_dims[n]), dtype=torch.float32,
                                          pin_memory=True) for n in host_names}
             self._host_np = {n: t.numpy() for n, t in self._host.items()}
@@ -303,6 +313,8 @@ class TrtBackend(Backend):
                   expected_dims: dict[str, tuple[int, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         trt = self._trt
         spec = ENGINES[graph][0]
+        if spec.name == CLASSIFIER.name:
+            spec = classifier_spec(self.config)  # with the geometry input when the model has one
         want_in, want_out = spec.inputs, spec.outputs
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -332,10 +344,11 @@ class TrtBackend(Backend):
 
     # -- inference -----------------------------------------------------------------------
 
-    def _forward(self, x: np.ndarray) -> Outputs:
-        return self._forward_timed(x)[0]
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:
+        return self._forward_timed(x, geometry)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
+    def _forward_timed(self, x: np.ndarray, geometry: np.ndarray | None = None
+                       ) -> tuple[Outputs, Timings]:
         in_dims = self._dims[INPUT_NAME] if self._dims else None
         if (not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4
                 or (in_dims is not None and x.shape[1:] != in_dims)):
@@ -349,18 +362,29 @@ class TrtBackend(Backend):
             timings: Timings = {key: 0.0 for key, _, _, _ in self._stages}
             with self._torch.cuda.device(self.device):
                 for sl in chunk_slices(n, self.max_batch):
-                    for key, secs in self._run_chunk(np.ascontiguousarray(x[sl]), outs, sl).items():
+                    geo = None if geometry is None else np.ascontiguousarray(geometry[sl])
+                    for key, secs in self._run_chunk(np.ascontiguousarray(x[sl]), geo, outs,
+                                                     sl).items():
                         timings[key] += secs
         normalized, au_prob, au_intensity, emotion_prob = (outs[k] for k in OUTPUT_NAMES)
         return (normalized, au_prob, au_intensity, emotion_prob), timings
 
-    def _run_chunk(self, x: np.ndarray, outs: dict[str, np.ndarray], sl: slice) -> Timings:
+    def _run_chunk(self, x: np.ndarray, geometry: np.ndarray | None, outs: dict[str, np.ndarray],
+                   sl: slice) -> Timings:
         torch, stream, ev = self._torch, self._stream, self._events
         m = x.shape[0]
-        np.copyto(self._host_np[INPUT_NAME][:m], x)
+        uploads = [(INPUT_NAME, x)]
+        if GEOMETRY_NAME in self._dev:
+            if geometry is None:
+                raise ValueError(f"geometry: model {self.config.model_id!r} consumes "
+                                 f"{list(self.config.geometry_inputs)}, got none")
+            uploads.append((GEOMETRY_NAME, geometry))
+        for name, arr in uploads:
+            np.copyto(self._host_np[name][:m], arr)
         ev[0].record(stream)
         with torch.cuda.stream(stream):
-            self._dev[INPUT_NAME][:m].copy_(self._host[INPUT_NAME][:m], non_blocking=True)
+            for name, _ in uploads:
+                self._dev[name][:m].copy_(self._host[name][:m], non_blocking=True)
         for i, (_, ctx, inputs, outputs) in enumerate(self._stages):
             for name in inputs:
                 if not ctx.set_input_shape(name, (m, *self._dims[name])):

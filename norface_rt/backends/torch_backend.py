@@ -49,10 +49,11 @@ class TorchBackend(Backend):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _forward(self, x: np.ndarray) -> Outputs:
-        return self._forward_timed(x)[0]
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:
+        return self._forward_timed(x, geometry)[0]
 
-    def _forward_timed(self, x: np.ndarray) -> tuple[Outputs, Timings]:
+    def _forward_timed(self, x: np.ndarray, geometry: np.ndarray | None = None
+                       ) -> tuple[Outputs, Timings]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
                                                     enabled=self.fp16):
             self._sync()
@@ -61,7 +62,8 @@ class TorchBackend(Backend):
             normalized = self.model.normalize(face)
             self._sync()
             t1 = time.perf_counter()
-            probs = self.model.classify(normalized, face)
+            geo = None if geometry is None else torch.from_numpy(geometry).to(self.device)
+            probs = self.model.classify(normalized, face, geo)
             au_prob, au_int, emo = (o.float().cpu().numpy() for o in probs)  # .cpu() syncs
             self._sync()
             t2 = time.perf_counter()

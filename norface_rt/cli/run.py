@@ -41,6 +41,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--tiling", type=float, default=None,
                    help="also scan square tiles of this fraction of the short side for small faces "
                         "(group shots; default 1.0 for images, off for video)")
+    r.add_argument("--no-baseline", action="store_true",
+                   help="models with a geometry input: do not remove each tracked person's "
+                        "resting-face offset in videos (default: removed, bounded; see "
+                        "docs/training.md)")
     r.add_argument("--max-batch", type=positive_int("--max-batch"), default=16,
                    help="faces per inference call across all streams")
     r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8)
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling, device_align=args.device_align)
+        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline)
     sink_opts = SinkOptions(zmq=args.zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
                             jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show)
     sinks: list[Any] = []

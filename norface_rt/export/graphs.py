@@ -20,9 +20,10 @@ import torch
 
 from norface_rt.config import ModelConfig
 from norface_rt.model_set import (
-    CLASSIFIER,
+    GEOMETRY_NAME,
     NORMALIZER,
     GraphSpec,
+    classifier_spec,
     metadata_for,
     read_graph_config,
 )
@@ -30,7 +31,10 @@ from norface_rt.models.norface import ClassifierGraph, NorfaceModel, NormalizerG
 
 GraphKind = Literal["normalizer", "classifier"]
 GRAPH_KINDS: tuple[GraphKind, ...] = ("normalizer", "classifier")
-_SPECS: dict[GraphKind, GraphSpec] = {"normalizer": NORMALIZER, "classifier": CLASSIFIER}
+
+
+def _spec(graph: GraphKind, cfg: ModelConfig) -> GraphSpec:
+    return NORMALIZER if graph == "normalizer" else classifier_spec(cfg)
 _NON_ARCH_FIELDS = ("name", "trained", "model_id", "provenance")
 
 
@@ -54,7 +58,7 @@ def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[s
                 graph: GraphKind = "normalizer", opset: int = 17) -> Path:
     """Write one half of ``model`` (see :mod:`norface_rt.model_set` for its inputs and outputs)
     with ``cfg`` embedded as metadata; returns the path."""
-    if graph not in _SPECS:
+    if graph not in GRAPH_KINDS:
         raise ValueError(f"graph must be one of {list(GRAPH_KINDS)}, got {graph!r}")
     check_model(model, cfg)
     exported = copy.deepcopy(model).float().cpu().eval()
@@ -63,10 +67,11 @@ def export_onnx(model: NorfaceModel, cfg: ModelConfig, path: str | os.PathLike[s
 
 def trace(model: NorfaceModel, cfg: ModelConfig, graph: GraphKind, opset: int) -> onnx.ModelProto:
     """Trace one half of ``model`` (already a float32 CPU eval copy) to an ONNX proto."""
-    spec = _SPECS[graph]
+    spec = _spec(graph, cfg)
     module = NormalizerGraph(model) if graph == "normalizer" else ClassifierGraph(model)
-    dummies = tuple(torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
-                    for _ in spec.inputs)
+    dummies = tuple(torch.zeros(2, cfg.geometry_dim) if name == GEOMETRY_NAME
+                    else torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+                    for name in spec.inputs)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings(), torch.no_grad():
@@ -82,7 +87,7 @@ def trace(model: NorfaceModel, cfg: ModelConfig, graph: GraphKind, opset: int) -
 
 def write_graph(proto: onnx.ModelProto, cfg: ModelConfig, graph: GraphKind, path: Path) -> Path:
     """Embed ``cfg``, check the proto, and write it atomically after ORT has loaded it."""
-    spec = _SPECS[graph]
+    spec = _spec(graph, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     del proto.metadata_props[:]
     for k, v in metadata_for(cfg).items():

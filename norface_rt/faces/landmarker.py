@@ -33,6 +33,7 @@ virtual camera, so off-centre windows bias yaw/pitch by a few degrees.
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,16 @@ from norface_rt.types import Face, FramePacket
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive end)
 
 DETECTOR_MEMBER = "face_detector.tflite"
+BLENDSHAPES_MEMBER = "face_blendshapes.tflite"
+
+
+def has_blendshapes(model_path: str | os.PathLike[str]) -> bool:
+    """Whether a FaceLandmarker bundle scores blendshapes (models with a geometry input need it)."""
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            return BLENDSHAPES_MEMBER in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 _DETECTOR_INPUT = 128  # BlazeFace short-range input side
 _SCORE_CONTEXT = 2.0  # detector crop side / face box side
 _DETECTOR_MIN_SCORE = 0.05

@@ -12,13 +12,15 @@ Edge cases, by design:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from norface_rt.faces.align import Aligner
+from norface_rt.faces.geometry import TrackBaseline, blendshape_vector
 from norface_rt.faces.landmarker import Landmarker
 from norface_rt.faces.tracker import Tracker
-from norface_rt.types import FaceFrame, FramePacket, Stage
+from norface_rt.types import Face, FaceFrame, FramePacket, Stage
 
 SMALL_FACE_IOD = 24.0
 
@@ -29,22 +31,45 @@ def interocular(points5: np.ndarray) -> float:
     return float(np.linalg.norm(p[1] - p[0]))
 
 
+class GeometryReader:
+    """Each face's geometry input for a model (its blendshapes in the config's order), moved by a
+    per-track baseline when the stream is a video (:class:`TrackBaseline`)."""
+
+    def __init__(self, names: Sequence[str], baseline: TrackBaseline | None = None) -> None:
+        if not names:
+            raise ValueError("names: expected the model's blendshape names, got none")
+        self.names = tuple(names)
+        self.baseline = baseline
+
+    def read(self, faces: Sequence[Face]) -> np.ndarray:
+        rows = []
+        for f in faces:
+            v = blendshape_vector(f.blendshapes, self.names)
+            rows.append(v if self.baseline is None else self.baseline.apply(f.track_id, v))
+        return np.stack(rows) if rows else np.zeros((0, len(self.names)), np.float32)
+
+
 class FaceStage:
-    """Runs landmarker, tracker and aligner for one stream; owns the landmarker (close())."""
+    """Runs landmarker, tracker and aligner for one stream; owns the landmarker (close()).
+
+    With a ``geometry`` reader (models with a geometry input) every face frame also carries the
+    faces' geometry vectors."""
 
     def __init__(self, landmarker: Landmarker, tracker: Tracker, aligner: Aligner,
-                 warp_crops: bool = True) -> None:
+                 warp_crops: bool = True, geometry: GeometryReader | None = None) -> None:
         self.landmarker = landmarker
         self.tracker = tracker
         self.aligner = aligner
         # False when the backend warps on its own device: only the matrices are computed here.
         self.warp_crops = warp_crops
+        self.geometry = geometry
 
     def process(self, frame: FramePacket) -> FaceFrame:
         """``timings[Stage.DETECT]`` covers landmarks, confidence and tracking; ``[Stage.ALIGN]``
         the crops (or only their matrices when the backend warps them)."""
         t0 = time.perf_counter()
         faces = self.tracker.update(self.landmarker.detect(frame))
+        geometry = None if self.geometry is None else self.geometry.read(faces)
         t1 = time.perf_counter()
         points = [f.points5 for f in faces]
         if self.warp_crops:
@@ -57,7 +82,7 @@ class FaceStage:
         t2 = time.perf_counter()
         frame.timings[Stage.DETECT] = t1 - t0
         frame.timings[Stage.ALIGN] = t2 - t1
-        return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats)
+        return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats, geometry=geometry)
 
     def close(self) -> None:
         self.landmarker.close()

@@ -19,6 +19,7 @@ import numpy as np
 from norface_rt.backends import load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.model_set import load_config
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline.options import PipelineOptions, SinkOptions
 from norface_rt.pipeline.runner import Pipeline
@@ -62,7 +63,10 @@ def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     backend = load_backend(model_dir, name, **backend_options(name, device=device, threads=threads))
     if warm_up:
         cfg = backend.config
-        backend.infer(np.zeros((1, cfg.img_size, cfg.img_size, cfg.in_chans), np.uint8))
+        geometry = (np.asarray([cfg.geometry_reference], np.float32) if cfg.geometry_dim
+                    else None)
+        backend.infer(np.zeros((1, cfg.img_size, cfg.img_size, cfg.in_chans), np.uint8),
+                      geometry=geometry)
     return backend
 
 
@@ -76,19 +80,40 @@ def is_video_source(src: Source) -> bool:
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
                      max_faces: int = 4, tiling: float | None = None,
-                     warp_crops: bool = True) -> FaceStage:
+                     warp_crops: bool = True, baseline: bool = True) -> FaceStage:
     """Landmarker + tracker + aligner for one stream: video mode without tiling for videos,
-    image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise."""
+    image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise. For a
+    model with a geometry input, also its geometry reader, with a per-track neutral baseline
+    in videos unless ``baseline`` is False (a still has no second look at the same person)."""
     from norface_rt.faces.align import Aligner
+    from norface_rt.faces.geometry import TrackBaseline
     from norface_rt.faces.landmarker import Landmarker
-    from norface_rt.faces.stage import FaceStage
+    from norface_rt.faces.stage import FaceStage, GeometryReader
     from norface_rt.faces.tracker import Tracker
 
     if tiling is None and not video:
         tiling = 1.0
+    geometry = None
+    if cfg.geometry_dim:
+        tb = (TrackBaseline(cfg.geometry_reference, cfg.geometry_spread)
+              if video and baseline else None)
+        geometry = GeometryReader(cfg.blendshape_names, tb)
     lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
                     tiling=tiling)
-    return FaceStage(lm, Tracker(), Aligner(cfg), warp_crops=warp_crops)
+    return FaceStage(lm, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry)
+
+
+def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig) -> None:
+    """A model that consumes blendshapes needs a landmarker bundle that scores them; say so
+    before anything is opened rather than failing on every frame."""
+    if "blendshapes" not in cfg.geometry_inputs:
+        return
+    from norface_rt.faces.landmarker import BLENDSHAPES_MEMBER, has_blendshapes
+
+    if not has_blendshapes(landmarker):
+        raise ValueError(f"--landmarker: model {cfg.model_id!r} consumes MediaPipe blendshapes, but "
+                         f"{landmarker} has no {BLENDSHAPES_MEMBER} (use "
+                         "face_landmarker_v2_with_blendshapes.task)")
 
 
 def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
@@ -171,6 +196,7 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink]) -> Pipeline:
     opts.validate()
     model_dir = resolve_model_dir(opts.model_dir)
     landmarker_path = resolve_landmarker(opts.landmarker)
+    check_landmarker_feeds(landmarker_path, load_config(model_dir))
     backend = open_backend(model_dir, opts.backend, device=opts.device, threads=opts.threads,
                            warm_up=True)
     try:
@@ -184,7 +210,7 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink]) -> Pipeline:
     def face_stage(stream_id: str) -> FaceStage:
         return build_face_stage(landmarker_path, cfg, video=is_video_source(by_id[stream_id]),
                                 max_faces=opts.max_faces, tiling=opts.tiling,
-                                warp_crops=not opts.device_align)
+                                warp_crops=not opts.device_align, baseline=opts.baseline)
 
     return Pipeline(sources, face_stage, backend, sinks, max_batch=opts.max_batch,
                     queue_size=opts.queue_size, stats_interval=opts.stats_interval,

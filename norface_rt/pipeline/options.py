@@ -37,6 +37,9 @@ class PipelineOptions:
     tiling: float | None = None
     # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
     device_align: bool = False
+    # Models with a geometry input: remove each tracked person's resting-face offset in videos
+    # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
+    baseline: bool = True
     source_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:

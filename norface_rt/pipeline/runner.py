@@ -328,13 +328,25 @@ class Pipeline:
         if not with_faces:
             return None, None
         try:
+            geometry = self._geometry(with_faces)
             if self.device_align:
                 return self.backend.infer_aligned_many(
-                    [(ff.frame.image, self._matrices(ff)) for ff in with_faces]), None
-            return self.backend.infer(np.concatenate([ff.crops for ff in with_faces], axis=0)), None
+                    [(ff.frame.image, self._matrices(ff)) for ff in with_faces],
+                    geometry=geometry), None
+            return self.backend.infer(np.concatenate([ff.crops for ff in with_faces], axis=0),
+                                      geometry=geometry), None
         except Exception as exc:
             log.exception("inference failed on a batch of %d faces", n_faces)
             return None, f"inference failed: {type(exc).__name__}: {exc}"
+
+    def _geometry(self, with_faces: list[FaceFrame]) -> np.ndarray | None:
+        if not self.backend.config.geometry_dim:
+            return None
+        parts = [ff.geometry for ff in with_faces]
+        if any(p is None for p in parts):
+            raise ValueError("face frame without geometry for a model that consumes it (the face "
+                             "stage must be built for the backend's config)")
+        return np.concatenate(parts, axis=0)  # type: ignore[arg-type]  # None excluded above
 
     @staticmethod
     def _matrices(ff: FaceFrame) -> np.ndarray:

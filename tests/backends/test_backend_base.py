@@ -52,7 +52,8 @@ class _Counting(Backend):
         self.config = ModelConfig()
         self.calls = 0
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.calls += 1
         n = x.shape[0]
         return x, np.full((n, 18), 0.5), np.ones((n, 18)), np.full((n, 8), 0.125)

@@ -95,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
                            help="exit 1 when the detection rate is below this")
         if name == "preview":
             p.add_argument("--out", required=True, help="PNG file")
+    rl = sub.add_parser("relabel", help="recompute the labels of existing shards with the current "
+                                         "AU mapping (no rendering)")
+    rl.add_argument("dir", help="shard directory")
     args = ap.parse_args(argv)
 
+    if args.cmd == "relabel":
+        from train.synth.dataset import relabel_dataset
+
+        meta = relabel_dataset(args.dir, log=lambda m: print(m, file=sys.stderr))
+        print(json.dumps(meta["counts"]["emotions"]))
+        return 0
     if args.cmd == "textures":
         from train.synth.textures import build_texture_cache
 

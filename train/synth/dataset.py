@@ -207,3 +207,46 @@ def _meta(results: list[dict[str, Any]], count: int, seed: int, shard_size: int,
         "workers": int(workers),
         "samples_per_second": round(count / max(elapsed, 1e-9), 3),
     }
+
+
+def relabel_dataset(directory: str | os.PathLike[str],
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Recompute every shard's labels from its stored expression weights with the current AU
+    mapping (after a change of :mod:`train.synth.labels`), without rendering again; updates
+    meta.json's mapping version and label counts. Returns the new meta."""
+    from train.synth.labels import AULabeler
+
+    d = Path(directory)
+    meta_path = d / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"not a shard directory (no meta.json): {d}")
+    meta = json.loads(meta_path.read_text())
+    names = meta.get("blendshape_names")
+    if not names:
+        raise ValueError(f"{meta_path}: no blendshape_names; cannot relabel")
+    labeler = AULabeler(names)
+    emos: collections.Counter[str] = collections.Counter()
+    au = np.zeros(len(AU_NAMES))
+    files = sorted(d.glob("shard-*.npz"))
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        labels = [labeler.labels(w) for w in arrays["blendshapes"]]
+        arrays["au_intensity"] = np.stack([lab["au_intensity"] for lab in labels])
+        arrays["au_occurrence"] = np.stack([lab["au_occurrence"] for lab in labels])
+        arrays["emotion"] = np.asarray([lab["emotion"] for lab in labels], np.int64)
+        tmp = f.with_name(f.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, f)
+        emos.update(str(int(e)) for e in arrays["emotion"])
+        au += np.nansum(arrays["au_occurrence"], axis=0)
+        log(f"relabelled {f.name}")
+    meta["label_mapping_version"] = LABEL_MAPPING_VERSION
+    meta["au_mapping"] = au_rules_table()
+    meta["emotion_prototypes"] = prototypes_table()
+    meta["counts"]["emotions"] = {(EMOTION_NAMES[int(k)] if int(k) >= 0 else "ambiguous(-1)"): v
+                                  for k, v in sorted(emos.items(), key=lambda kv: int(kv[0]))}
+    meta["counts"]["au_positive"] = dict(zip(AU_NAMES, au.astype(int).tolist()))
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+

@@ -64,7 +64,7 @@ from norface_rt.backends.trt_cache import (
     write_manifest,
 )
 from norface_rt.engines.precision import fp32_reason, trt_layer_kind, unmatched_patterns
-from norface_rt.reference import make_crops, max_abs_errors, reference_outputs
+from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +316,12 @@ class _Builder:
         write_manifest(self.stage, self._manifest({}, None))  # provisional, for TrtBackend
         ort = OrtBackend(self.model_dir, providers=["CPUExecutionProvider"])
         crops = make_crops(AUTO_CHECK_FACES, ort.config.img_size, AUTO_CHECK_SEED)
-        ref = ort.infer(crops)
+        geo = make_geometry(AUTO_CHECK_FACES, ort.config, AUTO_CHECK_SEED)
+        ref = ort.infer(crops, geometry=geo)
         ort.close()
         with TrtBackend(self.model_dir, device=self.device, max_batch=self.opts.max_batch,
                         engine_dir=self.stage) as trt_backend:
-            got = trt_backend.infer(crops)
+            got = trt_backend.infer(crops, geometry=geo)
         return max_abs_errors(got, {k: getattr(ref, k) for k in TOLERANCES})
 
     def _load_timing_cache(self) -> Any:
@@ -423,8 +424,9 @@ def check_accuracy(target: EngineSet | TrtBackend, model_dir: str | os.PathLike[
         raise TypeError(f"target: expected an EngineSet or a TrtBackend, got {type(target).__name__}")
     try:
         crops = make_crops(n, backend.config.img_size, seed)
-        ref = reference_outputs(model_dir, {n: crops})[n]
-        errors = max_abs_errors(backend.infer(crops), ref)
+        geo = make_geometry(n, backend.config, seed)
+        ref = reference_outputs(model_dir, {n: crops}, {n: geo})[n]
+        errors = max_abs_errors(backend.infer(crops, geometry=geo), ref)
     finally:
         if own:
             backend.close()
