@@ -16,7 +16,9 @@ def add_parser(sub: Any) -> None:
                                                 "(plumbing only; needs the 'export' extra)")
     mi.add_argument("out_dir")
     mi.add_argument("--size", default="small", choices=list(SIZES))
-    mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    mi.add_argument("--geometry", action="store_true",
+                    help="with the blendshape geometry input (default: image-only)")
     md = msub.add_parser("download", help="download the MediaPipe face landmarker (sha256-checked)")
     md.add_argument("--dest", help="directory (default: the user cache)")
     mf = msub.add_parser("info", help="print the config of a model set")
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.models_command == "init-untrained":
         from norface_rt.export import init_untrained
 
-        out = init_untrained(Path(args.out_dir), size=args.size, seed=args.seed)
+        out = init_untrained(Path(args.out_dir), size=args.size, seed=args.seed,
+                             geometry=args.geometry)
         print(f"wrote an UNTRAINED {args.size} model set to {out} (results will be flagged untrained)")
         return 0
     if args.models_command == "download":

@@ -102,16 +102,30 @@ def load_target_image(spec: TargetSpec, cfg: ModelConfig) -> np.ndarray:
     return resolve_target(spec, cfg).image
 
 
+def untrained_geometry_fields() -> dict[str, object]:
+    """Geometry-input config fields for untrained model sets: MediaPipe's blendshapes with a
+    placeholder neutral face (0.05 +- 0.1 everywhere). A trained model calibrates these on real
+    neutral faces (python -m train prepare-real); here they only exercise the plumbing."""
+    from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+
+    g = len(MEDIAPIPE_BLENDSHAPES)
+    return {"geometry_inputs": ("blendshapes",), "blendshape_names": MEDIAPIPE_BLENDSHAPES,
+            "geometry_reference": (0.05,) * g, "geometry_spread": (0.1,) * g}
+
+
 def init_untrained(out_dir: str | os.PathLike[str], size: str = "small", seed: int = 0,
-                   target_image: TargetSpec = None) -> Path:
+                   target_image: TargetSpec = None, geometry: bool = False) -> Path:
     """Create a randomly initialised (cfg.trained = False) model set for tests and demos.
 
     Its outputs are meaningless; the runtime flags every result from it as untrained. The target
-    (see :func:`resolve_target`) is recorded in the provenance.
+    (see :func:`resolve_target`) is recorded in the provenance. ``geometry`` gives it the
+    blendshape geometry input (:func:`untrained_geometry_fields`).
     """
     target = resolve_target(target_image, ModelConfig.for_size(size))
+    extra = untrained_geometry_fields() if geometry else {}
     cfg = ModelConfig.for_size(
-        size, trained=False, model_id=f"norface-{size}-untrained",
+        size, trained=False, model_id=f"norface-{size}{'-geometry' if geometry else ''}-untrained",
+        **extra,
         provenance={"weights": f"random initialisation, torch.manual_seed({seed})",
                     "target": target.description, "torch": torch.__version__,
                     "note": "UNTRAINED: outputs carry no information about the face"},

@@ -61,7 +61,7 @@ class TrackBaseline:
 
     ``window`` frames are kept per track (bounded memory); the baseline is their ``quantile``
     per feature, recomputed every ``refresh`` frames. With ``n`` frames seen the correction is
-    ``n / (n + warmup)`` of the clipped offset, so a face seen once is not corrected at all.
+    ``(n - 1) / (n - 1 + warmup)`` of the clipped offset, so a face seen once is not corrected.
     """
 
     def __init__(self, reference: Sequence[float], spread: Sequence[float], *,
@@ -109,7 +109,7 @@ class TrackBaseline:
             base = np.quantile(np.stack(hist), self.quantile, axis=0).astype(np.float32)
             limit = self.max_shift * self.spread
             shift = np.clip(base - self.reference, -limit, limit)
-            self._offset[track_id] = shift * np.float32(n / (n + self.warmup))
+            self._offset[track_id] = shift * np.float32((n - 1) / (n - 1 + self.warmup))
         return np.clip(v - self.offset(track_id), 0.0, 1.0)
 
     def forget(self, track_id: int) -> None:
