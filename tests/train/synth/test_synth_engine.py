@@ -189,3 +189,34 @@ def test_target_crop_is_the_neutral_normalized_face(generator) -> None:  # noqa:
     diff = np.abs(other.astype(int) - crop.astype(int)).mean(axis=2)
     # only the face changes: the canonical grey background (corners) stays put
     assert diff[:8, :8].max() == 0 and diff.max() > 40
+
+
+def test_shards_carry_mediapipe_geometry_and_relabel_in_place(
+        shared_dir: Path, texture_cache: Path, landmarker_path: Path, tmp_path: Path) -> None:
+    """--landmarker stores MediaPipe's reading of each full render and of the same person's
+    neutral view; relabelling recomputes labels from the stored weights without rendering."""
+    from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+    from train.synth.dataset import generate_dataset, relabel_dataset
+    from train.synth.engine import SynthSettings
+
+    settings = SynthSettings(img_size=64, render_size=192)
+    out = tmp_path / "geo"
+    meta = generate_dataset(out, 6, 4, 1, texture_cache, shared=str(shared_dir), shard_size=6,
+                            settings=settings, log=lambda m: None, landmarker=landmarker_path)
+    assert meta["mp_blendshape_names"] == list(MEDIAPIPE_BLENDSHAPES)
+    with np.load(out / "shard-00000.npz") as z:
+        mp, neutral, emotion = z["mp_blendshapes"], z["mp_neutral"], z["emotion"]
+    assert mp.shape == neutral.shape == (6, len(MEDIAPIPE_BLENDSHAPES))
+    read = np.isfinite(mp).all(axis=1) & np.isfinite(neutral).all(axis=1)
+    assert read.sum() >= 4  # MediaPipe finds most rendered faces
+    assert not np.allclose(mp[read], neutral[read])  # the expression moved the reading
+    meta_path = out / "meta.json"
+    m = json.loads(meta_path.read_text())
+    m["label_mapping_version"] = "old"
+    m["counts"]["emotions"] = {}
+    meta_path.write_text(json.dumps(m))
+    new = relabel_dataset(out, log=lambda s: None)
+    with np.load(out / "shard-00000.npz") as z:
+        np.testing.assert_array_equal(z["emotion"], emotion)  # same mapping: same labels
+        np.testing.assert_array_equal(z["mp_blendshapes"], mp)  # nothing else touched
+    assert new["label_mapping_version"] != "old" and sum(new["counts"]["emotions"].values()) == 6
