@@ -303,3 +303,62 @@ def aligned_inputs() -> tuple[np.ndarray, np.ndarray]:
         m[:, 2] -= (cx - 55.5, cy - 55.5)
         mats.append(m)
     return frame, np.stack(mats)
+
+
+# -- the geometry input (models whose config declares one) --------------------------------------
+
+@pytest.fixture(scope="module")
+def geo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from norface_rt.export import init_untrained
+
+    return init_untrained(tmp_path_factory.mktemp("geo"), size="tiny", seed=4, geometry=True)
+
+
+def make_geometry(n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng([seed, n, 7]).random((n, 51)) ** 3).astype(np.float32)
+
+
+def test_geometry_rides_the_buckets_padding_and_chunking(geo_model_dir: Path) -> None:
+    """Each bucket carries its own geometry buffer: padded, chunked and aligned rows give the
+    plain torch backend's results, and the padding rows are zeroed between calls."""
+    ref = TorchBackend(geo_model_dir, device="cpu")
+    small = CudaGraphBackend(geo_model_dir, device="cpu", fp16=False, buckets=(2, 4))
+    for n in (1, 3, 9):
+        crops, geo = make_crops(n, seed=n), make_geometry(n, seed=n)
+        diffs = max_diffs(small.infer(crops, geometry=geo), ref.infer(crops, geometry=geo))
+        assert max(diffs.values()) <= 1e-5, (n, diffs)
+    bucket = next(b for b in small._buckets if b.size == 2)  # 9 = 4 + 4 + 1 padded to 2
+    assert bucket.geometry is not None and bucket.geometry[1:].abs().max().item() == 0.0
+    frame, mats = aligned_inputs()
+    geo = make_geometry(len(mats), seed=40)
+    aligned = small.infer_aligned(frame, mats, geometry=geo)
+    crops = np.stack([cv2.warpAffine(frame, m, (112, 112), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT) for m in mats])
+    diffs = max_diffs(aligned, ref.infer(crops, geometry=geo))  # warped on the device vs by cv2
+    assert diffs["au_prob"] <= 1e-3 and diffs["emotion_prob"] <= 1e-3, diffs
+    assert diffs["au_intensity"] <= 1e-2, diffs
+    with pytest.raises(ValueError, match="consumes"):
+        small.infer(make_crops(2))
+    with pytest.raises(ValueError, match=r"expected \(8, 51\)"):
+        small.infer_aligned(frame, mats, geometry=geo[:3])
+    small.close()
+
+
+@needs_cuda
+def test_geometry_fp16_graphs_match_fp32_reference(geo_model_dir: Path) -> None:
+    ref = TorchBackend(geo_model_dir, device="cpu")
+    backend = CudaGraphBackend(geo_model_dir)
+    try:
+        for n in (1, 8, 70):
+            crops, geo = smooth_crops(n, seed=50), make_geometry(n, seed=50)
+            got = backend.infer(crops, geometry=geo)
+            want = ref.infer(crops, geometry=geo)
+            clear = routing_margins(geo_model_dir, crops) >= TIE_MARGIN
+            for k, tol in (("au_prob", FP16_PROB_TOL), ("emotion_prob", FP16_PROB_TOL),
+                           ("au_intensity", FP16_INTENSITY_TOL)):
+                diff = np.abs(getattr(got, k) - getattr(want, k))[clear].max()
+                assert diff <= tol, (n, k, diff)
+            other = backend.infer(crops, geometry=np.zeros_like(geo))  # the replay reads the buffer
+            assert max(max_diffs(got, other).values()) > 0.0
+    finally:
+        backend.close()

@@ -21,6 +21,17 @@ SECTION_FIELDS = {
 }
 
 
+def _model(c: dict) -> object:  # type: ignore[type-arg]
+    """The config's model, with placeholder geometry calibration where the recipe takes it from
+    the real-face pool at run time (train.geometry.pool_model_fields)."""
+    from norface_rt.export.untrained import untrained_geometry_fields
+
+    m = dict(c.get("model", {}))
+    if m.get("geometry_inputs"):
+        m = {**untrained_geometry_fields(), **m}
+    return model_config(m)
+
+
 def _data_specs(spec: object) -> list[dict]:  # type: ignore[type-arg]
     return list(spec) if isinstance(spec, list) else [spec]  # type: ignore[list-item]
 
@@ -29,7 +40,7 @@ def _data_specs(spec: object) -> list[dict]:  # type: ignore[type-arg]
 def test_shipped_config_is_valid(path: Path) -> None:
     c = load_config(path)
     assert c["stage"] in STAGES
-    model_config(c.get("model", {}))
+    _model(c)
     RunConfig.from_dict(c.get("run"))
     for section, fields in SECTION_FIELDS.items():
         assert set(c.get(section, {})) <= fields, (section, set(c.get(section, {})) - fields)
@@ -71,3 +82,21 @@ def test_the_default_recipe_builds_one_architecture() -> None:
     exp = load_config(root / "default_cpu_export.json")["export"]
     assert cla["classifier"]["normalizer_weights"] == exp["normalizer_weights"] == f"{nor}/normalizer.safetensors"
     assert exp["classifier_weights"] == f"{cla['run']['out_dir']}/classifier.safetensors"
+
+
+def test_the_v3_recipe_continues_v2_with_one_architecture() -> None:
+    """v3 keeps v2's normalizer and grows its classifier: the normalizer options must match v2's,
+    and export must read the classifier the training stage writes, with the same pool."""
+    root = Path(__file__).resolve().parents[2] / "train" / "configs"
+    v2 = model_config(load_config(root / "default_cpu_classifier.json")["model"])
+    cla = load_config(root / "default_cpu_classifier_v3.json")
+    exp = load_config(root / "default_cpu_export_v3.json")
+    m = _model(cla)
+    assert (m.normalizer_residual, m.emm_position_prior, m.size) == (  # type: ignore[attr-defined]
+        v2.normalizer_residual, v2.emm_position_prior, v2.size)
+    assert m.geometry_inputs == ("blendshapes",)  # type: ignore[attr-defined]
+    assert exp["export"]["classifier_weights"] == f"{cla['run']['out_dir']}/classifier.safetensors"
+    assert exp["export"]["geometry_pool"] == cla["classifier"]["geometry_pool"]
+    assert exp["export"]["normalizer_weights"] == cla["classifier"]["normalizer_weights"]
+    held = set(cla["test_data"]["include_subjects"])
+    assert held == set(cla["data"][0]["exclude_subjects"])
