@@ -29,9 +29,18 @@ their numbers are meaningless (about 0) and only prove the tooling works.
 
 CLI: ``python -m train evaluate-real --model-dir DIR --media PATH... --out DIR``.
 
+Labelled real faces are scored through the same serving path: folder-per-emotion sets
+(``--labelled``: accuracy, balanced accuracy, per-class recall, confusion matrix, AU-pattern AUCs
+beside MediaPipe's), the London set's held-out people (``--london``, per ethnicity, gender and age
+group) and labelled video segments (``--segment``); ``--renders`` measures how far the synthetic
+renders' expressions are from real ones as MediaPipe reads them; ``--side-by-side`` puts two
+reports' labelled figures in one table.
+
 Modules: :mod:`.collect` (media items and the evaluator that runs the serving path),
 :mod:`.reference` (MediaPipe blendshapes -> reference AUs), :mod:`.agreement` (the label-free
-yardsticks), :mod:`.report` (markdown, CSV, plots), :mod:`.cli` (arguments and the run).
+yardsticks), :mod:`.scoring` (labelled scores and their undefined cases), :mod:`.labelled`
+(labelled sets, London, segments), :mod:`.render_gap` (renders vs real faces), :mod:`.report`
+and :mod:`.tables` (markdown, CSV, plots), :mod:`.cli` (arguments and the run).
 """
 
 from train.evaluate_real.agreement import (
@@ -47,7 +56,14 @@ from train.evaluate_real.agreement import (
     fidelity_metrics,
     summarize,
 )
-from train.evaluate_real.cli import REPORT_VERSION, add_arguments, main, run, run_cli
+from train.evaluate_real.cli import (
+    REPORT_VERSION,
+    add_arguments,
+    main,
+    run,
+    run_cli,
+    write_side_by_side,
+)
 from train.evaluate_real.collect import (
     READ_TIMEOUT_S,
     VIDEO_EXTENSIONS,
@@ -55,7 +71,17 @@ from train.evaluate_real.collect import (
     MediaKind,
     MediaRecords,
     RealEvaluator,
+    StillRecords,
     expand_media,
+)
+from train.evaluate_real.labelled import (
+    AU_PATTERNS,
+    DEFAULT_CLASSES,
+    LabelledSet,
+    SegmentSpec,
+    discover_labelled,
+    london_held_out,
+    parse_segment,
 )
 from train.evaluate_real.reference import (
     ICT_ONLY_SHAPES,
@@ -63,21 +89,28 @@ from train.evaluate_real.reference import (
     expression_blendshapes,
     ict_name,
 )
+from train.evaluate_real.render_gap import SUMMARY_BLENDSHAPES, render_gap
 from train.evaluate_real.report import (
     PLOT_AUS,
     PREFERRED_PLOT_VIDEO,
     pick_plot_video,
+    plot_confusion,
     plot_timeseries,
     render_markdown,
     write_faces_csv,
 )
+from train.evaluate_real.scoring import NO_FACE, auc, classification_scores, restricted_argmax
+from train.evaluate_real.tables import side_by_side
 
 __all__ = [
-    "ICT_ONLY_SHAPES", "MIN_BLEND_STD", "MIN_PAIRS", "MIN_REF_STD", "PLOT_AUS",
-    "PREFERRED_PLOT_VIDEO", "READ_TIMEOUT_S", "REPORT_VERSION", "VIDEO_EXTENSIONS",
-    "BlendshapeReference", "Correlation", "FaceArrays", "MediaItem", "MediaKind", "MediaRecords",
-    "RealEvaluator", "add_arguments", "au_agreement", "blendshape_names", "correlate",
+    "AU_PATTERNS", "DEFAULT_CLASSES", "ICT_ONLY_SHAPES", "MIN_BLEND_STD", "MIN_PAIRS",
+    "MIN_REF_STD", "NO_FACE", "PLOT_AUS", "PREFERRED_PLOT_VIDEO", "READ_TIMEOUT_S",
+    "REPORT_VERSION", "SUMMARY_BLENDSHAPES", "VIDEO_EXTENSIONS", "BlendshapeReference",
+    "Correlation", "FaceArrays", "LabelledSet", "MediaItem", "MediaKind", "MediaRecords",
+    "RealEvaluator", "SegmentSpec", "StillRecords", "add_arguments", "au_agreement", "auc",
+    "blendshape_names", "classification_scores", "correlate", "discover_labelled",
     "emotion_agreement", "expand_media", "expression_blendshapes", "fidelity_metrics", "ict_name",
-    "main", "pick_plot_video", "plot_timeseries", "render_markdown", "run", "run_cli", "summarize",
-    "write_faces_csv",
+    "london_held_out", "main", "parse_segment", "pick_plot_video", "plot_confusion",
+    "plot_timeseries", "render_gap", "render_markdown", "restricted_argmax", "run", "run_cli",
+    "side_by_side", "summarize", "write_faces_csv", "write_side_by_side",
 ]

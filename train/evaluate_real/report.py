@@ -11,10 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from norface_rt.config import AU_NAMES, EMOTION_NAMES, ModelConfig
 from train.evaluate_real.agreement import MIN_REF_STD, blendshape_names
-from train.evaluate_real.collect import MediaItem, MediaRecords
+from train.evaluate_real.collect import MediaItem, MediaRecords, StillRecords
+from train.evaluate_real.labelled import reference_aus
 from train.evaluate_real.reference import BlendshapeReference
+from train.evaluate_real.scoring import NO_FACE
+from train.evaluate_real.tables import (
+    fmt,
+    labelled_markdown,
+    london_markdown,
+    render_gap_markdown,
+    segments_markdown,
+)
 
 # The plot prefers this clip when it is among the media (a woman acting strong expressions).
 PREFERRED_PLOT_VIDEO = "WolfgangLanger_Pexels.mp4"
@@ -47,21 +56,14 @@ def plot_timeseries(rec: MediaRecords, path: Path, *, model_id: str, trained: bo
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    best: dict[int, int] = {}
-    for i, fi in enumerate(rec.frame_index):
-        if fi not in best or rec.area[i] > rec.area[best[fi]]:
-            best[fi] = i
+    best = rec.largest_per_frame()
     rows = [best[fi] for fi in sorted(best)]
-    names = blendshape_names([rec])
-    ref = BlendshapeReference(names) if names else None
     t = np.asarray([rec.time_s[i] for i in rows], np.float64)
     emo = np.asarray([rec.emotion_prob[i] for i in rows], np.float64)
     emo = emo.reshape(-1, len(EMOTION_NAMES))
     cols = [AU_NAMES.index(a) for a in PLOT_AUS]
     ours = np.asarray([rec.au_intensity[i][cols] for i in rows], np.float64).reshape(-1, len(cols))
-    theirs = np.asarray([ref.intensities(rec.frame_blend[i])[cols]  # type: ignore[index]
-                         if (ref and rec.frame_blend[i]) else np.full(len(cols), np.nan)
-                         for i in rows], np.float64).reshape(-1, len(cols))
+    theirs = reference_aus([rec.frame_blend[i] for i in rows])[:, cols].reshape(-1, len(cols))
     if t.size > 1:  # break lines across frames without a face
         step = np.median(np.diff(t))
         gaps = np.nonzero(np.diff(t) > 1.5 * step)[0]
@@ -97,6 +99,36 @@ def plot_timeseries(rec: MediaRecords, path: Path, *, model_id: str, trained: bo
     return path
 
 
+def plot_confusion(confusion: Mapping[str, Any], path: Path, *, title: str) -> Path:
+    """Confusion matrix as a heat map: counts written in each cell, colours normalised per row
+    (the share of a true class read as each prediction), so small classes stay readable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, cols = list(confusion["rows"]), list(confusion["columns"])
+    cm = np.asarray(confusion["matrix"], np.float64).reshape(len(rows), len(cols))
+    support = cm.sum(1, keepdims=True)
+    share = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
+    fig = Figure(figsize=(1.0 + 0.85 * len(cols), 1.2 + 0.7 * len(rows)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for r in range(len(rows)):
+        for c in range(len(cols)):
+            ax.text(c, r, str(int(cm[r, c])), ha="center", va="center", fontsize=9,
+                    color="white" if share[r, c] > 0.55 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{r} (n={int(support[i, 0])})" for i, r in enumerate(rows)])
+    ax.set_xlabel("predicted (none = no face found)")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), format="png")
+    return path
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 def _jsonable(v: Any) -> Any:
@@ -115,12 +147,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _f(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+_f = fmt
 
 
 def write_faces_csv(records: Sequence[MediaRecords], path: Path) -> Path:
@@ -143,6 +170,34 @@ def write_faces_csv(records: Sequence[MediaRecords], path: Path) -> Path:
     return path
 
 
+def write_images_csv(sets: Sequence[tuple[str, StillRecords, Sequence[str], np.ndarray,
+                                           Sequence[str]]],
+                     cfg: ModelConfig, path: Path) -> Path:
+    """One row per labelled still (set, file, label, top emotion among the scored classes or
+    none, every emotion probability and AU intensity, MediaPipe's reference AUs)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["set", "path", "label", "predicted", "faces_found",
+                    *(f"p_{e}" for e in cfg.emotion_names), *cfg.au_names,
+                    *(f"ref_{a}" for a in AU_NAMES)])
+        for name, rec, labels, pred, classes in sets:
+            ref = reference_aus(rec.blendshapes)
+            for i, p in enumerate(rec.paths):
+                if not rec.readable[i]:
+                    predicted = "unreadable"
+                else:
+                    predicted = classes[pred[i]] if pred[i] >= 0 else NO_FACE
+                w.writerow([name, str(p), labels[i], predicted, int(rec.faces_found[i]),
+                            *(_cell(v) for v in rec.emotion_prob[i]),
+                            *(_cell(v) for v in rec.au_intensity[i]),
+                            *(_cell(v) for v in ref[i])])
+    return path
+
+
+def _cell(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(float(v)) else ""
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The human-readable report.md (report.json holds the same numbers and more)."""
     m = report["model"]
@@ -156,8 +211,27 @@ def render_markdown(report: Mapping[str, Any]) -> str:
               f"* label mapping version {report['label_mapping_version']} "
               f"(train/synth/labels.py, docs/au_mapping.md)",
               f"* media: {len(report['media'])} items, {report['totals']['frames']} frames, "
-              f"{report['totals']['faces']} face-frames", ""]
-    lines += ["## Media", "", "| media | kind | frames | frames with face | faces | probed | "
+              f"{report['totals']['faces']} face-frames"]
+    for s in report.get("labelled") or []:
+        lines.append(f"* labelled set `{s['name']}`: {s['n']} images (`{s['path']}`)")
+    if report.get("london"):
+        lines.append(f"* London set: {report['london']['people']} held-out people")
+    if report.get("segments"):
+        lines.append(f"* video segments: {len(report['segments']['segments'])}")
+    if report.get("render_gap"):
+        lines.append(f"* renders: `{report['render_gap']['renders']['path']}`")
+    if report["media"]:
+        lines += _media_markdown(report)
+    lines += labelled_markdown(report.get("labelled") or [])
+    lines += london_markdown(report.get("london"))
+    lines += segments_markdown(report.get("segments"))
+    lines += render_gap_markdown(report.get("render_gap"))
+    return "\n".join(lines) + "\n"
+
+
+def _media_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The label-free sections: media, yardstick 1 and 2, the time series."""
+    lines = ["", "## Media", "", "| media | kind | frames | frames with face | faces | probed | "
               "error |", "|---|---|---:|---:|---:|---:|---|"]
     for it in report["media"]:
         lines.append(f"| {it['name']} | {it['kind']} | {it['frames']} | {it['frames_with_face']} | "
@@ -234,4 +308,4 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {au} | {v['n']} | {_f(v['pearson'])} | {_f(v['ceiling_pearson'])} |")
     if report.get("plot"):
         lines += ["", "## Time series", "", f"![time series]({Path(report['plot']).name})"]
-    return "\n".join(lines) + "\n"
+    return lines
