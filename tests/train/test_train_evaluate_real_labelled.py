@@ -213,3 +213,48 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str
     assert main(["evaluate-real", *argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "evaluate-real: error:" in err and message in err
+
+
+@pytest.fixture(scope="module")
+def geometry_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny model set that also consumes MediaPipe's blendshapes."""
+    import torch
+
+    from norface_rt.config import ModelConfig
+    from norface_rt.export import save_model_set
+    from norface_rt.export.untrained import resolve_target
+    from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+    from norface_rt.models import create_model
+    from norface_rt.preprocess import preprocess
+
+    g = len(MEDIAPIPE_BLENDSHAPES)
+    cfg = ModelConfig.for_size("tiny", trained=False, model_id="norface-tiny-geometry-untrained",
+                               geometry_inputs=("blendshapes",),
+                               blendshape_names=MEDIAPIPE_BLENDSHAPES,
+                               geometry_reference=(0.1,) * g, geometry_spread=(0.1,) * g)
+    target = resolve_target(None, cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model("norface", cfg).eval()
+    model.set_target(torch.from_numpy(preprocess(target.image[None], cfg)))
+    return Path(save_model_set(model, cfg, tmp_path_factory.mktemp("model-geometry"),
+                               target_image=target.image))
+
+
+def test_a_model_with_a_geometry_input(geometry_model_dir: Path, labelled_dir: Path,
+                                       media_dir: Path, landmarker_path: Path,
+                                       tmp_path: Path) -> None:
+    """Stills feed the largest face's blendshapes, videos the baseline-corrected ones."""
+    from train.__main__ import main
+
+    video = media_dir / "single_face.mp4"
+    assert main(["evaluate-real", "--model-dir", str(geometry_model_dir), "--labelled",
+                 str(labelled_dir), "--segment", f"{video}@0-1=happy",
+                 "--out", str(tmp_path), "--landmarker", str(landmarker_path)]) == 0
+    r = _report(tmp_path)
+    assert r["model"]["model_id"] == "norface-tiny-geometry-untrained"
+    (s,) = r["labelled"]
+    assert s["n"] == 6 and s["n_no_face"] == 2 and s["per_class"]["sad"]["no_face"] == 2
+    (seg,) = r["segments"]["segments"]
+    assert seg["frames"] == 30 and seg["frames_with_face"] >= 28
+    assert "UNTRAINED" in (tmp_path / "report.md").read_text()

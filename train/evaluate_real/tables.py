@@ -209,7 +209,8 @@ def figures(report: Mapping[str, Any]) -> dict[str, str]:
                                           for key, gs in lon["groups"].items()
                                           for name, g in gs.items()]
         for label, g in groups:
-            k = f"London held-out, {label} ({g['people']} people)"
+            k = f"London held-out, {label}"
+            out[f"{k}: people (no face)"] = f"{g['people']} ({g['n_no_face']})"
             out[f"{k}: neutral read neutral / smiling read happy"] = \
                 f"{fmt(g['neutral_as_neutral'], 2)} / {fmt(g['smiling_as_happy'], 2)}"
             for au in LONDON_AUS:
