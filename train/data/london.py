@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LONDON_RELPATH = Path("faces") / "london"
-HELD_OUT_EVERY = 3  # people whose numeric id is a multiple of 3 are held out (34 of 102)
+HELD_OUT_EVERY = 3  # people whose numeric id is a multiple of 3 are held out (36 of the 102)
 CITATION = ("DeBruine, L. & Jones, B. (2017). Face Research Lab London Set. figshare. "
             "doi:10.6084/m9.figshare.5047666.v5 (CC BY 4.0)")
 
