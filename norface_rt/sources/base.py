@@ -91,6 +91,10 @@ class DecodeClock:
 class Source(ABC):
     """A stream of decoded frames produced by one background thread."""
 
+    # True for sources of unrelated still pictures (image files, arrays): their faces are found
+    # in MediaPipe's image mode and never tracked or smoothed across frames.
+    stills: bool = False
+
     def __init__(self, stream_id: str, *, queue_size: int, policy: Policy, live: bool) -> None:
         self._stream_id = check_stream_id(stream_id)
         self._queue: FrameQueue[FramePacket | EndOfStream] = FrameQueue(queue_size, policy)
@@ -129,7 +133,8 @@ class Source(ABC):
     @property
     def expected_frames(self) -> int | None:
         """How many frames the source says it will deliver, when it knows (a video file's declared
-        frame count); None for live streams and unknown lengths."""
+        frame count or duration x frame rate, an image folder's file count); None for live
+        streams and unknown lengths. Progress bars use it for their total and ETA."""
         return None
 
     @property
