@@ -134,7 +134,8 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         if opts.csv:
             from norface_rt.sinks.files import CsvSink
 
-            sinks.append(CsvSink(Path(opts.csv)))
+            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=opts.landmarks,
+                                 blendshapes=opts.blendshapes, multiple=n_sources > 1))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 

@@ -92,6 +92,11 @@ class SinkOptions:
     csv: str | os.PathLike[str] | None = None
     overlay: str | os.PathLike[str] | None = None
     show: bool = False
+    # CSV layout (norface_rt.sinks.files.CSV_STYLES) and its optional columns, which need the
+    # same PipelineOptions fields set (the messages must carry landmarks / blendshapes).
+    csv_style: str = "default"
+    landmarks: bool = False
+    blendshapes: bool = False
 
     @property
     def publishes(self) -> bool:
