@@ -1,0 +1,76 @@
+"""Silencing the native log lines of MediaPipe and TensorFlow Lite (unless ``--verbose``).
+
+MediaPipe's C++ graphs and TFLite's LiteRT runtime write INFO/WARNING lines straight to file
+descriptor 2 (``INFO: Created TensorFlow Lite XNNPACK delegate``, ``W0000 ... Feedback manager
+requires a model with a single signature``, ``WARNING: Logging before InitGoogle()``), from their
+own threads, at graph creation, first inference and teardown. None of the usual switches reach
+them: ``GLOG_minloglevel``, ``TF_CPP_MIN_LOG_LEVEL`` and absl's ``ABSL_MIN_LOG_LEVEL`` were tried
+with MediaPipe 0.10 / LiteRT and change nothing, because the lines are printed before any flag
+parsing (glog "before InitGoogle") or by TFLite's minimal logger.
+
+So the CLI filters at the descriptor: fd 2 is pointed at a pipe whose reader thread drops lines
+in those formats (info and warning levels only) and passes everything else through unchanged,
+including native errors (``E0000``) and fatal checks (``F0000``). Python's own ``sys.stderr``
+(log records, the progress bar, error messages) writes to a duplicate of the real stderr and never
+goes through the filter. The original descriptor is restored when the command ends. A native
+crash can lose the last lines still in the pipe; ``--verbose`` turns the filter off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+
+# glog/absl ("I0000 00:00:1796... 12345 file.cc:12] ...", W likewise), TFLite's minimal logger
+# ("INFO: ...") and glog's notice about logging before initialisation.
+NATIVE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] |INFO: |"
+    rb"WARNING: (?:Logging before InitGoogle\(\)|All log messages before absl::InitializeLog\(\)))")
+
+
+@contextlib.contextmanager
+def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
+    """While active, native INFO/WARNING log lines on fd 2 are dropped (see the module doc);
+    does nothing when ``enabled`` is False or stderr is not a real file descriptor."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        yield
+        return
+    real = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+
+    def relay() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if not NATIVE_NOISE.match(line):
+                    with contextlib.suppress(OSError):
+                        os.write(real, line)
+
+    thread = threading.Thread(target=relay, name="native-log-filter", daemon=True)
+    thread.start()
+    old_stderr = sys.stderr
+    py_stderr = open(os.dup(real), "w", buffering=1, encoding=getattr(old_stderr, "encoding", None)
+                     or "utf-8", errors="backslashreplace")  # noqa: SIM115 (closed below)
+    sys.stderr = py_stderr
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            py_stderr.flush()
+        sys.stderr = old_stderr
+        os.dup2(real, fd)  # the pipe's last writer is gone: the relay reads to the end and stops
+        thread.join(timeout=2.0)
+        py_stderr.close()
+        os.close(real)
