@@ -15,6 +15,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "export": ("torch", "safetensors", "onnx"),
     "tensorrt": ("tensorrt", "torch"),
     "gpu": ("onnxruntime",),
+    # norface_rt.to_dataframe (the Python API's table of results)
+    "pandas": ("pandas",),
 }
 
 # TensorRT wheels come from NVIDIA's package index and need an NVIDIA driver.

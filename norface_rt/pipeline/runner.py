@@ -290,7 +290,8 @@ class Pipeline:
             if ff.faces_cut and not warned_cut:
                 warned_cut = True  # once per stream; every message carries its own count
                 log.warning("stream %s frame %d: %d more face(s) than --max-faces %d were found "
-                            "and left out (the smallest); raise --max-faces to keep them",
+                            "and left out (the smallest); raise max_faces (--max-faces) to keep "
+                            "them",
                             item.stream_id, item.frame_index, ff.faces_cut, len(ff.faces))
             if not self._infer_q.put(FaceJob(ff, err, time.perf_counter())):
                 return
