@@ -17,6 +17,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "gpu": ("onnxruntime",),
     # norface_rt.to_dataframe (the Python API's table of results)
     "pandas": ("pandas",),
+    # norface-rt plot (timelines of a run's emotions and AUs)
+    "plot": ("matplotlib",),
 }
 
 # TensorRT wheels come from NVIDIA's package index and need an NVIDIA driver.
