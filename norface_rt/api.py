@@ -192,11 +192,13 @@ class Analyzer:
         ``PIL.Image.open(p).convert("RGB")`` through ``np.asarray``, or OpenCV's BGR flipped
         with ``img[..., ::-1]``). An unreadable file or a malformed array raises ValueError
         saying what was wrong (dtype, shape or channel count)."""
+        from norface_rt.images import check_rgb_image
         from norface_rt.sources.arrays import ArraySource
         from norface_rt.sources.images import ImageSource, is_image_path
 
         if isinstance(image, np.ndarray):
-            src: Any = ArraySource([image], stream_id="image")  # checks dtype, shape, channels
+            check_rgb_image(image, "image")  # dtype, shape and channels, named as the caller's
+            src: Any = ArraySource([image], stream_id="image")
         elif isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
             if os.path.isdir(path) or (os.path.exists(path) and not is_image_path(path)):

@@ -67,7 +67,7 @@ def test_analyze_image_path_and_array_agree(analyzer, media_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("bad,match", [
-    (np.zeros((64, 64, 3), np.float32), r"got float32 array .*\(floats: if they hold 0\.\.1"),
+    (np.zeros((64, 64, 3), np.float32), r"^image: .*got float32 array .*\(floats: if they hold 0\.\.1"),
     (np.zeros((64, 64), np.uint8), r"shape \(64, 64\) \(one channel: a grey image"),
     (np.zeros((64, 64, 4), np.uint8), r"\(4 channels: RGBA\? image\[\.\.\., :3\]"),
     (np.zeros((64, 64, 3), np.uint16), r"\(dtype uint16: expected uint8"),
