@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
@@ -40,12 +41,17 @@ def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    fd = 2  # where native code writes, whatever Python's sys.stderr is
     try:
+        os.fstat(fd)
         sys.stderr.flush()
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    except (OSError, ValueError):
         yield
         return
+    try:
+        python_on_fd = sys.stderr.fileno() == fd
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        python_on_fd = False
     real = os.dup(fd)
     read_end, write_end = os.pipe()
     os.dup2(write_end, fd)
@@ -61,16 +67,26 @@ def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
     thread = threading.Thread(target=relay, name="native-log-filter", daemon=True)
     thread.start()
     old_stderr = sys.stderr
-    py_stderr = open(os.dup(real), "w", buffering=1, encoding=getattr(old_stderr, "encoding", None)
-                     or "utf-8", errors="backslashreplace")  # noqa: SIM115 (closed below)
-    sys.stderr = py_stderr
+    py_stderr = None
+    if python_on_fd:  # Python's own lines go straight to the real stderr, never filtered
+        py_stderr = open(os.dup(real), "w", buffering=1,  # noqa: SIM115 (closed below)
+                         encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                         errors="backslashreplace")
+        sys.stderr = py_stderr
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):
-            py_stderr.flush()
-        sys.stderr = old_stderr
+        if py_stderr is not None:
+            with contextlib.suppress(Exception):
+                py_stderr.flush()
+            sys.stderr = old_stderr
+            # Log handlers created meanwhile (setup_logging) write to the stream about to
+            # close: point them back at the real stderr, so a late record is not lost.
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is py_stderr:
+                    handler.setStream(old_stderr)
         os.dup2(real, fd)  # the pipe's last writer is gone: the relay reads to the end and stops
         thread.join(timeout=2.0)
-        py_stderr.close()
+        if py_stderr is not None:
+            py_stderr.close()
         os.close(real)

@@ -205,3 +205,27 @@ def test_listen_says_it_is_waiting() -> None:
     assert res.returncode == 1
     assert f"waiting for messages on tcp://127.0.0.1:{port} (topics: all" in res.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_quiet_native_logs_filters_descriptor_2_only(capfd) -> None:
+    import logging
+
+    from norface_rt.cli.native_logs import quiet_native_logs
+
+    with quiet_native_logs():
+        os.write(2, b"W0000 00:00:1796041744.334663   29161 x.cc:1] native noise\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 00:00:1796041744.334663   29161 x.cc:1] native error kept\n")
+        print("python line", file=sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
+        logging.getLogger().addHandler(handler)
+    try:
+        assert handler.stream is sys.stderr  # re-pointed at the real stderr on the way out
+    finally:
+        logging.getLogger().removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "native noise" not in err and "TensorFlow Lite" not in err
+    assert "native error kept" in err and "python line" in err
+    with quiet_native_logs(enabled=False):
+        os.write(2, b"W0000 00:00:1796041744.334663   29161 x.cc:1] verbose keeps it\n")
+    assert "verbose keeps it" in capfd.readouterr().err

@@ -208,11 +208,13 @@ def test_default_style_has_source_quality_and_optional_columns(tmp_path: Path) -
     import time as _time
 
     from norface_rt.config import BLENDSHAPE_NAMES
-    from norface_rt.types import FaceQuality, FrameResult
+    from norface_rt.types import FaceQuality, FaceResult, FrameResult
 
-    from conftest import make_face
-
-    face = make_face(3, (10.0, 20.0, 110.0, 140.0))
+    face = FaceResult(track_id=3, box=(10.0, 20.0, 110.0, 140.0), confidence=0.3, pose=None,
+                      au_occurrence={a: 0.5 for a in AU_NAMES},
+                      au_intensity={a: 1.0 for a in AU_NAMES},
+                      emotions={e: 1.0 / len(EMOTION_NAMES) for e in EMOTION_NAMES},
+                      top_emotion=EMOTION_NAMES[0], model_id="m")
     face.landmarks = np.tile(np.array([[50.0, 60.0, -3.0]], np.float32), (478, 1))
     face.blendshapes = {b: 0.25 for b in BLENDSHAPE_NAMES}
     face.quality = FaceQuality(("small_face", "low_confidence"))

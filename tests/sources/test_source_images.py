@@ -82,3 +82,16 @@ def test_construction_errors_name_the_path(tmp_path: Path) -> None:
     gif.write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match=r"unsupported image extension '\.gif'"):
         ImageSource(gif)
+
+
+def test_iter_frames_leaves_out_flagged_frames_unless_asked(media_dir: Path, tmp_path: Path) -> None:
+    # Callers that process pixels themselves (normalize, evaluation) cannot use a frame without
+    # pixels; the pipeline reads every frame and publishes the flagged one.
+    shutil.copy(media_dir / "single_face.jpg", tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"broken")
+    shutil.copy(media_dir / "astronaut.png", tmp_path / "c.png")
+    with ImageSource(tmp_path) as src:
+        got = [p.frame_index for p in src.iter_frames(10.0)]
+    assert got == [0, 2] and src.end is not None and "b.jpg" in src.end.error
+    with ImageSource(tmp_path) as src:
+        assert [p.frame_index for p in src.iter_frames(10.0, flagged=True)] == [0, 1, 2]
