@@ -58,14 +58,15 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default (unless the text already says it), so
     ``--help`` never leaves a user guessing what happens without the flag."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
-            return text
+        d = action.default
+        if "default" in text.lower() or d is None or d is False or d is argparse.SUPPRESS:
+            return text  # (identity: a default of 0 is a default worth stating)
         if isinstance(action.default, (list, tuple)):
             return text + " (default: " + " ".join(map(str, action.default)) + ")"
         return text + " (default: %(default)s)"

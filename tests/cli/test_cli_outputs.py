@@ -164,7 +164,8 @@ def test_every_option_of_every_command_has_help_and_states_its_default() -> None
             if not action.help or action.help == argparse.SUPPRESS:
                 missing.append(name)
                 continue
-            meaningful = action.default not in (None, False, argparse.SUPPRESS)
+            d = action.default
+            meaningful = not (d is None or d is False or d is argparse.SUPPRESS)
             if meaningful and "default" not in formatter._expand_help(action).lower():
                 no_default.append(name)
     assert not missing, f"options without help: {missing}"
