@@ -43,7 +43,39 @@ SIZES: dict[str, dict[str, int]] = {
     "base": {"embed_dim": 384, "depth": 8, "num_heads": 6},
 }
 
-SCHEMA_VERSION = 1
+# Wire protocol version (docs/protocol.md, "Versioning"). 2: optional face landmarks, blendshapes
+# and quality, frame source and faces_cut; image folders count unreadable files in frame_index
+# (a frame message with an error and width = height = 0). Readers accept every supported version:
+# version 1 messages are version 2 messages without the new fields.
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+
+# MediaPipe's face blendshape categories in the landmarker's output order (ARKit names plus
+# "_neutral"): the columns of blendshape outputs when no face was seen to name them.
+BLENDSHAPE_NAMES: tuple[str, ...] = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
+    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
+    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
+    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft",
+    "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
+    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper",
+    "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft",
+    "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
+)
+# MediaPipe's face mesh: 478 points (468 + 10 iris points).
+LANDMARK_COUNT = 478
+
+# FACS names of the action units the project knows (labels for plots and docs).
+AU_DESCRIPTIONS: dict[str, str] = {
+    "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",
+    "AU05": "upper lid raiser", "AU06": "cheek raiser", "AU07": "lid tightener",
+    "AU09": "nose wrinkler", "AU10": "upper lip raiser", "AU12": "lip corner puller",
+    "AU14": "dimpler", "AU15": "lip corner depressor", "AU17": "chin raiser",
+    "AU20": "lip stretcher", "AU23": "lip tightener", "AU24": "lip pressor", "AU25": "lips part",
+    "AU26": "jaw drop", "AU28": "lip suck", "AU43": "eyes closed", "AU45": "blink",
+}
 
 # FACS intensity scale A..E = 1..5. A model may use another scale (ModelConfig.au_intensity_max);
 # frame messages then say which (field au_intensity_max) and the protocol checks against it.

@@ -15,6 +15,10 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "export": ("torch", "safetensors", "onnx"),
     "tensorrt": ("tensorrt", "torch"),
     "gpu": ("onnxruntime",),
+    # norface_rt.to_dataframe (the Python API's table of results)
+    "pandas": ("pandas",),
+    # norface-rt plot (timelines of a run's emotions and AUs)
+    "plot": ("matplotlib",),
 }
 
 # TensorRT wheels come from NVIDIA's package index and need an NVIDIA driver.

@@ -25,8 +25,28 @@ def check_rgb_image(image: Any, name: str = "image") -> np.ndarray:
     if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
             or image.shape[0] < 1 or image.shape[1] < 1):
         raise ValueError(f"{name}: expected an HxWx3 uint8 RGB array, got {image.dtype} array of "
-                         f"shape {image.shape}")
+                         f"shape {image.shape}{_rgb_hint(image)}")
     return image
+
+
+def _rgb_hint(image: np.ndarray) -> str:
+    """What is wrong with a rejected array, in the words of the fix (dtype, rank, channels)."""
+    if image.ndim == 2:
+        return " (one channel: a grey image? np.stack([image] * 3, axis=-1) makes it RGB)"
+    if image.ndim != 3:
+        return f" ({image.ndim} dimensions: expected height x width x channels)"
+    if image.shape[2] == 4:
+        return " (4 channels: RGBA? image[..., :3] drops the alpha channel)"
+    if image.shape[2] == 1:
+        return " (1 channel: a grey image? np.repeat(image, 3, axis=-1) makes it RGB)"
+    if image.shape[2] != 3:
+        return f" ({image.shape[2]} channels: expected 3, red green blue)"
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating):
+            return (" (floats: if they hold 0..1, (image * 255).round().astype(np.uint8) converts "
+                    "them)")
+        return f" (dtype {image.dtype}: expected uint8 values 0..255)"
+    return " (height and width must be at least 1)"
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:

@@ -16,6 +16,10 @@ publish thread and in every listener, so it must be cheap and must not add a run
 It enforces the same rules as the JSON Schemas (the tests check both against the same messages),
 plus two cross-field rules a schema cannot express (topic matches the message; ``top_emotion`` is
 one of ``emotions``).
+
+Schema version 2 added optional fields (a frame's ``source`` and ``faces_cut``; a face's
+``quality``, ``landmarks`` and ``blendshapes``) and frames of undecodable files (``width`` =
+``height`` = 0 with an ``error``); see ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from norface_rt.config import AU_NAMES, DEFAULT_AU_INTENSITY_MAX, SCHEMA_VERSION
+from norface_rt.config import (
+    AU_NAMES,
+    DEFAULT_AU_INTENSITY_MAX,
+    SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
 from norface_rt.types import EndOfStream
 
 # Where `norface-rt run` publishes and `norface-rt listen` subscribes unless told otherwise
@@ -164,6 +173,21 @@ def _validate_face(face: Any, path: str, au_intensity_max: float) -> None:
     if face["emotions"] and face["top_emotion"] not in face["emotions"]:
         _fail(f"{path}top_emotion", f"one of {sorted(face['emotions'])}", face["top_emotion"])
     _str(face, "model_id", path)
+    # Optional fields of schema version 2.
+    if "quality" in face:
+        q = face["quality"]
+        if (not isinstance(q, dict) or not isinstance(q.get("ok"), bool)
+                or not isinstance(q.get("issues"), list)
+                or not all(isinstance(i, str) for i in q["issues"])):
+            _fail(f"{path}quality", "map {ok: boolean, issues: list of strings}", q)
+    if "landmarks" in face:
+        lms = face["landmarks"]
+        if not isinstance(lms, list) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 3 and all(_is_num(c) for c in p)
+                for p in lms):
+            _fail(f"{path}landmarks", "list of [x, y, z] triples of finite numbers", lms)
+    if "blendshapes" in face:
+        _num_map(face, "blendshapes", path, 0.0, 1.0)
 
 
 def _validate_frame(msg: Mapping[str, Any]) -> None:
@@ -173,12 +197,18 @@ def _validate_frame(msg: Mapping[str, Any]) -> None:
     _num(msg, "pts", "", nullable=True)
     _num(msg, "capture_time", "", 0.0)
     _num(msg, "emit_time", "", 0.0)
-    _int(msg, "width", "", 1)
-    _int(msg, "height", "", 1)
+    # 0 x 0 only for a frame that could not be decoded (error set; schema version 2).
+    _int(msg, "width", "", 0)
+    _int(msg, "height", "", 0)
     _int(msg, "dropped_frames", "")
     if not isinstance(_get(msg, "untrained", ""), bool):
         _fail("untrained", "boolean", msg["untrained"])
     _str(msg, "error", "", nullable=True)
+    if msg["error"] is None:
+        for key in ("width", "height"):
+            if msg[key] < 1:
+                _fail(key, "integer >= 1 (0 only for a frame that could not be decoded, with an "
+                      "error)", msg[key])
     _num_map(msg, "timings_ms", "", 0.0, None)
     # A model states its own intensity scale; messages without the field use the FACS default.
     au_max = msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX)
@@ -189,6 +219,10 @@ def _validate_frame(msg: Mapping[str, Any]) -> None:
         _fail("faces", "list of faces", faces)
     for i, face in enumerate(faces):
         _validate_face(face, f"faces[{i}].", float(au_max))
+    if "faces_cut" in msg:
+        _int(msg, "faces_cut", "")
+    if "source" in msg:
+        _str(msg, "source", "")
 
 
 def _validate_eos(msg: Mapping[str, Any]) -> None:
@@ -246,7 +280,9 @@ def validate(msg: Any) -> dict[str, Any]:
     """Check ``msg`` against the protocol; return it unchanged or raise :class:`ProtocolError`.
 
     Unknown extra fields are allowed (forward compatibility: a newer producer may add fields
-    without bumping ``schema_version``); missing, mistyped or out-of-range fields are not.
+    without bumping ``schema_version``); missing, mistyped or out-of-range fields are not. Every
+    version of :data:`~norface_rt.config.SUPPORTED_SCHEMA_VERSIONS` is accepted (version 1
+    messages are version 2 messages without its optional fields).
     """
     if not isinstance(msg, dict):
         _fail("message", "map", msg)
@@ -254,8 +290,9 @@ def validate(msg: Any) -> dict[str, Any]:
     if mtype not in _VALIDATORS:
         _fail("type", f"one of {list(MESSAGE_TYPES)}", mtype)
     ver = _get(msg, "schema_version", "")
-    if not _is_int(ver) or ver != SCHEMA_VERSION:
-        _fail("schema_version", f"{SCHEMA_VERSION} (this reader's version)", ver)
+    if not _is_int(ver) or ver not in SUPPORTED_SCHEMA_VERSIONS:
+        _fail("schema_version", f"one of {list(SUPPORTED_SCHEMA_VERSIONS)} (the versions this "
+              f"reader knows; it writes {SCHEMA_VERSION})", ver)
     _VALIDATORS[mtype](msg)
     return msg
 

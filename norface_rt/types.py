@@ -54,6 +54,11 @@ class FramePacket:
     live: bool = False
     dropped: int = 0  # frames this stream has dropped so far (live sources only)
     timings: Timings = field(default_factory=dict)
+    # The file this frame came from, for sources of several files (image folders); None otherwise.
+    source: str | None = None
+    # Why this frame has no pixels (an unreadable file in a folder): it still travels, flagged,
+    # so frame indices keep counting files; ``image`` is then empty (0x0x3).
+    error: str | None = None
 
     @property
     def width(self) -> int:
@@ -123,10 +128,40 @@ class FaceFrame:
     # (N, G) float32 geometry input of each face, for models that consume one (config
     # geometry_inputs), already corrected by the stream's per-track baseline; None otherwise.
     geometry: np.ndarray | None = None
+    # Faces found beyond the landmarker's max_faces and left out (a lower bound: the landmarker
+    # looks for one face more than it keeps).
+    faces_cut: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class FaceQuality:
+    """Why a face's numbers deserve less trust; no issue means a usable face.
+
+    The issue names and their thresholds are owned by :mod:`norface_rt.faces.quality`."""
+
+    issues: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "issues": list(self.issues)}
+
+
+# Landmarks travel rounded to this many decimals (0.1 px: finer than MediaPipe's jitter), as
+# [[x, y, z], ...]: about 10 KB of JSON per face instead of 29 KB at full precision.
+LANDMARK_DECIMALS = 1
 
 
 @dataclass(slots=True)
 class FaceResult:
+    """One face's analysis: what the Python API returns and what a frame message's face holds.
+
+    ``landmarks`` (478, 3) float32 and ``blendshapes`` (MediaPipe's 52 scores, ``_neutral`` included)
+    are always kept here; messages carry them only when asked (``--landmarks``,
+    ``--blendshapes``), as they are most of a message's size."""
+
     track_id: int
     box: tuple[float, float, float, float]
     confidence: float
@@ -136,9 +171,12 @@ class FaceResult:
     emotions: dict[str, float]
     top_emotion: str
     model_id: str
+    landmarks: np.ndarray | None = None
+    blendshapes: dict[str, float] | None = None
+    quality: FaceQuality | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
             "track_id": int(self.track_id),
             "box": [float(v) for v in self.box],
             "confidence": float(self.confidence),
@@ -151,6 +189,14 @@ class FaceResult:
             "top_emotion": self.top_emotion,
             "model_id": self.model_id,
         }
+        if self.quality is not None:
+            d["quality"] = self.quality.to_dict()
+        if landmarks and self.landmarks is not None:
+            d["landmarks"] = np.round(np.asarray(self.landmarks, np.float64),
+                                      LANDMARK_DECIMALS).tolist()
+        if blendshapes and self.blendshapes is not None:
+            d["blendshapes"] = {str(k): float(v) for k, v in self.blendshapes.items()}
+        return d
 
 
 @dataclass(slots=True)
@@ -174,8 +220,11 @@ class FrameResult:
     # The model's AU intensity scale (ModelConfig.au_intensity_max); sent only when it is not the
     # default, so messages of standard models are unchanged on the wire.
     au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
+    source: str | None = None  # the file of this frame (image folders); see FramePacket.source
+    faces_cut: int = 0  # faces found beyond --max-faces and left out (see FaceFrame.faces_cut)
 
-    def to_message(self) -> dict[str, Any]:
+    def to_message(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
+        """The ``frame`` message; ``landmarks`` / ``blendshapes`` add those optional face fields."""
         msg: dict[str, Any] = {
             "type": "frame",
             "schema_version": SCHEMA_VERSION,
@@ -191,8 +240,11 @@ class FrameResult:
             "untrained": bool(self.untrained),
             "error": self.error,
             "timings_ms": {str(k): float(v) * 1000.0 for k, v in self.timings.items()},
-            "faces": [f.to_dict() for f in self.faces],
+            "faces": [f.to_dict(landmarks=landmarks, blendshapes=blendshapes) for f in self.faces],
+            "faces_cut": int(self.faces_cut),
         }
+        if self.source is not None:
+            msg["source"] = self.source
         if self.au_intensity_max != DEFAULT_AU_INTENSITY_MAX:
             msg["au_intensity_max"] = float(self.au_intensity_max)
         return msg

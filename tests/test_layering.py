@@ -71,7 +71,8 @@ def test_no_import_cycle_between_the_parts_of_the_package() -> None:
         raise AssertionError(f"import cycle between parts of norface_rt: {e.args[1]}") from None
     # the layers the guide names, lowest first
     for low, high in (("types", "backends"), ("model_set", "backends"), ("backends", "pipeline"),
-                      ("sinks", "pipeline"), ("pipeline", "cli"), ("backends", "engines")):
+                      ("sinks", "pipeline"), ("pipeline", "cli"), ("backends", "engines"),
+                      ("pipeline", "api"), ("smoothing", "pipeline"), ("sources", "pipeline")):
         assert order.index(low) < order.index(high), (low, high)
 
 

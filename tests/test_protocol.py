@@ -18,7 +18,8 @@ from norface_rt import protocol
 from norface_rt.config import AU_NAMES, EMOTION_NAMES, SCHEMA_VERSION
 from norface_rt.protocol import ProtocolError
 from norface_rt.stats import StageStats
-from norface_rt.types import EndOfStream, FaceResult, FrameResult, HeadPose
+from norface_rt.config import BLENDSHAPE_NAMES, SUPPORTED_SCHEMA_VERSIONS
+from norface_rt.types import EndOfStream, FaceQuality, FaceResult, FrameResult, HeadPose
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
 
@@ -44,6 +45,30 @@ def frame_message(n_faces: int = 2, **kw: Any) -> dict[str, Any]:
     return FrameResult(faces=faces, **args).to_message()
 
 
+def frame_message_v2(**kw: Any) -> dict[str, Any]:
+    """A frame with every optional field of schema version 2."""
+    rng = np.random.default_rng(5)
+    faces = [_face(i, HeadPose(12.0, -4.0, 1.5)) for i in range(2)]
+    for f, issues in zip(faces, [(), ("small_face", "extreme_pose")]):
+        f.landmarks = (rng.random((478, 3)) * 300).astype(np.float32)
+        f.blendshapes = dict(zip(BLENDSHAPE_NAMES, map(float, rng.random(len(BLENDSHAPE_NAMES)))))
+        f.quality = FaceQuality(issues)
+    args: dict[str, Any] = dict(
+        stream_id="cam0", seq=3, frame_index=7, pts=None, capture_time=time.time(), width=640,
+        height=360, dropped=0, untrained=True, timings={"detect": 0.004}, emit_time=time.time(),
+        source="photos/b.jpg", faces_cut=2)
+    args.update(kw)
+    return FrameResult(faces=faces, **args).to_message(landmarks=True, blendshapes=True)
+
+
+def undecodable_frame() -> dict[str, Any]:
+    """What an image folder sends for a file it cannot read: no pixels, no faces, an error."""
+    return FrameResult(stream_id="cam0", seq=2, frame_index=2, pts=None, capture_time=time.time(),
+                       width=0, height=0, dropped=0, faces=[], untrained=False,
+                       error="cannot decode image photos/c.jpg (26 bytes)",
+                       source="photos/c.jpg").to_message()
+
+
 def eos_msg(error: str | None = None) -> dict[str, Any]:
     return protocol.eos_message(EndOfStream("cam0", frames=72, dropped=2, error=error), seq=72)
 
@@ -61,8 +86,8 @@ def stats_msg() -> dict[str, Any]:
 
 def real_messages() -> list[dict[str, Any]]:
     return [frame_message(), frame_message(0, pts=None, error="inference failed: boom"),
-            frame_message(1, untrained=False), eos_msg(), eos_msg("rtsp: connection lost"),
-            stats_msg()]
+            frame_message(1, untrained=False), frame_message_v2(), undecodable_frame(), eos_msg(),
+            eos_msg("rtsp: connection lost"), stats_msg()]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +162,7 @@ BROKEN = [
     ("frame", _set(("seq",), -1), "seq"),
     ("frame", _set(("seq",), 1.5), "seq"),
     ("frame", _set(("type",), "frames"), "type"),
-    ("frame", _set(("schema_version",), 2), "schema_version"),
+    ("frame", _set(("schema_version",), 3), "schema_version"),
     ("frame", _set(("stream_id",), ""), "stream_id"),
     ("frame", _set(("stream_id",), "_stats"), "stream_id"),
     ("frame", _set(("width",), 0), "width"),
@@ -161,6 +186,14 @@ BROKEN = [
     ("eos", _delete(("frames",)), "frames"),
     ("eos", _set(("error",), ["x"]), "error"),
     ("eos", _set(("dropped_frames",), -3), "dropped_frames"),
+    ("frame_v2", _set(("faces", 0, "landmarks", 5), [1.0, 2.0]), "faces[0].landmarks"),
+    ("frame_v2", _set(("faces", 0, "landmarks"), "478 points"), "faces[0].landmarks"),
+    ("frame_v2", _set(("faces", 1, "blendshapes", "jawOpen"), 1.5), "faces[1].blendshapes.jawOpen"),
+    ("frame_v2", _set(("faces", 0, "quality"), {"ok": "yes", "issues": []}), "faces[0].quality"),
+    ("frame_v2", _set(("faces", 0, "quality"), {"ok": False, "issues": [3]}), "faces[0].quality"),
+    ("frame_v2", _set(("faces_cut",), -1), "faces_cut"),
+    ("frame_v2", _set(("source",), 42), "source"),
+    ("frame_v2", _set(("height",), 0), "height"),  # no pixels without an error saying why
     ("stats", _delete(("stages",)), "stages"),
     ("stats", _set(("fps",), -1.0), "fps"),
     ("stats", _delete(("stages", "infer", "p95_ms")), "stages.infer.p95_ms"),
@@ -171,7 +204,8 @@ BROKEN = [
 
 
 def _base(kind: str) -> dict[str, Any]:
-    return {"frame": frame_message, "eos": eos_msg, "stats": stats_msg}[kind]()
+    return {"frame": frame_message, "frame_v2": frame_message_v2, "eos": eos_msg,
+            "stats": stats_msg}[kind]()
 
 
 @pytest.mark.parametrize("kind,mutate,field", BROKEN, ids=[b[2] + "-" + b[0] for b in BROKEN])
@@ -179,7 +213,7 @@ def test_broken_messages_rejected_by_schema_and_decoder(kind: str, mutate: Any, 
                                                         validators: Any) -> None:
     msg = copy.deepcopy(_base(kind))
     mutate(msg)
-    validator = validators.get(msg.get("type"), validators[kind])
+    validator = validators.get(msg.get("type"), validators[kind.split("_")[0]])
     assert list(validator.iter_errors(json.loads(json.dumps(msg)))), "schema accepted a broken message"
     data = msgpack.packb(msg, use_bin_type=True)
     with pytest.raises(ProtocolError) as exc:
@@ -298,3 +332,30 @@ def test_a_model_with_its_own_intensity_scale_is_accepted(validators: Any) -> No
         protocol.validate(msg)
     with pytest.raises(ProtocolError, match="au_intensity_max: expected number > 0"):
         protocol.validate({**standard, "au_intensity_max": 0})
+
+
+# ----------------------------------------------------------------------------- versions
+def test_version_1_messages_are_still_read(validators: Any) -> None:
+    # A version-1 producer's messages: no optional fields, schema_version 1.
+    for msg in (frame_message(), eos_msg(), stats_msg()):
+        msg["schema_version"] = 1
+        msg.pop("faces_cut", None)
+        assert protocol.decode(protocol.encode(msg)) == msg
+        validators[msg["type"]].validate(json.loads(json.dumps(msg)))
+    assert SUPPORTED_SCHEMA_VERSIONS == (1, SCHEMA_VERSION) and SCHEMA_VERSION == 2
+
+
+def test_version_2_fields_round_trip_and_stay_compact() -> None:
+    msg = frame_message_v2()
+    assert msg["source"] == "photos/b.jpg" and msg["faces_cut"] == 2
+    face0, face1 = msg["faces"]
+    assert face0["quality"] == {"ok": True, "issues": []}
+    assert face1["quality"] == {"ok": False, "issues": ["small_face", "extreme_pose"]}
+    assert len(face0["landmarks"]) == 478 and all(len(p) == 3 for p in face0["landmarks"])
+    assert all(round(c, 1) == c for p in face0["landmarks"] for c in p)  # 0.1 px
+    assert list(face0["blendshapes"]) == list(BLENDSHAPE_NAMES)
+    assert len(json.dumps(face0["landmarks"])) < 12_000  # about 10 KB of JSON per face
+    assert protocol.decode(protocol.encode(msg)) == msg
+    plain = FrameResult(stream_id="c", seq=0, frame_index=0, pts=0.0, capture_time=1.0, width=4,
+                        height=4, dropped=0, faces=[], untrained=False).to_message()
+    assert "source" not in plain and plain["faces_cut"] == 0  # optional fields stay optional

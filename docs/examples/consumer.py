@@ -23,7 +23,7 @@ while count is None or received < count:
         sys.exit(f"no message from {endpoint} for 10 s")
     _topic, payload = sock.recv_multipart()
     msg = msgpack.unpackb(payload, raw=False)
-    if msg.get("schema_version") != 1:
-        continue  # written for schema version 1
+    if msg.get("schema_version") not in (1, 2):
+        continue  # written for schema versions 1 and 2 (2 only adds optional fields)
     print(json.dumps(msg), flush=True)  # msg["type"] is "frame", "eos" or "stats"
     received += 1

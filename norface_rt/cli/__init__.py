@@ -1,7 +1,8 @@
 """The ``norface-rt`` command line: one module per command, dispatched from here.
 
 Exit codes: 0 = every stream ended cleanly; 1 = a stream ended with an error (results up to the
-error were still delivered); 2 = bad arguments or missing model files; 130 = interrupted.
+error were still delivered), or ``models download`` failed; 2 = bad arguments or missing model
+files; 130 = interrupted.
 """
 
 from __future__ import annotations
@@ -11,23 +12,31 @@ import sys
 from collections.abc import Callable, Sequence
 
 from norface_rt import __version__
-from norface_rt.cli import bench, build_engines, listen, models, normalize, run
-from norface_rt.cli.args import fail, nonneg_float, positive_int, setup_logging
+from norface_rt.cli import bench, build_engines, listen, models, normalize, plot, run
+from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
+from norface_rt.cli.native_logs import quiet_native_logs
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run.run, "listen": listen.run, "normalize": normalize.run, "models": models.run,
+    "run": run.run, "listen": listen.run, "plot": plot.run, "normalize": normalize.run,
+    "models": models.run,
     "bench": bench.run, "build-engines": build_engines.run,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="norface-rt",
-        description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.")
-    p.add_argument("--version", action="version", version=f"norface-rt {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = p.add_subparsers(dest="command", required=True)
-    for module in (run, listen, normalize, models, bench, build_engines):
+        prog="norface-rt", formatter_class=HelpFormatter,
+        description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.",
+        epilog="exit codes: 0 success; 1 a stream or download ended with an error; 2 bad "
+               "arguments or missing model files; 130 interrupted. `norface-rt COMMAND --help` "
+               "describes each command.")
+    p.add_argument("--version", action="version", version=f"norface-rt {__version__}",
+                   help="print the version and exit")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-vv: debug), and keep the native log lines of MediaPipe / "
+                        "TensorFlow Lite that are silenced by default")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (run, listen, plot, normalize, models, bench, build_engines):
         module.add_parser(sub)
     return p
 
@@ -35,13 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        return COMMANDS[args.command](args)
-    except (FileNotFoundError, ImportError) as exc:  # a missing file or extra, said plainly
-        return fail(str(exc))
-    except KeyboardInterrupt:
-        return 130
+    with quiet_native_logs(enabled=not args.verbose):
+        setup_logging(args.verbose)
+        try:
+            return COMMANDS[args.command](args)
+        except (FileNotFoundError, ImportError) as exc:  # a missing file or extra, said plainly
+            return fail(str(exc))
+        except KeyboardInterrupt:
+            return 130
 
 
 __all__ = ["build_parser", "main", "nonneg_float", "positive_int"]

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.backends import BACKEND_NAMES
-from norface_rt.cli.args import fail, nonneg_float, positive_int
+from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 from norface_rt.config import SIZES
 
 
 def add_parser(sub: Any) -> None:
-    b = sub.add_parser("bench", help="measure latency, throughput, memory and numeric error of "
-                                     "each inference backend (writes bench.json + bench.md)")
+    b = add_command(sub, "bench", help="measure latency, throughput, memory and numeric error of "
+                                       "each inference backend (writes bench.json + bench.md)")
     bm = b.add_mutually_exclusive_group()
     bm.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     bm.add_argument("--size", choices=list(SIZES),
@@ -30,12 +30,13 @@ def add_parser(sub: Any) -> None:
                    metavar="N", help="batch sizes (1 = latency; default 1 8 32 128)")
     b.add_argument("--repeats", type=positive_int("--repeats"), default=30,
                    help="timed runs per batch size after warm-up (default 30)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first")
+    b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first "
+                                                         "(default 3)")
     b.add_argument("--max-seconds", type=nonneg_float("--max-seconds"), default=15.0,
                    help="stop a batch size's timed runs after S seconds (at least 3 runs)")
     b.add_argument("--timeout", type=nonneg_float("--timeout"), default=600.0,
                    help="kill a backend's benchmark process after S seconds")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the random input faces")
     b.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
 
 

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from norface_rt.cli.args import fail, nonneg_float, positive_int
+from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 
 
 def add_parser(sub: Any) -> None:
-    e = sub.add_parser("build-engines", help="build (or reuse cached) TensorRT engines for a model "
-                                             "set and check their accuracy (needs TensorRT + GPU)")
+    e = add_command(sub, "build-engines", help="build (or reuse cached) TensorRT engines for a "
+                                               "model set and check their accuracy (needs "
+                                               "TensorRT + GPU)")
     e.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     e.add_argument("--max-batch", type=positive_int("--max-batch"), default=64,
                    help="largest batch the engines accept (default 64)")

@@ -5,22 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from norface_rt.cli.args import nonneg_float, positive_int
+from norface_rt.cli.args import add_command, nonneg_float, positive_int
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
 
 def add_parser(sub: Any) -> None:
-    lp = sub.add_parser("listen", help="subscribe to a norface-rt publisher and print what arrives")
-    lp.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
+    lp = add_command(sub, "listen", help="subscribe to a norface-rt publisher and print what "
+                                         "arrives (says on stderr that it is waiting)")
+    lp.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT,
+                    help="ZeroMQ endpoint of the publisher (norface-rt run --zmq)")
     lp.add_argument("--topic", action="append", dest="topics", metavar="STREAM_ID",
-                    help="only these stream ids (repeatable; default all)")
-    lp.add_argument("--out", help="write to this file instead of stdout")
-    lp.add_argument("--format", default="jsonl", choices=["jsonl", "pretty"])
+                    help="only these stream ids (repeatable; default: all)")
+    lp.add_argument("--out", help="write to this file (default: stdout)")
+    lp.add_argument("--format", default="jsonl", choices=["jsonl", "pretty"],
+                    help="jsonl: every message as one JSON line; pretty: one readable line each")
     lp.add_argument("--count", type=positive_int("--count"), help="stop after N messages")
     lp.add_argument("--until-eos", action="store_true",
                     help="stop once every stream seen has sent its end-of-stream message")
     lp.add_argument("--timeout", type=nonneg_float("--timeout"), default=None,
-                    help="give up after S seconds without a message")
+                    help="give up after S seconds without a message (default: wait forever)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,21 +12,40 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.backends import BACKEND_NAMES
-from norface_rt.cli.args import fail, nonneg_float, positive_int
+from norface_rt.cli.args import add_command, fail, nonneg_float, positive_float, positive_int
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger("norface_rt")
 
+RUN_EPILOG = """\
+exit codes: 0 every stream ended cleanly; 1 a stream ended with an error (frames before it
+were delivered) or a sink failed; 2 bad arguments or missing model files; 130 interrupted.
+MediaPipe's native log lines are silenced unless --verbose."""
+
+
+def zmq_endpoint(zmq: str | None, *, files: bool) -> str | None:
+    """The endpoint to publish on: the one given, else the default only when nothing else
+    receives the results (a file-only run binds no port, so a busy port cannot fail it and a
+    listener on the default port never receives a file job it did not ask for)."""
+    if zmq is not None:
+        return None if zmq.strip().lower() == "none" else zmq
+    return None if files else DEFAULT_ENDPOINT
+
 
 def add_parser(sub: Any) -> None:
-    r = sub.add_parser("run", help="analyse video files, image folders, RTSP streams or webcams")
+    r = add_command(sub, "run", help="analyse video files, image folders, RTSP streams or webcams",
+                    epilog=RUN_EPILOG)
     r.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="video file, image file or folder, rtsp://..., /dev/videoN or webcam:N")
     r.add_argument("--stream-id", action="append", dest="stream_ids", metavar="ID",
                    help="stream id per source, in order (default: derived from the source)")
-    r.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
-    r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (else $NORFACE_RT_LANDMARKER)")
-    r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES))
+    r.add_argument("--model-dir", help="Norface model set (default: $NORFACE_RT_MODEL_DIR, the "
+                                       "user cache, then the packaged model)")
+    r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (default: "
+                                        "$NORFACE_RT_LANDMARKER, then the user cache)")
+    r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES),
+                   help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt "
+                        "the 'tensorrt' extra)")
     r.add_argument("--device", default=None,
                    help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); "
                         "default cpu for torch, cuda for torch-cuda and tensorrt")
@@ -36,8 +55,11 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--fused", action="store_true",
                    help="no longer available (model sets ship the two graphs only); kept so old "
                         "command lines get a clear error")
-    r.add_argument("--threads", type=positive_int("--threads"), help="ONNX Runtime intra-op threads")
-    r.add_argument("--max-faces", type=positive_int("--max-faces"), default=4)
+    r.add_argument("--threads", type=positive_int("--threads"),
+                   help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
+    r.add_argument("--max-faces", type=positive_int("--max-faces"), default=4,
+                   help="most faces per frame: the largest are kept, and messages count the "
+                        "faces left out (faces_cut) with a warning")
     r.add_argument("--tiling", type=float, default=None,
                    help="also scan square tiles of this fraction of the short side for small faces "
                         "(group shots; default 1.0 for images, off for video)")
@@ -45,29 +67,51 @@ def add_parser(sub: Any) -> None:
                    help="models with a geometry input: do not remove each tracked person's "
                         "resting-face offset in videos (default: removed, bounded; see "
                         "docs/training.md)")
+    r.add_argument("--smooth", type=nonneg_float("--smooth"), default=None, metavar="SECONDS",
+                   help="smooth each tracked face's AU and emotion outputs over time with this "
+                        "time constant (exponential; videos only; default: off)")
     r.add_argument("--max-batch", type=positive_int("--max-batch"), default=16,
                    help="faces per inference call across all streams")
-    r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8)
-    r.add_argument("--zmq", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
-                   help=f"ZeroMQ PUB endpoint (default {DEFAULT_ENDPOINT}; 'none' to disable)")
-    r.add_argument("--allow-remote", action="store_true",
-                   help="allow binding a non-loopback address such as tcp://*:5556")
-    r.add_argument("--sndhwm", type=positive_int("--sndhwm"), default=1000,
-                   help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
-    r.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
-                   help="wait until N subscribers are connected before reading sources")
-    r.add_argument("--wait-timeout", type=nonneg_float("--wait-timeout"), default=10.0)
-    r.add_argument("--jsonl", help="write every message as JSON lines to this file")
-    r.add_argument("--csv", help="write one row per face per frame (OpenFace/py-feat style)")
-    r.add_argument("--overlay", help="write an annotated mp4 (one file per stream if several)")
-    r.add_argument("--show", action="store_true", help="show the annotated frames in a window")
-    r.add_argument("--stats-interval", type=nonneg_float("--stats-interval"), default=0.0,
-                   help="publish a stats message every S seconds (0 = only at the end)")
-    r.add_argument("--stats-json", help="write the final per-stage stats to this JSON file")
+    r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8,
+                   help="frames each pipeline queue holds (bounds memory and latency)")
+    out = r.add_argument_group("outputs", "Without --zmq, a run writing any of --jsonl, --csv, "
+                               "--overlay or --show opens no socket; a run with none of them "
+                               f"publishes on {DEFAULT_ENDPOINT}.")
+    out.add_argument("--zmq", default=None, metavar="ENDPOINT",
+                     help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no "
+                          "other output is given, else none)")
+    out.add_argument("--allow-remote", action="store_true",
+                     help="allow binding a non-loopback address such as tcp://*:5556")
+    out.add_argument("--sndhwm", type=positive_int("--sndhwm"), default=1000,
+                     help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
+    out.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                     help="wait until N subscribers are connected before reading sources")
+    out.add_argument("--wait-timeout", type=nonneg_float("--wait-timeout"), default=10.0,
+                     help="longest wait for --wait-subscribers, in seconds")
+    out.add_argument("--jsonl", help="write every message as JSON lines to this file")
+    out.add_argument("--csv", help="write one row per face per frame to this file "
+                                   "(columns: --csv-style)")
+    out.add_argument("--csv-style", default="default", choices=["default", "openface"],
+                     help="default: py-feat-like columns; openface: OpenFace 2.0 names and "
+                          "conventions (docs/protocol.md compares them)")
+    out.add_argument("--landmarks", action="store_true",
+                     help="add MediaPipe's 478 landmarks to messages and CSV rows")
+    out.add_argument("--blendshapes", action="store_true",
+                     help="add MediaPipe's 52 blendshape scores to messages and CSV rows")
+    out.add_argument("--overlay", help="write an annotated mp4 (one file per stream if several)")
+    out.add_argument("--show", action="store_true",
+                     help="show the annotated frames in a window (q or Esc ends the run; needs a "
+                          "display and an OpenCV with GUI)")
+    out.add_argument("--stats-interval", type=nonneg_float("--stats-interval"), default=0.0,
+                     help="publish a stats message every S seconds (0 = only at the end)")
+    out.add_argument("--stats-json", help="write the final per-stage stats to this JSON file")
     r.add_argument("--realtime", action="store_true",
                    help="pace file sources at their frame rate and treat them as live (drop-oldest)")
     r.add_argument("--loop", action="store_true", help="loop file sources forever")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    r.add_argument("--progress-interval", type=positive_float("--progress-interval"), default=10.0,
+                   metavar="SECONDS",
+                   help="when stderr is not a terminal, print a progress line this often")
 
 
 def _wait_for_subscribers(sinks: list[Any], n: int, timeout: float) -> None:
@@ -90,9 +134,13 @@ def run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline)
-    sink_opts = SinkOptions(zmq=args.zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
-                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show)
+        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline,
+        landmarks=args.landmarks, blendshapes=args.blendshapes, smooth=args.smooth or None)
+    zmq = zmq_endpoint(args.zmq, files=bool(args.jsonl or args.csv or args.overlay or args.show))
+    sink_opts = SinkOptions(zmq=zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
+                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
+                            csv_style=args.csv_style, landmarks=args.landmarks,
+                            blendshapes=args.blendshapes)
     sinks: list[Any] = []
     try:
         opts.validate()
@@ -109,18 +157,19 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
+    if zmq is not None:
+        print(f"norface-rt: publishing on {zmq}", file=sys.stderr)
     if not pipe.backend.config.trained:
         print("norface-rt: WARNING: this model is UNTRAINED (random weights); results are flagged "
               "'untrained' and carry no meaning.", file=sys.stderr)
 
-    bar = None
-    if not args.no_progress and sys.stderr.isatty():
-        from tqdm import tqdm
+    progress = None
+    if not args.no_progress:
+        from norface_rt.cli.progress import Progress, total_frames
 
-        totals = [s.expected_frames for s in pipe.sources]
-        total = sum(t for t in totals if t) if all(totals) else None
-        bar = tqdm(total=total, unit="frame", dynamic_ncols=True)
-        pipe.on_result = lambda _msg: bar.update(1)
+        progress = Progress(total_frames([src.expected_frames for src in pipe.sources]),
+                            sys.stderr, interval=args.progress_interval)
+        pipe.on_result = lambda _msg: progress.update(1)
 
     interrupted = threading.Event()
 
@@ -144,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
         pipe.stop(timeout=5.0)
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
     snap = pipe.stats.snapshot()
     print(pipe.stats.summary_table(), file=sys.stderr)
     if args.stats_json:

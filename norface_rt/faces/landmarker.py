@@ -22,6 +22,13 @@ Face fields, as produced here:
   of the previous frame and is refreshed every ``confidence_refresh`` frames, so the amortised cost
   is ~1/30 of that. ``confidence_refresh=0`` scores every face on every frame.
 
+More faces than ``max_faces``: each MediaPipe graph is asked for ``max_faces + 1`` faces, the
+largest ``max_faces`` are kept and :attr:`Landmarker.faces_cut` says how many were left out, so a
+crowded frame is never cut silently. One extra face costs nothing in the common case: in video
+mode MediaPipe re-runs its detector only while it tracks fewer faces than asked for, which a
+frame with fewer faces than ``max_faces`` already does every frame. The count is a lower bound
+(a graph reports at most one face beyond the limit).
+
 Small faces: the bundled detector is BlazeFace *short range*; it finds faces whose width is at least
 roughly 1/8 of the frame's long side (a 5-person group photo at 1000x667 yields 1 face). ``tiling``
 adds overlapping square windows (side = ``tiling`` x the short side, stride half a window) each run
@@ -248,7 +255,7 @@ class Landmarker:
         self.confidence_refresh = confidence_refresh
         self._options = dict(
             running_mode=RunningMode.VIDEO if mode == "video" else RunningMode.IMAGE,
-            num_faces=max_faces,
+            num_faces=max_faces + 1,  # one more than kept: cut faces are counted (faces_cut)
             min_face_detection_confidence=float(min_detection_confidence),
             min_face_presence_confidence=float(min_presence),
             min_tracking_confidence=float(min_tracking),
@@ -260,7 +267,13 @@ class Landmarker:
         self._landmarkers: list[FaceLandmarker] = [self._new_landmarker()]
         self._clock = TimestampGuard()
         self._prev: list[tuple[tuple[float, float, float, float], float, int]] = []
+        self._faces_cut = 0
         self._closed = False
+
+    @property
+    def faces_cut(self) -> int:
+        """Faces the last :meth:`detect` found beyond ``max_faces`` and left out (the smallest)."""
+        return self._faces_cut
 
     def _new_landmarker(self) -> FaceLandmarker:
         opts = FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(self.model_path)),
@@ -297,7 +310,7 @@ class Landmarker:
                                              frame_size=(width, height)):
                 candidates.append((_interior_margin(face.box, (x0, y0, x1, y1), width, height),
                                    wi, face))
-        faces = _merge(candidates, self.max_faces)
+        faces, self._faces_cut = _merge(candidates, self.max_faces)
         self._score(image, faces)
         return faces
 
@@ -362,17 +375,19 @@ def _interior_margin(box: tuple[float, float, float, float], win: Window, width:
     return min(gaps) / size if gaps else math.inf
 
 
-def _merge(candidates: list[tuple[float, int, Face]], max_faces: int) -> list[Face]:
-    """Drop duplicates found in several windows (IoU >= 0.3 or one box mostly inside the other)."""
+def _merge(candidates: list[tuple[float, int, Face]], max_faces: int) -> tuple[list[Face], int]:
+    """Drop duplicates found in several windows (IoU >= 0.3 or one box mostly inside the other),
+    then keep the ``max_faces`` largest; returns them and how many were cut."""
     order = sorted(range(len(candidates)), key=lambda i: (-candidates[i][0], candidates[i][1], i))
     kept: list[Face] = []
     for i in order:
         face = candidates[i][2]
         if all(not _same_face(face.box, k.box) for k in kept):
             kept.append(face)
-    if len(kept) > max_faces:
+    cut = max(0, len(kept) - max_faces)
+    if cut:
         kept = sorted(kept, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))[:max_faces]
-    return kept
+    return kept, cut
 
 
 def _same_face(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:

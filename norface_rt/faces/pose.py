@@ -77,3 +77,26 @@ def head_pose_from_matrix(m: np.ndarray) -> HeadPose:
     rx = math.atan2(r[2, 1], r[2, 2])
     rz = math.atan2(r[1, 0], r[0, 0])
     return HeadPose(yaw=math.degrees(yaw), pitch=-math.degrees(rx), roll=-math.degrees(rz))
+
+
+# OpenCV / OpenFace camera frame from MediaPipe's OpenGL one: x right, y down, z away from the
+# camera (a rotation by 180 degrees about x). Conjugating by it maps a head rotation between them.
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+
+
+def openface_rotation(yaw: float, pitch: float, roll: float) -> tuple[float, float, float]:
+    """The same head rotation as OpenFace 2.0's ``pose_Rx, pose_Ry, pose_Rz`` (radians).
+
+    OpenFace expresses the rotation in the camera frame of OpenCV (x right, y down, z away from
+    the camera; a frontal face looks along -z) as Euler angles with ``R = Rx @ Ry @ Rz``. The
+    rotation built from this module's angles is moved into that frame and decomposed that way,
+    so the result is exact at every angle, not only the small-angle signs. Near the frontal pose
+    ``pose_Rx ~ -pitch`` (positive: looking down), ``pose_Ry ~ -yaw`` (positive: turning to the
+    subject's right, the nose moving towards image left) and ``pose_Rz ~ roll`` (positive:
+    clockwise in the image).
+    """
+    r = _GL_TO_CV @ rotation_from_angles(yaw, pitch, roll) @ _GL_TO_CV
+    rx = math.atan2(-r[1, 2], r[2, 2])
+    ry = math.asin(max(-1.0, min(1.0, r[0, 2])))
+    rz = math.atan2(-r[0, 1], r[0, 0])
+    return rx, ry, rz

@@ -3,10 +3,13 @@
 Edge cases, by design:
 * No faces: ``faces == []`` and ``crops`` of shape (0, S, S, 3); nothing downstream special-cases it.
 * Small faces (inter-ocular distance below ``SMALL_FACE_IOD`` = 24 px): kept. Their crops are
-  upsampled and blurry, so AU estimates are less reliable; consumers can filter on the box or
-  ``points5`` (the stage reports, it does not censor). :func:`interocular` gives the distance.
+  upsampled and blurry, so AU estimates are less reliable; each result carries a quality flag
+  (:mod:`norface_rt.faces.quality`) so consumers can filter (the stage reports, it does not
+  censor).
 * Extreme pose (profile): kept. The similarity fit of five points never degenerates for a real
-  mesh; the crop is simply more distorted, and ``pose`` tells consumers why.
+  mesh; the crop is simply more distorted; ``pose`` and the quality flag tell consumers why.
+* More faces than ``max_faces``: the landmarker keeps the largest and says how many it left out
+  (``FaceFrame.faces_cut``).
 """
 
 from __future__ import annotations
@@ -19,16 +22,11 @@ import numpy as np
 from norface_rt.faces.align import Aligner
 from norface_rt.faces.geometry import TrackBaseline, blendshape_vector
 from norface_rt.faces.landmarker import Landmarker
+from norface_rt.faces.quality import SMALL_FACE_IOD, interocular
 from norface_rt.faces.tracker import Tracker
 from norface_rt.types import Face, FaceFrame, FramePacket, Stage
 
-SMALL_FACE_IOD = 24.0
-
-
-def interocular(points5: np.ndarray) -> float:
-    """Distance in pixels between the two eye points of a ``points5`` array."""
-    p = np.asarray(points5, dtype=np.float64)
-    return float(np.linalg.norm(p[1] - p[0]))
+__all__ = ["SMALL_FACE_IOD", "FaceStage", "GeometryReader", "interocular"]
 
 
 class GeometryReader:
@@ -82,7 +80,8 @@ class FaceStage:
         t2 = time.perf_counter()
         frame.timings[Stage.DETECT] = t1 - t0
         frame.timings[Stage.ALIGN] = t2 - t1
-        return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats, geometry=geometry)
+        return FaceFrame(frame=frame, faces=faces, crops=crops, matrices=mats, geometry=geometry,
+                         faces_cut=self.landmarker.faces_cut)
 
     def close(self) -> None:
         self.landmarker.close()

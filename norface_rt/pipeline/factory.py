@@ -71,11 +71,9 @@ def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
 
 
 def is_video_source(src: Source) -> bool:
-    """Image files and folders need MediaPipe's image mode: unrelated photos must not be tracked
-    as a video. Everything else (files, cameras, streams) is video."""
-    from norface_rt.sources.images import ImageSource
-
-    return not isinstance(src, ImageSource)
+    """Stills (image files and folders, arrays) need MediaPipe's image mode: unrelated photos
+    must not be tracked as a video. Everything else (files, cameras, streams) is video."""
+    return not src.stills
 
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
@@ -136,7 +134,8 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         if opts.csv:
             from norface_rt.sinks.files import CsvSink
 
-            sinks.append(CsvSink(Path(opts.csv)))
+            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=opts.landmarks,
+                                 blendshapes=opts.blendshapes, multiple=n_sources > 1))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 
@@ -166,13 +165,15 @@ def _unique(ids: Sequence[str]) -> list[str]:
 
 def open_sources(opts: PipelineOptions) -> list[Source]:
     """The sources of ``opts`` with unique stream ids and the file-only options applied (opened,
-    that is probed, but not started)."""
+    that is probed, but not started). A :class:`Source` object given instead of a path (the
+    Python API's arrays) is used as it is, with its own stream id."""
     from norface_rt.sources.factory import open_source
     from norface_rt.sources.file import FileSource
 
     # Open once with derived ids to learn each source's kind and default id, then re-open where an
     # id must change or file-only options apply (opening only probes; nothing is started yet).
-    sources = [open_source(uri, opts.stream_ids[i] if opts.stream_ids else None)
+    sources = [uri if isinstance(uri, Source)
+               else open_source(uri, opts.stream_ids[i] if opts.stream_ids else None)
                for i, uri in enumerate(opts.sources)]
     ids = [s.stream_id for s in sources] if opts.stream_ids else _unique([s.stream_id for s in sources])
     file_kw: dict[str, Any] = dict(opts.source_kwargs)
@@ -180,29 +181,46 @@ def open_sources(opts: PipelineOptions) -> list[Source]:
         file_kw["realtime"] = True
     if opts.loop:
         file_kw["loop"] = True
-    for i, (uri, src) in enumerate(zip(opts.sources, sources)):
-        kw = file_kw if isinstance(src, FileSource) else {}
-        if ids[i] != src.stream_id or kw:
-            sources[i] = open_source(uri, ids[i], **kw)
+    try:
+        for i, (uri, src) in enumerate(zip(opts.sources, sources)):
+            if isinstance(uri, Source):
+                continue
+            kw = file_kw if isinstance(src, FileSource) else {}
+            if ids[i] != src.stream_id or kw:
+                src.stop(0.0)  # releases what probing opened (a video container)
+                sources[i] = open_source(uri, ids[i], **kw)
+    except BaseException:
+        for src in sources:
+            src.stop(0.0)
+        raise
     return sources
 
 
-def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink]) -> Pipeline:
+def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink], *,
+                    backend: Backend | None = None) -> Pipeline:
     """Resolve models, open backend and sources, and wire them into a :class:`Pipeline`.
 
     Model files are resolved before anything is opened, so a missing model fails fast with the
-    list of places searched instead of after a camera was grabbed.
+    list of places searched instead of after a camera was grabbed. A ``backend`` already open
+    (the Python API keeps one per :class:`~norface_rt.Analyzer`) is used instead of loading the
+    model again; it stays open when the pipeline stops (its owner closes it).
     """
     opts.validate()
-    model_dir = resolve_model_dir(opts.model_dir)
-    landmarker_path = resolve_landmarker(opts.landmarker)
-    check_landmarker_feeds(landmarker_path, load_config(model_dir))
-    backend = open_backend(model_dir, opts.backend, device=opts.device, threads=opts.threads,
-                           warm_up=True)
+    own_backend = backend is None
+    if backend is None:
+        model_dir = resolve_model_dir(opts.model_dir)
+        landmarker_path = resolve_landmarker(opts.landmarker)
+        check_landmarker_feeds(landmarker_path, load_config(model_dir))
+        backend = open_backend(model_dir, opts.backend, device=opts.device, threads=opts.threads,
+                               warm_up=True)
+    else:
+        landmarker_path = resolve_landmarker(opts.landmarker)
+        check_landmarker_feeds(landmarker_path, backend.config)
     try:
         sources = open_sources(opts)
     except BaseException:
-        backend.close()
+        if own_backend:
+            backend.close()
         raise
     cfg = backend.config
     by_id = {s.stream_id: s for s in sources}
@@ -214,4 +232,5 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink]) -> Pipeline:
 
     return Pipeline(sources, face_stage, backend, sinks, max_batch=opts.max_batch,
                     queue_size=opts.queue_size, stats_interval=opts.stats_interval,
-                    device_align=opts.device_align)
+                    device_align=opts.device_align, landmarks=opts.landmarks,
+                    blendshapes=opts.blendshapes, smooth=opts.smooth or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Any
 
 from norface_rt.model_set import JOINED_GRAPH_GONE
 from norface_rt.protocol import DEFAULT_ENDPOINT
+from norface_rt.sources.base import Source
 
 FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
 
@@ -17,7 +19,8 @@ FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the 
 class PipelineOptions:
     """What to analyse and how (the ``norface-rt run`` options that shape the pipeline)."""
 
-    sources: Sequence[str]
+    # Paths, URLs or devices as the CLI takes them; the Python API may pass Source objects.
+    sources: Sequence[str | os.PathLike[str] | Source]
     stream_ids: Sequence[str] | None = None
     model_dir: str | os.PathLike[str] | None = None
     landmarker: str | os.PathLike[str] | None = None
@@ -41,6 +44,13 @@ class PipelineOptions:
     # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
     baseline: bool = True
     source_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Optional face fields of frame messages (FaceResult always holds them): MediaPipe's 478
+    # landmarks and its 52 blendshape scores.
+    landmarks: bool = False
+    blendshapes: bool = False
+    # Time constant (seconds) of per-track exponential smoothing of AU and emotion outputs
+    # (norface_rt.smoothing); None or 0 = off.
+    smooth: float | None = None
 
     def validate(self) -> None:
         from norface_rt.backends import BACKEND_NAMES
@@ -65,6 +75,8 @@ class PipelineOptions:
             raise ValueError(f"--tiling must be in [0.2, 1.0], got {self.tiling}")
         if self.stats_interval < 0:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
+        if self.smooth is not None and not (math.isfinite(self.smooth) and 0 <= self.smooth <= 3600):
+            raise ValueError(f"--smooth must be in [0, 3600] seconds (0 = off), got {self.smooth}")
         if self.device_align and self.backend != "torch-cuda":
             raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
 
@@ -80,6 +92,11 @@ class SinkOptions:
     csv: str | os.PathLike[str] | None = None
     overlay: str | os.PathLike[str] | None = None
     show: bool = False
+    # CSV layout (norface_rt.sinks.files.CSV_STYLES) and its optional columns, which need the
+    # same PipelineOptions fields set (the messages must carry landmarks / blendshapes).
+    csv_style: str = "default"
+    landmarks: bool = False
+    blendshapes: bool = False
 
     @property
     def publishes(self) -> bool:

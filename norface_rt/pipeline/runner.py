@@ -31,7 +31,9 @@ import numpy as np
 from norface_rt import protocol
 from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.config import ModelConfig
-from norface_rt.sinks.base import Sink
+from norface_rt.faces.quality import assess
+from norface_rt.sinks.base import ResultSink, Sink
+from norface_rt.smoothing import TrackSmoother
 from norface_rt.sources.base import Source
 from norface_rt.sources.frame_queue import FrameQueue
 from norface_rt.stats import StageStats
@@ -87,6 +89,7 @@ def build_face_results(face_frame: FaceFrame, out: ModelOutput, offset: int,
             emotions=dict(zip(emo_names, map(float, emo))),
             top_emotion=emo_names[int(np.argmax(emo))],
             model_id=str(cfg.model_id),
+            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=assess(face),
         ))
     return results
 
@@ -96,7 +99,11 @@ class Pipeline:
 
     ``face_stage_factory(stream_id)`` builds the per-stream face stage (landmarker + tracker +
     aligner; :func:`norface_rt.pipeline.factory.build_face_stage`). Sinks receive protocol message
-    dicts (see :class:`~norface_rt.sinks.base.Sink` for the image capability).
+    dicts (see :class:`~norface_rt.sinks.base.Sink` for the image capability), or the typed
+    results (:class:`~norface_rt.sinks.base.ResultSink`).
+
+    ``landmarks`` / ``blendshapes`` add those optional face fields to frame messages; ``smooth``
+    (seconds) smooths each video stream's outputs per track (:mod:`norface_rt.smoothing`).
     """
 
     def __init__(
@@ -112,6 +119,9 @@ class Pipeline:
         stats: StageStats | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
         device_align: bool = False,
+        landmarks: bool = False,
+        blendshapes: bool = False,
+        smooth: float | None = None,
     ) -> None:
         if not sources:
             raise ValueError("sources: expected at least one source, got 0")
@@ -148,6 +158,13 @@ class Pipeline:
         self._face_stages: list[FaceStage] = []
         self._started = False
         self.sink_errors = 0
+        self.landmarks = landmarks
+        self.blendshapes = blendshapes
+        # Stills are unrelated pictures: never smoothed across frames.
+        self._smoothers = {s.stream_id: TrackSmoother(smooth) for s in self.sources
+                           if smooth and not s.stills}
+        for sink in self.sinks:
+            sink.bind_model(backend.config)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -251,6 +268,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ threads
     def _face_loop(self, src: Source, stage: FaceStage) -> None:
+        warned_cut = False
         while not self._stop.is_set():
             item = src.read(timeout=_SOURCE_WAIT_S)
             if item is None:
@@ -258,13 +276,23 @@ class Pipeline:
             if isinstance(item, EndOfStream):
                 self._infer_q.put(item)
                 return
-            try:
-                ff = stage.process(item)
-                err = None
-            except Exception as exc:  # one bad frame is flagged, not fatal for the stream
-                log.exception("face stage failed on %s frame %d", item.stream_id, item.frame_index)
+            err = item.error  # a frame the source could not decode travels flagged
+            if err is not None:
                 ff = FaceFrame(frame=item, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
-                err = f"face stage failed: {type(exc).__name__}: {exc}"
+            else:
+                try:
+                    ff = stage.process(item)
+                except Exception as exc:  # one bad frame is flagged, not fatal for the stream
+                    log.exception("face stage failed on %s frame %d", item.stream_id,
+                                  item.frame_index)
+                    ff = FaceFrame(frame=item, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
+                    err = f"face stage failed: {type(exc).__name__}: {exc}"
+            if ff.faces_cut and not warned_cut:
+                warned_cut = True  # once per stream; every message carries its own count
+                log.warning("stream %s frame %d: %d more face(s) than --max-faces %d were found "
+                            "and left out (the smallest); raise max_faces (--max-faces) to keep "
+                            "them",
+                            item.stream_id, item.frame_index, ff.faces_cut, len(ff.faces))
             if not self._infer_q.put(FaceJob(ff, err, time.perf_counter())):
                 return
 
@@ -311,13 +339,17 @@ class Pipeline:
                     if out is not None:
                         faces = build_face_results(ff, out, offset, cfg)
                     offset += len(ff.faces)
+                smoother = self._smoothers.get(fr.stream_id)
+                if smoother is not None:
+                    smoother.apply(faces, fr.pts)
                 result = FrameResult(
                     stream_id=fr.stream_id, seq=-1, frame_index=fr.frame_index, pts=fr.pts,
                     capture_time=fr.capture_time, width=fr.width, height=fr.height,
                     dropped=fr.dropped, faces=faces, untrained=not bool(cfg.trained),
                     timings=dict(fr.timings), error=it.error or (infer_err if ff.faces else None),
-                    image=fr.image if self._keep_images else None,
-                    au_intensity_max=cfg.au_intensity_max,
+                    image=fr.image if self._keep_images and fr.error is None else None,
+                    au_intensity_max=cfg.au_intensity_max, source=fr.source,
+                    faces_cut=ff.faces_cut,
                 )
                 if not self._publish_q.put(result):
                     return
@@ -385,8 +417,8 @@ class Pipeline:
         item.seq = seq
         t0 = time.perf_counter()
         item.emit_time = time.time()
-        msg = item.to_message()
-        self._emit(msg, item.image)
+        msg = item.to_message(landmarks=self.landmarks, blendshapes=self.blendshapes)
+        self._emit(msg, item.image, item)
         self.stats.add_many(item.timings)
         self.stats.add(Stage.PUBLISH, time.perf_counter() - t0)
         self.stats.add(Stage.LATENCY, item.emit_time - item.capture_time)
@@ -394,10 +426,16 @@ class Pipeline:
         if self.on_result is not None:
             self.on_result(msg)
 
-    def _emit(self, msg: dict[str, Any], image: np.ndarray | None) -> None:
+    def _emit(self, msg: dict[str, Any], image: np.ndarray | None,
+              result: FrameResult | None = None) -> None:
         for sink in self.sinks:
             try:
-                if not sink.needs_image:
+                if isinstance(sink, ResultSink):
+                    if result is not None:
+                        sink.write_result(result)
+                    else:
+                        sink.write(msg)
+                elif not sink.needs_image:
                     sink.write(msg)
                 elif msg.get("type") == "frame" and image is not None:
                     sink.write(msg, image)

@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from norface_rt.config import ModelConfig
+from norface_rt.types import FrameResult
+
 
 class Sink(ABC):
     """Receives protocol message dicts (``frame``, ``eos``, ``stats``): the one contract of the
@@ -35,9 +38,24 @@ class Sink(ABC):
     def close(self) -> None:
         """Flush and release resources; calling it twice is harmless."""
 
+    def bind_model(self, config: ModelConfig) -> None:  # noqa: B027  (optional hook)
+        """Called once by the pipeline, before any message, with the model's configuration:
+        a sink whose layout depends on the label names (a CSV header) learns them here, so it
+        never has to guess from the first face. Default: nothing."""
+
     def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class ResultSink(Sink):
+    """A sink that takes the typed :class:`~norface_rt.types.FrameResult` of each frame instead
+    of its message dict (the Python API hands results to its caller as they are): the pipeline
+    calls :meth:`write_result` for frames and :meth:`write` for ``eos`` and ``stats`` messages."""
+
+    @abstractmethod
+    def write_result(self, result: FrameResult) -> None:
+        """Consume one frame's result (its ``seq`` and ``emit_time`` are set)."""

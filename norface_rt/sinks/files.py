@@ -1,15 +1,29 @@
 """File sinks: JSON Lines (every message, lossless) and CSV (one row per face per frame).
 
 JSONL is the complete record: frames, end-of-stream (with its error) and stats, one JSON object per
-line, in publish order. CSV is the analysis-friendly table in the OpenFace / py-feat style; it only
-holds faces, so frames without faces produce no row (the JSONL keeps them), and ``eos``/``stats``
-messages are not written to it.
+line, in publish order. CSV is the analysis-friendly table; ``eos``/``stats`` messages are not
+written to it. Two styles (:data:`CSV_STYLES`), laid out by :class:`CsvLayout`, which
+:func:`norface_rt.to_dataframe` uses too, so a DataFrame has exactly the CSV's columns:
 
-CSV AU columns, per AU in label order (OpenFace naming, but see ``_c``):
-  ``AUxx_c`` occurrence, 0 or 1 (probability >= ``occurrence_threshold``, default 0.5), what
-             OpenFace's ``_c`` columns mean, so scripts written for OpenFace read it correctly;
-  ``AUxx_p`` occurrence probability in [0, 1], the unthresholded model output;
-  ``AUxx_r`` intensity in [0, 5].
+``default`` (py-feat-like, one row per face; frames without faces have no row, see the JSONL):
+  ``stream_id, frame`` (frame_index, from 0)``, source`` (image file, else empty)``, timestamp``
+  (pts, s)``, capture_time, face_id`` (track id)``, confidence, quality`` (``ok`` or the issues,
+  ``;``-separated)``, x0, y0, x1, y1, yaw, pitch, roll`` (degrees), [landmarks], then per AU in
+  label order ``AUxx_c`` (0/1: probability >= ``occurrence_threshold``, default 0.5, what
+  OpenFace's ``_c`` means), ``AUxx_p`` (the probability), ``AUxx_r`` (intensity 0..5), then
+  ``emotion_<name>``, [blendshapes], ``top_emotion, untrained``.
+``openface`` (OpenFace 2.0 names and conventions, so scripts written for OpenFace read it):
+  ``frame`` (from 1)``, face_id, timestamp, confidence, success, pose_Rx, pose_Ry, pose_Rz``
+  (radians, OpenFace's axes and signs: :func:`norface_rt.faces.pose.openface_rotation`),
+  [landmarks], ``AUxx_r`` for every AU, then ``AUxx_c``; then, after the OpenFace columns,
+  ``emotion_<name>, top_emotion, quality, source``, [blendshapes]. A frame without a face (or
+  whose file could not be read) gets one row with ``success`` 0, ``confidence`` 0 and empty
+  measurements. No ``pose_T*``, gaze, ``X_/Y_/Z_`` or ``p_*`` columns: they are not measured. One
+  file per stream (OpenFace writes one per video): with several streams, ``<stem>-<stream_id>``.
+
+[landmarks] (``--landmarks``): ``x_0..x_477, y_0..y_477`` (pixels) and ``z_0..z_477`` (MediaPipe's
+relative depth in the same pixel scale, smaller = nearer; not OpenFace's millimetres).
+[blendshapes] (``--blendshapes``): ``blendshape_<name>`` for MediaPipe's 52 scores (``_neutral`` included).
 """
 
 from __future__ import annotations
@@ -17,17 +31,23 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
+from norface_rt.faces.pose import openface_rotation
+from norface_rt.files import slug
 from norface_rt.sinks.base import Sink
 
-BASE_COLUMNS = ("stream_id", "frame", "timestamp", "capture_time", "face_id", "confidence",
-                "x0", "y0", "x1", "y1", "yaw", "pitch", "roll")
+CSV_STYLES: tuple[str, ...] = ("default", "openface")
+BASE_COLUMNS = ("stream_id", "frame", "source", "timestamp", "capture_time", "face_id",
+                "confidence", "quality", "x0", "y0", "x1", "y1", "yaw", "pitch", "roll")
 TAIL_COLUMNS = ("top_emotion", "untrained")
+OPENFACE_BASE_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success",
+                         "pose_Rx", "pose_Ry", "pose_Rz")
 
 
 def _open_text(path: str | Path, append: bool) -> TextIO:
@@ -60,93 +80,280 @@ class JsonlSink(Sink):
             self._f = None
 
 
-def _cell(v: float | None) -> str:
-    """Shortest round-trip text for a float; empty for missing (pandas reads it as NaN)."""
+def _cell(v: Any) -> str:
+    """A CSV cell: shortest round-trip text for a float, empty for missing (pandas reads NaN)."""
     if v is None:
         return ""
-    return repr(float(v))
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _quality_text(face: dict[str, Any]) -> str | None:
+    q = face.get("quality")
+    if q is None:
+        return None
+    return "ok" if q["ok"] else ";".join(q["issues"])
+
+
+Row = dict[str, Any]  # column -> value (int, float, str); a missing column is an empty cell
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """The columns of a CSV style and the rows of a frame message: the one owner of the table
+    layout, shared by :class:`CsvSink` and :func:`norface_rt.to_dataframe`."""
+
+    style: str = "default"
+    au_names: tuple[str, ...] = AU_NAMES
+    emotion_names: tuple[str, ...] = EMOTION_NAMES
+    landmarks: bool = False
+    blendshapes: bool = False
+    occurrence_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.style not in CSV_STYLES:
+            raise ValueError(f"--csv-style must be one of {list(CSV_STYLES)}, got {self.style!r}")
+        if not 0.0 <= self.occurrence_threshold <= 1.0:
+            raise ValueError(f"occurrence_threshold: expected a number in [0, 1], got "
+                             f"{self.occurrence_threshold}")
+
+    @property
+    def columns(self) -> list[str]:
+        lms = ([f"x_{i}" for i in range(LANDMARK_COUNT)] + [f"y_{i}" for i in range(LANDMARK_COUNT)]
+               + [f"z_{i}" for i in range(LANDMARK_COUNT)]) if self.landmarks else []
+        bss = [f"blendshape_{b}" for b in BLENDSHAPE_NAMES] if self.blendshapes else []
+        emos = [f"emotion_{e}" for e in self.emotion_names]
+        if self.style == "openface":
+            return [*OPENFACE_BASE_COLUMNS, *lms, *(f"{a}_r" for a in self.au_names),
+                    *(f"{a}_c" for a in self.au_names), *emos, "top_emotion", "quality", "source",
+                    *bss]
+        return [*BASE_COLUMNS, *lms, *(f"{a}_c" for a in self.au_names),
+                *(f"{a}_p" for a in self.au_names), *(f"{a}_r" for a in self.au_names),
+                *emos, *bss, *TAIL_COLUMNS]
+
+    def check(self, msg: dict[str, Any]) -> None:
+        """Refuse a frame whose faces do not fit the columns, naming the field and both key sets
+        (instead of silently shifting or blanking columns)."""
+        for face in msg["faces"]:
+            _check_keys("au_occurrence", face["au_occurrence"], self.au_names)
+            _check_keys("au_intensity", face["au_intensity"], self.au_names)
+            _check_keys("emotions", face["emotions"], self.emotion_names)
+            if self.landmarks:
+                lms = face.get("landmarks")
+                if not isinstance(lms, list) or len(lms) != LANDMARK_COUNT:
+                    got = "none" if lms is None else f"{len(lms)} points"
+                    raise ValueError(f"landmarks: expected {LANDMARK_COUNT} [x, y, z] points per "
+                                     f"face for the landmark columns, got {got} (run with "
+                                     "--landmarks)")
+            if self.blendshapes:
+                bs = face.get("blendshapes")
+                if bs is None:
+                    raise ValueError("blendshapes: expected MediaPipe's blendshape scores per face "
+                                     "for the blendshape columns, got none (run with "
+                                     "--blendshapes and a landmarker bundle that scores them)")
+                _check_keys("blendshapes", bs, BLENDSHAPE_NAMES)
+
+    def rows(self, msg: dict[str, Any]) -> list[Row]:
+        """The rows of one ``frame`` message (none for other types), after :meth:`check`."""
+        if msg.get("type") != "frame":
+            return []
+        self.check(msg)
+        if self.style == "openface":
+            return self._openface_rows(msg)
+        return [self._default_row(msg, face) for face in msg["faces"]]
+
+    def _measurements(self, row: Row, face: dict[str, Any]) -> None:
+        if self.landmarks:
+            pts = face["landmarks"]
+            for axis, name in enumerate("xyz"):
+                for i, p in enumerate(pts):
+                    row[f"{name}_{i}"] = float(p[axis])
+        if self.blendshapes:
+            for b in BLENDSHAPE_NAMES:
+                row[f"blendshape_{b}"] = float(face["blendshapes"][b])
+        for e in self.emotion_names:
+            row[f"emotion_{e}"] = float(face["emotions"][e])
+        row["top_emotion"] = face["top_emotion"]
+
+    def _default_row(self, msg: dict[str, Any], face: dict[str, Any]) -> Row:
+        pose = face["pose"] or {}
+        x0, y0, x1, y1 = (float(v) for v in face["box"])
+        row: Row = {
+            "stream_id": msg["stream_id"], "frame": int(msg["frame_index"]),
+            "source": msg.get("source"), "timestamp": msg["pts"],
+            "capture_time": float(msg["capture_time"]), "face_id": int(face["track_id"]),
+            "confidence": float(face["confidence"]), "quality": _quality_text(face),
+            "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+            "yaw": pose.get("yaw"), "pitch": pose.get("pitch"), "roll": pose.get("roll"),
+            "untrained": 1 if msg["untrained"] else 0,
+        }
+        occ, inten = face["au_occurrence"], face["au_intensity"]
+        for a in self.au_names:
+            row[f"{a}_c"] = 1 if occ[a] >= self.occurrence_threshold else 0
+            row[f"{a}_p"] = float(occ[a])
+            row[f"{a}_r"] = float(inten[a])
+        self._measurements(row, face)
+        return row
+
+    def _openface_rows(self, msg: dict[str, Any]) -> list[Row]:
+        frame = int(msg["frame_index"]) + 1
+        ts = msg["pts"]
+        if not msg["faces"]:
+            return [{"frame": frame, "timestamp": ts, "confidence": 0.0, "success": 0,
+                     "source": msg.get("source")}]
+        rows = []
+        for face in msg["faces"]:
+            row: Row = {"frame": frame, "face_id": int(face["track_id"]), "timestamp": ts,
+                        "confidence": float(face["confidence"]), "success": 1,
+                        "quality": _quality_text(face), "source": msg.get("source")}
+            pose = face["pose"]
+            if pose is not None:
+                rx, ry, rz = openface_rotation(pose["yaw"], pose["pitch"], pose["roll"])
+                row.update(pose_Rx=rx, pose_Ry=ry, pose_Rz=rz)
+            occ, inten = face["au_occurrence"], face["au_intensity"]
+            for a in self.au_names:
+                row[f"{a}_r"] = float(inten[a])
+                row[f"{a}_c"] = 1 if occ[a] >= self.occurrence_threshold else 0
+            self._measurements(row, face)
+            rows.append(row)
+        return rows
+
+
+def _check_keys(field: str, got: dict[str, Any], expected: Sequence[str]) -> None:
+    if set(got) != set(expected):  # order may differ: cells are looked up by name
+        raise ValueError(f"{field}: expected keys {list(expected)} (the CSV columns), "
+                         f"got {list(got)}")
+
+
+class _CsvFile:
+    """One CSV file of a layout: header first, then rows, flushed per frame."""
+
+    def __init__(self, path: Path, layout: CsvLayout) -> None:
+        self.path = path
+        self.layout = layout
+        self.columns = layout.columns
+        self._f: TextIO | None = _open_text(path, append=False)
+        self._w = csv.writer(self._f, lineterminator="\n")
+        self._w.writerow(self.columns)
+        self.rows = 0
+
+    def write(self, rows: list[Row]) -> None:
+        if self._f is None:
+            raise RuntimeError(f"CSV file {self.path} is closed")
+        for row in rows:
+            self._w.writerow([_cell(row.get(c)) for c in self.columns])
+        self.rows += len(rows)
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 class CsvSink(Sink):
-    """One row per face per frame; see the module docstring for the columns.
+    """Frames as CSV rows in one of :data:`CSV_STYLES` (see the module docstring).
 
-    AU and emotion columns come from ``au_names`` / ``emotion_names`` when given, otherwise from the
-    first face written (its key order), otherwise (no face ever seen) from the project defaults
-    so the file always has a header. A later face whose keys differ is refused with an error naming
-    the field and both key sets, instead of silently shifting columns.
+    AU and emotion columns come from ``au_names`` / ``emotion_names`` when given, else from the
+    model the pipeline binds (:meth:`bind_model`), else from the first face written, else (no face
+    ever seen) from the project defaults, so the file always has a header. A later face whose
+    keys differ is refused with an error naming the field and both key sets. The ``default`` style
+    writes every stream to ``path`` (a ``stream_id`` column tells them apart); ``openface`` writes
+    one file per stream, ``path`` itself unless ``multiple`` (several sources), then
+    ``<stem>-<stream_id><suffix>``.
     """
 
     def __init__(self, path: str | Path, au_names: Sequence[str] | None = None,
                  emotion_names: Sequence[str] | None = None, *,
-                 occurrence_threshold: float = 0.5) -> None:
-        if not 0.0 <= occurrence_threshold <= 1.0:
-            raise ValueError(f"occurrence_threshold: expected a number in [0, 1], got "
-                             f"{occurrence_threshold}")
+                 occurrence_threshold: float = 0.5, style: str = "default",
+                 landmarks: bool = False, blendshapes: bool = False,
+                 multiple: bool = False) -> None:
+        self._proto = CsvLayout(style=style, landmarks=landmarks, blendshapes=blendshapes,
+                                occurrence_threshold=occurrence_threshold)  # validates the options
         self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"output directory does not exist: {self.path.parent} "
+                                    f"(for {self.path})")
+        self.style = style
+        self.multiple = multiple
         self.occurrence_threshold = float(occurrence_threshold)
-        self._f: TextIO | None = _open_text(self.path, append=False)
-        self._w = csv.writer(self._f, lineterminator="\n")
         self._aus: tuple[str, ...] | None = tuple(au_names) if au_names is not None else None
         self._emos: tuple[str, ...] | None = (tuple(emotion_names) if emotion_names is not None
                                               else None)
-        self.columns: list[str] | None = None
-        self.rows = 0
+        self._layout: CsvLayout | None = None
+        self._files: dict[str, _CsvFile] = {}
+        self._closed = False
+        if style == "default":
+            # One file for every stream, created now so an unwritable path fails before the run.
+            _open_text(self.path, append=False).close()
         if self._aus is not None and self._emos is not None:
-            self._write_header()
+            self._fix_layout(self._aus, self._emos)
 
-    def _write_header(self) -> None:
-        assert self._aus is not None and self._emos is not None
-        self.columns = [*BASE_COLUMNS,
-                        *(f"{a}_c" for a in self._aus), *(f"{a}_p" for a in self._aus),
-                        *(f"{a}_r" for a in self._aus),
-                        *(f"emotion_{e}" for e in self._emos), *TAIL_COLUMNS]
-        self._w.writerow(self.columns)
+    @property
+    def columns(self) -> list[str] | None:
+        """The header, once the label names are known."""
+        return None if self._layout is None else self._layout.columns
 
-    def _check_keys(self, field: str, got: dict[str, Any], expected: tuple[str, ...]) -> None:
-        if set(got) != set(expected):  # order may differ: cells are looked up by name
-            raise ValueError(f"{field}: expected keys {list(expected)} (the CSV columns), "
-                             f"got {list(got)}")
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self._files.values())
+
+    @property
+    def paths(self) -> list[Path]:
+        """The files written so far."""
+        return [f.path for f in self._files.values()]
+
+    def bind_model(self, config: ModelConfig) -> None:
+        if self._layout is None:
+            self._fix_layout(self._aus or tuple(config.au_names),
+                             self._emos or tuple(config.emotion_names))
+
+    def _fix_layout(self, aus: tuple[str, ...], emos: tuple[str, ...]) -> None:
+        self._aus, self._emos = aus, emos
+        self._layout = CsvLayout(style=self.style, au_names=aus, emotion_names=emos,
+                                 landmarks=self._proto.landmarks,
+                                 blendshapes=self._proto.blendshapes,
+                                 occurrence_threshold=self.occurrence_threshold)
+        if self.style == "default":
+            self._file_for("")  # the header goes out at once
+
+    def path_for(self, stream_id: str) -> Path:
+        if self.style == "default" or (not self.multiple and not self._files):
+            return self.path
+        return self.path.with_name(f"{self.path.stem}-{slug(stream_id, sep='_')}{self.path.suffix}")
+
+    def _file_for(self, stream_id: str) -> _CsvFile:
+        key = "" if self.style == "default" else stream_id
+        f = self._files.get(key)
+        if f is None:
+            assert self._layout is not None
+            f = self._files[key] = _CsvFile(self.path_for(stream_id), self._layout)
+        return f
 
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if self._f is None:
+        if self._closed:
             raise RuntimeError(f"CsvSink({self.path}) is closed")
-        if msg.get("type") != "frame" or not msg["faces"]:
+        if msg.get("type") != "frame":
             return
-        if self.columns is None:
-            first = msg["faces"][0]
-            if self._aus is None:
-                self._aus = tuple(first["au_occurrence"])
-            if self._emos is None:
-                self._emos = tuple(first["emotions"])
-            self._write_header()
-        assert self._aus is not None and self._emos is not None
-        for face in msg["faces"]:
-            self._check_keys("au_occurrence", face["au_occurrence"], self._aus)
-            self._check_keys("au_intensity", face["au_intensity"], self._aus)
-            self._check_keys("emotions", face["emotions"], self._emos)
-        untrained = "1" if msg["untrained"] else "0"
-        for face in msg["faces"]:
-            pose = face["pose"] or {}
-            occ, inten, emo = face["au_occurrence"], face["au_intensity"], face["emotions"]
-            row = [msg["stream_id"], str(msg["frame_index"]), _cell(msg["pts"]),
-                   _cell(msg["capture_time"]), str(face["track_id"]), _cell(face["confidence"]),
-                   *(_cell(v) for v in face["box"]),
-                   _cell(pose.get("yaw")), _cell(pose.get("pitch")), _cell(pose.get("roll")),
-                   *("1" if occ[a] >= self.occurrence_threshold else "0" for a in self._aus),
-                   *(_cell(occ[a]) for a in self._aus),
-                   *(_cell(inten[a]) for a in self._aus),
-                   *(_cell(emo[e]) for e in self._emos),
-                   face["top_emotion"], untrained]
-            self._w.writerow(row)
-            self.rows += 1
-        self._f.flush()
+        if self._layout is None:
+            if not msg["faces"] and self.style == "default":
+                return  # nothing to write, nothing learnt
+            first = msg["faces"][0] if msg["faces"] else None
+            self._fix_layout(self._aus or (tuple(first["au_occurrence"]) if first else AU_NAMES),
+                             self._emos or (tuple(first["emotions"]) if first else EMOTION_NAMES))
+        assert self._layout is not None
+        rows = self._layout.rows(msg)  # checks every face before anything is written
+        if rows:
+            self._file_for(msg["stream_id"]).write(rows)
 
     def close(self) -> None:
-        if self._f is None:
+        if self._closed:
             return
-        if self.columns is None:  # no face ever arrived: still leave a valid, headed CSV
-            self._aus = self._aus or AU_NAMES
-            self._emos = self._emos or EMOTION_NAMES
-            self._write_header()
-        self._f.close()
-        self._f = None
+        if self._layout is None:  # no face ever arrived: still leave a valid, headed CSV
+            self._fix_layout(self._aus or AU_NAMES, self._emos or EMOTION_NAMES)
+        if not self._files:
+            self._file_for("")
+        for f in self._files.values():
+            f.close()
+        self._closed = True

@@ -156,6 +156,10 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
     else:
         sink = out if out is not None else sys.stdout
     gen = subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed)
+    shown = ", ".join(t or "all" for t in (topics or ("",)))
+    print(f"norface-rt listen: waiting for messages on {endpoint} (topics: {shown}; "
+          + (f"giving up after {timeout:g} s of silence" if timeout is not None
+             else "Ctrl-C to stop") + ")", file=err_stream, flush=True)
     try:
         for msg in gen:
             line = (json.dumps(msg, ensure_ascii=False, separators=(",", ":"))

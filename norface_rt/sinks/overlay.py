@@ -1,9 +1,20 @@
 """Annotated video: drawing results onto frames, writing them to mp4, or showing them in a window.
 
-The drawing is for humans checking what the analyser sees, so it favours legibility: per-track
-colours, the top emotion with its probability, a bar per AU intensity, and an unmissable
-UNTRAINED MODEL watermark when the weights are random, so a demo video can never be mistaken for
-real affect estimates.
+The drawing is for humans checking what the analyser sees, so it favours legibility over
+compactness (see ``docs/images/overlay_example.png``):
+
+* on the frame, each face gets a box in its track's colour (full when its quality flag is ok,
+  corner brackets only when it is not) and a small tag ``#id emotion``; tags are placed where they
+  overlap no other tag, so neighbouring faces in a group shot never hide each other's labels;
+* a side panel to the right of the frame (the output is wider than the source) holds one block
+  per face, left to right as on the frame: the top emotions with their probabilities, the quality
+  issues if any, and a bar per AU intensity (0..max) labelled with the AU number, drawn bright
+  when the AU's occurrence probability is at least 0.5 and dim otherwise;
+* the panel's head names the stream, frame and time, the faces cut by ``--max-faces`` and, for a
+  live window only, the real processing rate (frames published per second over the last few
+  seconds); a file overlay shows no rate, since its frames play at the source's speed;
+* an unmissable UNTRAINED MODEL watermark when the weights are random, so a demo video can never
+  be mistaken for real affect estimates.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import logging
 import os
 import re
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +43,14 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 200, 255), (255, 140, 0), (60, 220, 60), (255, 60, 160), (160, 100, 255),
     (255, 230, 0), (0, 255, 170), (255, 90, 90),
 )
+UNTRACKED = (200, 200, 200)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+PANEL_BG = (24, 24, 28)
+PANEL_WIDTH = 340  # side panel width in pixels at a frame height of 480 (scales with the frame)
+MAX_PANEL_SCALE = 3.0
+OCCURRENCE_BRIGHT = 0.5  # an AU bar is drawn bright when its occurrence probability reaches this
+
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
@@ -44,6 +63,15 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
         cv2.rectangle(img, (x - 2, y - th - 3), (x + tw + 2, y + base), bg, cv2.FILLED)
     cv2.putText(img, text, (x, y), _FONT, scale, color, thickness, cv2.LINE_AA)
     return tw, th + base
+
+
+def _fit(text: str, width: int, scale: float, thickness: int = 1) -> str:
+    """``text`` shortened with '...' to at most ``width`` pixels."""
+    if cv2.getTextSize(text, _FONT, scale, thickness)[0][0] <= width:
+        return text
+    while text and cv2.getTextSize(text + "...", _FONT, scale, thickness)[0][0] > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def _watermark(img: np.ndarray, scale: float) -> None:
@@ -66,87 +94,242 @@ def _watermark(img: np.ndarray, scale: float) -> None:
           (255, 80, 80))
 
 
-def _au_bars(img: np.ndarray, face: dict[str, Any], x0: int, y1: int, width: int, scale: float,
-             color: tuple[int, int, int], au_max: float) -> None:
-    """A small bar chart of AU intensities (0..``au_max``) under the box, in label order."""
+def track_color(track_id: int) -> tuple[int, int, int]:
+    return PALETTE[track_id % len(PALETTE)] if track_id >= 0 else UNTRACKED
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0
+
+
+def place_tags(boxes: list[Rect], sizes: list[tuple[int, int]], width: int,
+               height: int) -> list[Rect]:
+    """A rectangle for each face's tag, touching its box and overlapping no tag placed before
+    it (or, when every spot is taken, the spot overlapping least). Candidates, in order: above
+    the box (left-, then right-aligned), below it, inside its top edge, then further up."""
+    placed: list[Rect] = []
+    for (x0, y0, x1, y1), (tw, th) in zip(boxes, sizes):
+        cands = [(x0, y0 - th - 2), (x1 - tw, y0 - th - 2), (x0, y1 + 2), (x1 - tw, y1 + 2),
+                 (x0 + 2, y0 + 2)]
+        cands += [(x0, y0 - (k + 1) * (th + 2)) for k in range(1, 4)]
+        best: Rect | None = None
+        best_cost = None
+        for cx, cy in cands:
+            cx = min(max(0, cx), max(0, width - tw))
+            cy = min(max(0, cy), max(0, height - th))
+            r = (cx, cy, cx + tw, cy + th)
+            cost = sum(_overlap(r, p) for p in placed)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = r, cost
+            if cost == 0:
+                break
+        assert best is not None
+        placed.append(best)
+    return placed
+
+
+def _corners(img: np.ndarray, r: Rect, color: tuple[int, int, int], thick: int) -> None:
+    """Corner brackets only: the box of a face whose quality flag is not ok."""
+    x0, y0, x1, y1 = r
+    lx, ly = max(4, (x1 - x0) // 4), max(4, (y1 - y0) // 4)
+    for (ax, ay), (dx, dy) in (((x0, y0), (1, 1)), ((x1, y0), (-1, 1)), ((x0, y1), (1, -1)),
+                               ((x1, y1), (-1, -1))):
+        cv2.line(img, (ax, ay), (ax + dx * lx, ay), color, thick, cv2.LINE_AA)
+        cv2.line(img, (ax, ay), (ax, ay + dy * ly), color, thick, cv2.LINE_AA)
+
+
+def _au_label(name: str) -> str:
+    """AU12 -> 12 (the bars are captioned 'AU'; two digits fit under a bar)."""
+    return name[2:].lstrip("0") or "0" if name.startswith("AU") else name[:3]
+
+
+def _block_text_h(face: dict[str, Any], compact: bool, u: float) -> float:
+    """Height of a face block without its bars (the rows of :func:`_face_panel`)."""
+    q = face.get("quality")
+    rows = 46 + (0 if compact else 15) + (15 if q is not None and not q["ok"] else 0)
+    return rows * u
+
+
+def _face_panel(panel: np.ndarray, face: dict[str, Any], top: int, u: float, au_max: float,
+                compact: bool, bar_h: int) -> int:
+    """One face's block of the side panel from row ``top``; returns the row below it."""
+    w = panel.shape[1]
+    pad = int(round(10 * u))
+    color = track_color(face["track_id"])
+    lh = int(round(17 * u))
+    y = top + lh
+    cv2.rectangle(panel, (pad, y - int(11 * u)), (pad + int(10 * u), y - 1), color, cv2.FILLED)
+    emos = sorted(face["emotions"].items(), key=lambda kv: -kv[1])
+    head = f"#{face['track_id']}  {face['top_emotion']} {face['emotions'].get(face['top_emotion'], 0):.0%}"
+    _text(panel, _fit(head, w - 3 * pad, 0.52 * u), (pad + int(16 * u), y), 0.52 * u, color,
+          1, bg=None)
+    if not compact:
+        y += int(round(15 * u))
+        rest = "  ".join(f"{k} {v:.0%}" for k, v in emos[1:4]
+                         if k != face["top_emotion"] and v >= 0.005)
+        _text(panel, _fit(rest, w - 2 * pad, 0.45 * u), (pad, y), 0.45 * u, (190, 190, 190), 1,
+              bg=None)
+    q = face.get("quality")
+    if q is not None and not q["ok"]:
+        y += int(round(15 * u))
+        _text(panel, _fit("low quality: " + ", ".join(i.replace("_", " ") for i in q["issues"]),
+                          w - 2 * pad, 0.4 * u), (pad, y), 0.4 * u, (255, 170, 60), 1, bg=None)
     aus = list(face["au_intensity"].items())
     if not aus:
-        return
-    h_img, w_img = img.shape[:2]
-    bar_w = max(2, width // len(aus))
-    panel_w = bar_w * len(aus)
-    panel_h = max(12, int(28 * scale))
-    top = y1 + 4
-    if top + panel_h >= h_img:  # no room below the box: draw inside its bottom edge
-        top = y1 - panel_h - 2
-    top = min(max(0, top), max(0, h_img - panel_h))
-    left = min(max(0, x0), max(0, w_img - panel_w))
-    sub = img[top:top + panel_h, left:left + panel_w]
-    sub //= 3  # darken the background panel in place
-    for i, (_, v) in enumerate(aus):
-        bh = int(round(panel_h * min(max(v, 0.0), au_max) / au_max))
+        return y + int(round(8 * u))
+    occ = face.get("au_occurrence", {})
+    label_h = int(round(13 * u))
+    top_bars = y + int(round(6 * u))
+    span = w - 2 * pad - int(round(18 * u))  # room for the "AU" caption on the left
+    bw = max(3, span // len(aus))
+    x_start = w - pad - bw * len(aus)
+    _text(panel, "AU", (pad, top_bars + bar_h + label_h - 2), 0.36 * u, (150, 150, 150), 1,
+          bg=None)
+    base = top_bars + bar_h
+    cv2.line(panel, (x_start, base), (x_start + bw * len(aus) - 1, base), (90, 90, 90), 1)
+    dim = tuple(int(0.35 * c + 0.65 * 70) for c in color)
+    for i, (name, v) in enumerate(aus):
+        bx = x_start + i * bw
+        bh = int(round(bar_h * min(max(v, 0.0), au_max) / au_max))
+        bright = occ.get(name, 0.0) >= OCCURRENCE_BRIGHT
         if bh:
-            cv2.rectangle(img, (left + i * bar_w, top + panel_h - bh),
-                          (left + (i + 1) * bar_w - 2, top + panel_h - 1), color, cv2.FILLED)
-    top3 = sorted(aus, key=lambda kv: -kv[1])[:3]
-    label = " ".join(f"{k}:{v:.1f}" for k, v in top3)
-    _text(img, label, (left, min(h_img - 2, top + panel_h + int(14 * scale))), 0.38 * scale,
-          (255, 255, 255))
+            cv2.rectangle(panel, (bx + 1, base - bh), (bx + bw - 2, base - 1),
+                          color if bright else dim, cv2.FILLED)
+        lab = _au_label(name)
+        fs = 0.34 * u
+        (tw, _), _ = cv2.getTextSize(lab, _FONT, fs, 1)
+        _text(panel, lab, (bx + (bw - tw) // 2, base + label_h - 2), fs,
+              (230, 230, 230) if bright else (140, 140, 140), 1, bg=None)
+    return base + label_h + int(round(10 * u))
 
 
-def draw(image: np.ndarray, msg: dict[str, Any], *, fps: float | None = None) -> np.ndarray:
+def _panel(msg: dict[str, Any], height: int, u: float, fps: float | None) -> np.ndarray:
+    """The side panel of a frame (see the module doc)."""
+    w = int(round(PANEL_WIDTH * u))
+    panel = np.empty((height, w, 3), np.uint8)
+    panel[:] = PANEL_BG
+    pad = int(round(10 * u))
+    lh = int(round(17 * u))
+    y = lh
+    head = f"{msg['stream_id']}  frame {msg['frame_index']}"
+    if msg.get("pts") is not None:
+        head += f"  {msg['pts']:.2f} s"
+    _text(panel, _fit(head, w - 2 * pad, 0.5 * u), (pad, y), 0.5 * u, (235, 235, 235), 1,
+          bg=None)
+    faces = sorted(msg["faces"], key=lambda f: f["box"][0])
+    info = f"{len(faces)} face{'s' if len(faces) != 1 else ''}"
+    if msg.get("faces_cut"):
+        info += f" (+{msg['faces_cut']} cut by --max-faces)"
+    if fps is not None:
+        info += f", {fps:.1f} frames/s"
+    y += int(round(17 * u))
+    _text(panel, _fit(info, w - 2 * pad, 0.45 * u), (pad, y), 0.45 * u,
+          (255, 170, 60) if msg.get("faces_cut") else (170, 170, 170), 1, bg=None)
+    if msg.get("error"):
+        y += int(round(15 * u))
+        _text(panel, _fit("ERROR: " + str(msg["error"]), w - 2 * pad, 0.4 * u), (pad, y),
+              0.4 * u, (255, 90, 90), 1, bg=None)
+    y += int(round(8 * u))
+    cv2.line(panel, (pad, y), (w - pad, y), (70, 70, 70), 1)
+    au_max = float(msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX))
+    # A block is its text rows plus the bars: full blocks while they fit, else compact ones (one
+    # text row), else as many compact blocks as fit and a count of the rest. With room to spare
+    # (few faces) the bars grow, up to 70 px at a 480-pixel frame height.
+    room = height - y - 2 * lh  # the legend's two rows stay free
+    min_bar, max_bar = 16 * u, 70 * u
+    compact = sum(_block_text_h(f, False, u) for f in faces) + min_bar * len(faces) > room
+    texts = [_block_text_h(f, compact, u) for f in faces]
+    bar_h = int(min(max_bar, max(min_bar, (room - sum(texts)) / max(1, len(faces)))))
+    shown: list[dict[str, Any]] = []
+    used = 0.0
+    for i, (face, th) in enumerate(zip(faces, texts)):
+        last = i == len(faces) - 1
+        if used + th + bar_h > room + 2 - (0 if last else lh):  # keep a row for "+N more"
+            break
+        shown.append(face)
+        used += th + bar_h
+    for face in shown:
+        y = _face_panel(panel, face, y, u, au_max, compact, bar_h)
+    if len(shown) < len(faces):
+        _text(panel, f"+{len(faces) - len(shown)} more face(s) (boxes on the frame)",
+              (pad, min(height - 4, y + lh)), 0.45 * u, (170, 170, 170), 1, bg=None)
+    if faces and height - y >= 2 * lh:
+        _text(panel, _fit(f"bars: AU intensity 0..{au_max:g}, bright = present (p >= 0.5)",
+                          w - 2 * pad, 0.4 * u), (pad, height - int(round(8 * u))), 0.4 * u,
+              (150, 150, 150), 1, bg=None)
+    return panel
+
+
+def draw(image: np.ndarray, msg: dict[str, Any], *, fps: float | None = None,
+         panel: bool = True) -> np.ndarray:
     """Return a new RGB image with ``msg`` (a ``frame`` message) drawn onto ``image``.
 
-    Boxes are in the message's pixel space (``width`` x ``height``) and are scaled when the image
-    has another size, so an overlay can be drawn on a downscaled copy.
+    With ``panel`` (the default) the result is ``image`` plus a side panel on its right (see the
+    module doc): wider than the input, same height. ``fps``, when given, is shown as the
+    processing rate. Boxes are in the message's pixel space (``width`` x ``height``) and are
+    scaled when the image has another size, so an overlay can be drawn on a downscaled copy.
     """
     check_rgb_image(image)
     if msg.get("type") != "frame":
         raise ValueError(f"msg.type: expected 'frame', got {msg.get('type')!r}")
     out = np.ascontiguousarray(image).copy()
     h, w = out.shape[:2]
-    sx, sy = w / float(msg["width"]), h / float(msg["height"])
+    sx, sy = w / float(msg["width"] or w), h / float(msg["height"] or h)
     scale = max(0.5, min(w, h) / 480.0)
     thick = max(1, int(round(2 * scale)))
+    boxes: list[Rect] = []
+    tags: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    tag_scale = 0.55 * scale
     for face in msg["faces"]:
-        color = PALETTE[face["track_id"] % len(PALETTE)] if face["track_id"] >= 0 else (200, 200, 200)
         bx0, by0, bx1, by1 = face["box"]
-        x0, y0 = int(round(bx0 * sx)), int(round(by0 * sy))
-        x1, y1 = int(round(bx1 * sx)), int(round(by1 * sy))
-        cv2.rectangle(out, (x0, y0), (x1, y1), color, thick, cv2.LINE_AA)
-        prob = face["emotions"].get(face["top_emotion"])
-        label = f"#{face['track_id']} {face['top_emotion']}"
-        if prob is not None:
-            label += f" {prob:.0%}"
-        _text(out, label, (max(2, x0), max(int(16 * scale), y0 - 4)), 0.5 * scale, (0, 0, 0),
-              1, bg=color)
-        _au_bars(out, face, x0, y1, max(x1 - x0, 36), scale, color,
-                 float(msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX)))
-    head = f"{msg['stream_id']}  frame {msg['frame_index']}"
-    if fps is not None:
-        head += f"  {fps:.1f} fps"
-    _text(out, head, (4, int(18 * scale)), 0.5 * scale, (255, 255, 255))
-    if msg.get("error"):
-        _text(out, f"ERROR: {msg['error']}"[:120], (4, int(40 * scale)), 0.45 * scale,
-              (255, 80, 80))
+        r = (int(round(bx0 * sx)), int(round(by0 * sy)), int(round(bx1 * sx)),
+             int(round(by1 * sy)))
+        boxes.append(r)
+        color = track_color(face["track_id"])
+        q = face.get("quality")
+        if q is None or q["ok"]:
+            cv2.rectangle(out, r[:2], r[2:], color, thick, cv2.LINE_AA)
+        else:
+            _corners(out, r, color, thick)
+        tag = f"#{face['track_id']} {face['top_emotion']}"
+        (tw, th), base = cv2.getTextSize(tag, _FONT, tag_scale, 1)
+        tags.append(tag)
+        sizes.append((tw + 6, th + base + 6))
+    for face, tag, rect in zip(msg["faces"], tags, place_tags(boxes, sizes, w, h)):
+        cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), track_color(face["track_id"]),
+                      cv2.FILLED)
+        cv2.putText(out, tag, (rect[0] + 3, rect[3] - 5), _FONT, tag_scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     if msg.get("untrained"):
         _watermark(out, scale)
-    return out
+    if not panel:
+        return out
+    u = min(MAX_PANEL_SCALE, max(1.0, h / 480.0))
+    return np.ascontiguousarray(np.concatenate([out, _panel(msg, h, u, fps)], axis=1))
 
 
-class _FpsMeter:
-    """Exponential moving average of the publish rate, from the messages' ``emit_time``."""
+class RateMeter:
+    """Frames per second over the last ``window`` seconds, from the messages' ``emit_time``:
+    the rate a live window really processes at (None until a second of frames has passed).
 
-    def __init__(self) -> None:
-        self._last: float | None = None
-        self.fps: float | None = None
+    A moving average of 1/dt would report bursts: the batching stage publishes frames in groups
+    a few milliseconds apart, which read as hundreds of frames per second."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = float(window)
+        self._times: deque[float] = deque()
 
     def update(self, t: float) -> float | None:
-        if self._last is not None and t > self._last:
-            inst = 1.0 / (t - self._last)
-            self.fps = inst if self.fps is None else 0.9 * self.fps + 0.1 * inst
-        self._last = t
-        return self.fps
+        self._times.append(t)
+        while self._times and self._times[0] < t - self.window:
+            self._times.popleft()
+        span = self._times[-1] - self._times[0]
+        if len(self._times) < 2 or span < min(1.0, self.window):
+            return None
+        return (len(self._times) - 1) / span
 
 
 class OverlayVideoSink(Sink):
@@ -166,7 +349,6 @@ class OverlayVideoSink(Sink):
         self._writer = Mp4Writer(path, fps, width, height, codec=codec, crf=crf)
         self.path = self._writer.path
         self.stream_id = stream_id
-        self._meter = _FpsMeter()
 
     @property
     def codec(self) -> str:
@@ -188,8 +370,8 @@ class OverlayVideoSink(Sink):
             raise ValueError("image: expected the frame's RGB pixels for the overlay, got None "
                              "(the pipeline keeps them only for sinks with needs_image=True)")
         check_rgb_image(image)
-        fps = self._meter.update(float(msg["emit_time"]))
-        self._writer.write(draw(image, msg, fps=fps), msg["pts"])
+        # No rate burnt into a file: its frames play at the source's speed, not the analyser's.
+        self._writer.write(draw(image, msg), msg["pts"])
 
     def close(self) -> None:
         if not self._writer.opened:
@@ -277,13 +459,13 @@ class ShowSink(Sink):
         self.title = title
         self.quit_requested = False
         self._windows: set[str] = set()
-        self._meters: dict[str, _FpsMeter] = {}
+        self._meters: dict[str, RateMeter] = {}
 
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         if msg.get("type") != "frame" or image is None:
             return
         sid = msg["stream_id"]
-        meter = self._meters.setdefault(sid, _FpsMeter())
+        meter = self._meters.setdefault(sid, RateMeter())
         drawn = draw(image, msg, fps=meter.update(float(msg["emit_time"])))
         name = f"{self.title}: {sid}"
         self._windows.add(name)

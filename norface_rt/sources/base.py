@@ -91,6 +91,10 @@ class DecodeClock:
 class Source(ABC):
     """A stream of decoded frames produced by one background thread."""
 
+    # True for sources of unrelated still pictures (image files, arrays): their faces are found
+    # in MediaPipe's image mode and never tracked or smoothed across frames.
+    stills: bool = False
+
     def __init__(self, stream_id: str, *, queue_size: int, policy: Policy, live: bool) -> None:
         self._stream_id = check_stream_id(stream_id)
         self._queue: FrameQueue[FramePacket | EndOfStream] = FrameQueue(queue_size, policy)
@@ -129,7 +133,8 @@ class Source(ABC):
     @property
     def expected_frames(self) -> int | None:
         """How many frames the source says it will deliver, when it knows (a video file's declared
-        frame count); None for live streams and unknown lengths."""
+        frame count or duration x frame rate, an image folder's file count); None for live
+        streams and unknown lengths. Progress bars use it for their total and ETA."""
         return None
 
     @property
@@ -173,12 +178,14 @@ class Source(ABC):
             self._end = item
         return item
 
-    def iter_frames(self, timeout: float) -> Iterator[FramePacket]:
+    def iter_frames(self, timeout: float, *, flagged: bool = False) -> Iterator[FramePacket]:
         """Every frame of a started source up to its end of stream (then in :attr:`end`).
 
         The one read-until-end loop for callers that process a source by themselves (normalize,
-        evaluation): TimeoutError names the source when no frame or end arrives within
-        ``timeout`` seconds, so a dead input never hangs them."""
+        evaluation, plot): TimeoutError names the source when no frame or end arrives within
+        ``timeout`` seconds, so a dead input never hangs them. Frames the source could not
+        decode (``error`` set, no pixels: an unreadable file in a folder) are left out unless
+        ``flagged``; the end's error still names them."""
         while True:
             item = self.read(timeout)
             if item is None:
@@ -187,7 +194,8 @@ class Source(ABC):
                 raise TimeoutError(f"source {self._stream_id!r}: no frame within {timeout:g} s")
             if isinstance(item, EndOfStream):
                 return
-            yield item
+            if item.error is None or flagged:
+                yield item
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the decode thread to finish, discard queued frames, join it for at most ``timeout``.

@@ -98,8 +98,15 @@ class FileSource(Source):
 
     @property
     def expected_frames(self) -> int | None:
-        """The container's declared frame count (None when it declares none, or when looping)."""
-        return None if self._loop or not self._info.declared_frames else self._info.declared_frames
+        """The container's declared frame count, else its duration x frame rate (Matroska, WebM
+        and MPEG-TS declare no count); None when neither is known, or when looping."""
+        if self._loop:
+            return None
+        if self._info.declared_frames:
+            return self._info.declared_frames
+        if self._info.duration and self._info.fps:
+            return max(1, round(self._info.duration * self._info.fps))
+        return None
 
     @property
     def loops(self) -> int:

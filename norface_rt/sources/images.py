@@ -5,14 +5,17 @@ Error policy (decided here, relied on by callers):
 * missing path -> ``FileNotFoundError`` at construction; a folder with no image files, a file with
   an unsupported extension, or a *single* image that cannot be decoded -> ``ValueError`` at
   construction (nothing useful could be streamed, so fail before any thread starts);
-* an unreadable file *inside a folder* is logged and skipped, the good images are still delivered
-  (with contiguous frame indices), and the final ``EndOfStream.error`` lists every skipped file,
-  so a batch over a large folder is not lost to one bad file but the damage is never silent.
+* an unreadable file *inside a folder* is logged and delivered as a flagged frame without pixels
+  (``FramePacket.error`` says why, ``image`` is 0x0), so it yields one message with that error and
+  no faces; the good images are still delivered, and the final ``EndOfStream.error`` lists every
+  unreadable file, so a batch over a large folder is not lost to one bad file but the damage is
+  never silent.
 
-``pts`` is None (stills have no timeline); ``ImageSource.delivered_paths`` maps frame_index to the
-file it came from. Decoding is :func:`norface_rt.images.read_rgb`. ``timings[Stage.DECODE]`` is
-the time spent reading, decoding and converting that image (plus any skipped unreadable files
-before it).
+``frame_index`` is the file's position in the sorted listing, counting unreadable files: the
+N-th file is always frame N, whatever happened to the files before it. Every frame carries its
+file in ``FramePacket.source`` (``ImageSource.delivered_paths`` maps frame_index to it as well).
+``pts`` is None (stills have no timeline). Decoding is :func:`norface_rt.images.read_rgb`.
+``timings[Stage.DECODE]`` is the time spent reading, decoding and converting that file.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 class ImageSource(Source):
     """One image file or every image in a folder (sorted by name, not recursive)."""
 
+    stills = True
+
     def __init__(self, path: str | os.PathLike[str], stream_id: str | None = None,
                  queue_size: int = 8) -> None:
         self._path = Path(path)
@@ -68,6 +73,11 @@ class ImageSource(Source):
         self._delivered_paths: list[Path] = []
 
     @property
+    def expected_frames(self) -> int:
+        """One frame per image file, unreadable ones included (they are delivered flagged)."""
+        return len(self._files)
+
+    @property
     def paths(self) -> list[Path]:
         """Every candidate image, in delivery order."""
         return list(self._files)
@@ -79,7 +89,7 @@ class ImageSource(Source):
 
     @property
     def bad_files(self) -> list[str]:
-        """Why each skipped image was skipped (the message names the file)."""
+        """Why each unreadable image could not be analysed (the message names the file)."""
         return list(self._bad)
 
     def _produce(self) -> str | None:
@@ -87,6 +97,7 @@ class ImageSource(Source):
         for path in self._files:
             if self._stopping:
                 return None
+            error = None
             if self._first is not None:  # decoded (and timed) at construction
                 image, self._first = self._first, None
                 decode_s = self._first_decode_s
@@ -95,19 +106,18 @@ class ImageSource(Source):
                 try:
                     image = read_rgb(path)
                 except ValueError as exc:
-                    clock.pause()  # a skipped file's cost is charged to the next image
-                    log.warning("skipping %s", exc)
+                    log.warning("unreadable image, flagged: %s", exc)
                     self._bad.append(str(exc))
-                    continue
+                    image, error = np.zeros((0, 0, 3), np.uint8), str(exc)
                 decode_s = clock.take()
             packet = FramePacket(stream_id=self.stream_id, frame_index=self._next_index,
                                  image=image, pts=None, capture_time=time.time(), live=False,
-                                 timings={Stage.DECODE: decode_s})
+                                 timings={Stage.DECODE: decode_s}, source=str(path), error=error)
             self._delivered_paths.append(path)
             if not self._emit(packet):
                 self._delivered_paths.pop()
                 return None
         if self._bad:
-            return (f"{len(self._bad)} of {len(self._files)} images could not be decoded and "
-                    f"were skipped: " + "; ".join(self._bad))
+            return (f"{len(self._bad)} of {len(self._files)} images could not be decoded (their "
+                    f"frames carry the error): " + "; ".join(self._bad))
         return None

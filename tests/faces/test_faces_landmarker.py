@@ -113,3 +113,18 @@ def test_group_photo_needs_tiling_and_gets_distinct_ids(landmarker_path: Path, m
         for b in boxes[i + 1:]:
             inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
             assert inter == 0
+
+
+def test_faces_beyond_max_faces_are_counted_not_silently_dropped(landmarker_path: Path,
+                                                                  media_dir: Path) -> None:
+    # multi_face.jpg holds 5 people: with room for 4, the smallest is cut and counted.
+    image = load_rgb(media_dir / "multi_face.jpg")
+    with Landmarker(landmarker_path, mode="image", max_faces=4, tiling=1.0) as lm:
+        faces = lm.detect(as_packet(image, 0))
+        assert len(faces) == 4 and lm.faces_cut >= 1
+    with Landmarker(landmarker_path, mode="image", max_faces=5, tiling=1.0) as lm:
+        all_faces = lm.detect(as_packet(image, 0))
+        assert len(all_faces) == 5 and lm.faces_cut == 0
+    area = sorted((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in all_faces)
+    kept = sorted((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces)
+    assert kept == pytest.approx(area[1:], rel=0.05)  # the four largest were kept

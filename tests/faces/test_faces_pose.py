@@ -85,3 +85,46 @@ def test_real_face_rotation_and_mirror_move_angles_as_documented(image_landmarke
     for f in (base, mirrored):
         eye_mid = (f.points5[0, 0] + f.points5[1, 0]) / 2
         assert np.sign(f.points5[2, 0] - eye_mid) == np.sign(f.pose.yaw)
+
+
+def _rx(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _ry(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rz(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("yaw,pitch,roll", ANGLES)
+def test_openface_rotation_is_the_same_rotation_in_openfaces_frame(yaw, pitch, roll) -> None:
+    from norface_rt.faces.pose import openface_rotation
+
+    rx, ry, rz = openface_rotation(yaw, pitch, roll)
+    # OpenFace: R = Rx Ry Rz in the camera frame x right, y down, z away from the camera.
+    flip = np.diag([1.0, -1.0, -1.0])
+    ours_in_cv = flip @ rotation_from_angles(yaw, pitch, roll) @ flip
+    np.testing.assert_allclose(_rx(rx) @ _ry(ry) @ _rz(rz), ours_in_cv, atol=1e-12)
+    # In that frame a frontal face looks along -z: the nose direction after rotation says what
+    # the signs mean (y down: a positive pose_Rx moves the nose down, i.e. looking down).
+    nose = _rx(rx) @ _ry(ry) @ _rz(rz) @ np.array([0.0, 0.0, -1.0])
+    if pitch and not roll:  # (roll, applied last, turns the nose direction within the image)
+        assert np.sign(nose[1]) == -np.sign(pitch)  # looking up (pitch > 0): nose to image top
+
+
+@pytest.mark.parametrize("angles,expected", [
+    ((20.0, 0.0, 0.0), (0.0, -20.0, 0.0)),   # turned to the subject's left: pose_Ry < 0
+    ((0.0, 20.0, 0.0), (-20.0, 0.0, 0.0)),   # looking up: pose_Rx < 0
+    ((0.0, 0.0, 20.0), (0.0, 0.0, 20.0)),    # clockwise in the image: pose_Rz > 0
+])
+def test_openface_signs_of_single_axis_turns(angles, expected) -> None:
+    from norface_rt.faces.pose import openface_rotation
+
+    got = [math.degrees(v) for v in openface_rotation(*angles)]
+    assert got == pytest.approx(list(expected), abs=1e-9)

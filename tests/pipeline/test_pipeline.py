@@ -244,6 +244,75 @@ def test_device_align_matches_cpu_crops(tiny_model_dir, landmarker_path, media_d
                                         device_align=True), [])
 
 
+def test_image_folder_frames_name_their_file_and_count_unreadable_ones(
+        tiny_model_dir, landmarker_path, media_dir, tmp_path):
+    from norface_rt import protocol
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(media_dir / "single_face.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    shutil.copy(media_dir / "grace_hopper_512x512.jpg", folder / "c.jpg")
+    sink, _, _ = run([str(folder)], tiny_model_dir, landmarker_path)
+    frames = sink.frames()
+    for m in frames:
+        protocol.validate(m)
+    # one message per file, frame_index = the file's position, unreadable file included
+    assert [m["frame_index"] for m in frames] == [0, 1, 2]
+    assert [Path(m["source"]).name for m in frames] == ["a.jpg", "b.jpg", "c.jpg"]
+    bad = frames[1]
+    assert "b.jpg" in bad["error"] and bad["faces"] == [] and bad["width"] == bad["height"] == 0
+    assert frames[0]["faces"] and frames[2]["faces"] and not frames[0]["error"]
+    (eos,) = sink.eos()
+    assert eos["frames"] == 3 and "b.jpg" in eos["error"]
+
+
+def test_landmarks_blendshapes_and_quality_travel_when_asked(tiny_model_dir, landmarker_path,
+                                                             media_dir):
+    src = [str(media_dir / "single_face.jpg")]
+    plain, _, _ = run(src, tiny_model_dir, landmarker_path)
+    rich, _, _ = run(src, tiny_model_dir, landmarker_path, landmarks=True, blendshapes=True)
+    (p,), (r,) = plain.frames(), rich.frames()
+    assert "landmarks" not in p["faces"][0] and "blendshapes" not in p["faces"][0]
+    face = r["faces"][0]
+    assert len(face["landmarks"]) == 478
+    x0, y0, x1, y1 = face["box"]
+    xs = [pt[0] for pt in face["landmarks"]]
+    assert x0 - 1 <= min(xs) and max(xs) <= x1 + 1  # pixels of this frame, inside the box
+    assert 0.0 <= face["blendshapes"]["jawOpen"] <= 1.0 and len(face["blendshapes"]) == 52
+    assert face["quality"] == {"ok": True, "issues": []} == p["faces"][0]["quality"]
+    assert r["faces_cut"] == 0
+
+
+def test_faces_beyond_max_faces_are_counted_in_the_message_and_warned(
+        tiny_model_dir, landmarker_path, media_dir, caplog):
+    with caplog.at_level("WARNING"):
+        sink, _, _ = run([str(media_dir / "multi_face.jpg")], tiny_model_dir, landmarker_path,
+                         max_faces=4)
+    (frame,) = sink.frames()
+    assert len(frame["faces"]) == 4 and frame["faces_cut"] >= 1
+    assert any("--max-faces" in r.getMessage() for r in caplog.records)
+
+
+def test_smoothing_steadies_a_track_and_is_off_by_default(tiny_model_dir, landmarker_path,
+                                                          media_dir):
+    src = [str(media_dir / "single_face.mp4")]
+    raw, _, _ = run(src, tiny_model_dir, landmarker_path)
+    smooth, _, _ = run(src, tiny_model_dir, landmarker_path, smooth=0.5)
+
+    def jitter(sink: CollectSink) -> float:
+        seq = [m["faces"][0]["emotions"] for m in sink.frames() if len(m["faces"]) == 1]
+        names = list(seq[0])
+        arr = np.array([[e[k] for k in names] for e in seq])
+        return float(np.abs(np.diff(arr, axis=0)).mean())
+
+    assert jitter(smooth) < 0.5 * jitter(raw)
+    for m in smooth.frames():
+        for f in m["faces"]:
+            assert abs(sum(f["emotions"].values()) - 1.0) < 1e-6
+            assert f["top_emotion"] == max(f["emotions"], key=f["emotions"].get)
+
+
 def test_geometry_model_end_to_end_with_per_track_baseline(landmarker_path, media_dir, tmp_path):
     """A model with the blendshape input runs through the real pipeline; in a video the baseline
     moves each track's geometry, in stills (and with baseline=False) it does not."""

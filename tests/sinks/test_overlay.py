@@ -24,14 +24,64 @@ def test_draw_marks_the_box_and_leaves_the_input_alone(frame_msg) -> None:
     before = img.copy()
     out = draw(img, msg, fps=24.0)
     assert np.array_equal(img, before), "draw() must not modify its input"
-    assert out.shape == img.shape and out.dtype == np.uint8
-    box_region = np.abs(out[y0:y1 + 1, x0:x1 + 1].astype(int) - 90).sum(axis=2) > 0
-    assert box_region[:, 0].mean() > 0.9 and box_region[0, :].mean() > 0.9  # the outline
-    # AU bars right under the box, in the track's colour.
-    bars = out[y1 + 5:y1 + 20, x0:x1]
-    assert (np.abs(bars.astype(int) - 90).sum(axis=2) > 0).any()
+    # the frame, then the side panel on its right (same height)
+    assert out.shape == (360, 640 + overlay.PANEL_WIDTH, 3) and out.dtype == np.uint8
+    frame = out[:, :640]
+    box_region = np.abs(frame[y0:y1 + 1, x0:x1 + 1].astype(int) - 90).sum(axis=2) > 0
+    assert box_region[:, 0].mean() > 0.9 and box_region[-1, :].mean() > 0.9  # the outline
+    colour = overlay.track_color(msg["faces"][0]["track_id"])
+    # the tag sits against the box, filled with the track's colour
+    tag = frame[max(0, y0 - 30):y0, x0:x1]
+    assert (np.abs(tag.astype(int) - colour).sum(axis=2) == 0).mean() > 0.2
     # A region with no face and no text stays untouched when the model is trained.
-    assert np.array_equal(out[250:330, 450:630], img[250:330, 450:630])
+    assert np.array_equal(frame[250:330, 450:630], img[250:330, 450:630])
+    # the panel holds the face's block: bars in the track's colour
+    panel = out[:, 640:]
+    assert (np.abs(panel.astype(int) - colour).sum(axis=2) < 40).sum() > 100
+    same_size = draw(img, msg, panel=False)
+    assert same_size.shape == img.shape
+
+
+def test_au_bars_are_labelled_and_bright_only_when_present(frame_msg) -> None:
+    img = np.full((360, 640, 3), 90, np.uint8)
+
+    def panel_colour_pixels(occurrence: float) -> int:
+        msg = frame_msg(n_faces=1, untrained=False)
+        face = msg["faces"][0]
+        face["au_intensity"] = {k: 4.0 for k in face["au_intensity"]}
+        face["au_occurrence"] = {k: occurrence for k in face["au_occurrence"]}
+        colour = overlay.track_color(face["track_id"])
+        panel = draw(img, msg)[:, 640:].astype(int)
+        return int((np.abs(panel - colour).sum(axis=2) < 30).sum())
+
+    bright, dim = panel_colour_pixels(0.9), panel_colour_pixels(0.1)
+    assert bright > 5 * max(dim, 1), (bright, dim)
+    assert overlay._au_label("AU01") == "1" and overlay._au_label("AU43") == "43"
+
+
+def test_tags_of_neighbouring_faces_never_overlap(frame_msg) -> None:
+    # six faces side by side, tags wider than the faces: a naive "above the box" collides
+    boxes = [(40 + 45 * i, 200, 80 + 45 * i, 240) for i in range(6)]
+    sizes = [(110, 22)] * 6
+    rects = overlay.place_tags(boxes, sizes, 640, 360)
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and a[2] <= 640 and 0 <= a[1] and a[3] <= 360
+        for b in rects[i + 1:]:
+            assert overlay._overlap(a, b) == 0, (a, b)
+    # and each tag touches its own box (above, below or inside it)
+    for (bx0, by0, bx1, by1), (tx0, ty0, tx1, ty1) in zip(boxes, rects):
+        assert tx0 < bx1 and tx1 > bx0 and (ty1 <= by0 + 30 or ty0 >= by1 - 30)
+
+
+def test_rate_is_the_real_average_not_the_burst(frame_msg) -> None:
+    meter = overlay.RateMeter(window=3.0)
+    t, rates = 100.0, []
+    for _ in range(20):  # 8 frames published 1 ms apart every 0.32 s: 25 frames/s on average
+        for k in range(8):
+            rates.append(meter.update(t + k * 0.001))
+        t += 0.32
+    assert rates[0] is None
+    assert rates[-1] == pytest.approx(25.0, rel=0.12)
 
 
 def test_untrained_watermark(frame_msg) -> None:
@@ -54,6 +104,15 @@ def test_draw_scales_boxes_to_a_smaller_image(frame_msg) -> None:
     # The left edge of the box lands at half the coordinates.
     col = small[int(y0 / 2) + 10:int(y1 / 2) - 10, int(round(x0 / 2))]
     assert (col.sum(axis=1) > 0).all()
+
+
+def test_poor_quality_faces_get_corner_brackets(frame_msg) -> None:
+    msg = frame_msg(n_faces=1, untrained=False)
+    msg["faces"][0]["quality"] = {"ok": False, "issues": ["small_face"]}
+    x0, y0, x1, y1 = (int(v) for v in msg["faces"][0]["box"])
+    out = draw(np.full((360, 640, 3), 90, np.uint8), msg)
+    left_edge = np.abs(out[y0:y1, x0].astype(int) - 90).sum(axis=1) > 0
+    assert left_edge[:10].all() and not left_edge[len(left_edge) // 2]  # corners, not a side
 
 
 def test_draw_rejects_bad_input(frame_msg) -> None:
@@ -82,7 +141,8 @@ def test_overlay_video_is_playable_with_source_timing(tmp_path: Path, frame_msg)
         assert st.codec_context.name == ("h264" if available_codec() == "libx264" else "mpeg4")
         frames = list(c.decode(video=0))
     assert len(frames) == n
-    assert (frames[0].width, frames[0].height) == (160, 120)  # rounded down to even for yuv420p
+    # frame + side panel, rounded down to even for yuv420p
+    assert (frames[0].width, frames[0].height) == ((161 + overlay.PANEL_WIDTH) // 2 * 2, 120)
     times = [float(f.pts * f.time_base) for f in frames]
     assert times == pytest.approx([0.5 + i * 0.04 for i in range(n)], abs=0.002)
 

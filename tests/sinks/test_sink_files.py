@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from norface_rt import protocol
@@ -135,3 +136,106 @@ def test_jsonl_append_and_nan_refused(tmp_path: Path, frame_msg) -> None:
         with pytest.raises(ValueError):
             s.write(bad)
     assert [json.loads(x)["seq"] for x in p.read_text().splitlines()] == [0, 1]
+
+
+# ----------------------------------------------------------------------------- CSV styles
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def test_openface_header_matches_the_golden_file(tmp_path: Path, frame_msg) -> None:
+    # The golden files are the reviewed headers: a change to the OpenFace-style columns must be
+    # a deliberate edit of them (and of CHANGELOG.md), never a side effect.
+    for landmarks, name in ((False, "openface_header.csv"), (True, "openface_header_landmarks.csv")):
+        sink = CsvSink(tmp_path / name, style="openface", landmarks=landmarks)
+        sink.close()
+        header = (tmp_path / name).read_text().splitlines()[0]
+        assert header == (GOLDEN / name).read_text().strip()
+    cols = (GOLDEN / "openface_header.csv").read_text().strip().split(",")
+    assert cols[:8] == ["frame", "face_id", "timestamp", "confidence", "success", "pose_Rx",
+                        "pose_Ry", "pose_Rz"]
+    r_cols = [c for c in cols if c.endswith("_r")]
+    c_cols = [c for c in cols if c.endswith("_c")]
+    assert r_cols == [f"{a}_r" for a in AU_NAMES] and c_cols == [f"{a}_c" for a in AU_NAMES]
+    assert cols.index(r_cols[-1]) < cols.index(c_cols[0])  # every _r before every _c
+    assert not [c for c in cols if c.startswith(("pose_T", "gaze", "X_", "p_", "x_"))]
+    with_lm = (GOLDEN / "openface_header_landmarks.csv").read_text().strip().split(",")
+    assert with_lm[8:8 + 478] == [f"x_{i}" for i in range(478)]
+    assert with_lm[8 + 478] == "y_0" and with_lm.index("AU01_r") == 8 + 3 * 478
+
+
+def test_openface_rows_follow_openfaces_conventions(tmp_path: Path, frame_msg) -> None:
+    import math
+
+    from norface_rt.faces.pose import openface_rotation
+
+    sink = CsvSink(tmp_path / "of.csv", style="openface")
+    sink.write(frame_msg(seq=0, n_faces=2, pts=0.0))
+    sink.write(frame_msg(seq=1, n_faces=0, pts=0.04))  # no face: a success=0 row
+    bad = frame_msg(seq=2, n_faces=0, error="cannot decode image x.jpg")
+    bad["pts"] = None
+    sink.write(bad)
+    sink.write(protocol.eos_message(EndOfStream("cam0", 3), 3))
+    sink.close()
+    _, rows = read_csv(tmp_path / "of.csv")
+    assert [r["frame"] for r in rows] == ["1", "1", "2", "3"]  # 1-based, one row per face
+    assert [r["success"] for r in rows] == ["1", "1", "0", "0"]
+    assert rows[2]["confidence"] == "0.0" and rows[2]["face_id"] == "" and rows[2]["AU12_r"] == ""
+    assert rows[2]["timestamp"] == "0.04" and rows[3]["timestamp"] == ""
+    face = frame_msg(seq=0, n_faces=2, pts=0.0)["faces"][0]
+    rx, ry, rz = openface_rotation(10.0, -5.0, 2.5)  # the pose make_face gives every face
+    assert float(rows[0]["pose_Rx"]) == pytest.approx(rx)
+    assert float(rows[0]["pose_Ry"]) == pytest.approx(ry)
+    assert float(rows[0]["pose_Rz"]) == pytest.approx(rz)
+    assert abs(float(rows[0]["pose_Ry"])) == pytest.approx(math.radians(10.0), abs=0.01)
+    assert rows[0]["face_id"] == str(face["track_id"])
+    assert rows[0]["AU12_c"] in ("0", "1") and 0 <= float(rows[0]["AU12_r"]) <= 5
+    assert rows[0]["top_emotion"] == face["top_emotion"]
+
+
+def test_openface_style_writes_one_file_per_stream(tmp_path: Path, frame_msg) -> None:
+    sink = CsvSink(tmp_path / "of.csv", style="openface", multiple=True)
+    sink.write(frame_msg(seq=0, n_faces=1, stream_id="cam0"))
+    sink.write(frame_msg(seq=0, n_faces=1, stream_id="cam1"))
+    sink.write(frame_msg(seq=1, n_faces=0, stream_id="cam0"))
+    sink.close()
+    assert sorted(p.name for p in sink.paths) == ["of-cam0.csv", "of-cam1.csv"]
+    _, a = read_csv(tmp_path / "of-cam0.csv")
+    _, b = read_csv(tmp_path / "of-cam1.csv")
+    assert [r["success"] for r in a] == ["1", "0"] and len(b) == 1
+
+
+def test_default_style_has_source_quality_and_optional_columns(tmp_path: Path) -> None:
+    import time as _time
+
+    from norface_rt.config import BLENDSHAPE_NAMES
+    from norface_rt.types import FaceQuality, FaceResult, FrameResult
+
+    face = FaceResult(track_id=3, box=(10.0, 20.0, 110.0, 140.0), confidence=0.3, pose=None,
+                      au_occurrence={a: 0.5 for a in AU_NAMES},
+                      au_intensity={a: 1.0 for a in AU_NAMES},
+                      emotions={e: 1.0 / len(EMOTION_NAMES) for e in EMOTION_NAMES},
+                      top_emotion=EMOTION_NAMES[0], model_id="m")
+    face.landmarks = np.tile(np.array([[50.0, 60.0, -3.0]], np.float32), (478, 1))
+    face.blendshapes = {b: 0.25 for b in BLENDSHAPE_NAMES}
+    face.quality = FaceQuality(("small_face", "low_confidence"))
+    fr = FrameResult(stream_id="photos", seq=0, frame_index=4, pts=None,
+                     capture_time=_time.time(), width=640, height=360, dropped=0, faces=[face],
+                     untrained=False, source="photos/e.jpg")
+    msg = fr.to_message(landmarks=True, blendshapes=True)
+    sink = CsvSink(tmp_path / "d.csv", landmarks=True, blendshapes=True)
+    sink.write(msg)
+    sink.close()
+    cols, (row,) = read_csv(tmp_path / "d.csv")
+    assert row["source"] == "photos/e.jpg" and row["frame"] == "4"
+    assert row["quality"] == "small_face;low_confidence"
+    assert (row["x_0"], row["y_477"], row["z_10"]) == ("50.0", "60.0", "-3.0")
+    assert row["blendshape_jawOpen"] == "0.25" and row["blendshape__neutral"] == "0.25"
+    assert cols.index("roll") < cols.index("x_0") < cols.index("AU01_c")
+    assert cols.index("emotion_contempt") < cols.index("blendshape__neutral") < cols.index("top_emotion")
+    # asking for landmark columns without landmarks in the messages is named, not blanked
+    sink = CsvSink(tmp_path / "e.csv", landmarks=True)
+    with pytest.raises(ValueError, match="landmarks: expected 478"):
+        sink.write(fr.to_message())
+    sink.close()
+    with pytest.raises(ValueError, match="--csv-style must be one of"):
+        CsvSink(tmp_path / "f.csv", style="excel")

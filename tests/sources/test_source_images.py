@@ -30,22 +30,30 @@ def test_folder_delivers_good_images_in_name_order_and_reports_bad_ones(
     assert (src.live, src.policy) == (False, "lossless")
     assert [p.name for p in src.paths] == ["a_astro.png", "b_face.JPG", "c_broken.jpg",
                                            "d_group.jpeg", "e_grey.png"]
+    assert src.expected_frames == 5  # one frame per file, the unreadable one included
     with src:
         packets, eos = drain(src)
-    assert [p.frame_index for p in packets] == [0, 1, 2, 3]
-    assert [p.image.shape for p in packets] == [(512, 512, 3), (562, 572, 3), (667, 1000, 3),
-                                                (48, 64, 3)]
+    # frame_index = the file's position: the unreadable file is frame 2, flagged, without pixels
+    assert [p.frame_index for p in packets] == [0, 1, 2, 3, 4]
+    assert [Path(p.source).name for p in packets] == ["a_astro.png", "b_face.JPG", "c_broken.jpg",
+                                                      "d_group.jpeg", "e_grey.png"]
+    assert [p.error is None for p in packets] == [True, True, False, True, True]
+    assert "c_broken.jpg" in packets[2].error and packets[2].image.shape == (0, 0, 3)
+    good = [p for p in packets if p.error is None]
+    assert [p.image.shape for p in good] == [(512, 512, 3), (562, 572, 3), (667, 1000, 3),
+                                             (48, 64, 3)]
     assert all(p.image.dtype == np.uint8 and p.pts is None for p in packets)
-    assert [p.name for p in src.delivered_paths] == ["a_astro.png", "b_face.JPG", "d_group.jpeg",
-                                                     "e_grey.png"]
+    assert [p.name for p in src.delivered_paths] == ["a_astro.png", "b_face.JPG", "c_broken.jpg",
+                                                     "d_group.jpeg", "e_grey.png"]
     # RGB order, identical to OpenCV's BGR decode flipped
     bgr = cv2.imread(str(media_dir / "single_face.jpg"))
     assert bgr is not None
     np.testing.assert_array_equal(packets[1].image, bgr[:, :, ::-1])
-    np.testing.assert_array_equal(packets[3].image[:, :, 0], grey)
-    assert eos.frames == 4
+    np.testing.assert_array_equal(packets[4].image[:, :, 0], grey)
+    assert eos.frames == 5
     assert eos.error is not None
-    assert eos.error.startswith("1 of 5 images could not be decoded and were skipped: ")
+    assert eos.error.startswith("1 of 5 images could not be decoded (their frames carry the "
+                                "error): ")
     assert "c_broken.jpg" in eos.error
     assert len(src.bad_files) == 1
 
@@ -74,3 +82,16 @@ def test_construction_errors_name_the_path(tmp_path: Path) -> None:
     gif.write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match=r"unsupported image extension '\.gif'"):
         ImageSource(gif)
+
+
+def test_iter_frames_leaves_out_flagged_frames_unless_asked(media_dir: Path, tmp_path: Path) -> None:
+    # Callers that process pixels themselves (normalize, evaluation) cannot use a frame without
+    # pixels; the pipeline reads every frame and publishes the flagged one.
+    shutil.copy(media_dir / "single_face.jpg", tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"broken")
+    shutil.copy(media_dir / "astronaut.png", tmp_path / "c.png")
+    with ImageSource(tmp_path) as src:
+        got = [p.frame_index for p in src.iter_frames(10.0)]
+    assert got == [0, 2] and src.end is not None and "b.jpg" in src.end.error
+    with ImageSource(tmp_path) as src:
+        assert [p.frame_index for p in src.iter_frames(10.0, flagged=True)] == [0, 1, 2]

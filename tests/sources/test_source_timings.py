@@ -85,7 +85,9 @@ def test_image_source_times_single_images_and_folders(media_dir: Path, tmp_path:
     with ImageSource(tmp_path, queue_size=1) as src:
         packets, eos = drain(src)
     assert eos.error is not None and "b_broken.jpg" in eos.error
-    assert [p.frame_index for p in packets] == [0, 1]
+    # the unreadable file is a flagged frame (its failed decode timed too), indices unshifted
+    assert [p.frame_index for p in packets] == [0, 1, 2]
+    assert [p.error is None for p in packets] == [True, False, True]
     assert_decode_timed(packets)
 
 

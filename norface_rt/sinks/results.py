@@ -1,0 +1,53 @@
+"""The Python API's sink: typed results handed to the caller through one bounded queue.
+
+:class:`norface_rt.Analyzer` runs the same :class:`~norface_rt.pipeline.Pipeline` as the CLI and
+reads its frames from here, one :class:`~norface_rt.types.FrameResult` at a time. The queue is
+lossless and bounded: when the caller reads slowly (or pauses), the publish thread blocks on it
+and the pipeline's own bounded queues carry the back-pressure to the decoder, so a long video
+never accumulates in memory. :meth:`ResultQueue.cancel` releases a blocked publish thread at once
+when the caller stops early.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from norface_rt.sinks.base import ResultSink
+from norface_rt.sources.frame_queue import FrameQueue
+from norface_rt.types import FrameResult
+
+Item = FrameResult | dict[str, Any]  # a frame's result, or an ``eos`` message
+
+
+class ResultQueue(ResultSink):
+    """Frames (and each stream's ``eos`` message) in publish order, at most ``maxsize`` waiting."""
+
+    def __init__(self, maxsize: int = 16) -> None:
+        self._q: FrameQueue[Item] = FrameQueue(maxsize, "lossless")
+
+    def write_result(self, result: FrameResult) -> None:
+        self._q.put(result)  # blocks while the caller has not read; False once cancelled
+
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if msg.get("type") == "eos":
+            self._q.put_final(msg)  # never blocks: an end must reach the caller
+
+    def get(self, timeout: float) -> Item | None:
+        """The next item, or None when nothing arrived within ``timeout`` seconds."""
+        return self._q.get(timeout)
+
+    def cancel(self) -> None:
+        """Refuse further results and wake a publish thread blocked on a full queue."""
+        self._q.close()
+        self._q.drain()
+
+    def close(self) -> None:
+        self._q.close()
+
+
+class ImageResultQueue(ResultQueue):
+    """A :class:`ResultQueue` whose results keep their frame's pixels (``FrameResult.image``)."""
+
+    needs_image = True

@@ -1,0 +1,234 @@
+"""The Python API on real media: the CLI's pipeline underneath, typed results, bounded memory,
+early exits that stop every thread, and DataFrames with the CSV's columns."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import norface_rt
+from norface_rt.pipeline import Pipeline
+from norface_rt.types import FaceQuality, FaceResult, FrameResult
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "norface_rt", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def analyzer(tiny_model_dir: Path, landmarker_path: Path):
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path, max_faces=8) as a:
+        yield a
+
+
+def pipeline_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith(("norface-", "source-")) and t.is_alive()]
+
+
+def test_import_stays_light() -> None:
+    code = ("import sys, norface_rt\n"
+            "heavy = ('torch', 'mediapipe', 'cv2', 'onnxruntime', 'av', 'numpy', 'pandas', "
+            "'matplotlib', 'zmq')\n"
+            "print([m for m in heavy if m in sys.modules])\n"
+            "norface_rt.Analyzer, norface_rt.to_dataframe, norface_rt.FrameResult\n"
+            "print([m for m in ('torch', 'mediapipe', 'pandas', 'matplotlib') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.splitlines()
+    assert out == ["[]", "[]"], out
+
+
+def test_analyze_image_path_and_array_agree(analyzer, media_dir: Path) -> None:
+    from norface_rt.images import read_rgb
+
+    faces = analyzer.analyze_image(media_dir / "multi_face.jpg")
+    assert len(faces) == 5 and all(isinstance(f, FaceResult) for f in faces)
+    f = faces[0]
+    assert isinstance(f.quality, FaceQuality) and f.landmarks.shape == (478, 3)
+    assert set(f.au_intensity) == set(analyzer.config.au_names)
+    assert f.blendshapes is not None and 0 <= f.blendshapes["jawOpen"] <= 1
+    from_array = analyzer.analyze_image(read_rgb(media_dir / "multi_face.jpg"))
+    assert [g.box for g in from_array] == [g.box for g in faces]
+    np.testing.assert_allclose([list(g.emotions.values()) for g in from_array],
+                               [list(g.emotions.values()) for g in faces], atol=1e-6)
+    assert analyzer.analyze_image(np.zeros((64, 64, 3), np.uint8)) == []  # no face: no error
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((64, 64, 3), np.float32), r"^image: .*got float32 array .*\(floats: if they hold 0\.\.1"),
+    (np.zeros((64, 64), np.uint8), r"shape \(64, 64\) \(one channel: a grey image"),
+    (np.zeros((64, 64, 4), np.uint8), r"\(4 channels: RGBA\? image\[\.\.\., :3\]"),
+    (np.zeros((64, 64, 3), np.uint16), r"\(dtype uint16: expected uint8"),
+    (np.zeros((0, 64, 3), np.uint8), r"height and width must be at least 1"),
+    ([[1, 2, 3]], r"image: expected a path or an HxWx3 uint8 RGB array, got list"),
+])
+def test_analyze_image_names_what_is_wrong_with_an_array(analyzer, bad, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        analyzer.analyze_image(bad)
+
+
+def test_analyze_image_refuses_videos_folders_and_missing_files(analyzer, media_dir, tmp_path):
+    with pytest.raises(ValueError, match="use analyze_video"):
+        analyzer.analyze_image(media_dir / "single_face.mp4")
+    with pytest.raises(ValueError, match="use analyze_video"):
+        analyzer.analyze_image(media_dir)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        analyzer.analyze_image(tmp_path / "missing.jpg")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="cannot decode image"):
+        analyzer.analyze_image(tmp_path / "broken.png")
+
+
+def test_analyze_video_runs_the_clis_pipeline(analyzer, media_dir: Path) -> None:
+    analysis = analyzer.analyze_video(media_dir / "single_face.mp4")
+    assert isinstance(analysis.pipeline, Pipeline) and analysis.expected_frames == 72
+    frames = list(analysis)
+    assert all(isinstance(f, FrameResult) for f in frames)
+    assert [f.frame_index for f in frames] == list(range(72)) and [f.seq for f in frames] == \
+        list(range(72))
+    assert sum(1 for f in frames if f.faces) >= 65 and frames[0].image is None
+    assert analysis.ended and analysis.error is None and analysis.frames == 72
+    assert not pipeline_threads()
+    with pytest.raises(RuntimeError, match="already iterated"):
+        iter(analysis)
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):  # at the call, not on iteration
+        analyzer.analyze_video(media_dir / "nope.mp4")
+
+
+def test_results_equal_the_clis_messages(analyzer, tiny_model_dir, landmarker_path, media_dir,
+                                         tmp_path) -> None:
+    res = cli("run", str(media_dir / "multi_face.jpg"), "--model-dir", str(tiny_model_dir),
+              "--landmarker", str(landmarker_path), "--max-faces", "8", "--jsonl",
+              str(tmp_path / "r.jsonl"), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    (msg,) = [m for m in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())
+              if m["type"] == "frame"]
+    faces = analyzer.analyze_image(media_dir / "multi_face.jpg")
+    assert [f.to_dict() for f in faces] == msg["faces"]
+
+
+def test_folder_frames_carry_their_file_and_a_bad_file_is_a_warned_frame(analyzer, media_dir,
+                                                                         tmp_path) -> None:
+    shutil.copy(media_dir / "single_face.jpg", tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"not a picture")
+    shutil.copy(media_dir / "grace_hopper_512x512.jpg", tmp_path / "c.jpg")
+    analysis = analyzer.analyze_video(tmp_path)
+    with pytest.warns(norface_rt.StreamWarning, match="b.jpg"):
+        frames = list(analysis)
+    assert [Path(f.source).name for f in frames] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert [f.frame_index for f in frames] == [0, 1, 2]
+    assert frames[1].error and not frames[1].faces and frames[0].faces and frames[2].faces
+    assert "b.jpg" in analysis.error
+
+
+def test_leaving_the_loop_early_stops_every_thread(analyzer, media_dir: Path) -> None:
+    assert not pipeline_threads()
+    seen = 0
+    for frame in analyzer.analyze_video(media_dir / "WolfgangLanger_Pexels.mp4"):
+        seen += 1
+        if seen == 3:
+            break
+    gc.collect()
+    deadline = time.monotonic() + 5.0
+    while pipeline_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pipeline_threads(), pipeline_threads()
+    # closing an analysis that never ran releases it as well
+    analyzer.analyze_video(media_dir / "single_face.mp4").close()
+    assert not pipeline_threads()
+
+
+def test_a_paused_caller_holds_the_decoder_back(analyzer, media_dir: Path) -> None:
+    # 472 frames; with the caller paused, only the bounded queues' worth may be decoded.
+    with analyzer.analyze_video(media_dir / "WolfgangLanger_Pexels.mp4", buffer=4) as analysis:
+        it = iter(analysis)
+        next(it), next(it)
+        time.sleep(3.0)
+        source = analysis.pipeline.sources[0]
+        decoded = source.frames
+        assert decoded < 80, f"{decoded} frames decoded while the caller read 2"
+        more = [next(it) for _ in range(10)]
+        assert [f.frame_index for f in more] == list(range(2, 12))
+
+
+def test_keep_images_and_smoothing_options(tiny_model_dir, landmarker_path, media_dir) -> None:
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path, smooth=0.3) as a:
+        frames = []
+        for f in a.analyze_video(media_dir / "single_face.mp4", keep_images=True):
+            frames.append(f)
+            if len(frames) == 5:
+                break
+    assert frames[0].image is not None and frames[0].image.shape == (360, 640, 3)
+    with pytest.raises(ValueError, match="--smooth"):
+        norface_rt.Analyzer(tiny_model_dir, landmarker_path, smooth=-1)
+    with pytest.raises(ValueError, match="--max-faces"):
+        norface_rt.Analyzer(tiny_model_dir, landmarker_path, max_faces=0)
+
+
+def test_missing_model_fails_at_construction(landmarker_path, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="Looked in"):
+        norface_rt.Analyzer(tmp_path / "none", landmarker_path)
+
+
+# ----------------------------------------------------------------------------- DataFrames
+@pytest.mark.parametrize("style,extra", [("default", []), ("openface", []),
+                                         ("default", ["--landmarks", "--blendshapes"]),
+                                         ("openface", ["--landmarks", "--blendshapes"])])
+def test_to_dataframe_has_the_csvs_columns(analyzer, tiny_model_dir, landmarker_path, media_dir,
+                                           tmp_path, style, extra) -> None:
+    import pandas as pd
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(media_dir / "multi_face.jpg", folder / "a.jpg")
+    shutil.copy(media_dir / "astronaut.png", folder / "b.png")  # a face or none
+    (folder / "c.jpg").write_bytes(b"unreadable")  # a success=0 row in the OpenFace style
+    res = cli("run", str(folder), "--model-dir", str(tiny_model_dir), "--landmarker",
+              str(landmarker_path), "--max-faces", "8", "--csv", str(tmp_path / "out.csv"),
+              "--csv-style", style, *extra, "--no-progress")
+    assert res.returncode == 1, res.stderr  # the unreadable file ends the stream with an error
+    from_csv = pd.read_csv(tmp_path / "out.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", norface_rt.StreamWarning)
+        frames = list(analyzer.analyze_video(folder))
+    df = norface_rt.to_dataframe(frames, style=style, landmarks=bool(extra),
+                                 blendshapes=bool(extra))
+    assert list(df.columns) == list(from_csv.columns)
+    assert len(df) == len(from_csv)
+    for col in ("AU12_r", "emotion_happy", "confidence"):
+        np.testing.assert_allclose(df[col].to_numpy(float), from_csv[col].to_numpy(float),
+                                   atol=1e-9, equal_nan=True)
+    if style == "openface":
+        assert from_csv["frame"].tolist()[0] == 1 and 0 in from_csv["success"].tolist()
+
+
+def test_to_dataframe_reads_message_dicts_and_refuses_mixed_openface_streams(analyzer, media_dir):
+    frames = list(analyzer.analyze_video(media_dir / "single_face.jpg"))
+    msgs = [f.to_message() for f in frames]
+    assert list(norface_rt.to_dataframe(msgs).columns) == list(
+        norface_rt.to_dataframe(frames).columns)
+    other = dict(msgs[0], stream_id="other")
+    with pytest.raises(ValueError, match="style 'openface' has no stream column"):
+        norface_rt.to_dataframe([msgs[0], other], style="openface")
+    with pytest.raises(ValueError, match="style: expected one of"):
+        norface_rt.to_dataframe(msgs, style="excel")
+
+
+def test_to_dataframe_without_pandas_names_the_extra(monkeypatch, analyzer) -> None:
+    from norface_rt import extras
+
+    monkeypatch.setitem(extras.EXTRA_MODULES, "pandas", ("no_such_module_for_this_test",))
+    with pytest.raises(extras.MissingExtra, match=r"pip install 'norface-rt\[pandas\]'"):
+        norface_rt.to_dataframe([])
