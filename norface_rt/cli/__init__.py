@@ -11,12 +11,22 @@ import sys
 from collections.abc import Callable, Sequence
 
 from norface_rt import __version__
-from norface_rt.cli import bench, build_engines, listen, models, normalize, run
+from norface_rt.cli import (
+    bench,
+    build_engines,
+    listen,
+    models,
+    normalize,
+    run,
+    triton_repo,
+    triton_server,
+)
 from norface_rt.cli.args import fail, nonneg_float, positive_int, setup_logging
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run.run, "listen": listen.run, "normalize": normalize.run, "models": models.run,
-    "bench": bench.run, "build-engines": build_engines.run,
+    "bench": bench.run, "build-engines": build_engines.run, "triton-repo": triton_repo.run,
+    "triton-server": triton_server.run,
 }
 
 
@@ -27,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"norface-rt {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (run, listen, normalize, models, bench, build_engines):
+    for module in (run, listen, normalize, models, bench, build_engines, triton_repo, triton_server):
         module.add_parser(sub)
     return p
 

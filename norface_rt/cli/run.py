@@ -27,6 +27,16 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     r.add_argument("--landmarker", help="MediaPipe face_landmarker .task (else $NORFACE_RT_LANDMARKER)")
     r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES))
+    r.add_argument("--triton-url", default=None, metavar="grpc://HOST:PORT",
+                   help="with --backend triton: the Triton server's gRPC endpoint (the model and "
+                        "its config come from the server; docs/scaling.md)")
+    r.add_argument("--triton-model", default="norface",
+                   help="with --backend triton: the ensemble's name (default norface)")
+    r.add_argument("--triton-timeout", type=nonneg_float("--triton-timeout"), default=10.0,
+                   help="with --backend triton: seconds one request may take (default 10)")
+    r.add_argument("--triton-retry", type=nonneg_float("--triton-retry"), default=30.0,
+                   help="with --backend triton: seconds a batch is retried while the server is "
+                        "down, restarting or overloaded, before its frames are flagged (default 30)")
     r.add_argument("--device", default=None,
                    help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); "
                         "default cpu for torch, cuda for torch-cuda and tensorrt")
@@ -61,6 +71,16 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--csv", help="write one row per face per frame (OpenFace/py-feat style)")
     r.add_argument("--overlay", help="write an annotated mp4 (one file per stream if several)")
     r.add_argument("--show", action="store_true", help="show the annotated frames in a window")
+    r.add_argument("--nats", metavar="URL", help="also publish every message to NATS JetStream "
+                                                "(nats://HOST:4222), acknowledged and replayable")
+    r.add_argument("--nats-stream", default="NORFACE",
+                   help="JetStream stream name (created if missing; default NORFACE)")
+    r.add_argument("--nats-subject-prefix", default="norface",
+                   help="subjects are PREFIX.<stream id> (default norface)")
+    r.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
+    r.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics endpoint (default loopback)")
     r.add_argument("--stats-interval", type=nonneg_float("--stats-interval"), default=0.0,
                    help="publish a stats message every S seconds (0 = only at the end)")
     r.add_argument("--stats-json", help="write the final per-stage stats to this JSON file")
@@ -90,9 +110,14 @@ def run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline)
+        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline,
+        triton_url=args.triton_url, triton_model=args.triton_model,
+        triton_timeout=args.triton_timeout, triton_retry=args.triton_retry)
     sink_opts = SinkOptions(zmq=args.zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
-                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show)
+                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
+                            nats=args.nats, nats_stream=args.nats_stream,
+                            nats_prefix=args.nats_subject_prefix, metrics_port=args.metrics_port,
+                            metrics_host=args.metrics_host)
     sinks: list[Any] = []
     try:
         opts.validate()
@@ -107,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         for s in sinks:
             s.close()
         return fail(str(exc))
+    for sink in sinks:  # the metrics endpoint also shows queue depths and reconnections
+        if hasattr(sink, "watch"):
+            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects)
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
     if not pipe.backend.config.trained:

@@ -41,6 +41,12 @@ class PipelineOptions:
     # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
     baseline: bool = True
     source_kwargs: dict[str, Any] = field(default_factory=dict)
+    # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout
+    # and how long one batch is retried while the server is away (seconds).
+    triton_url: str | None = None
+    triton_model: str = "norface"
+    triton_timeout: float = 10.0
+    triton_retry: float = 30.0
 
     def validate(self) -> None:
         from norface_rt.backends import BACKEND_NAMES
@@ -65,6 +71,16 @@ class PipelineOptions:
             raise ValueError(f"--tiling must be in [0.2, 1.0], got {self.tiling}")
         if self.stats_interval < 0:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
+        if (self.backend == "triton") != (self.triton_url is not None):
+            raise ValueError("--triton-url is needed with --backend triton and only there (got "
+                             f"--backend {self.backend}, --triton-url {self.triton_url})")
+        if self.triton_url is not None:
+            from norface_rt.backends.triton_backend import parse_triton_url
+
+            parse_triton_url(self.triton_url)
+        if not self.triton_timeout > 0 or not self.triton_retry >= 0:
+            raise ValueError(f"--triton-timeout must be > 0 and --triton-retry >= 0 seconds, got "
+                             f"{self.triton_timeout} and {self.triton_retry}")
         if self.device_align and self.backend != "torch-cuda":
             raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
 
@@ -80,6 +96,13 @@ class SinkOptions:
     csv: str | os.PathLike[str] | None = None
     overlay: str | os.PathLike[str] | None = None
     show: bool = False
+    # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
+    nats: str | None = None
+    nats_stream: str = "NORFACE"
+    nats_prefix: str = "norface"
+    # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def publishes(self) -> bool:
