@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         code = fail(str(exc), 1)
     finally:
         pipe.stop(timeout=5.0)
+        pipe.backend.close()  # a remote backend unregisters its shared memory
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
         if bar is not None:

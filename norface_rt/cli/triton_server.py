@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    old_int = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         server.start(args.timeout)
         print(f"serving {server.repository}: {server.grpc_url} (edges: --backend triton "
@@ -65,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 return fail(f"tritonserver exited; its log ends with:\n{server.log_tail()}", 1)
     except (RuntimeError, TimeoutError) as exc:
         return fail(str(exc), 1)
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     return 0
