@@ -29,6 +29,10 @@ from norface_rt.serving.env import ServerEnv
 log = logging.getLogger(__name__)
 
 
+# Log lines after which a starting server will never become ready.
+_FATAL = ("failed to load", "Failed to preinitialize Python stub", "error: creating server")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the OS's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -97,6 +101,7 @@ class TritonServer:
         if self.running:
             raise RuntimeError(f"tritonserver already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_bytes(b"")  # this start's log only (a restart starts it anew)
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
         self._proc = subprocess.Popen(self.command(), env=self.env.environ(), stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -110,10 +115,22 @@ class TritonServer:
                                    f"log ({self.log_path}) ends with:\n{self.log_tail()}")
             if self.ready():
                 return self
+            fatal = self._fatal_log_line()
+            if fatal:  # some load failures leave the server up but never ready: do not wait
+                self.stop()
+                raise RuntimeError(f"tritonserver failed before it was ready ({fatal.strip()}); "
+                                   f"its log ({self.log_path}) ends with:\n{self.log_tail()}")
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"tritonserver not ready within {timeout:g} s; its log "
                            f"({self.log_path}) ends with:\n{self.log_tail()}")
+
+    def _fatal_log_line(self) -> str | None:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        return next((ln for ln in text.splitlines() if any(p in ln for p in _FATAL)), None)
 
     def ready(self) -> bool:
         try:

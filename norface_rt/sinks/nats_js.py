@@ -216,8 +216,10 @@ class NatsJetStreamSink(Sink):
         self._stop_loop()
 
     def _stop_loop(self) -> None:
-        if self._pump is not None and not self._pump.done():
-            self._loop.call_soon_threadsafe(self._pump.cancel)
+        try:
+            asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop).result(5)
+        except Exception:
+            log.debug("cancelling the NATS tasks failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
@@ -226,6 +228,15 @@ class NatsJetStreamSink(Sink):
     def __repr__(self) -> str:
         return (f"NatsJetStreamSink({self.url!r}, stream={self.stream!r}, acked={self.acked}, "
                 f"lost={self.lost})")
+
+
+async def _cancel_others() -> None:
+    """Cancel every other task of the running loop and wait for them (nats-py leaves reader and
+    flusher tasks behind after a failed connect), so closing the loop warns about nothing."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def replay(url: str, stream: str = DEFAULT_STREAM, *, from_seq: int = 1,
@@ -296,4 +307,5 @@ def replay(url: str, stream: str = DEFAULT_STREAM, *, from_seq: int = 1,
         finally:
             loop.run_until_complete(nc.close())
     finally:
+        loop.run_until_complete(_cancel_others())
         loop.close()
