@@ -33,6 +33,17 @@ log = logging.getLogger(__name__)
 _FATAL = ("failed to load", "Failed to preinitialize Python stub", "error: creating server")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM the server when the process that started it dies (a
+    killed test run or CLI must not leave a server holding its ports). Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the OS's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -105,7 +116,7 @@ class TritonServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
         self._proc = subprocess.Popen(self.command(), env=self.env.environ(), stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
