@@ -43,6 +43,9 @@ def add_parser(sub: Any) -> None:
                    help="instance kind (default gpu for onnxruntime/tensorrt, cpu for python)")
     t.add_argument("--threads", type=int, default=0,
                    help="python platform: ONNX Runtime threads per instance (0 = all cores)")
+    t.add_argument("--max-queue-size", type=int, default=0,
+                   help="requests a model queues before refusing more (edges retry with backoff); "
+                        "0 = unbounded (default)")
     t.add_argument("--force", action="store_true",
                    help="replace models of this name that another tool wrote")
 
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     opts = RepositoryOptions(platform=args.platform, name=args.name, max_batch=args.max_batch,
                              preferred_batch=args.preferred_batch,
                              queue_delay_us=args.queue_delay_us, instances=args.instances,
-                             kind=args.kind, threads=args.threads, force=args.force)
+                             kind=args.kind, threads=args.threads,
+                             max_queue_size=args.max_queue_size, force=args.force)
     try:
         opts.validate()
         notes = write_repository(args.out, resolve_model_dir(args.model_dir), opts)

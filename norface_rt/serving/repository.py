@@ -108,6 +108,9 @@ class RepositoryOptions:
     instances: int = 1
     kind: str | None = None  # None: cpu for python, gpu for onnxruntime / tensorrt
     threads: int = 0  # python platform: ONNX Runtime threads per instance (0: all cores)
+    # Requests a model queues before it refuses more (UNAVAILABLE, which edges retry with
+    # backoff): an overloaded server sheds load instead of growing its queue. 0: unbounded.
+    max_queue_size: int = 0
     force: bool = False
     preferred: tuple[int, ...] = field(init=False, default=())
 
@@ -133,6 +136,8 @@ class RepositoryOptions:
         if self.platform == "tensorrt" and self.kind == "cpu":
             raise ValueError("--kind cpu: TensorRT plans run on a GPU only (use --platform "
                              "onnxruntime or python for CPU instances)")
+        if not 0 <= self.max_queue_size <= 1_000_000:
+            raise ValueError(f"--max-queue-size must be in [0, 1000000], got {self.max_queue_size}")
         if not 0 <= self.threads <= 256:
             raise ValueError(f"--threads must be in [0, 256], got {self.threads}")
 
@@ -187,6 +192,8 @@ def _escape(text: str) -> str:
 def render_model_config(step: Step, cfg: ModelConfig, opts: RepositoryOptions) -> str:
     """config.pbtxt of one composing model (the one template of all three platforms)."""
     kind = "KIND_GPU" if opts.instance_kind == "gpu" else "KIND_CPU"
+    queue = (f"  default_queue_policy {{ max_queue_size: {opts.max_queue_size} }}\n"
+             if opts.max_queue_size else "")
     params = ""
     if opts.platform == "python":
         params = ("\n".join(
@@ -204,6 +211,7 @@ def render_model_config(step: Step, cfg: ModelConfig, opts: RepositoryOptions) -
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(map(str, opts.preferred))} ]\n"
         f"  max_queue_delay_microseconds: {opts.queue_delay_us}\n"
+        f"{queue}"
         "}\n"
         f"instance_group [\n  {{\n    count: {opts.instances}\n    kind: {kind}\n  }}\n]\n"
         f"{params}")

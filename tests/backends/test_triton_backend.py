@@ -134,3 +134,56 @@ def test_urls_and_error_kinds() -> None:
                                                  "available versions", status="StatusCode.NOT_FOUND"))
     assert not is_retryable(InferenceServerException("unexpected shape for input 'crops'",
                                                      status="StatusCode.INVALID_ARGUMENT"))
+
+
+def test_an_overloaded_server_is_retried_and_nothing_is_lost(start_triton, real_crops, ort,
+                                                            tmp_path) -> None:
+    """A server that queues at most one request per model refuses the rest (UNAVAILABLE): edges
+    retry with backoff and every batch still gets its results; with no retry budget the refusal
+    is a clear error naming the server and the cause."""
+    import threading
+
+    server = start_triton(tmp_path, {"norface": packaged_model_dir()}, max_queue_size=1,
+                          queue_delay_us=20000, max_batch=4, preferred_batch=(4,))
+    try:
+        want = ort.infer(real_crops[:4])
+        backends = [TritonBackend(server.grpc_url, shared_memory="off", retry_s=60) for _ in range(6)]
+        errors: list[BaseException] = []
+        results = []
+
+        def hammer(be: TritonBackend) -> None:
+            try:
+                for _ in range(4):
+                    results.append(be.infer(real_crops[:4]))
+            except BaseException as e:  # noqa: BLE001  (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=hammer, args=(be,)) for be in backends]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert len(results) == 24 and all(_max_err(r, want) <= TOL for r in results)
+        assert sum(be.retries for be in backends) > 0, "the queue limit never refused a request"
+        assert sum(be.reconnects for be in backends) > 0
+        impatient = [TritonBackend(server.grpc_url, shared_memory="off", retry_s=0) for _ in range(6)]
+        refused: list[BaseException] = []
+
+        def once(be: TritonBackend) -> None:
+            try:
+                be.infer(real_crops[:4])
+            except TritonUnavailable as e:
+                refused.append(e)
+
+        threads = [threading.Thread(target=once, args=(be,)) for be in impatient]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert refused and "maximum queue size" in str(refused[0])
+        assert f"Triton at {server.grpc_url} (inference on 'norface') failed" in str(refused[0])
+        for be in backends + impatient:
+            be.close()
+    finally:
+        server.stop()
