@@ -19,6 +19,9 @@ from norface_rt.extras import MissingExtra, require
 from norface_rt.preprocess import denormalize, preprocess, validate_crops
 
 BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda", "triton")
+# Backends that run the model elsewhere (a server), not on a local model set: `norface-rt bench`
+# measures local ones (benchmarks/test_triton_bench.py measures Triton).
+REMOTE_BACKENDS: tuple[str, ...] = ("triton",)
 
 
 class BackendUnavailable(RuntimeError):
@@ -60,5 +63,5 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
         raise BackendUnavailable(str(e)) from e
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendUnavailable", "ModelOutput", "denormalize",
+__all__ = ["BACKEND_NAMES", "REMOTE_BACKENDS", "Backend", "BackendUnavailable", "ModelOutput", "denormalize",
            "load_backend", "preprocess", "validate_crops"]
