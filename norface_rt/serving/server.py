@@ -76,6 +76,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._shm_prefix = ""
 
     @property
     def grpc_url(self) -> str:
@@ -94,7 +95,7 @@ class TritonServer:
         return None if self._proc is None else self._proc.pid
 
     def command(self) -> list[str]:
-        prefix = f"norface_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        prefix = self._shm_prefix = f"norface_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         return [str(self.env.tritonserver),
                 f"--model-repository={self.repository}",
                 f"--backend-directory={self.env.backends_dir}",
@@ -166,6 +167,7 @@ class TritonServer:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait(10)
         self._close_log()
+        self._remove_shm()
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGINT (Triton unloads its models and exits), SIGKILL of the group after ``timeout``."""
@@ -187,6 +189,19 @@ class TritonServer:
             except (ProcessLookupError, PermissionError):
                 pass
         self._close_log()
+        self._remove_shm()
+
+    def _remove_shm(self) -> None:
+        """The Python backend's regions of this server: a server that exits cleanly removes
+        them, one that was killed or failed to load leaves them in /dev/shm."""
+        if not self._shm_prefix:
+            return
+        shm = Path("/dev/shm")
+        for f in shm.glob(self._shm_prefix + "*") if shm.is_dir() else ():
+            try:
+                f.unlink()
+            except OSError:
+                log.debug("removing %s failed", f, exc_info=True)
 
     def _close_log(self) -> None:
         if self._log is not None:

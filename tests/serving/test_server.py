@@ -47,3 +47,14 @@ def test_the_session_server_is_on_loopback_and_reports_statistics(triton_server)
     assert {"norface", "norface_preprocess", "norface_normalizer", "norface_classifier",
             "geo"} <= names
     assert Path(triton_server.log_path).read_text().count("READY") >= 8
+
+
+def test_a_killed_server_leaves_nothing_in_dev_shm(start_triton, tmp_path) -> None:
+    from norface_rt.paths import packaged_model_dir
+
+    server = start_triton(tmp_path, {"norface": packaged_model_dir()})
+    prefix = server._shm_prefix
+    assert any(p.startswith(prefix) for p in os.listdir("/dev/shm"))
+    server.kill()
+    assert not server.running
+    assert not any(p.startswith(prefix) for p in os.listdir("/dev/shm"))

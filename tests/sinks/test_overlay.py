@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from norface_rt.sinks import overlay
-from norface_rt.sinks.overlay import MultiStreamOverlaySink, OverlayVideoSink, ShowSink, available_codec, draw
+from norface_rt.sinks.overlay import (MultiStreamOverlaySink, OverlayVideoSink, ShowSink,
+                                      available_codec, draw)
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
