@@ -40,3 +40,38 @@ def landmarker_path(shared_dir: Path) -> Path:
     if not p.is_file():
         pytest.skip(f"MediaPipe face landmarker not found: {p}")
     return p
+
+
+# --------------------------------------------------------------------------- Triton
+@pytest.fixture(scope="session")
+def triton_env():  # -> norface_rt.serving.env.ServerEnv
+    """The Triton server's own environment; tests that need a server skip (with the command that
+    makes it) where it has not been set up. CI's .ci/run sets it up before the tests."""
+    from norface_rt.serving.env import ServerEnv, ServerEnvMissing
+
+    try:
+        return ServerEnv.load()
+    except ServerEnvMissing as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def start_triton(triton_env):  # noqa: ANN001, ANN201
+    """A function: write a python-platform repository with ``model_sets`` (ensemble name ->
+    model set) under ``root`` and start a server for it on loopback (free ports unless given);
+    the caller stops it."""
+    from norface_rt.serving.repository import RepositoryOptions, write_repository
+    from norface_rt.serving.server import TritonServer
+
+    def start(root: Path, model_sets: dict[str, Path], *, ports: dict[str, int] | None = None,
+              **repo_options):  # noqa: ANN003, ANN202
+        repo = root / "repo"
+        if not repo.is_dir():
+            for name, model_dir in model_sets.items():
+                opts = RepositoryOptions(platform="python", name=name,
+                                         **{"threads": 1, **repo_options})
+                write_repository(repo, model_dir, opts)
+        return TritonServer(repo, triton_env, log_path=root / "tritonserver.log",
+                            **(ports or {})).start(timeout=180)
+
+    return start

@@ -71,11 +71,12 @@ class BenchOptions:
             raise ValueError(f"batches must be a non-empty list of integers >= 1, got {self.batches!r}")
         if not self.backends:
             raise ValueError("backends must name at least one backend, got []")
-        from norface_rt.backends import BACKEND_NAMES
+        from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
 
-        bad = [b for b in self.backends if b not in BACKEND_NAMES]
+        local = [b for b in BACKEND_NAMES if b not in REMOTE_BACKENDS]
+        bad = [b for b in self.backends if b not in local]
         if bad:
-            raise ValueError(f"backends must be among {list(BACKEND_NAMES)}, got {bad}")
+            raise ValueError(f"backends must be among {local}, got {bad}")
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
         if not self.timeout > 0:

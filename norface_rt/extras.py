@@ -19,6 +19,11 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "pandas": ("pandas",),
     # norface-rt plot (timelines of a run's emotions and AUs)
     "plot": ("matplotlib",),
+    # Triton client (--backend triton) and the repository writer (norface-rt triton-repo).
+    "triton": ("tritonclient", "grpc", "onnx"),
+    # NATS JetStream results feed (--nats) and Prometheus metrics endpoint (--metrics-port).
+    "nats": ("nats",),
+    "metrics": ("prometheus_client",),
 }
 
 # TensorRT wheels come from NVIDIA's package index and need an NVIDIA driver.

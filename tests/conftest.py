@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -13,3 +14,44 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from norface_rt.export import init_untrained
 
     return Path(init_untrained(tmp_path_factory.mktemp("model-tiny"), size="tiny", seed=0))
+
+
+@pytest.fixture(scope="session")
+def geometry_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny model set whose classifier has the geometry input (the shape of
+    the next default model), exported through the real export path."""
+    import torch
+
+    from norface_rt.config import ModelConfig
+    from norface_rt.export.writer import save_model_set
+    from norface_rt.models.registry import create_model
+    from norface_rt.preprocess import preprocess
+
+    names = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "eyeBlinkLeft")
+    cfg = ModelConfig.for_size("tiny", geometry_inputs=("blendshapes",), blendshape_names=names,
+                               geometry_reference=(0.1,) * len(names),
+                               geometry_spread=(0.2,) * len(names), geometry_hidden=16,
+                               model_id="norface-tiny-geometry-untrained")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model("norface", cfg).eval()
+    target = np.full((cfg.img_size, cfg.img_size, 3), 128, np.uint8)
+    model.set_target(torch.from_numpy(preprocess(target[None], cfg)))
+    return Path(save_model_set(model, cfg, tmp_path_factory.mktemp("model-geometry"),
+                               target_image=target))
+
+
+@pytest.fixture(scope="session")
+def triton_server(start_triton, geometry_model_dir: Path,  # noqa: ANN001
+                  tmp_path_factory: pytest.TempPathFactory):  # -> TritonServer
+    """One Triton server for the whole session (loopback, free ports, always stopped), serving
+    the packaged default model as ``norface`` and the tiny geometry model as ``geo``."""
+    from norface_rt.paths import packaged_model_dir
+
+    server = start_triton(tmp_path_factory.mktemp("triton"),
+                          {"norface": packaged_model_dir(), "geo": geometry_model_dir},
+                          queue_delay_us=2000)
+    try:
+        yield server
+    finally:
+        server.stop()

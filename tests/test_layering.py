@@ -72,7 +72,8 @@ def test_no_import_cycle_between_the_parts_of_the_package() -> None:
     # the layers the guide names, lowest first
     for low, high in (("types", "backends"), ("model_set", "backends"), ("backends", "pipeline"),
                       ("sinks", "pipeline"), ("pipeline", "cli"), ("backends", "engines"),
-                      ("pipeline", "api"), ("smoothing", "pipeline"), ("sources", "pipeline")):
+                      ("pipeline", "api"), ("smoothing", "pipeline"), ("sources", "pipeline"),
+                      ("backends", "serving"), ("serving", "cli")):
         assert order.index(low) < order.index(high), (low, high)
 
 
@@ -81,6 +82,15 @@ def test_only_the_cli_imports_the_engine_builder() -> None:
         f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
         if (m == "norface_rt.engines" or m.startswith("norface_rt.engines."))
         and _part(mod) not in ("cli", "engines"))
+    assert not offenders, offenders
+
+
+def test_only_the_cli_imports_the_triton_repository_builder() -> None:
+    # the Triton backend (runtime) owns the repository's names; the builder imports them
+    offenders = sorted(
+        f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
+        if (m == "norface_rt.serving" or m.startswith("norface_rt.serving."))
+        and _part(mod) not in ("cli", "serving"))
     assert not offenders, offenders
 
 

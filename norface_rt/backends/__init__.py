@@ -4,7 +4,9 @@ Backend modules are imported lazily so the default ONNX Runtime path never impor
 others need an extra (``torch`` for ``torch`` and ``torch-cuda``, ``tensorrt`` for ``tensorrt``);
 without it, :func:`load_backend` fails with the command that installs it. ``torch-cuda`` is the
 CUDA-graph PyTorch fallback (:mod:`norface_rt.backends.cuda_backend`); ``tensorrt`` runs engines
-built by ``norface-rt build-engines`` (:mod:`norface_rt.backends.tensorrt`).
+built by ``norface-rt build-engines`` (:mod:`norface_rt.backends.tensorrt`); ``triton`` sends the
+crops to an NVIDIA Triton Inference Server (:mod:`norface_rt.backends.triton_backend`, extra
+``triton``): its ``model_dir`` is a ``grpc://`` URL instead of a folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.extras import MissingExtra, require
 from norface_rt.preprocess import denormalize, preprocess, validate_crops
 
-BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda")
+BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda", "triton")
+# Backends that run the model elsewhere (a server), not on a local model set: `norface-rt bench`
+# measures local ones (benchmarks/test_triton_bench.py measures Triton).
+REMOTE_BACKENDS: tuple[str, ...] = ("triton",)
 
 
 class BackendUnavailable(RuntimeError):
@@ -27,7 +32,8 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     """Open a model set with the named backend; ``kw`` goes to the backend's constructor
     (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads; torch-cuda:
     device, fp16, buckets, use_graphs, num_threads; tensorrt: device, max_batch, engine_dir and
-    the build options its engines were built with)."""
+    the build options its engines were built with; triton: ``model_dir`` is the server's
+    grpc:// URL, and model_name, expected, shared_memory, timeout_s, retry_s, connect_s)."""
     if name == "onnxruntime":
         from norface_rt.backends.onnx_backend import OrtBackend
 
@@ -45,6 +51,11 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
             from norface_rt.backends.cuda_backend import CudaGraphBackend
 
             return CudaGraphBackend(model_dir, **kw)
+        if name == "triton":
+            require("triton", "--backend triton")
+            from norface_rt.backends.triton_backend import TritonBackend
+
+            return TritonBackend(str(model_dir), **kw)
         from norface_rt.backends.tensorrt import TrtBackend
 
         return TrtBackend(model_dir, **kw)
@@ -52,5 +63,5 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
         raise BackendUnavailable(str(e)) from e
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendUnavailable", "ModelOutput", "denormalize",
+__all__ = ["BACKEND_NAMES", "REMOTE_BACKENDS", "Backend", "BackendUnavailable", "ModelOutput", "denormalize",
            "load_backend", "preprocess", "validate_crops"]

@@ -12,14 +12,25 @@ import sys
 from collections.abc import Callable, Sequence
 
 from norface_rt import __version__
-from norface_rt.cli import bench, build_engines, listen, models, normalize, plot, run
+from norface_rt.cli import (
+    bench,
+    build_engines,
+    listen,
+    models,
+    normalize,
+    plot,
+    run,
+    triton_repo,
+    triton_server,
+)
 from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
 from norface_rt.cli.native_logs import quiet_native_logs
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run.run, "listen": listen.run, "plot": plot.run, "normalize": normalize.run,
     "models": models.run,
-    "bench": bench.run, "build-engines": build_engines.run,
+    "bench": bench.run, "build-engines": build_engines.run, "triton-repo": triton_repo.run,
+    "triton-server": triton_server.run,
 }
 
 
@@ -36,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more logging (-vv: debug), and keep the native log lines of MediaPipe / "
                         "TensorFlow Lite that are silenced by default")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, listen, plot, normalize, models, bench, build_engines):
+    for module in (run, listen, plot, normalize, models, bench, build_engines, triton_repo,
+                   triton_server):
         module.add_parser(sub)
     return p
 

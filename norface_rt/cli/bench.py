@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from norface_rt.backends import BACKEND_NAMES
+from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 from norface_rt.config import SIZES
 
@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
     bm.add_argument("--size", choices=list(SIZES),
                     help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
     b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
-                   choices=list(BACKEND_NAMES), metavar="NAME",
+                   choices=[n for n in BACKEND_NAMES if n not in REMOTE_BACKENDS], metavar="NAME",
                    help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda "
                         "(fp16 + CUDA graphs)")
     b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")

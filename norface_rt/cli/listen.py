@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Generator
 from typing import Any
 
-from norface_rt.cli.args import add_command, nonneg_float, positive_int
+from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
 
@@ -24,10 +25,32 @@ def add_parser(sub: Any) -> None:
                     help="stop once every stream seen has sent its end-of-stream message")
     lp.add_argument("--timeout", type=nonneg_float("--timeout"), default=None,
                     help="give up after S seconds without a message (default: wait forever)")
+    lp.add_argument("--nats", metavar="URL",
+                    help="read a NATS JetStream stream instead of a ZeroMQ publisher (replayable)")
+    lp.add_argument("--nats-stream", default="NORFACE", help="JetStream stream (default NORFACE)")
+    lp.add_argument("--nats-subject-prefix", default="norface",
+                    help="subject prefix the publisher used (default norface)")
+    lp.add_argument("--from-seq", type=positive_int("--from-seq"), default=1,
+                    help="with --nats: start at this stream sequence number (default 1, the oldest)")
 
 
 def run(args: argparse.Namespace) -> int:
     from norface_rt.sinks.listen import run_listen
 
-    return int(run_listen(args.endpoint, out=args.out, fmt=args.format, topics=args.topics,
-                          count=args.count, until_eos=args.until_eos, timeout=args.timeout))
+    messages = None
+    if args.nats:
+        from norface_rt.sinks.nats_js import replay
+
+        def messages(on_malformed: Callable[[Any], None]) -> Generator[dict[str, Any], None, None]:
+            for _seq, msg in replay(args.nats, args.nats_stream, from_seq=args.from_seq,
+                                    stream_ids=args.topics, subject_prefix=args.nats_subject_prefix,
+                                    timeout=args.timeout, on_malformed=on_malformed):
+                yield msg
+    elif args.from_seq != 1:
+        return fail("--from-seq needs --nats (a ZeroMQ publisher keeps no history)")
+    try:
+        return int(run_listen(args.endpoint, out=args.out, fmt=args.format, topics=args.topics,
+                              count=args.count, until_eos=args.until_eos, timeout=args.timeout,
+                              messages=messages))
+    except ValueError as exc:
+        return fail(str(exc))

@@ -46,6 +46,16 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--backend", default="onnxruntime", choices=list(BACKEND_NAMES),
                    help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt "
                         "the 'tensorrt' extra)")
+    r.add_argument("--triton-url", default=None, metavar="grpc://HOST:PORT",
+                   help="with --backend triton: the Triton server's gRPC endpoint (the model and "
+                        "its config come from the server; docs/scaling.md)")
+    r.add_argument("--triton-model", default="norface",
+                   help="with --backend triton: the ensemble's name (default norface)")
+    r.add_argument("--triton-timeout", type=nonneg_float("--triton-timeout"), default=10.0,
+                   help="with --backend triton: seconds one request may take (default 10)")
+    r.add_argument("--triton-retry", type=nonneg_float("--triton-retry"), default=30.0,
+                   help="with --backend triton: seconds a batch is retried while the server is "
+                        "down, restarting or overloaded, before its frames are flagged (default 30)")
     r.add_argument("--device", default=None,
                    help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); "
                         "default cpu for torch, cuda for torch-cuda and tensorrt")
@@ -75,8 +85,8 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8,
                    help="frames each pipeline queue holds (bounds memory and latency)")
     out = r.add_argument_group("outputs", "Without --zmq, a run writing any of --jsonl, --csv, "
-                               "--overlay or --show opens no socket; a run with none of them "
-                               f"publishes on {DEFAULT_ENDPOINT}.")
+                               "--overlay, --show or --nats opens no socket; a run with none of "
+                               f"them publishes on {DEFAULT_ENDPOINT}.")
     out.add_argument("--zmq", default=None, metavar="ENDPOINT",
                      help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no "
                           "other output is given, else none)")
@@ -105,6 +115,16 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--stats-interval", type=nonneg_float("--stats-interval"), default=0.0,
                      help="publish a stats message every S seconds (0 = only at the end)")
     out.add_argument("--stats-json", help="write the final per-stage stats to this JSON file")
+    out.add_argument("--nats", metavar="URL", help="also publish every message to NATS JetStream "
+                                                  "(nats://HOST:4222), acknowledged and replayable")
+    out.add_argument("--nats-stream", default="NORFACE",
+                     help="JetStream stream name (created if missing; default NORFACE)")
+    out.add_argument("--nats-subject-prefix", default="norface",
+                     help="subjects are PREFIX.<stream id> (default norface)")
+    out.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)")
+    out.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of the metrics endpoint (default loopback)")
     r.add_argument("--realtime", action="store_true",
                    help="pace file sources at their frame rate and treat them as live (drop-oldest)")
     r.add_argument("--loop", action="store_true", help="loop file sources forever")
@@ -135,12 +155,18 @@ def run(args: argparse.Namespace) -> int:
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
         tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline,
-        landmarks=args.landmarks, blendshapes=args.blendshapes, smooth=args.smooth or None)
-    zmq = zmq_endpoint(args.zmq, files=bool(args.jsonl or args.csv or args.overlay or args.show))
+        landmarks=args.landmarks, blendshapes=args.blendshapes, smooth=args.smooth or None,
+        triton_url=args.triton_url, triton_model=args.triton_model,
+        triton_timeout=args.triton_timeout, triton_retry=args.triton_retry)
+    zmq = zmq_endpoint(args.zmq, files=bool(args.jsonl or args.csv or args.overlay or args.show
+                                            or args.nats))
     sink_opts = SinkOptions(zmq=zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
                             jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
                             csv_style=args.csv_style, landmarks=args.landmarks,
-                            blendshapes=args.blendshapes)
+                            blendshapes=args.blendshapes,
+                            nats=args.nats, nats_stream=args.nats_stream,
+                            nats_prefix=args.nats_subject_prefix, metrics_port=args.metrics_port,
+                            metrics_host=args.metrics_host)
     sinks: list[Any] = []
     try:
         opts.validate()
@@ -155,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         for s in sinks:
             s.close()
         return fail(str(exc))
+    for sink in sinks:  # the metrics endpoint also shows queue depths and reconnections
+        if hasattr(sink, "watch"):
+            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects)
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
     if zmq is not None:
@@ -191,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         code = fail(str(exc), 1)
     finally:
         pipe.stop(timeout=5.0)
+        pipe.backend.close()  # a remote backend unregisters its shared memory
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
         if progress is not None:

@@ -70,6 +70,27 @@ def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     return backend
 
 
+def open_triton_backend(opts: PipelineOptions) -> Backend:
+    """The Triton backend of ``opts``: the model and its config come from the server; a
+    ``--model-dir`` given as well must hold the same model. Warmed up like :func:`open_backend`,
+    which also proves the whole path (shared memory included) before a source is opened."""
+    expected = load_config(resolve_model_dir(opts.model_dir)) if opts.model_dir else None
+    assert opts.triton_url is not None  # validate() checked it
+    backend = load_backend(opts.triton_url, "triton", model_name=opts.triton_model,
+                           expected=expected, timeout_s=opts.triton_timeout,
+                           retry_s=opts.triton_retry)
+    try:
+        check_landmarker_feeds(resolve_landmarker(opts.landmarker), backend.config)
+        cfg = backend.config
+        geometry = (np.asarray([cfg.geometry_reference], np.float32) if cfg.geometry_dim else None)
+        backend.infer(np.zeros((1, cfg.img_size, cfg.img_size, cfg.in_chans), np.uint8),
+                      geometry=geometry)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
 def is_video_source(src: Source) -> bool:
     """Stills (image files and folders, arrays) need MediaPipe's image mode: unrelated photos
     must not be tracked as a video. Everything else (files, cameras, streams) is video."""
@@ -144,6 +165,14 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
             from norface_rt.sinks.overlay import ShowSink
 
             sinks.append(ShowSink())
+        if opts.nats:
+            from norface_rt.sinks.nats_js import NatsJetStreamSink
+
+            sinks.append(NatsJetStreamSink(opts.nats, opts.nats_stream, subject_prefix=opts.nats_prefix))
+        if opts.metrics_port is not None:
+            from norface_rt.sinks.metrics import MetricsSink
+
+            sinks.append(MetricsSink(opts.metrics_port, host=opts.metrics_host))
     except BaseException:
         for s in sinks:
             s.close()
@@ -208,15 +237,21 @@ def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink], *,
     opts.validate()
     own_backend = backend is None
     if backend is None:
-        model_dir = resolve_model_dir(opts.model_dir)
-        landmarker_path = resolve_landmarker(opts.landmarker)
-        check_landmarker_feeds(landmarker_path, load_config(model_dir))
-        backend = open_backend(model_dir, opts.backend, device=opts.device, threads=opts.threads,
-                               warm_up=True)
+        if opts.backend == "triton":
+            backend = open_triton_backend(opts)
+            landmarker_path = resolve_landmarker(opts.landmarker)
+            check_landmarker_feeds(landmarker_path, backend.config)
+        else:
+            model_dir = resolve_model_dir(opts.model_dir)
+            landmarker_path = resolve_landmarker(opts.landmarker)
+            check_landmarker_feeds(landmarker_path, load_config(model_dir))
+            backend = open_backend(model_dir, opts.backend, device=opts.device,
+                                   threads=opts.threads, warm_up=True)
     else:
         landmarker_path = resolve_landmarker(opts.landmarker)
         check_landmarker_feeds(landmarker_path, backend.config)
     try:
+        landmarker_path = resolve_landmarker(opts.landmarker)
         sources = open_sources(opts)
     except BaseException:
         if own_backend:

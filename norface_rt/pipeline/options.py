@@ -51,6 +51,12 @@ class PipelineOptions:
     # Time constant (seconds) of per-track exponential smoothing of AU and emotion outputs
     # (norface_rt.smoothing); None or 0 = off.
     smooth: float | None = None
+    # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout
+    # and how long one batch is retried while the server is away (seconds).
+    triton_url: str | None = None
+    triton_model: str = "norface"
+    triton_timeout: float = 10.0
+    triton_retry: float = 30.0
 
     def validate(self) -> None:
         from norface_rt.backends import BACKEND_NAMES
@@ -77,6 +83,16 @@ class PipelineOptions:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
         if self.smooth is not None and not (math.isfinite(self.smooth) and 0 <= self.smooth <= 3600):
             raise ValueError(f"--smooth must be in [0, 3600] seconds (0 = off), got {self.smooth}")
+        if (self.backend == "triton") != (self.triton_url is not None):
+            raise ValueError("--triton-url is needed with --backend triton and only there (got "
+                             f"--backend {self.backend}, --triton-url {self.triton_url})")
+        if self.triton_url is not None:
+            from norface_rt.backends.triton_backend import parse_triton_url
+
+            parse_triton_url(self.triton_url)
+        if not self.triton_timeout > 0 or not self.triton_retry >= 0:
+            raise ValueError(f"--triton-timeout must be > 0 and --triton-retry >= 0 seconds, got "
+                             f"{self.triton_timeout} and {self.triton_retry}")
         if self.device_align and self.backend != "torch-cuda":
             raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
 
@@ -97,6 +113,13 @@ class SinkOptions:
     csv_style: str = "default"
     landmarks: bool = False
     blendshapes: bool = False
+    # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
+    nats: str | None = None
+    nats_stream: str = "NORFACE"
+    nats_prefix: str = "norface"
+    # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def publishes(self) -> bool:

@@ -261,6 +261,23 @@ class Pipeline:
             self.stop()
         return self.stats.snapshot()
 
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each bounded queue now: every source's, the inference queue and the
+        publish queue (what a metrics endpoint shows; reading them takes each queue's lock)."""
+        depths = {f"source:{s.stream_id}": s.queue_depth for s in self.sources}
+        depths["infer"] = len(self._infer_q)
+        depths["publish"] = len(self._publish_q)
+        return depths
+
+    def reconnects(self) -> dict[str, int]:
+        """Reconnections so far of the parts that talk to servers (a remote backend, sinks)."""
+        counts: dict[str, int] = {}
+        for part in (self.backend, *self.sinks):
+            n = getattr(part, "reconnects", None)
+            if isinstance(n, int):
+                counts[getattr(part, "name", None) or type(part).__name__] = n
+        return counts
+
     @property
     def quit_requested(self) -> bool:
         """True when a sink asked to end the run (q / Esc in a ``--show`` window)."""

@@ -125,7 +125,10 @@ class ListenResult:
 def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str = "jsonl",
                topics: Iterable[str] | None = None, count: int | None = None,
                until_eos: bool = False, timeout: float | None = None, *,
-               err: TextIO | None = None) -> ListenResult:
+               err: TextIO | None = None,
+               messages: Callable[[Callable[[ProtocolError], None]],
+                                  Generator[dict[str, Any], None, None]] | None = None
+               ) -> ListenResult:
     """Print (or write to ``out``) every message from ``endpoint`` until a stop condition.
 
     Stops after ``count`` valid messages, or with ``until_eos`` once every stream seen so far has
@@ -135,6 +138,9 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
     Exit code (``int(result)``): 0 when the requested stop condition was met (or, with neither
     ``count`` nor ``until_eos``, when the timeout ended a listen that received something);
     1 when the timeout passed first; 130 on Ctrl-C.
+
+    ``messages`` replaces the ZeroMQ subscription with another feed (NATS JetStream replay):
+    called with the malformed-message reporter, it returns the generator of messages.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt: expected one of {list(FORMATS)}, got {fmt!r}")
@@ -155,7 +161,8 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
         sink = open(out, "w", encoding="utf-8")  # noqa: SIM115  (closed in the finally below)
     else:
         sink = out if out is not None else sys.stdout
-    gen = subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed)
+    gen = (messages(on_malformed) if messages is not None
+           else subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed))
     shown = ", ".join(t or "all" for t in (topics or ("",)))
     print(f"norface-rt listen: waiting for messages on {endpoint} (topics: {shown}; "
           + (f"giving up after {timeout:g} s of silence" if timeout is not None

@@ -131,6 +131,11 @@ class Source(ABC):
         return self._queue.dropped
 
     @property
+    def queue_depth(self) -> int:
+        """Frames decoded and waiting for the consumer now (a metrics gauge)."""
+        return len(self._queue)
+
+    @property
     def expected_frames(self) -> int | None:
         """How many frames the source says it will deliver, when it knows (a video file's declared
         frame count or duration x frame rate, an image folder's file count); None for live

@@ -74,9 +74,9 @@ def test_config_json_must_match_embedded_config(model_dir: Path, tmp_path: Path)
 
 
 def test_load_backend_errors(model_dir: Path) -> None:
-    with pytest.raises(ValueError, match=r"name must be one of \['onnxruntime', 'torch', 'tensorrt', 'torch-cuda'\], got 'tflite'"):
+    with pytest.raises(ValueError, match=r"name must be one of \['onnxruntime', 'torch', 'tensorrt', 'torch-cuda', 'triton'\], got 'tflite'"):
         load_backend(model_dir, "tflite")
-    assert BACKEND_NAMES == ("onnxruntime", "torch", "tensorrt", "torch-cuda")
+    assert BACKEND_NAMES == ("onnxruntime", "torch", "tensorrt", "torch-cuda", "triton")
     with pytest.raises(TypeError):
         load_backend(model_dir, "onnxruntime", no_such_option=1)
 

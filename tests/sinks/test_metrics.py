@@ -1,0 +1,89 @@
+"""The Prometheus endpoint of an edge process, scraped over HTTP during a real run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from norface_rt.serving.server import free_port
+
+
+def scrape(url: str) -> dict[str, list]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def value(samples: list, name: str, **labels: str) -> float:
+    hits = [s.value for s in samples if s.name == name
+            and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert hits, f"no sample {name} {labels} in {[(s.name, s.labels) for s in samples][:12]}"
+    return float(hits[0])
+
+
+def test_metrics_endpoint_during_a_live_run(media_dir, landmarker_path, nats_server, tmp_path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "norface_rt", "run", str(media_dir / "single_face.mp4"), "--realtime",
+         "--loop", "--stream-id", "lobby", "--landmarker", str(landmarker_path), "--zmq", "none",
+         "--no-progress", "--metrics-port", str(port), "--nats", nats_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        first = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                m = scrape(url)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if m.get("norface_frames") and value(m["norface_frames"], "norface_frames_total",
+                                                 stream="lobby") >= 10:
+                if first is None:
+                    first = m
+                    time.sleep(1.5)
+                    continue
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no frames counted within 120 s")
+        assert first is not None
+        n0 = value(first["norface_frames"], "norface_frames_total", stream="lobby")
+        n1 = value(m["norface_frames"], "norface_frames_total", stream="lobby")
+        assert n1 > n0  # a live counter, not a snapshot
+        assert value(m["norface_faces"], "norface_faces_total", stream="lobby") >= n1 - 1
+        assert 1.0 < value(m["norface_stream_fps"], "norface_stream_fps", stream="lobby") <= 31.0
+        assert value(m["norface_dropped_frames"], "norface_dropped_frames_total", stream="lobby") >= 0
+        assert value(m["norface_frame_errors"], "norface_frame_errors_total", stream="lobby") == 0
+        hist = m["norface_latency_seconds"]
+        assert value(hist, "norface_latency_seconds_count", stream="lobby") >= n1 - 1
+        assert value(hist, "norface_latency_seconds_bucket", stream="lobby", le="+Inf") >= n1 - 1
+        p50 = value(m["norface_latency_quantile_seconds"], "norface_latency_quantile_seconds",
+                    stream="lobby", quantile="0.5")
+        p95 = value(m["norface_latency_quantile_seconds"], "norface_latency_quantile_seconds",
+                    stream="lobby", quantile="0.95")
+        assert 0.0 < p50 <= p95 < 5.0
+        assert value(m["norface_stage_seconds"], "norface_stage_seconds_count", stage="detect") > 0
+        depths = {s.labels["queue"] for s in m["norface_queue_depth"]}
+        assert depths == {"source:lobby", "infer", "publish"}
+        assert value(m["norface_reconnects"], "norface_reconnects_total", component="nats") == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130
+    try:
+        scrape(url)
+        raise AssertionError("the endpoint outlived its process")
+    except OSError:
+        pass
