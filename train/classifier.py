@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     # the noise added in pool standard deviations, and the loss weight of the geometry-only
     # emotion head (both emotion read-outs are trained; the config picks the one exported)
     "geometry_pool": None, "geometry_noise": 0.5, "geometry_emotion_weight": 1.0,
+    "geometry_gain": None,
 }
 
 
@@ -129,8 +130,11 @@ class ClassifierTrainer:
         x_n = self.normalize(x_o)
         geo = None
         if self.pool is not None:
+            gain = self.opts["geometry_gain"]
             geo = geometry_batch(batch, self.pool, random=True, generator=self.aug_gen,
-                                 noise=float(self.opts["geometry_noise"])).to(self.device)
+                                 noise=float(self.opts["geometry_noise"]),
+                                 gain=None if gain is None else (float(gain[0]), float(gain[1]))
+                                 ).to(self.device)
         with autocast(self.device, self.run_cfg.amp):
             out = self.model(x_n, x_o, geo)
         tgt = {k: batch[k].to(self.device) for k in self.targets}

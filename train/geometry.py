@@ -60,8 +60,10 @@ class GeometryPool:
                 "geometry_spread": tuple(float(v) for v in self.spread)}
 
 
-def _moved(batch: Mapping[str, Any], base: torch.Tensor) -> torch.Tensor:
-    """Renders (rows with ``mp_neutral``) moved onto ``base`` (B, G); real rows as read."""
+def _moved(batch: Mapping[str, Any], base: torch.Tensor,
+           gain: torch.Tensor | None = None) -> torch.Tensor:
+    """Renders (rows with ``mp_neutral``) moved onto ``base`` (B, G), their displacement scaled by
+    ``gain`` (B, 1) when given; real rows as read."""
     if "mp_blendshapes" not in batch:
         raise ValueError("batch has no mp_blendshapes: generate shards with --landmarker "
                          "(python -m train.synth generate) or use python -m train prepare-real")
@@ -70,7 +72,10 @@ def _moved(batch: Mapping[str, Any], base: torch.Tensor) -> torch.Tensor:
     if "mp_neutral" in batch:
         rows = batch["has_mp_neutral"] if "has_mp_neutral" in batch \
             else torch.ones(len(mp), dtype=torch.bool)
-        out = torch.where(rows[:, None], mp - batch["mp_neutral"].float() + base, out)
+        shift = mp - batch["mp_neutral"].float()
+        if gain is not None:
+            shift = shift * gain
+        out = torch.where(rows[:, None], shift + base, out)
     return out
 
 
@@ -82,12 +87,17 @@ def _finish(out: torch.Tensor) -> torch.Tensor:
 
 
 def geometry_batch(batch: Mapping[str, Any], pool: GeometryPool, *, random: bool,
-                   generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, noise: float = 0.0,
+                   gain: tuple[float, float] | None = None) -> torch.Tensor:
     """(B, G) float32 geometry input for a collated batch (see module doc).
 
     Rows with ``mp_neutral`` (renders) are moved onto a pool face (random, or the pool mean
     when ``random`` is False); other rows (real photos) keep ``mp_blendshapes``. ``noise`` adds
-    Gaussian noise of that many pool standard deviations (training only).
+    Gaussian noise of that many pool standard deviations, ``gain`` (low, high) scales each
+    render's displacement by a uniform draw: how strongly MediaPipe responds to one expression
+    differs between renders and real faces and between people (a real smile read stronger than a
+    rendered one, raised brows weaker), so the same expression is shown at several response
+    gains (training only).
     """
     n = len(batch["mp_blendshapes"]) if "mp_blendshapes" in batch else 0
     neutral_pool = torch.from_numpy(pool.neutral)
@@ -95,7 +105,13 @@ def geometry_batch(batch: Mapping[str, Any], pool: GeometryPool, *, random: bool
         base = neutral_pool[torch.randint(len(neutral_pool), (n,), generator=generator)]
     else:
         base = torch.from_numpy(pool.reference).expand(n, -1)
-    out = _moved(batch, base)
+    g = None
+    if gain is not None:
+        lo, hi = gain
+        if not 0 < lo <= hi:
+            raise ValueError(f"geometry gain must be (low, high) with 0 < low <= high, got {gain}")
+        g = lo + (hi - lo) * torch.rand((n, 1), generator=generator)
+    out = _moved(batch, base, g)
     if noise > 0:
         sd = torch.from_numpy(pool.spread)
         out = out + noise * sd * torch.randn(out.shape, generator=generator)

@@ -175,3 +175,20 @@ def test_prepare_real_labels_and_pool(shared_dir: Path, landmarker_path: Path, t
     assert by["happy"]["mp_blendshapes"][smile] > by["neutral"]["mp_blendshapes"][smile] + 0.2  # type: ignore[index]
     assert by["happy"]["image"].shape == (112, 112, 3)  # type: ignore[union-attr]
     write_shard(tmp_path / "shard-00000.npz", samples)  # the shard format takes them as they are
+
+
+def test_response_gain_scales_only_the_expression(pool_file: Path) -> None:
+    pool = GeometryPool(pool_file)
+    base = {"image": np.zeros((8, 8, 3), np.uint8), "au_occurrence": np.zeros(18, np.float32),
+            "au_intensity": np.zeros(18, np.float32), "emotion": np.int64(0),
+            "subject": "s", "source": "t", "key": "k"}
+    render = {"mp_blendshapes": np.full(G, 0.6, np.float32), "mp_neutral": np.full(G, 0.2, np.float32)}
+    batch = collate([{**base, **render}] * 64)
+    gen = torch.Generator().manual_seed(3)
+    out = geometry_batch(batch, pool, random=False, gain=(0.5, 1.5), generator=gen).numpy()
+    shift = out - pool.reference  # the pool mean sits well below 0.6 - 0.2 + mean, no clipping
+    ratio = shift / 0.4
+    assert np.allclose(ratio, ratio[:, :1], atol=1e-5)  # one gain per face, all features alike
+    assert 0.5 <= ratio.min() < 0.7 and 1.3 < ratio.max() <= 1.5
+    with pytest.raises(ValueError, match="gain"):
+        geometry_batch(batch, pool, random=False, gain=(1.5, 0.5))

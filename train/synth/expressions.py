@@ -63,14 +63,20 @@ RECIPES: dict[str, tuple[Variant, ...]] = {
         Variant(0.4, ((12, 1.0, 0.8), (6, 0.7, 0.6))),  # closed-mouth smile
     ),
     "sad": (
-        Variant(0.55, ((1, 1.0, 0.9), (4, 0.8, 0.7), (15, 1.0, 0.9), (17, 0.5, 0.6),
-                       (43, 0.4, 0.35), (7, 0.3, 0.4)),
+        Variant(0.5, ((1, 1.0, 0.9), (4, 0.8, 0.7), (15, 1.0, 0.9), (17, 0.5, 0.6),
+                      (43, 0.4, 0.35), (7, 0.3, 0.4), (20, 0.2, 0.4)),
                 (("eyeLookDown", 0.6, 0.1, 0.5),)),
         Variant(0.2, ((1, 1.0, 0.8), (15, 1.0, 1.0), (17, 0.7, 0.7), (43, 0.5, 0.4)),
                 (("eyeLookDown", 0.7, 0.1, 0.6),)),
-        # crying: inner brows up and drawn, eyes squeezed shut, corners down, mouth open
-        Variant(0.25, ((1, 1.0, 0.9), (4, 1.0, 0.8), (6, 0.8, 0.7), (7, 0.8, 0.7), (15, 1.0, 0.9),
-                       (43, 1.0, 0.9), (17, 0.4, 0.5), (25, 0.7, 0.6), (26, 0.4, 0.4))),
+        # crying: inner brows up and drawn together, eyes squeezed shut, lips stretched sideways
+        # and corners pulled down, the mouth open or pressed (the "cry face": AU1+4, AU6+7+43,
+        # AU20, AU15, AU17/24 or AU25/26). The stretched lips are what a real-face model can
+        # take for a smile, so the renders must show them.
+        Variant(0.15, ((1, 1.0, 0.9), (4, 1.0, 0.8), (6, 0.8, 0.7), (7, 0.8, 0.7), (15, 1.0, 0.9),
+                       (20, 0.9, 0.8), (43, 1.0, 0.9), (17, 0.4, 0.5), (25, 0.8, 0.6),
+                       (26, 0.5, 0.4))),
+        Variant(0.15, ((1, 1.0, 0.9), (4, 1.0, 0.8), (6, 0.8, 0.7), (7, 0.9, 0.8), (15, 0.9, 0.7),
+                       (20, 1.0, 0.9), (43, 1.0, 0.9), (17, 0.8, 0.7), (24, 0.5, 0.6))),
     ),
     "surprise": (
         Variant(1.0, ((1, 1.0, 1.0), (2, 1.0, 1.0), (5, 0.8, 0.9), (26, 0.85, 0.9),

@@ -24,7 +24,7 @@ import numpy as np
 
 from norface_rt.config import AU_NAMES, EMOTION_NAMES
 
-LABEL_MAPPING_VERSION = "2.0"
+LABEL_MAPPING_VERSION = "2.1"
 OCCURRENCE_THRESHOLD = 1.0
 OCCURRENCE_MARGIN = 0.25
 NEUTRAL_MAX_INTENSITY = 0.75  # every expressive AU below this -> neutral
@@ -92,8 +92,10 @@ class Prototype:
 # tested separately on left/right differences.
 PROTOTYPES: tuple[Prototype, ...] = (
     Prototype("happy", ((6, 12), (12,)), forbid=(15,), note="12 bilateral; 6+12 is the Duchenne smile"),
-    Prototype("sad", ((1, 4, 15), (6, 15), (1, 15), (1, 4, 17), (4, 15, 17), (1, 4, 15, 43)),
-              forbid=(12,), note="1+4+15+43 with 6/7/25/26 is crying (eyes squeezed shut)"),
+    Prototype("sad", ((1, 4, 15), (6, 15), (1, 15), (1, 4, 17), (4, 15, 17), (1, 4, 15, 43),
+                      (1, 4, 20, 43)),
+              forbid=(12,), note="1+4+15+43 and 1+4+20+43 (with 6/7, 17, 24 or 25/26) are crying: "
+                                 "eyes squeezed shut, lips stretched"),
     Prototype("surprise", ((1, 2, 5), (1, 2, 26), (1, 2, 5, 26), (5, 26)), forbid=(4,)),
     Prototype("fear", ((1, 2, 4, 5), (1, 2, 4, 20), (1, 2, 5, 20), (5, 20), (1, 2, 4, 5, 20, 26))),
     Prototype("disgust", ((9,), (10, 17), (10, 15), (9, 15), (9, 17), (4, 10)),
