@@ -10,10 +10,12 @@ built by ``norface-rt build-engines`` (:mod:`norface_rt.backends.tensorrt`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.extras import MissingExtra, require
+from norface_rt.model_set import verify_model_set
 from norface_rt.preprocess import denormalize, preprocess, validate_crops
 
 BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda")
@@ -27,13 +29,19 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     """Open a model set with the named backend; ``kw`` goes to the backend's constructor
     (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads; torch-cuda:
     device, fp16, buckets, use_graphs, num_threads; tensorrt: device, max_batch, engine_dir and
-    the build options its engines were built with)."""
+    the build options its engines were built with).
+
+    A model-set directory is first checked against its manifest
+    (:func:`~norface_rt.model_set.verify_model_set`): damaged or altered files are refused with
+    :class:`~norface_rt.model_set.ModelSetError` before any graph or weight is read."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"name must be one of {list(BACKEND_NAMES)}, got {name!r}")
+    if Path(model_dir).is_dir():
+        verify_model_set(model_dir)
     if name == "onnxruntime":
         from norface_rt.backends.onnx_backend import OrtBackend
 
         return OrtBackend(model_dir, **kw)
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"name must be one of {list(BACKEND_NAMES)}, got {name!r}")
     try:
         if name == "torch":
             require("torch", "the torch backend")
