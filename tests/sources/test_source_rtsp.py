@@ -73,7 +73,9 @@ def test_reconnects_by_itself_after_the_server_is_killed_and_restarted(
         assert src.reconnects >= 1
     everything = before + between + after
     assert_live_sequence(everything)  # indices keep increasing across the reconnect
-    assert after[-1].frame_index + 1 == len(everything) + after[-1].dropped
+    # every index is a frame delivered, dropped (queue) or lost while the server was away
+    assert after[-1].frame_index + 1 == len(everything) + after[-1].dropped + after[-1].lost
+    assert after[-1].lost > 0 and src.outage_s > 1.0  # the hole is visible in the data
 
 
 @pytest.mark.rtsp
