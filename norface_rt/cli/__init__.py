@@ -1,7 +1,8 @@
 """The ``norface-rt`` command line: one module per command, dispatched from here.
 
 Exit codes: 0 = every stream ended cleanly; 1 = a stream ended with an error (results up to the
-error were still delivered); 2 = bad arguments or missing model files; 130 = interrupted.
+error were still delivered) or an output lost messages; 2 = bad arguments or missing or damaged
+model files; 130 = interrupted (SIGINT), 143 = terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from norface_rt import __version__
-from norface_rt.cli import bench, build_engines, listen, models, normalize, run
+from norface_rt.cli import bench, build_engines, keys, listen, models, normalize, run
 from norface_rt.cli.args import fail, nonneg_float, positive_int, setup_logging
+from norface_rt.config import ConfigFileError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run.run, "listen": listen.run, "normalize": normalize.run, "models": models.run,
-    "bench": bench.run, "build-engines": build_engines.run,
+    "bench": bench.run, "build-engines": build_engines.run, "keys": keys.run,
 }
 
 
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"norface-rt {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (run, listen, normalize, models, bench, build_engines):
+    for module in (run, listen, normalize, models, bench, build_engines, keys):
         module.add_parser(sub)
     return p
 
@@ -38,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except (FileNotFoundError, ImportError) as exc:  # a missing file or extra, said plainly
+    except (FileNotFoundError, ImportError, ConfigFileError) as exc:  # said plainly, exit 2
         return fail(str(exc))
     except KeyboardInterrupt:
         return 130

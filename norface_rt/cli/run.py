@@ -1,13 +1,20 @@
-"""``norface-rt run``: analyse sources and publish every frame's results."""
+"""``norface-rt run``: analyse sources and publish every frame's results.
+
+SIGINT and SIGTERM end a run within about 10 s whatever an output is doing: sources stop, every
+stream's end-of-stream message goes to each output that can still take it, outputs get a few
+seconds to write what they hold, and an output still blocked then (a pipe nobody reads) is left
+behind with its losses counted. The exit status is 130 (SIGINT) or 143 (SIGTERM); a second
+signal leaves at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,11 @@ from norface_rt.cli.args import fail, nonneg_float, positive_int
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
 log = logging.getLogger("norface_rt")
+
+# Shutdown budget after a signal (seconds): stages, then outputs; with the final interrupt of
+# stuck outputs the process is gone well within 10 s.
+STOP_STAGES_S = 3.5
+STOP_SINKS_S = 3.5
 
 
 def add_parser(sub: Any) -> None:
@@ -68,6 +80,36 @@ def add_parser(sub: Any) -> None:
                    help="pace file sources at their frame rate and treat them as live (drop-oldest)")
     r.add_argument("--loop", action="store_true", help="loop file sources forever")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--stop-on-decode-error", action="store_true",
+                   help="end a file at its first undecodable frame (exit 1) instead of skipping "
+                        "it, counting it and carrying on (the default)")
+    r.add_argument("--reconnect-timeout", type=nonneg_float("--reconnect-timeout"), default=None,
+                   metavar="S", help="RTSP: give up after S seconds without frames "
+                                     "(default: keep retrying)")
+    r.add_argument("--reconnect-tries", type=positive_int("--reconnect-tries"), default=None,
+                   metavar="N", help="RTSP: give up after N failed attempts in a row "
+                                     "(default: keep retrying)")
+    r.add_argument("--sink-buffer", type=positive_int("--sink-buffer"), default=1024, metavar="N",
+                   help="messages buffered per output (JSONL, CSV, ZeroMQ, overlay, ...); what a "
+                        "stalled output cannot take is dropped and counted")
+    r.add_argument("--sink-timeout", type=nonneg_float("--sink-timeout"), default=2.0, metavar="S",
+                   help="file runs: how long to wait for a full output before marking it stalled")
+    r.add_argument("--push", metavar="ENDPOINT",
+                   help="lossless hand-off: bind a ZeroMQ PUSH socket here (consumers connect "
+                        "PULL, e.g. `norface-rt listen --pull ENDPOINT`)")
+    r.add_argument("--push-hwm", type=positive_int("--push-hwm"), default=1000, metavar="N",
+                   help="messages queued for the PULL consumers")
+    r.add_argument("--push-policy", choices=["block", "drop"], default="block",
+                   help="when the PUSH queue is full: block (back-pressure, up to --push-timeout "
+                        "per message) or drop (counted)")
+    r.add_argument("--push-timeout", type=nonneg_float("--push-timeout"), default=30.0,
+                   metavar="S", help="longest wait for a PULL consumer before dropping")
+    r.add_argument("--curve-secret", metavar="FILE",
+                   help="encrypt --zmq/--push with CURVE using this server secret key file "
+                        "(`norface-rt keys make`)")
+    r.add_argument("--curve-clients", metavar="DIR",
+                   help="with --curve-secret: accept only consumers whose public key (*.key) is "
+                        "in DIR")
 
 
 def _wait_for_subscribers(sinks: list[Any], n: int, timeout: float) -> None:
@@ -90,19 +132,32 @@ def run(args: argparse.Namespace) -> int:
         landmarker=args.landmarker, backend=args.backend, device=args.device, threads=args.threads,
         max_faces=args.max_faces, max_batch=args.max_batch, queue_size=args.queue_size,
         realtime=args.realtime, loop=args.loop, stats_interval=args.stats_interval,
-        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline)
+        tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline,
+        skip_corrupt=not args.stop_on_decode_error, reconnect_timeout=args.reconnect_timeout,
+        reconnect_tries=args.reconnect_tries, sink_buffer=args.sink_buffer,
+        sink_timeout=args.sink_timeout)
     sink_opts = SinkOptions(zmq=args.zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
-                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show)
+                            jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
+                            push=args.push, push_hwm=args.push_hwm, push_policy=args.push_policy,
+                            push_timeout=args.push_timeout,
+                            curve_secret=args.curve_secret, curve_clients=args.curve_clients)
     sinks: list[Any] = []
+
+    def open_sinks() -> list[Any]:
+        sinks.extend(make_sinks(sink_opts, len(args.sources)))
+        return sinks
+
     try:
         opts.validate()
+        sink_opts.validate()
         if opts.backend == "tensorrt":
             from norface_rt.cli.build_engines import ensure_engines
             from norface_rt.paths import resolve_model_dir
 
             ensure_engines(resolve_model_dir(opts.model_dir), device=opts.device or "cuda")
-        sinks = make_sinks(sink_opts, len(args.sources))
-        pipe = create_pipeline(opts, sinks)  # resolves and loads the model first: fails fast
+        # Model and sources open first (fail fast); outputs only then, so a run that cannot
+        # start leaves no output files behind.
+        pipe = create_pipeline(opts, open_sinks)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
         for s in sinks:
             s.close()
@@ -122,10 +177,14 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=total, unit="frame", dynamic_ncols=True)
         pipe.on_result = lambda _msg: bar.update(1)
 
-    interrupted = threading.Event()
+    signals: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        interrupted.set()
+        if signals:  # a second signal: leave at once
+            os.write(2, b"norface-rt: second signal, leaving at once\n")
+            os._exit(128 + signum)
+        signals.append(signum)
+        pipe.hurry(STOP_SINKS_S)  # bounds the wait for outputs, also when it has begun
 
     old = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
@@ -133,26 +192,51 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipe.start()
         while not pipe.wait(timeout=0.2):
-            if interrupted.is_set():
-                code = 130
+            if signals:
                 break
             if pipe.quit_requested:
                 break  # q / Esc in the --show window
     except Exception as exc:
         code = fail(str(exc), 1)
     finally:
-        pipe.stop(timeout=5.0)
-        signal.signal(signal.SIGINT, old)
-        signal.signal(signal.SIGTERM, old_term)
+        if signals:
+            pipe.stop(timeout=STOP_STAGES_S, sink_grace=STOP_SINKS_S)
+        else:  # ended by itself: outputs write everything they hold while they make progress
+            pipe.stop(timeout=5.0)
         if bar is not None:
             bar.close()
+    if signals:
+        code = 128 + signals[0]
+    code = report(pipe, args, code)
+    signal.signal(signal.SIGINT, old)
+    signal.signal(signal.SIGTERM, old_term)
+    if pipe.stuck_sinks or pipe.alive_threads:
+        # A thread blocked in write(2) on a pipe nobody reads can be neither woken nor joined,
+        # and interpreter shutdown would wait on the file it holds: leave without it.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def report(pipe: Any, args: argparse.Namespace, code: int) -> int:
+    """Print the summary (per-stage times, streams, outputs), write --stats-json, and return the
+    exit status: 1 when it was 0 but a stream ended with an error or an output lost messages."""
     snap = pipe.stats.snapshot()
     print(pipe.stats.summary_table(), file=sys.stderr)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(snap, indent=2) + "\n")
+    for sid, s in snap["streams"].items():
+        if s.get("skipped_frames"):
+            print(f"norface-rt: stream {sid}: {s['skipped_frames']} undecodable frame(s) skipped "
+                  "(their indices are in its end-of-stream message)", file=sys.stderr)
     if code == 0 and any(s.get("error") for s in snap["streams"].values()):
         code = 1
-    if code == 0 and pipe.sink_errors:
-        print(f"norface-rt: {pipe.sink_errors} sink write(s) failed (see log)", file=sys.stderr)
-        code = 1
+    losses = {name: n for name, n in pipe.sink_losses.items() if n}
+    if losses:
+        stuck = set(pipe.stuck_sinks)
+        print("norface-rt: output(s) lost messages: " + ", ".join(
+            f"{name} {n}" + (" (stuck, abandoned)" if name in stuck else "")
+            for name, n in losses.items()), file=sys.stderr)
+        if code == 0:
+            code = 1
     return code

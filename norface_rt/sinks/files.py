@@ -40,6 +40,8 @@ def _open_text(path: str | Path, append: bool) -> TextIO:
 class JsonlSink(Sink):
     """Writes each message as one compact JSON line; flushed per message so a crash loses nothing."""
 
+    name = "jsonl"
+
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self.path = Path(path)
         self._f: TextIO | None = _open_text(self.path, append)
@@ -75,6 +77,8 @@ class CsvSink(Sink):
     so the file always has a header. A later face whose keys differ is refused with an error naming
     the field and both key sets, instead of silently shifting columns.
     """
+
+    name = "csv"
 
     def __init__(self, path: str | Path, au_names: Sequence[str] | None = None,
                  emotion_names: Sequence[str] | None = None, *,
