@@ -274,7 +274,7 @@ class Pipeline:
         Sources stop first so nothing new arrives; each then ends with an EndOfStream that flows
         through the stages as usual, so subscribers of a live stream still get its ``eos``
         message. Whatever has not drained when ``timeout`` expires is abandoned. A stop before
-        the end no longer waits for room in any sink's buffer (what does not fit is dropped and
+        the end does not wait for room in any sink's buffer (what does not fit is dropped and
         counted; end-of-stream messages always get in).
 
         Then each sink writes what its buffer holds and is closed on its own thread: for at most
