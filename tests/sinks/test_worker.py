@@ -102,11 +102,13 @@ def test_a_sink_that_drops_by_policy_is_counted_as_dropped_not_failed(frame_msg)
 
 
 def test_image_buffer_is_bounded_by_bytes_too(frame_msg) -> None:
+    gate = threading.Event()
+
     class Never(Sink):
         needs_image = True
 
         def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-            time.sleep(10)
+            gate.wait(10)  # stuck until the test lets it go
 
         def close(self) -> None:
             pass
@@ -118,6 +120,9 @@ def test_image_buffer_is_bounded_by_bytes_too(frame_msg) -> None:
     accepted = sum(w.offer(frame_msg(seq=i), big) for i in range(20))
     assert accepted <= 3, "the buffer must not hold 20 full-HD frames (120 MB) for a stuck sink"
     w.release()
+    gate.set()  # leave no thread behind for later tests (they count the pipeline's threads)
+    w.finish()
+    assert w.join(time.monotonic() + 10)
 
 
 def test_bad_arguments_name_the_field() -> None:
