@@ -224,8 +224,10 @@ class Analyzer:
         if not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer: expected an int >= 1 (results held ahead of the caller), "
                              f"got {buffer!r}")
+        # sink_buffer=1: the result queue is the buffer (``buffer`` results ahead of the caller);
+        # it blocks instead of dropping, however long the caller's loop takes.
         opts = PipelineOptions(sources=sources, stream_ids=[stream_id] if stream_id else None,
-                               realtime=realtime, loop=loop, **self._options)
+                               realtime=realtime, loop=loop, sink_buffer=1, **self._options)
         sink = ImageResultQueue(buffer) if keep_images else ResultQueue(buffer)
         pipeline = create_pipeline(opts, [sink], backend=backend)
         return VideoAnalysis(pipeline, sink, stop_timeout)

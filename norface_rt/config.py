@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,20 @@ AU_DESCRIPTIONS: dict[str, str] = {
     "AU20": "lip stretcher", "AU23": "lip tightener", "AU24": "lip pressor", "AU25": "lips part",
     "AU26": "jaw drop", "AU28": "lip suck", "AU43": "eyes closed", "AU45": "blink",
 }
+
+# Sane bounds of the integer architecture fields: a config outside them is damaged or hostile (an
+# img_size of 32768 would make the runtime allocate 12 GiB per face), never a real model.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "img_size": (8, 1024), "patch_size": (1, 1024), "in_chans": (1, 4), "embed_dim": (4, 4096),
+    "depth": (1, 64), "num_heads": (1, 64), "mae_decoder_dim": (1, 4096),
+    "mae_decoder_depth": (0, 64), "emm_heads": (1, 64), "emm_blocks": (0, 64),
+    "moe_experts": (1, 64), "moe_top_k": (1, 64), "moe_hidden": (1, 16384),
+}
+MAX_LABELS = 256  # AU or emotion names in one model
+
+
+class ConfigFileError(ValueError):
+    """A config file cannot be read as a model config; the message names the file."""
 
 # FACS intensity scale A..E = 1..5. A model may use another scale (ModelConfig.au_intensity_max);
 # frame messages then say which (field au_intensity_max) and the protocol checks against it.
@@ -171,6 +186,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Reject inconsistent configs early, naming the field and expected vs actual value."""
+        self._validate_bounds()
         if self.img_size % self.patch_size:
             raise ValueError(
                 f"img_size must be a multiple of patch_size ({self.patch_size}), got {self.img_size}"
@@ -200,6 +216,34 @@ class ModelConfig:
         if len(self.template) != 5:
             raise ValueError(f"template must have 5 points, got {len(self.template)}")
         self._validate_geometry()
+
+    def _validate_bounds(self) -> None:
+        for name, (lo, hi) in INT_BOUNDS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not 0 < self.mlp_ratio <= 16 or not math.isfinite(self.mlp_ratio):
+            raise ValueError(f"mlp_ratio must be in (0, 16], got {self.mlp_ratio}")
+        if not 1 <= len(self.decoder_channels) <= 8 or not all(
+                1 <= c <= 4096 for c in self.decoder_channels):
+            raise ValueError(f"decoder_channels must be 1..8 integers in [1, 4096], got "
+                             f"{list(self.decoder_channels)}")
+        if not all(math.isfinite(v) for v in self.mean):
+            raise ValueError(f"mean must be finite numbers, got {list(self.mean)}")
+        if not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"std must be finite numbers > 0, got {list(self.std)}")
+        if not all(-1.0 <= c <= 2.0 for pt in self.template for c in pt):
+            raise ValueError("template points must be fractions of the crop side in [-1, 2], got "
+                             f"{[list(pt) for pt in self.template]}")
+        for name in ("au_names", "emotion_names"):
+            names = getattr(self, name)
+            if (not 1 <= len(names) <= MAX_LABELS or len(set(names)) != len(names)
+                    or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)):
+                raise ValueError(f"{name} must be 1..{MAX_LABELS} distinct non-empty names of at "
+                                 f"most 64 characters, got {list(names)[:10]}"
+                                 + (" ..." if len(names) > 10 else ""))
+        if not math.isfinite(self.au_intensity_max) or self.au_intensity_max > 1000:
+            raise ValueError(f"au_intensity_max must be in (0, 1000], got {self.au_intensity_max}")
 
     def _validate_geometry(self) -> None:
         unknown = [g for g in self.geometry_inputs if g not in GEOMETRY_KINDS]
@@ -274,7 +318,18 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
+        """Read a config file; any problem is a :class:`ConfigFileError` naming the file."""
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"model config not found: {p}")
-        return cls.from_json(p.read_text())
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigFileError(f"{p}: not a valid JSON model config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigFileError(f"{p}: expected a JSON object (a model config), got "
+                                  f"{type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigFileError(f"{p}: invalid model config: {exc}") from exc

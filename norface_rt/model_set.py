@@ -13,7 +13,13 @@ A model set is a directory holding:
   graphs embed the same config as ONNX metadata (:data:`META_CONFIG`), so a graph separated from
   its directory still says what it is;
 * ``weights.safetensors`` -- the state dict (PyTorch backends, fine-tuning), config embedded;
-* ``target.png``          -- the aligned target identity faces are normalized onto.
+* ``target.png``          -- the aligned target identity faces are normalized onto;
+* ``manifest.json``       -- the sha256 and size of each of the files above
+  (:func:`write_manifest`), written last by the exporter. Every load checks it
+  (:func:`verify_model_set`): a file that is missing, truncated, altered in place or not listed is
+  refused with :class:`ModelSetError` naming it, so damaged or tampered weights can never run
+  under the model's ``model_id``. A set written before manifests existed loads with a warning
+  (``norface-rt models manifest DIR`` adds one).
 
 Model sets written before v0.2 also hold ``norface.onnx``, the two graphs joined into one
 (:data:`LEGACY_COMBINED_FILE`). It is no longer written: inside the pipeline it measured slower
@@ -26,16 +32,18 @@ what ONNX Runtime reads from each graph's metadata (:func:`config_from_metadata`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from norface_rt.config import ModelConfig
+from norface_rt.config import ConfigFileError, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,12 @@ CLASSIFIER_FILE = "classifier.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 TARGET_FILE = "target.png"
 LEGACY_COMBINED_FILE = "norface.onnx"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "norface-model-set-manifest"
+MANIFEST_VERSION = 1
+# The files a manifest covers (those of them a set holds); nothing else in the folder is read.
+MANIFEST_FILES: tuple[str, ...] = (CONFIG_FILE, NORMALIZER_FILE, CLASSIFIER_FILE, WEIGHTS_FILE,
+                                   TARGET_FILE, LEGACY_COMBINED_FILE)
 # Why nothing runs the joined graph by choice any more (the --fused flag, fused TensorRT engines).
 JOINED_GRAPH_GONE = ("model sets no longer ship the joined graph norface.onnx, which measured "
                      "slower than the normalizer + classifier pair inside the pipeline "
@@ -61,6 +75,11 @@ NORMALIZED_NAME = "normalized"
 GEOMETRY_NAME = "geometry"
 PROBABILITY_NAMES: tuple[str, str, str] = ("au_prob", "au_intensity", "emotion_prob")
 OUTPUT_NAMES: tuple[str, str, str, str] = (NORMALIZED_NAME, *PROBABILITY_NAMES)
+
+
+class ModelSetError(ConfigFileError):
+    """A model set's file is damaged, tampered with or inconsistent; the message names the file
+    and what was expected (the CLI exits 2 with it, never a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +202,94 @@ def is_model_dir(path: str | os.PathLike[str]) -> bool:
 def load_config(model_dir: str | os.PathLike[str]) -> ModelConfig:
     """The config of a model set, from its ``config.json`` (no graph is opened)."""
     return ModelConfig.load(Path(model_dir) / CONFIG_FILE)
+
+
+# --------------------------------------------------------------------------- manifest
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(model_dir: str | os.PathLike[str]) -> Path:
+    """Write ``manifest.json``: sha256 and size of each model-set file the folder holds. The
+    exporter calls it last; for a set written before manifests, ``norface-rt models manifest``."""
+    d = Path(model_dir)
+    if not (d / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{d / CONFIG_FILE} not found: {d} is not a model set")
+    files = {name: {"sha256": _sha256(d / name), "bytes": (d / name).stat().st_size}
+             for name in MANIFEST_FILES if (d / name).is_file()}
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "files": files}
+    out = d / MANIFEST_FILE
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The ``files`` of a set's manifest (None when it has none); a malformed manifest is a
+    :class:`ModelSetError`."""
+    p = Path(model_dir) / MANIFEST_FILE
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSetError(f"{p}: not valid JSON ({exc}); the manifest is damaged") from exc
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ModelSetError(f"{p}: expected format {MANIFEST_FORMAT!r}, got "
+                            f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r}")
+    if data.get("version") != MANIFEST_VERSION:
+        raise ModelSetError(f"{p}: expected manifest version {MANIFEST_VERSION}, got "
+                            f"{data.get('version')!r} (written by a newer norface-rt?)")
+    files = data.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ModelSetError(f"{p}: expected a non-empty map 'files', got {files!r}")
+    for name, entry in files.items():
+        if name not in MANIFEST_FILES:
+            raise ModelSetError(f"{p}: lists {name!r}, not a model-set file (expected some of "
+                                f"{list(MANIFEST_FILES)})")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or len(entry["sha256"]) != 64 or not isinstance(entry.get("bytes"), int)):
+            raise ModelSetError(f"{p}: entry {name!r} must be {{sha256: 64 hex digits, bytes: "
+                                f"int}}, got {entry!r}")
+    return files
+
+
+def verify_model_set(model_dir: str | os.PathLike[str]) -> str | None:
+    """Check every file of a model set against its manifest.
+
+    Returns None when all match, or a warning (also logged) when the set has no manifest (written
+    before manifests existed); raises :class:`ModelSetError` naming the first file that is
+    missing, has another size (truncated), another sha256 (altered, corrupt) or is not listed."""
+    d = Path(model_dir)
+    files = read_manifest(d)
+    if files is None:
+        warning = (f"model set {d} has no {MANIFEST_FILE} (written before manifests existed): its "
+                   "files cannot be checked for damage or tampering; `norface-rt models manifest "
+                   f"{d}` adds one")
+        log.warning("%s", warning)
+        return warning
+    for name in MANIFEST_FILES:
+        if (d / name).is_file() and name not in files:
+            raise ModelSetError(f"{d / name}: not listed in {d / MANIFEST_FILE} (added or "
+                                "replaced after the set was written?); refusing to load it")
+    for name, entry in files.items():
+        p = d / name
+        if not p.is_file():
+            raise ModelSetError(f"{p}: listed in {MANIFEST_FILE} but missing")
+        size = p.stat().st_size
+        if size != entry["bytes"]:
+            raise ModelSetError(f"{p}: expected {entry['bytes']} bytes (per {MANIFEST_FILE}), got "
+                                f"{size}: the file is truncated or was altered")
+        digest = _sha256(p)
+        if digest != entry["sha256"]:
+            raise ModelSetError(f"{p}: sha256 {digest} differs from {entry['sha256']} in "
+                                f"{MANIFEST_FILE}: the file is corrupt or was altered")
+    return None
 
 
 def read_graph_config(path: str | os.PathLike[str]) -> ModelConfig:

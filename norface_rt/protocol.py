@@ -49,7 +49,10 @@ MESSAGE_TYPES = ("frame", "eos", "stats")
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 _AU_KEY = re.compile(r"AU[0-9]{2}")
 _KNOWN_AUS = frozenset(AU_NAMES)
-_STREAM_INT_COUNTERS = ("frames", "faces", "dropped_frames")
+_STREAM_INT_COUNTERS = ("frames", "faces", "dropped_frames", "skipped_frames", "lost_frames",
+                        "reconnects")
+_STREAM_TEXT = ("state", "last_error")  # stats streams: connection state and last error (text)
+_SINK_INT_COUNTERS = ("written", "dropped", "failed", "queued")
 
 
 class ProtocolError(ValueError):
@@ -201,6 +204,7 @@ def _validate_frame(msg: Mapping[str, Any]) -> None:
     _int(msg, "width", "", 0)
     _int(msg, "height", "", 0)
     _int(msg, "dropped_frames", "")
+    _optional_ints(msg, ("skipped_frames", "lost_frames"))
     if not isinstance(_get(msg, "untrained", ""), bool):
         _fail("untrained", "boolean", msg["untrained"])
     _str(msg, "error", "", nullable=True)
@@ -232,6 +236,34 @@ def _validate_eos(msg: Mapping[str, Any]) -> None:
     _int(msg, "dropped_frames", "")
     _str(msg, "error", "", nullable=True)
     _num(msg, "emit_time", "", 0.0)
+    _optional_ints(msg, ("skipped_frames", "lost_frames", "reconnects"))
+    if "outage_s" in msg:
+        _num(msg, "outage_s", "", 0.0)
+    if "skipped_frame_indices" in msg:
+        idx = msg["skipped_frame_indices"]
+        if not isinstance(idx, list) or not all(_is_int(i) and i >= 0 for i in idx):
+            _fail("skipped_frame_indices", "list of integers >= 0", idx)
+    if "sink_losses" in msg:
+        for name, n in _map(msg, "sink_losses", "").items():
+            if not _is_int(n) or n < 0:
+                _fail(f"sink_losses.{name}", "integer >= 0", n)
+
+
+def _optional_ints(msg: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Counters that version 1 producers do not send: optional, integers >= 0."""
+    for key in keys:
+        if key in msg:
+            _int(msg, key, "")
+
+
+def _validate_sinks(msg: Mapping[str, Any]) -> None:
+    for name, counters in _map(msg, "sinks", "").items():
+        if not isinstance(counters, dict):
+            _fail(f"sinks.{name}", "map of counters", counters)
+        _optional_ints(counters, _SINK_INT_COUNTERS)
+        for k, v in counters.items():
+            if k not in _SINK_INT_COUNTERS and not isinstance(v, (bool, str)):
+                _check_num(v, f"sinks.{name}.{k}", 0.0, None)
 
 
 def _validate_stats(msg: Mapping[str, Any]) -> None:
@@ -260,7 +292,7 @@ def _validate_stats(msg: Mapping[str, Any]) -> None:
             where = f"streams.{sid}.{k}"
             if not isinstance(k, str):
                 _fail(f"streams.{sid} key", "string", k)
-            if k == "error":
+            if k == "error" or k in _STREAM_TEXT:
                 if v is not None and not isinstance(v, str):
                     _fail(where, "string or null", v)
             elif k in _STREAM_INT_COUNTERS:
@@ -271,6 +303,8 @@ def _validate_stats(msg: Mapping[str, Any]) -> None:
                     _fail(where, "boolean", v)
             else:
                 _check_num(v, where, 0.0, None)
+    if "sinks" in msg:
+        _validate_sinks(msg)
 
 
 _VALIDATORS = {"frame": _validate_frame, "eos": _validate_eos, "stats": _validate_stats}
@@ -359,9 +393,11 @@ def decode_multipart(parts: Sequence[bytes]) -> tuple[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- message builders
-def eos_message(eos: EndOfStream, seq: int, *, emit_time: float | None = None) -> dict[str, Any]:
-    """The ``eos`` message for a stream; ``seq`` continues the stream's frame sequence."""
-    msg = {
+def eos_message(eos: EndOfStream, seq: int, *, emit_time: float | None = None,
+                sink_losses: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The ``eos`` message for a stream; ``seq`` continues the stream's frame sequence.
+    ``sink_losses``: messages each output has lost so far (buffer full or write failed)."""
+    msg: dict[str, Any] = {
         "type": "eos",
         "schema_version": SCHEMA_VERSION,
         "stream_id": eos.stream_id,
@@ -370,7 +406,14 @@ def eos_message(eos: EndOfStream, seq: int, *, emit_time: float | None = None) -
         "dropped_frames": int(eos.dropped),
         "error": None if eos.error is None else str(eos.error),
         "emit_time": float(time.time() if emit_time is None else emit_time),
+        "skipped_frames": int(eos.skipped),
+        "skipped_frame_indices": [int(i) for i in eos.skipped_indices],
+        "lost_frames": int(eos.lost),
+        "outage_s": float(eos.outage_s),
+        "reconnects": int(eos.reconnects),
     }
+    if sink_losses is not None:
+        msg["sink_losses"] = {str(k): int(v) for k, v in sink_losses.items()}
     return validate(msg)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,13 @@ class StageStats:
         self._t0 = time.perf_counter()
         self._frames = 0
         self._faces = 0
+        self._providers: list[Callable[[], Mapping[str, Any]]] = []
+
+    def attach(self, provider: Callable[[], Mapping[str, Any]]) -> None:
+        """Add live fields to every snapshot: ``provider()`` returns ``{"streams": {id: {...}}}``
+        (merged into each stream's counters: connection state, skipped frames, ...) and any
+        other top-level keys (e.g. ``sinks``). Called outside the lock, from the caller's thread."""
+        self._providers.append(provider)
 
     def add(self, stage: str, seconds: float) -> None:
         stage = str(stage)  # a Stage and its plain name are one key
@@ -68,6 +75,18 @@ class StageStats:
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict (the payload of the ``stats`` message)."""
+        snap = self._counters()
+        for provider in self._providers:
+            extra = dict(provider())
+            for sid, fields in extra.pop("streams", {}).items():
+                counters = snap["streams"].setdefault(sid, {"frames": 0, "faces": 0,
+                                                             "dropped_frames": 0, "ended": False,
+                                                             "error": None})
+                counters.update({k: v for k, v in fields.items() if k not in counters})
+            snap.update(extra)
+        return snap
+
+    def _counters(self) -> dict[str, Any]:
         with self._lock:
             elapsed = max(time.perf_counter() - self._t0, 1e-9)
             stages: dict[str, dict[str, float]] = {}
@@ -101,6 +120,17 @@ class StageStats:
             lines.append(f"{name:<10} {st['p50_ms']:>8.2f} {st['p95_ms']:>8.2f} {st['count']:>8d}")
         for sid, s in snap["streams"].items():
             err = f", error: {s['error']}" if s["error"] else ""
+            more = "".join(f", {s[k]} {label}" for k, label in (
+                ("skipped_frames", "skipped (undecodable)"), ("lost_frames", "lost (outages)"),
+                ("reconnects", "reconnects")) if s.get(k))
+            if s.get("outage_s"):
+                more += f", {s['outage_s']:.1f} s disconnected"
+            if s.get("last_error") and not s["error"]:
+                more += f", last error: {s['last_error']}"
             lines.append(f"stream {sid}: {s['frames']} frames, {s['faces']} faces, "
-                         f"{s['dropped_frames']} dropped{err}")
+                         f"{s['dropped_frames']} dropped{more}{err}")
+        for name, c in snap.get("sinks", {}).items():
+            state = "stalled" if c.get("stalled") else "ok"
+            lines.append(f"output {name}: {c['written']} written, {c['dropped']} lost (buffer "
+                         f"full), {c['failed']} failed ({state})")
         return "\n".join(lines)

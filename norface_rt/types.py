@@ -53,6 +53,10 @@ class FramePacket:
     capture_time: float  # wall-clock time.time() when the frame left the decoder
     live: bool = False
     dropped: int = 0  # frames this stream has dropped so far (live sources only)
+    # Frames of this stream so far that could not be decoded (skipped), or, live, that never
+    # arrived while the connection was down (lost); their indices are missing from frame_index.
+    skipped: int = 0
+    lost: int = 0
     timings: Timings = field(default_factory=dict)
     # The file this frame came from, for sources of several files (image folders); None otherwise.
     source: str | None = None
@@ -71,8 +75,12 @@ class FramePacket:
     @classmethod
     def from_av_frame(cls, frame: Any, stream_id: str, frame_index: int, *, live: bool = False,
                       dropped: int = 0) -> FramePacket:
-        """Convert a ``av.VideoFrame``; pts is converted to seconds through its time base."""
-        image = frame.to_ndarray(format="rgb24")
+        """Convert a ``av.VideoFrame``; pts is converted to seconds through its time base.
+
+        A display matrix (phones store portrait video sideways and say so, ``frame.rotation``) is
+        applied here, so every later stage -- detection, boxes, overlay -- sees the frame upright
+        and ``width``/``height`` are the displayed ones."""
+        image = upright(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
         pts = None
         if frame.pts is not None and frame.time_base is not None:
             pts = float(frame.pts * frame.time_base)
@@ -80,14 +88,34 @@ class FramePacket:
                    pts=pts, capture_time=time.time(), live=live, dropped=dropped)
 
 
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """``image`` turned by ``rotation`` degrees counter-clockwise (FFmpeg's display-matrix angle,
+    PyAV's ``VideoFrame.rotation``), rounded to a quarter turn; unchanged for 0."""
+    k = round(rotation / 90.0) % 4
+    return image if k == 0 else np.ascontiguousarray(np.rot90(image, k=k))
+
+
+# EndOfStream lists at most this many skipped frame indices (the count is always exact).
+MAX_LISTED_SKIPS = 10_000
+
+
 @dataclass(slots=True)
 class EndOfStream:
-    """Explicit end of a stream: ``error`` is None for a clean end, else what went wrong."""
+    """Explicit end of a stream: ``error`` is None for a clean end, else what went wrong.
+
+    ``skipped`` frames could not be decoded (their indices, up to :data:`MAX_LISTED_SKIPS`, in
+    ``skipped_indices``); ``lost`` frames never arrived from a live source while it was
+    disconnected for ``outage_s`` seconds in all, over ``reconnects`` re-connections."""
 
     stream_id: str
     frames: int
     dropped: int = 0
     error: str | None = None
+    skipped: int = 0
+    skipped_indices: tuple[int, ...] = ()
+    lost: int = 0
+    outage_s: float = 0.0
+    reconnects: int = 0
 
 
 @dataclass(slots=True)
@@ -222,6 +250,8 @@ class FrameResult:
     au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
     source: str | None = None  # the file of this frame (image folders); see FramePacket.source
     faces_cut: int = 0  # faces found beyond --max-faces and left out (see FaceFrame.faces_cut)
+    skipped: int = 0  # FramePacket.skipped
+    lost: int = 0  # FramePacket.lost
 
     def to_message(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
         """The ``frame`` message; ``landmarks`` / ``blendshapes`` add those optional face fields."""
@@ -237,6 +267,8 @@ class FrameResult:
             "width": int(self.width),
             "height": int(self.height),
             "dropped_frames": int(self.dropped),
+            "skipped_frames": int(self.skipped),
+            "lost_frames": int(self.lost),
             "untrained": bool(self.untrained),
             "error": self.error,
             "timings_ms": {str(k): float(v) * 1000.0 for k, v in self.timings.items()},

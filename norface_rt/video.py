@@ -5,6 +5,11 @@ odd frame sizes are rounded down to even. Timestamps are kept in milliseconds an
 frames' presentation times when given (variable frame rate: a video of a source that dropped
 frames still plays at the source's speed); a frame without one, or one whose time goes backwards
 (a looping source), is placed one frame interval (``1/fps``) after the previous frame.
+
+MP4 and MOV files are written *fragmented* (a fragment at least every second, each flushed to the
+file as it is written): a plain MP4 is unreadable until its index is written at close, so a
+process killed with SIGKILL (or a power cut) would leave nothing playable; a fragmented one
+loses at most its last second. ``delay_moov`` keeps the first frame's time (an edit list).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from norface_rt.images import check_rgb_image
 log = logging.getLogger(__name__)
 
 CODECS: tuple[str, ...] = ("libx264", "mpeg4")
+# Muxer options of fragmented MP4/MOV (see the module docstring); fragment duration in µs.
+FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof",
+              "frag_duration": "1000000", "flush_packets": "1"}
 _TIME_BASE = Fraction(1, 1000)  # output timestamps in ms: fine for any real frame rate, MPEG-4 safe
 
 
@@ -68,7 +76,8 @@ class Mp4Writer:
     def _open(self, w: int, h: int) -> None:
         self.width = (self.width or w) // 2 * 2
         self.height = (self.height or h) // 2 * 2
-        self._container = av.open(str(self.path), "w")
+        options = FRAGMENTED if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
+        self._container = av.open(str(self.path), "w", options=dict(options))
         try:
             st = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
             st.width, st.height, st.pix_fmt = self.width, self.height, "yuv420p"

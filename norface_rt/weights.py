@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from norface_rt.config import ModelConfig
-from norface_rt.model_set import CONFIG_FILE, META_CONFIG, WEIGHTS_FILE
+from norface_rt.model_set import CONFIG_FILE, META_CONFIG, WEIGHTS_FILE, ModelSetError
 from norface_rt.models.norface import NorfaceModel
 from norface_rt.models.registry import create_model
 
@@ -54,15 +54,26 @@ def load_torch_model(model_dir: str | os.PathLike[str],
     wpath = d / WEIGHTS_FILE
     if not wpath.is_file():
         raise FileNotFoundError(f"weights not found: {wpath}")
-    with safe_open(str(wpath), framework="pt") as f:
-        meta = f.metadata() or {}
-    if META_CONFIG in meta and ModelConfig.from_json(meta[META_CONFIG]) != cfg:
-        raise ValueError(f"{wpath}: embedded config differs from {d / CONFIG_FILE}")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wpath)).items()}
+    try:
+        with safe_open(str(wpath), framework="pt") as f:
+            meta = f.metadata() or {}
+        embedded = ModelConfig.from_json(meta[META_CONFIG]) if META_CONFIG in meta else None
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_file(str(wpath)).items()}
+    except Exception as exc:  # safetensors raises its own types for truncated or garbage files
+        raise ModelSetError(f"{wpath}: not a readable safetensors weights file "
+                            f"({type(exc).__name__}: {exc})") from exc
+    if embedded is not None and embedded != cfg:
+        raise ModelSetError(f"{wpath}: embedded config differs from {d / CONFIG_FILE}")
     model = create_model("norface", cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes that disagree with the config
+        raise ModelSetError(f"{wpath}: weights do not fit the network {d / CONFIG_FILE} "
+                            f"describes: {exc}") from exc
     if missing or unexpected:
-        raise ValueError(f"{wpath}: state dict mismatch: missing={missing}, unexpected={unexpected}")
+        raise ModelSetError(f"{wpath}: state dict mismatch: missing={missing}, "
+                            f"unexpected={unexpected}")
     if not model.has_target:
-        raise ValueError(f"{wpath}: no target tokens stored (target_ready == 0)")
+        raise ModelSetError(f"{wpath}: no target tokens stored (target_ready == 0)")
     return model.to(device).eval()

@@ -163,6 +163,25 @@ def test_a_paused_caller_holds_the_decoder_back(analyzer, media_dir: Path) -> No
         assert [f.frame_index for f in more] == list(range(2, 12))
 
 
+def test_a_caller_slower_than_the_sink_timeout_loses_nothing(analyzer, media_dir: Path) -> None:
+    """The result queue runs behind its own sink thread like every output, but asks for
+    back-pressure: a loop that pauses longer than the pipeline's stall timeout (2 s) is waited
+    for, never dropped, with or without the frames' pixels."""
+    for keep_images in (False, True):
+        with analyzer.analyze_video(media_dir / "single_face.mp4", buffer=2,
+                                    keep_images=keep_images) as analysis:
+            frames = []
+            for f in analysis:
+                frames.append(f)
+                if len(frames) in (1, 40):
+                    time.sleep(2.6)  # the pipeline fills every buffer meanwhile
+            (worker,) = analysis.pipeline.workers
+            assert worker.name == "results" and worker.policy == "block"
+            assert not worker.stalled and analysis.pipeline.sink_losses == {"results": 0}
+        assert [f.frame_index for f in frames] == list(range(72)) and analysis.error is None
+        assert all((f.image is not None) == keep_images for f in frames)
+
+
 def test_keep_images_and_smoothing_options(tiny_model_dir, landmarker_path, media_dir) -> None:
     with norface_rt.Analyzer(tiny_model_dir, landmarker_path, smooth=0.3) as a:
         frames = []

@@ -359,3 +359,65 @@ def test_version_2_fields_round_trip_and_stay_compact() -> None:
     plain = FrameResult(stream_id="c", seq=0, frame_index=0, pts=0.0, capture_time=1.0, width=4,
                         height=4, dropped=0, faces=[], untrained=False).to_message()
     assert "source" not in plain and plain["faces_cut"] == 0  # optional fields stay optional
+
+
+# ----------------------------------------------------------------------------- reliability fields
+def reliability_messages() -> list[dict[str, Any]]:
+    """Messages with the optional fields of skipped / lost frames, outages and output losses."""
+    frame = frame_message(skipped=2, lost=40)
+    eos = protocol.eos_message(EndOfStream("cam0", frames=70, skipped=2, skipped_indices=(5, 9),
+                                           lost=40, outage_s=1.6, reconnects=1,
+                                           error="interrupted at frame 112"), seq=70,
+                               sink_losses={"jsonl": 3, "zmq": 0})
+    st = StageStats()
+    st.frame_done("cam0", faces=1, dropped=0)
+    st.attach(lambda: {"streams": {"cam0": {"state": "retrying", "skipped_frames": 2,
+                                            "lost_frames": 40, "reconnects": 1, "outage_s": 1.6,
+                                            "last_error": "read from rtsp://cam failed"}},
+                       "sinks": {"jsonl": {"written": 9, "dropped": 3, "failed": 0, "queued": 8,
+                                           "stalled": True},
+                                 "zmq": {"written": 12, "dropped": 0, "failed": 0, "queued": 0,
+                                         "stalled": False, "subscription_resets": 1}}})
+    return [frame, eos, protocol.stats_message(st.snapshot())]
+
+
+@pytest.mark.parametrize("msg", reliability_messages(), ids=lambda m: m["type"])
+def test_reliability_fields_are_valid_for_schema_and_decoder(msg: dict[str, Any],
+                                                             validators: Any) -> None:
+    validators[msg["type"]].validate(json.loads(json.dumps(msg)))
+    assert protocol.decode(protocol.encode(msg)) == msg
+
+
+RELIABILITY_BROKEN = [
+    ("frame", _set(("skipped_frames",), -1), "skipped_frames"),
+    ("frame", _set(("lost_frames",), 1.5), "lost_frames"),
+    ("eos", _set(("skipped_frame_indices",), [1, -2]), "skipped_frame_indices"),
+    ("eos", _set(("outage_s",), -0.5), "outage_s"),
+    ("eos", _set(("sink_losses", "jsonl"), -3), "sink_losses.jsonl"),
+    ("stats", _set(("streams", "cam0", "state"), 3), "streams.cam0.state"),
+    ("stats", _set(("streams", "cam0", "reconnects"), -1), "streams.cam0.reconnects"),
+    ("stats", _set(("sinks", "jsonl", "dropped"), -1), "dropped"),
+]
+
+
+@pytest.mark.parametrize("kind,mutate,field", RELIABILITY_BROKEN,
+                         ids=[b[2] + "-" + b[0] for b in RELIABILITY_BROKEN])
+def test_broken_reliability_fields_are_refused_by_both(kind: str, mutate: Any, field: str,
+                                                       validators: Any) -> None:
+    msg = copy.deepcopy({m["type"]: m for m in reliability_messages()}[kind])
+    mutate(msg)
+    assert list(validators[kind].iter_errors(json.loads(json.dumps(msg))))
+    with pytest.raises(ProtocolError, match=field):
+        protocol.decode(msgpack.packb(msg, use_bin_type=True))
+
+
+def test_messages_without_the_reliability_fields_still_validate(validators: Any) -> None:
+    """Older producers do not send them: they are optional for schema and decoder alike."""
+    frame, eos, _ = reliability_messages()
+    for msg, keys in ((frame, ("skipped_frames", "lost_frames")),
+                      (eos, ("skipped_frames", "skipped_frame_indices", "lost_frames", "outage_s",
+                             "reconnects", "sink_losses"))):
+        for k in keys:
+            del msg[k]
+        validators[msg["type"]].validate(json.loads(json.dumps(msg)))
+        protocol.decode(protocol.encode(msg))

@@ -12,10 +12,12 @@ crops to an NVIDIA Triton Inference Server (:mod:`norface_rt.backends.triton_bac
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.extras import MissingExtra, require
+from norface_rt.model_set import verify_model_set
 from norface_rt.preprocess import denormalize, preprocess, validate_crops
 
 BACKEND_NAMES: tuple[str, ...] = ("onnxruntime", "torch", "tensorrt", "torch-cuda", "triton")
@@ -33,13 +35,20 @@ def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads; torch-cuda:
     device, fp16, buckets, use_graphs, num_threads; tensorrt: device, max_batch, engine_dir and
     the build options its engines were built with; triton: ``model_dir`` is the server's
-    grpc:// URL, and model_name, expected, shared_memory, timeout_s, retry_s, connect_s)."""
+    grpc:// URL, and model_name, expected, shared_memory, timeout_s, retry_s, connect_s).
+
+    A model-set directory is first checked against its manifest
+    (:func:`~norface_rt.model_set.verify_model_set`): damaged or altered files are refused with
+    :class:`~norface_rt.model_set.ModelSetError` before any graph or weight is read (a Triton URL
+    is not a directory: the server checked the set when its repository was written)."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"name must be one of {list(BACKEND_NAMES)}, got {name!r}")
+    if Path(model_dir).is_dir():
+        verify_model_set(model_dir)
     if name == "onnxruntime":
         from norface_rt.backends.onnx_backend import OrtBackend
 
         return OrtBackend(model_dir, **kw)
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"name must be one of {list(BACKEND_NAMES)}, got {name!r}")
     try:
         if name == "torch":
             require("torch", "the torch backend")

@@ -26,7 +26,9 @@ from norface_rt.model_set import (
     NORMALIZED_NAME,
     NORMALIZER,
     OUTPUT_NAMES,
+    PROBABILITY_NAMES,
     GraphSpec,
+    ModelSetError,
     classifier_spec,
     config_diff,
     config_from_metadata,
@@ -81,14 +83,18 @@ class OrtBackend(Backend):
             # Each session owns an intra-op pool; a pool spinning after its run would steal the
             # cores the next session's run needs (measured: ~15-25 % slower at batch 8, 2 cores).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions = [ort.InferenceSession(str(f), sess_options=opts, providers=chosen)
-                    for f in paths]
-        configs = [config_from_metadata(s.get_modelmeta().custom_metadata_map, str(f))
-                   for s, f in zip(sessions, paths)]
+        sessions = [self._session(f, opts, chosen) for f in paths]
+        configs = []
+        for sess, f in zip(sessions, paths):
+            try:
+                configs.append(config_from_metadata(sess.get_modelmeta().custom_metadata_map,
+                                                    str(f)))
+            except ValueError as exc:
+                raise ModelSetError(str(exc)) from exc
         for f, c in zip(paths[1:], configs[1:]):
             if c != configs[0]:
-                raise ValueError(f"{f} disagrees with the config embedded in {paths[0]} in fields "
-                                 f"{config_diff(configs[0], c)}")
+                raise ModelSetError(f"{f} disagrees with the config embedded in {paths[0]} in "
+                                    f"fields {config_diff(configs[0], c)}")
         self.config: ModelConfig = configs[0]
         self.onnx_paths: list[Path] = paths
         self.split = len(paths) == 2
@@ -96,8 +102,8 @@ class OrtBackend(Backend):
         if cfg_json.is_file():
             on_disk = ModelConfig.load(cfg_json)
             if on_disk != self.config:
-                raise ValueError(f"{cfg_json} disagrees with the config embedded in {paths[0]} "
-                                 f"in fields {config_diff(on_disk, self.config)}")
+                raise ModelSetError(f"{cfg_json} disagrees with the config embedded in "
+                                    f"{paths[0]} in fields {config_diff(on_disk, self.config)}")
         specs = [NORMALIZER, classifier_spec(self.config)] if self.split else [LEGACY_COMBINED]
         if not self.split and self.config.geometry_dim:
             raise ValueError(f"{paths[0]}: a model with geometry inputs has no joined graph "
@@ -108,6 +114,7 @@ class OrtBackend(Backend):
                              "from their model-set directory instead")
         for sess, path, spec in zip(sessions, paths, specs):
             self._check_io(sess, path, spec)
+            self._check_shapes(sess, path, self.config)
         self._sessions = sessions
         self.providers: list[str] = sessions[0].get_providers()
 
@@ -116,11 +123,45 @@ class OrtBackend(Backend):
         return {"device": device, "providers": list(self.providers), "split": self.split}
 
     @staticmethod
+    def _session(path: Path, opts: ort.SessionOptions, providers: list[str]
+                 ) -> ort.InferenceSession:
+        """One graph; a file ONNX Runtime cannot load (garbage, truncated, wrong opset...) is a
+        :class:`ModelSetError` naming it, not the runtime's own exception type."""
+        try:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT's error classes derive from Exception only
+            raise ModelSetError(f"{path}: ONNX Runtime cannot load this graph (file damaged or "
+                                f"not an ONNX model?): {str(exc).strip()[:300]}") from exc
+
+    @staticmethod
+    def _check_shapes(sess: ort.InferenceSession, path: Path, cfg: ModelConfig) -> None:
+        """Every fixed dimension of the graph's inputs and outputs agrees with the config (a
+        config edited after export, or a graph from another model, is refused at load rather
+        than failing on the first face)."""
+        image = ["B", cfg.in_chans, cfg.img_size, cfg.img_size]
+        expected: dict[str, list[Any]] = {INPUT_NAME: image, NORMALIZED_NAME: image,
+                                          GEOMETRY_NAME: ["B", cfg.geometry_dim]}
+        n_au, n_emo = len(cfg.au_names), len(cfg.emotion_names)
+        expected.update(zip(PROBABILITY_NAMES, (["B", n_au], ["B", n_au], ["B", n_emo])))
+        for arg in (*sess.get_inputs(), *sess.get_outputs()):
+            want = expected.get(arg.name)
+            if want is None:
+                continue
+            got = list(arg.shape)
+            fixed_ok = len(got) == len(want) and all(
+                not isinstance(g, int) or not isinstance(w, int) or g == w
+                for g, w in zip(got, want))
+            if not fixed_ok:
+                raise ModelSetError(f"{path}: {arg.name!r} has shape {got}, but the model config "
+                                    f"says {want} (img_size={cfg.img_size}, in_chans="
+                                    f"{cfg.in_chans}, {n_au} AUs, {n_emo} emotions)")
+
+    @staticmethod
     def _check_io(sess: ort.InferenceSession, path: Path, spec: GraphSpec) -> None:
         ins = [i.name for i in sess.get_inputs()]
         outs = [o.name for o in sess.get_outputs()]
         if sorted(ins) != sorted(spec.inputs) or sorted(outs) != sorted(spec.outputs):
-            raise ValueError(f"{path}: expected I/O {list(spec.inputs)} -> {list(spec.outputs)}, "
+            raise ModelSetError(f"{path}: expected I/O {list(spec.inputs)} -> {list(spec.outputs)}, "
                              f"got {ins} -> {outs}")
 
     def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:

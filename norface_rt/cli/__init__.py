@@ -1,8 +1,9 @@
 """The ``norface-rt`` command line: one module per command, dispatched from here.
 
 Exit codes: 0 = every stream ended cleanly; 1 = a stream ended with an error (results up to the
-error were still delivered), or ``models download`` failed; 2 = bad arguments or missing model
-files; 130 = interrupted.
+error were still delivered), an output lost messages, or ``models download`` failed; 2 = bad
+arguments or missing or damaged model files; 130 = interrupted (SIGINT), 143 = terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from norface_rt import __version__
 from norface_rt.cli import (
     bench,
     build_engines,
+    keys,
     listen,
     models,
     normalize,
@@ -25,12 +27,13 @@ from norface_rt.cli import (
 )
 from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
 from norface_rt.cli.native_logs import quiet_native_logs
+from norface_rt.config import ConfigFileError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run.run, "listen": listen.run, "plot": plot.run, "normalize": normalize.run,
     "models": models.run,
     "bench": bench.run, "build-engines": build_engines.run, "triton-repo": triton_repo.run,
-    "triton-server": triton_server.run,
+    "triton-server": triton_server.run, "keys": keys.run,
 }
 
 
@@ -38,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="norface-rt", formatter_class=HelpFormatter,
         description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.",
-        epilog="exit codes: 0 success; 1 a stream or download ended with an error; 2 bad "
-               "arguments or missing model files; 130 interrupted. `norface-rt COMMAND --help` "
+        epilog="exit codes: 0 success; 1 a stream or download ended with an error, or an output "
+               "lost messages; 2 bad arguments or missing or damaged model files; 130 "
+               "interrupted (SIGINT); 143 terminated (SIGTERM). `norface-rt COMMAND --help` "
                "describes each command.")
     p.add_argument("--version", action="version", version=f"norface-rt {__version__}",
                    help="print the version and exit")
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "TensorFlow Lite that are silenced by default")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, listen, plot, normalize, models, bench, build_engines, triton_repo,
-                   triton_server):
+                   triton_server, keys):
         module.add_parser(sub)
     return p
 
@@ -60,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(args.verbose)
         try:
             return COMMANDS[args.command](args)
-        except (FileNotFoundError, ImportError) as exc:  # a missing file or extra, said plainly
+        except (FileNotFoundError, ImportError, ConfigFileError) as exc:  # said plainly, exit 2
             return fail(str(exc))
         except KeyboardInterrupt:
             return 130

@@ -32,13 +32,24 @@ def add_parser(sub: Any) -> None:
                     help="subject prefix the publisher used (default norface)")
     lp.add_argument("--from-seq", type=positive_int("--from-seq"), default=1,
                     help="with --nats: start at this stream sequence number (default 1, the oldest)")
+    lp.add_argument("--pull", action="store_true",
+                    help="receive from a lossless PUSH hand-off (`norface-rt run --push`) with a "
+                         "PULL socket instead of subscribing")
+    lp.add_argument("--curve-server-key", metavar="FILE",
+                    help="CURVE: the publisher's public key file (server.key; default: no CURVE)")
+    lp.add_argument("--curve-secret", metavar="FILE",
+                    help="CURVE: this listener's secret key file (from `norface-rt keys make`; "
+                         "goes with --curve-server-key; default: no CURVE)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from norface_rt.sinks.curve import curve_client
     from norface_rt.sinks.listen import run_listen
 
     messages = None
     if args.nats:
+        if args.pull or args.curve_server_key or args.curve_secret:
+            return fail("--nats reads JetStream: --pull and --curve-* apply to ZeroMQ only")
         from norface_rt.sinks.nats_js import replay
 
         def messages(on_malformed: Callable[[Any], None]) -> Generator[dict[str, Any], None, None]:
@@ -49,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.from_seq != 1:
         return fail("--from-seq needs --nats (a ZeroMQ publisher keeps no history)")
     try:
-        return int(run_listen(args.endpoint, out=args.out, fmt=args.format, topics=args.topics,
-                              count=args.count, until_eos=args.until_eos, timeout=args.timeout,
+        curve = curve_client(args.curve_server_key, args.curve_secret)
+        return int(run_listen(args.nats or args.endpoint, out=args.out, fmt=args.format,
+                              topics=args.topics, count=args.count, until_eos=args.until_eos,
+                              timeout=args.timeout, curve=curve, pull=args.pull,
                               messages=messages))
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         return fail(str(exc))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail
-from norface_rt.config import SIZES
+from norface_rt.config import SIZES, ModelConfig
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +27,13 @@ def add_parser(sub: Any) -> None:
                                    "~/.cache/norface-rt/models)")
     mf = add_command(msub, "info", help="print the config of a model set")
     mf.add_argument("model_dir", nargs="?",
+                    help="model set folder (default: the one `run` would use)")
+    mm = add_command(msub, "manifest", help="write manifest.json (sha256 of each file) into a "
+                                            "model set made before manifests existed")
+    mm.add_argument("model_dir", help="model set folder (its files must load as a model set)")
+    mv = add_command(msub, "verify", help="check a model set against its manifest and load it "
+                                          "(exit 2 naming a damaged file, 1 without a manifest)")
+    mv.add_argument("model_dir", nargs="?",
                     help="model set folder (default: the one `run` would use)")
 
 
@@ -49,6 +56,24 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--dest: cannot write the landmarker there: {exc}", 2)
         print(f"MediaPipe face landmarker at {path}")
         return 0
+    if args.models_command == "manifest":
+        from norface_rt.model_set import write_manifest
+
+        d = Path(args.model_dir)
+        _check_loads(d)  # never vouch for files that do not load as a model set
+        print(f"wrote {write_manifest(d)}")
+        return 0
+    if args.models_command == "verify":
+        from norface_rt.model_set import read_manifest
+        from norface_rt.paths import resolve_model_dir
+
+        d = resolve_model_dir(args.model_dir)
+        cfg = _check_loads(d)
+        if read_manifest(d) is None:
+            return fail(f"model set {d}: {cfg.model_id}: loads, but has no manifest.json to check "
+                        f"its files against (`norface-rt models manifest {d}` adds one)", 1)
+        print(f"model set {d}: {cfg.model_id}: every file matches its manifest and loads")
+        return 0
     if args.models_command == "info":
         from norface_rt.model_set import load_config
         from norface_rt.paths import resolve_model_dir
@@ -58,3 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(load_config(d).to_json())
         return 0
     raise AssertionError(args.models_command)
+
+
+def _check_loads(model_dir: Path) -> ModelConfig:
+    """Open the set's graphs with ONNX Runtime (checks the manifest when there is one, the
+    config's bounds and its agreement with the graphs); errors name the file."""
+    from norface_rt.backends import load_backend
+
+    with load_backend(model_dir, "onnxruntime") as backend:
+        return backend.config

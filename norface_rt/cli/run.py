@@ -1,13 +1,20 @@
-"""``norface-rt run``: analyse sources and publish every frame's results."""
+"""``norface-rt run``: analyse sources and publish every frame's results.
+
+SIGINT and SIGTERM end a run within about 10 s whatever an output is doing: sources stop, every
+stream's end-of-stream message goes to each output that can still take it, outputs get a few
+seconds to write what they hold, and an output still blocked then (a pipe nobody reads) is left
+behind with its losses counted. The exit status is 130 (SIGINT) or 143 (SIGTERM); a second
+signal leaves at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +26,22 @@ log = logging.getLogger("norface_rt")
 
 RUN_EPILOG = """\
 exit codes: 0 every stream ended cleanly; 1 a stream ended with an error (frames before it
-were delivered) or a sink failed; 2 bad arguments or missing model files; 130 interrupted.
-MediaPipe's native log lines are silenced unless --verbose."""
+were delivered) or an output lost messages (dropped or failed: see the summary); 2 bad
+arguments or missing or damaged model files; 130 interrupted (SIGINT); 143 terminated
+(SIGTERM). Undecodable frames of a file are skipped and counted, not an error, unless
+--stop-on-decode-error. MediaPipe's native log lines are silenced unless --verbose."""
+
+# Shutdown budget after a signal (seconds): stages, then outputs; with the final interrupt of
+# stuck outputs the process is gone well within 10 s.
+STOP_STAGES_S = 3.5
+STOP_SINKS_S = 3.5
 
 
 def zmq_endpoint(zmq: str | None, *, files: bool) -> str | None:
     """The endpoint to publish on: the one given, else the default only when nothing else
-    receives the results (a file-only run binds no port, so a busy port cannot fail it and a
-    listener on the default port never receives a file job it did not ask for)."""
+    receives the results (a run with a file, window, NATS or PUSH output binds no PUB port, so a
+    busy port cannot fail it and a listener on the default port never receives a job it did not
+    ask for)."""
     if zmq is not None:
         return None if zmq.strip().lower() == "none" else zmq
     return None if files else DEFAULT_ENDPOINT
@@ -85,8 +100,9 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8,
                    help="frames each pipeline queue holds (bounds memory and latency)")
     out = r.add_argument_group("outputs", "Without --zmq, a run writing any of --jsonl, --csv, "
-                               "--overlay, --show or --nats opens no socket; a run with none of "
-                               f"them publishes on {DEFAULT_ENDPOINT}.")
+                               "--overlay, --show, --nats or --push opens no PUB socket; a run "
+                               f"with none of them publishes on {DEFAULT_ENDPOINT}. Outputs are "
+                               "opened only once the model and the sources have opened.")
     out.add_argument("--zmq", default=None, metavar="ENDPOINT",
                      help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no "
                           "other output is given, else none)")
@@ -125,6 +141,30 @@ def add_parser(sub: Any) -> None:
                      help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)")
     out.add_argument("--metrics-host", default="127.0.0.1",
                      help="address of the metrics endpoint (default loopback)")
+    out.add_argument("--push", metavar="ENDPOINT",
+                     help="lossless hand-off: bind a ZeroMQ PUSH socket here (consumers connect "
+                          "PULL, e.g. `norface-rt listen --pull ENDPOINT`)")
+    out.add_argument("--push-hwm", type=positive_int("--push-hwm"), default=1000, metavar="N",
+                     help="messages queued for the PULL consumers")
+    out.add_argument("--push-policy", choices=["block", "drop"], default="block",
+                     help="when the PUSH queue is full: block (back-pressure, up to --push-timeout "
+                          "per message) or drop (counted)")
+    out.add_argument("--push-timeout", type=positive_float("--push-timeout"), default=30.0,
+                     metavar="S", help="longest wait for a PULL consumer before dropping")
+    out.add_argument("--curve-secret", metavar="FILE",
+                     help="encrypt --zmq/--push with CURVE using this server secret key file "
+                          "(`norface-rt keys make`; default: no encryption)")
+    out.add_argument("--curve-clients", metavar="DIR",
+                     help="with --curve-secret: accept only consumers whose public key (*.key) is "
+                          "in DIR (default: any consumer that knows the server's public key)")
+    out.add_argument("--sink-buffer", type=positive_int("--sink-buffer"), default=1024,
+                     metavar="N",
+                     help="messages buffered per output (JSONL, CSV, ZeroMQ, overlay, ...); what "
+                          "a stalled output cannot take is dropped and counted")
+    out.add_argument("--sink-timeout", type=positive_float("--sink-timeout"), default=2.0,
+                     metavar="S",
+                     help="file runs: how long to wait for a full output before marking it "
+                          "stalled")
     r.add_argument("--realtime", action="store_true",
                    help="pace file sources at their frame rate and treat them as live (drop-oldest)")
     r.add_argument("--loop", action="store_true", help="loop file sources forever")
@@ -132,6 +172,15 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--progress-interval", type=positive_float("--progress-interval"), default=10.0,
                    metavar="SECONDS",
                    help="when stderr is not a terminal, print a progress line this often")
+    r.add_argument("--stop-on-decode-error", action="store_true",
+                   help="end a file at its first undecodable frame (exit 1) instead of skipping "
+                        "it, counting it and carrying on (the default)")
+    r.add_argument("--reconnect-timeout", type=nonneg_float("--reconnect-timeout"), default=None,
+                   metavar="S", help="RTSP: give up after S seconds without frames "
+                                     "(default: keep retrying)")
+    r.add_argument("--reconnect-tries", type=positive_int("--reconnect-tries"), default=None,
+                   metavar="N", help="RTSP: give up after N failed attempts in a row "
+                                     "(default: keep retrying)")
 
 
 def _wait_for_subscribers(sinks: list[Any], n: int, timeout: float) -> None:
@@ -157,33 +206,47 @@ def run(args: argparse.Namespace) -> int:
         tiling=args.tiling, device_align=args.device_align, baseline=not args.no_baseline,
         landmarks=args.landmarks, blendshapes=args.blendshapes, smooth=args.smooth or None,
         triton_url=args.triton_url, triton_model=args.triton_model,
-        triton_timeout=args.triton_timeout, triton_retry=args.triton_retry)
+        triton_timeout=args.triton_timeout, triton_retry=args.triton_retry,
+        skip_corrupt=not args.stop_on_decode_error, reconnect_timeout=args.reconnect_timeout,
+        reconnect_tries=args.reconnect_tries, sink_buffer=args.sink_buffer,
+        sink_timeout=args.sink_timeout)
     zmq = zmq_endpoint(args.zmq, files=bool(args.jsonl or args.csv or args.overlay or args.show
-                                            or args.nats))
+                                            or args.nats or args.push))
     sink_opts = SinkOptions(zmq=zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
                             jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
                             csv_style=args.csv_style, landmarks=args.landmarks,
                             blendshapes=args.blendshapes,
                             nats=args.nats, nats_stream=args.nats_stream,
                             nats_prefix=args.nats_subject_prefix, metrics_port=args.metrics_port,
-                            metrics_host=args.metrics_host)
+                            metrics_host=args.metrics_host,
+                            push=args.push, push_hwm=args.push_hwm, push_policy=args.push_policy,
+                            push_timeout=args.push_timeout,
+                            curve_secret=args.curve_secret, curve_clients=args.curve_clients)
     sinks: list[Any] = []
+
+    def open_sinks() -> list[Any]:
+        sinks.extend(make_sinks(sink_opts, len(args.sources)))
+        return sinks
+
     try:
         opts.validate()
+        sink_opts.validate()
         if opts.backend == "tensorrt":
             from norface_rt.cli.build_engines import ensure_engines
             from norface_rt.paths import resolve_model_dir
 
             ensure_engines(resolve_model_dir(opts.model_dir), device=opts.device or "cuda")
-        sinks = make_sinks(sink_opts, len(args.sources))
-        pipe = create_pipeline(opts, sinks)  # resolves and loads the model first: fails fast
+        # Model and sources open first (fail fast); outputs only then, so a run that cannot
+        # start leaves no output files behind.
+        pipe = create_pipeline(opts, open_sinks)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
         for s in sinks:
             s.close()
         return fail(str(exc))
-    for sink in sinks:  # the metrics endpoint also shows queue depths and reconnections
+    for sink in sinks:  # the metrics endpoint also shows queues, reconnections, stream states
         if hasattr(sink, "watch"):
-            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects)
+            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects,
+                       status=pipe.status)
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
     if zmq is not None:
@@ -200,10 +263,14 @@ def run(args: argparse.Namespace) -> int:
                             sys.stderr, interval=args.progress_interval)
         pipe.on_result = lambda _msg: progress.update(1)
 
-    interrupted = threading.Event()
+    signals: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        interrupted.set()
+        if signals:  # a second signal: leave at once
+            os.write(2, b"norface-rt: second signal, leaving at once\n")
+            os._exit(128 + signum)
+        signals.append(signum)
+        pipe.hurry(STOP_SINKS_S)  # bounds the wait for outputs, also when it has begun
 
     old = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
@@ -211,27 +278,56 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipe.start()
         while not pipe.wait(timeout=0.2):
-            if interrupted.is_set():
-                code = 130
+            if signals:
                 break
             if pipe.quit_requested:
                 break  # q / Esc in the --show window
     except Exception as exc:
         code = fail(str(exc), 1)
     finally:
-        pipe.stop(timeout=5.0)
-        pipe.backend.close()  # a remote backend unregisters its shared memory
-        signal.signal(signal.SIGINT, old)
-        signal.signal(signal.SIGTERM, old_term)
+        if signals:
+            pipe.stop(timeout=STOP_STAGES_S, sink_grace=STOP_SINKS_S)
+        else:  # ended by itself: outputs write everything they hold while they make progress
+            pipe.stop(timeout=5.0)
+        if not pipe.alive_threads:  # never under a stage thread that is still inferring
+            try:
+                pipe.backend.close()  # a remote backend unregisters its shared memory
+            except Exception:
+                log.exception("closing the backend failed")
         if progress is not None:
             progress.close()
+    if signals:
+        code = 128 + signals[0]
+    code = report(pipe, args, code)
+    signal.signal(signal.SIGINT, old)
+    signal.signal(signal.SIGTERM, old_term)
+    if pipe.stuck_sinks or pipe.alive_threads:
+        # A thread blocked in write(2) on a pipe nobody reads can be neither woken nor joined,
+        # and interpreter shutdown would wait on the file it holds: leave without it.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def report(pipe: Any, args: argparse.Namespace, code: int) -> int:
+    """Print the summary (per-stage times, streams, outputs), write --stats-json, and return the
+    exit status: 1 when it was 0 but a stream ended with an error or an output lost messages."""
     snap = pipe.stats.snapshot()
     print(pipe.stats.summary_table(), file=sys.stderr)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(snap, indent=2) + "\n")
+    for sid, s in snap["streams"].items():
+        if s.get("skipped_frames"):
+            print(f"norface-rt: stream {sid}: {s['skipped_frames']} undecodable frame(s) skipped "
+                  "(their indices are in its end-of-stream message)", file=sys.stderr)
     if code == 0 and any(s.get("error") for s in snap["streams"].values()):
         code = 1
-    if code == 0 and pipe.sink_errors:
-        print(f"norface-rt: {pipe.sink_errors} sink write(s) failed (see log)", file=sys.stderr)
-        code = 1
+    losses = {name: n for name, n in pipe.sink_losses.items() if n}
+    if losses:
+        stuck = set(pipe.stuck_sinks)
+        print("norface-rt: output(s) lost messages: " + ", ".join(
+            f"{name} {n}" + (" (stuck, abandoned)" if name in stuck else "")
+            for name, n in losses.items()), file=sys.stderr)
+        if code == 0:
+            code = 1
     return code

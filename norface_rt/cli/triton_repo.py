@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from norface_rt.cli.args import fail, positive_int
+from norface_rt.cli.args import add_command, fail, positive_int
 
 
 def _sizes(text: str) -> list[int]:
@@ -20,8 +20,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def add_parser(sub: Any) -> None:
-    t = sub.add_parser("triton-repo", help="write an NVIDIA Triton model repository for a model set "
-                                           "(normalizer, classifier, preprocessing, ensemble)")
+    t = add_command(sub, "triton-repo", help="write an NVIDIA Triton model repository for a model "
+                                             "set (normalizer, classifier, preprocessing, ensemble)")
     t.add_argument("out", metavar="OUT", help="repository folder (created; other models in it stay)")
     t.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache, "
                                        "packaged default)")

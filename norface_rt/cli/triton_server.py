@@ -13,25 +13,26 @@ import signal
 import threading
 from typing import Any
 
-from norface_rt.cli.args import fail
+from norface_rt.cli.args import add_command, fail
 
 
 def add_parser(sub: Any) -> None:
-    t = sub.add_parser("triton-server", help="set up (once) and run the Triton server bundled in "
-                                             "nvidia-pytriton (CPU, Python backend)")
-    tsub = t.add_subparsers(dest="action", required=True)
-    s = tsub.add_parser("setup", help="create the server's own Python environment (cached)")
+    t = add_command(sub, "triton-server", help="set up (once) and run the Triton server bundled "
+                                               "in nvidia-pytriton (CPU, Python backend)")
+    tsub = t.add_subparsers(dest="action", required=True, metavar="COMMAND")
+    s = add_command(tsub, "setup", help="create the server's own Python environment (cached)")
     s.add_argument("--env", help="where (default $NORFACE_RT_TRITON_ENV or <user cache>/triton-env)")
     s.add_argument("--python", help="interpreter to base it on (default: this one)")
     s.add_argument("--force", action="store_true", help="re-create it even when up to date")
-    v = tsub.add_parser("serve", help="serve a repository until Ctrl-C")
-    v.add_argument("repository", metavar="REPO")
+    v = add_command(tsub, "serve", help="serve a repository until Ctrl-C")
+    v.add_argument("repository", metavar="REPO",
+                   help="model repository written by `norface-rt triton-repo --platform python`")
     v.add_argument("--env", help="server environment (default: the one setup made)")
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default loopback; 0.0.0.0 exposes it)")
-    v.add_argument("--grpc-port", type=int, default=8001)
-    v.add_argument("--http-port", type=int, default=8000)
-    v.add_argument("--metrics-port", type=int, default=8002)
+    v.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (what edges connect to)")
+    v.add_argument("--http-port", type=int, default=8000, help="HTTP port (health, model control)")
+    v.add_argument("--metrics-port", type=int, default=8002, help="Triton's own Prometheus port")
     v.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
 
 

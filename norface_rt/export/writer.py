@@ -12,7 +12,7 @@ import numpy as np
 from norface_rt.config import ModelConfig
 from norface_rt.export.graphs import GRAPH_KINDS, check_model, trace, write_graph
 from norface_rt.images import write_rgb
-from norface_rt.model_set import CONFIG_FILE, TARGET_FILE, WEIGHTS_FILE, GraphSpec
+from norface_rt.model_set import CONFIG_FILE, TARGET_FILE, WEIGHTS_FILE, GraphSpec, write_manifest
 from norface_rt.model_set import GRAPHS as SET_GRAPHS
 from norface_rt.models.norface import NorfaceModel
 from norface_rt.weights import round_to_fp16, save_weights
@@ -21,8 +21,9 @@ from norface_rt.weights import round_to_fp16, save_weights
 def save_model_set(model: NorfaceModel, cfg: ModelConfig, out_dir: str | os.PathLike[str], *,
                    fp16_weights: bool = True, opset: int = 17,
                    target_image: np.ndarray | None = None) -> Path:
-    """Write normalizer.onnx + classifier.onnx (fp32 graphs), weights.safetensors and, last,
-    config.json into ``out_dir``; with ``target_image`` (the aligned (S, S, 3) uint8 RGB crop the
+    """Write normalizer.onnx + classifier.onnx (fp32 graphs), weights.safetensors, config.json
+    and, last, manifest.json (sha256 of each file, checked at every load) into ``out_dir``; with
+    ``target_image`` (the aligned (S, S, 3) uint8 RGB crop the
     target tokens were computed from) also target.png, so users can see who faces are normalized
     onto (``norface-rt normalize``).
 
@@ -44,5 +45,6 @@ def save_model_set(model: NorfaceModel, cfg: ModelConfig, out_dir: str | os.Path
     for kind in GRAPH_KINDS:
         write_graph(trace(exported, cfg, kind, opset), cfg, kind, out / specs[kind].file)
     save_weights(model, cfg, out / WEIGHTS_FILE, fp16=fp16_weights)
-    cfg.save(out / CONFIG_FILE)  # last: its presence marks a complete model set
+    cfg.save(out / CONFIG_FILE)  # its presence marks a complete model set
+    write_manifest(out)  # last: covers every file above
     return out

@@ -9,8 +9,9 @@ they are wired into a :class:`~norface_rt.pipeline.runner.Pipeline` (:func:`crea
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from norface_rt.backends import load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
-from norface_rt.model_set import load_config
+from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline.options import PipelineOptions, SinkOptions
 from norface_rt.pipeline.runner import Pipeline
@@ -74,7 +75,11 @@ def open_triton_backend(opts: PipelineOptions) -> Backend:
     """The Triton backend of ``opts``: the model and its config come from the server; a
     ``--model-dir`` given as well must hold the same model. Warmed up like :func:`open_backend`,
     which also proves the whole path (shared memory included) before a source is opened."""
-    expected = load_config(resolve_model_dir(opts.model_dir)) if opts.model_dir else None
+    expected = None
+    if opts.model_dir:  # checked against its manifest like any model set that is read
+        local = resolve_model_dir(opts.model_dir)
+        verify_model_set(local)
+        expected = load_config(local)
     assert opts.triton_url is not None  # validate() checked it
     backend = load_backend(opts.triton_url, "triton", model_name=opts.triton_model,
                            expected=expected, timeout_s=opts.triton_timeout,
@@ -138,6 +143,13 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
 def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
     """The sinks ``opts`` asks for; output folders are created (asking for out/results.csv means
     "make out/ if needed"). On error, sinks already opened are closed again."""
+    opts.validate()
+    curve = None
+    if opts.curve_secret is not None:
+        from norface_rt.sinks.curve import CurveServer
+
+        curve = CurveServer(Path(opts.curve_secret),
+                            Path(opts.curve_clients) if opts.curve_clients else None)
     sinks: list[Sink] = []
     try:
         for path in (opts.jsonl, opts.csv, opts.overlay):
@@ -147,7 +159,14 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
             from norface_rt.sinks.zmq_pub import ZmqPublisher
 
             assert opts.zmq is not None
-            sinks.append(ZmqPublisher(opts.zmq, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote))
+            sinks.append(ZmqPublisher(opts.zmq, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote,
+                                      curve=curve))
+        if opts.push:
+            from norface_rt.sinks.zmq_pub import ZmqPush
+
+            sinks.append(ZmqPush(opts.push, hwm=opts.push_hwm, policy=opts.push_policy,
+                                 send_timeout=opts.push_timeout, allow_remote=opts.allow_remote,
+                                 curve=curve))
         if opts.jsonl:
             from norface_rt.sinks.files import JsonlSink
 
@@ -192,29 +211,38 @@ def _unique(ids: Sequence[str]) -> list[str]:
     return out
 
 
+def _accepted(cls: type, kw: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``kw`` that the constructor of ``cls`` takes, where they differ from its
+    defaults (a source is re-opened only when something changes)."""
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in kw.items() if k in params and params[k].default != v}
+
+
 def open_sources(opts: PipelineOptions) -> list[Source]:
-    """The sources of ``opts`` with unique stream ids and the file-only options applied (opened,
-    that is probed, but not started). A :class:`Source` object given instead of a path (the
-    Python API's arrays) is used as it is, with its own stream id."""
+    """The sources of ``opts`` with unique stream ids and the options each kind takes applied
+    (opened, that is probed, but not started). A :class:`Source` object given instead of a path
+    (the Python API's arrays) is used as it is, with its own stream id."""
     from norface_rt.sources.factory import open_source
-    from norface_rt.sources.file import FileSource
 
     # Open once with derived ids to learn each source's kind and default id, then re-open where an
-    # id must change or file-only options apply (opening only probes; nothing is started yet).
+    # id must change or options apply (opening only probes; nothing is started yet).
     sources = [uri if isinstance(uri, Source)
                else open_source(uri, opts.stream_ids[i] if opts.stream_ids else None)
                for i, uri in enumerate(opts.sources)]
     ids = [s.stream_id for s in sources] if opts.stream_ids else _unique([s.stream_id for s in sources])
-    file_kw: dict[str, Any] = dict(opts.source_kwargs)
+    wanted: dict[str, Any] = {"skip_corrupt": opts.skip_corrupt,
+                              "max_reconnect_time": opts.reconnect_timeout,
+                              "max_reconnect_tries": opts.reconnect_tries,
+                              **opts.source_kwargs}
     if opts.realtime:
-        file_kw["realtime"] = True
+        wanted["realtime"] = True
     if opts.loop:
-        file_kw["loop"] = True
+        wanted["loop"] = True
     try:
         for i, (uri, src) in enumerate(zip(opts.sources, sources)):
             if isinstance(uri, Source):
                 continue
-            kw = file_kw if isinstance(src, FileSource) else {}
+            kw = _accepted(type(src), wanted)
             if ids[i] != src.stream_id or kw:
                 src.stop(0.0)  # releases what probing opened (a video container)
                 sources[i] = open_source(uri, ids[i], **kw)
@@ -225,47 +253,59 @@ def open_sources(opts: PipelineOptions) -> list[Source]:
     return sources
 
 
-def create_pipeline(opts: PipelineOptions, sinks: Sequence[Sink], *,
+def create_pipeline(opts: PipelineOptions,
+                    sinks: Sequence[Sink] | Callable[[], Sequence[Sink]], *,
                     backend: Backend | None = None) -> Pipeline:
     """Resolve models, open backend and sources, and wire them into a :class:`Pipeline`.
 
-    Model files are resolved before anything is opened, so a missing model fails fast with the
-    list of places searched instead of after a camera was grabbed. A ``backend`` already open
-    (the Python API keeps one per :class:`~norface_rt.Analyzer`) is used instead of loading the
-    model again; it stays open when the pipeline stops (its owner closes it).
+    Model files are resolved (and checked against their manifest) before anything else is
+    opened, so a missing or damaged model fails fast with the list of places searched instead of
+    after a camera was grabbed. A ``backend`` already open (the Python API keeps one per
+    :class:`~norface_rt.Analyzer`) is used instead of loading the model again; it stays open when
+    the pipeline stops (its owner closes it). ``sinks`` may be a function that makes them: it is
+    called only once the model and the sources have opened, so a run that fails at start-up
+    leaves no output files behind (and binds no socket).
     """
     opts.validate()
     own_backend = backend is None
+    # Missing files fail first, before anything is opened.
+    model_dir = (resolve_model_dir(opts.model_dir)
+                 if own_backend and opts.backend != "triton" else None)
+    landmarker_path = resolve_landmarker(opts.landmarker)
     if backend is None:
-        if opts.backend == "triton":
+        if model_dir is None:
             backend = open_triton_backend(opts)
-            landmarker_path = resolve_landmarker(opts.landmarker)
-            check_landmarker_feeds(landmarker_path, backend.config)
         else:
-            model_dir = resolve_model_dir(opts.model_dir)
-            landmarker_path = resolve_landmarker(opts.landmarker)
-            check_landmarker_feeds(landmarker_path, load_config(model_dir))
+            # the backend checks the model set against its manifest before reading any of it
             backend = open_backend(model_dir, opts.backend, device=opts.device,
                                    threads=opts.threads, warm_up=True)
-    else:
-        landmarker_path = resolve_landmarker(opts.landmarker)
-        check_landmarker_feeds(landmarker_path, backend.config)
+    opened: list[Source] = []
     try:
-        landmarker_path = resolve_landmarker(opts.landmarker)
-        sources = open_sources(opts)
+        check_landmarker_feeds(landmarker_path, backend.config)
+        opened = sources = open_sources(opts)
+        cfg = backend.config
+        by_id = {s.stream_id: s for s in sources}
+        made = list(sinks()) if callable(sinks) else list(sinks)
+
+        def face_stage(stream_id: str) -> FaceStage:
+            return build_face_stage(landmarker_path, cfg, video=is_video_source(by_id[stream_id]),
+                                    max_faces=opts.max_faces, tiling=opts.tiling,
+                                    warp_crops=not opts.device_align, baseline=opts.baseline)
+
+        try:
+            return Pipeline(sources, face_stage, backend, made, max_batch=opts.max_batch,
+                            queue_size=opts.queue_size, stats_interval=opts.stats_interval,
+                            device_align=opts.device_align, landmarks=opts.landmarks,
+                            blendshapes=opts.blendshapes, smooth=opts.smooth or None,
+                            sink_buffer=opts.sink_buffer, sink_timeout=opts.sink_timeout)
+        except BaseException:
+            if callable(sinks):  # made here: close them again
+                for sink in made:
+                    sink.close()
+            raise
     except BaseException:
+        for src in opened:
+            src.stop(0.0)
         if own_backend:
             backend.close()
         raise
-    cfg = backend.config
-    by_id = {s.stream_id: s for s in sources}
-
-    def face_stage(stream_id: str) -> FaceStage:
-        return build_face_stage(landmarker_path, cfg, video=is_video_source(by_id[stream_id]),
-                                max_faces=opts.max_faces, tiling=opts.tiling,
-                                warp_crops=not opts.device_align, baseline=opts.baseline)
-
-    return Pipeline(sources, face_stage, backend, sinks, max_batch=opts.max_batch,
-                    queue_size=opts.queue_size, stats_interval=opts.stats_interval,
-                    device_align=opts.device_align, landmarks=opts.landmarks,
-                    blendshapes=opts.blendshapes, smooth=opts.smooth or None)

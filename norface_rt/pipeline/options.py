@@ -43,6 +43,17 @@ class PipelineOptions:
     # Models with a geometry input: remove each tracked person's resting-face offset in videos
     # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
     baseline: bool = True
+    # Files: skip undecodable frames and carry on (False: end the stream at the first one).
+    skip_corrupt: bool = True
+    # RTSP: give up reconnecting after this many seconds without frames / failed attempts in a
+    # row (None: retry forever, for unattended cameras that may reboot).
+    reconnect_timeout: float | None = None
+    reconnect_tries: int | None = None
+    # Each sink's buffer (messages) and how long a lossless run waits for room in a full one
+    # before that sink is marked stalled and loses messages instead of stalling the rest.
+    sink_buffer: int = 1024
+    sink_timeout: float = 2.0
+    # Constructor options for the sources that accept them (e.g. open_timeout for RTSP).
     source_kwargs: dict[str, Any] = field(default_factory=dict)
     # Optional face fields of frame messages (FaceResult always holds them): MediaPipe's 478
     # landmarks and its 52 blendshape scores.
@@ -93,6 +104,16 @@ class PipelineOptions:
         if not self.triton_timeout > 0 or not self.triton_retry >= 0:
             raise ValueError(f"--triton-timeout must be > 0 and --triton-retry >= 0 seconds, got "
                              f"{self.triton_timeout} and {self.triton_retry}")
+        if self.reconnect_timeout is not None and not self.reconnect_timeout >= 0:
+            raise ValueError(f"--reconnect-timeout must be >= 0 seconds, got "
+                             f"{self.reconnect_timeout}")
+        if self.reconnect_tries is not None and not 1 <= self.reconnect_tries <= 1_000_000:
+            raise ValueError(f"--reconnect-tries must be in [1, 1000000], got "
+                             f"{self.reconnect_tries}")
+        if not 1 <= self.sink_buffer <= 1_000_000:
+            raise ValueError(f"--sink-buffer must be in [1, 1000000], got {self.sink_buffer}")
+        if not 0 < self.sink_timeout <= 3600:
+            raise ValueError(f"--sink-timeout must be in (0, 3600] seconds, got {self.sink_timeout}")
         if self.device_align and self.backend != "torch-cuda":
             raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
 
@@ -120,6 +141,27 @@ class SinkOptions:
     # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # Lossless hand-off: a PUSH socket bound here (consumers connect PULL), its queue and what
+    # happens when it is full ("block": back-pressure for up to push_timeout s, "drop").
+    push: str | None = None
+    push_hwm: int = 1000
+    push_policy: str = "block"
+    push_timeout: float = 30.0
+    # CURVE for --zmq and --push: this server's secret key file, and the folder of subscriber
+    # public keys it accepts (None: encryption only).
+    curve_secret: str | os.PathLike[str] | None = None
+    curve_clients: str | os.PathLike[str] | None = None
+
+    def validate(self) -> None:
+        if self.curve_clients is not None and self.curve_secret is None:
+            raise ValueError("--curve-clients needs --curve-secret (the publisher's own secret "
+                             "key file, from `norface-rt keys make`)")
+        if self.push_policy not in ("block", "drop"):
+            raise ValueError(f"--push-policy must be 'block' or 'drop', got {self.push_policy!r}")
+        if not 1 <= self.push_hwm <= 10_000_000:
+            raise ValueError(f"--push-hwm must be in [1, 10000000], got {self.push_hwm}")
+        if not self.push_timeout > 0:
+            raise ValueError(f"--push-timeout must be > 0 seconds, got {self.push_timeout}")
 
     @property
     def publishes(self) -> bool:

@@ -9,7 +9,12 @@ Threads and queues (every queue bounded, each with its policy):
          file decoders, while live sources shed load at their own drop-oldest queue)
   inference thread (one; batches the faces of every stream into one backend call)
       -> publish queue of :class:`~norface_rt.types.FrameResult` (bounded, blocking)
-  publish thread (one; assigns per-stream sequence numbers, writes every sink, emits stats)
+  publish thread (one; assigns per-stream sequence numbers, hands every message to each sink's
+  buffer, emits stats)
+      -> one buffer and thread per sink (:class:`~norface_rt.sinks.worker.SinkWorker`): bounded;
+         when full, a lossless run waits up to ``sink_timeout`` for room (then that sink is marked
+         stalled and loses messages, counted, instead of stalling the rest), a live run drops at
+         once (counted); end-of-stream messages always get in. A sink can only hold itself up.
 
 Per-stream order is preserved end to end because each stream has one face thread feeding a FIFO
 and the inference and publish threads are single. End of stream travels as an explicit item; so
@@ -33,6 +38,7 @@ from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.config import ModelConfig
 from norface_rt.faces.quality import assess
 from norface_rt.sinks.base import ResultSink, Sink
+from norface_rt.sinks.worker import SinkWorker
 from norface_rt.smoothing import TrackSmoother
 from norface_rt.sources.base import Source
 from norface_rt.sources.frame_queue import FrameQueue
@@ -122,6 +128,8 @@ class Pipeline:
         landmarks: bool = False,
         blendshapes: bool = False,
         smooth: float | None = None,
+        sink_buffer: int = 1024,
+        sink_timeout: float = 2.0,
     ) -> None:
         if not sources:
             raise ValueError("sources: expected at least one source, got 0")
@@ -134,6 +142,8 @@ class Pipeline:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         if stats_interval < 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, got {stats_interval}")
+        if not sink_timeout > 0:
+            raise ValueError(f"sink_timeout must be > 0 seconds, got {sink_timeout}")
         if device_align and not backend.aligns_on_device:
             raise ValueError(f"device_align: backend {backend.name!r} cannot align on its device "
                              "(expected a backend with aligns_on_device, e.g. torch-cuda)")
@@ -157,7 +167,6 @@ class Pipeline:
         self._errors_lock = threading.Lock()
         self._face_stages: list[FaceStage] = []
         self._started = False
-        self.sink_errors = 0
         self.landmarks = landmarks
         self.blendshapes = blendshapes
         # Stills are unrelated pictures: never smoothed across frames.
@@ -165,6 +174,67 @@ class Pipeline:
                            if smooth and not s.stills}
         for sink in self.sinks:
             sink.bind_model(backend.config)
+        self.sink_timeout = float(sink_timeout)
+        self._sink_deadline = float("inf")  # when stop() gives up on sinks (hurry() brings it in)
+        self.workers = self._make_workers(sink_buffer)
+        self.stats.attach(self.status)
+
+    def _make_workers(self, capacity: int) -> list[SinkWorker]:
+        """One buffer + thread per sink. Lossless runs (every source a file or folder) wait a
+        little for a slow sink (``sink_timeout``, or the sink's own ``write_timeout`` when that
+        is longer: a NATS server restarting); runs with a live source never wait. A sink may ask
+        otherwise (``buffer_policy``)."""
+        lossless = not any(src.live for src in self.sources)
+        workers = []
+        seen: dict[str, int] = {}
+        for sink in self.sinks:
+            base = sink.name or type(sink).__name__
+            n = seen[base] = seen.get(base, -1) + 1
+            policy = sink.buffer_policy or ("block" if lossless else "drop")
+            if policy not in ("block", "drop"):
+                raise ValueError(f"{base}.buffer_policy: expected 'block', 'drop' or None, "
+                                 f"got {policy!r}")
+            workers.append(SinkWorker(
+                sink, base if n == 0 else f"{base}-{n}", capacity=capacity,
+                policy="block" if policy == "block" else "drop",
+                # a sink that asks for blocking gets back-pressure without a stall limit
+                stall_timeout=None if sink.buffer_policy == "block"
+                else max(self.sink_timeout, sink.write_timeout or 0.0)))
+        return workers
+
+    @property
+    def sink_errors(self) -> int:
+        """Sink writes (or closes) that raised."""
+        return sum(w.failed for w in self.workers)
+
+    @property
+    def sink_losses(self) -> dict[str, int]:
+        """Messages each sink has lost so far: dropped (buffer full, stalled) or failed."""
+        return {w.name: w.losses for w in self.workers}
+
+    @property
+    def alive_threads(self) -> list[str]:
+        """Stage threads still running after :meth:`stop` gave up waiting for them."""
+        return [t.name for t in self._threads if t.is_alive()]
+
+    @property
+    def stuck_sinks(self) -> list[str]:
+        """Sinks whose thread was still blocked when the pipeline stopped (abandoned)."""
+        return [w.name for w in self.workers if w.abandoned]
+
+    def status(self) -> dict[str, Any]:
+        """What every stream and output is doing now: ``streams`` (each source's
+        :meth:`~norface_rt.sources.base.Source.status`: state, skipped and lost frames, live
+        reconnects, outage time, last error) and ``sinks`` (each output's counters: written,
+        dropped, failed, queued, stalled). Merged into every stats message; the metrics endpoint
+        reads it at each scrape."""
+        streams = {}
+        for src in self.sources:
+            try:
+                streams[src.stream_id] = src.status()
+            except Exception:  # stats must never take a stream down
+                log.exception("status of source %s failed", src.stream_id)
+        return {"streams": streams, "sinks": {w.name: w.counters() for w in self.workers}}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -173,6 +243,8 @@ class Pipeline:
         self._started = True
         for src in self.sources:
             self._face_stages.append(self._face_stage_factory(src.stream_id))
+        for w in self.workers:
+            w.start()
         self._spawn(self._publish_loop, "publish")
         self._spawn(self._infer_loop, "infer")
         for src in self.sources:
@@ -202,6 +274,8 @@ class Pipeline:
         for q in (self._infer_q, self._publish_q):
             q.close()
             q.put_final(Halt())
+        for w in self.workers:
+            w.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every stream has ended and been published; True if it finished."""
@@ -219,14 +293,24 @@ class Pipeline:
         with self._errors_lock:
             return list(self._errors)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, sink_grace: float | None = None) -> None:
         """Stop sources, let their end-of-stream messages drain to the sinks, then join; never hangs.
 
         Sources stop first so nothing new arrives; each then ends with an EndOfStream that flows
         through the stages as usual, so subscribers of a live stream still get its ``eos``
-        message. Whatever has not drained when ``timeout`` expires is abandoned.
+        message. Whatever has not drained when ``timeout`` expires is abandoned. A stop before
+        the end does not wait for room in any sink's buffer (what does not fit is dropped and
+        counted; end-of-stream messages always get in).
+
+        Then each sink writes what its buffer holds and is closed on its own thread: for at most
+        ``sink_grace`` seconds, or, when None (a run that ended by itself), for as long as it
+        keeps making progress (something written at least every ``sink_timeout`` seconds). A
+        sink still stuck after that is abandoned (:attr:`stuck_sinks`), its buffer counted lost.
         """
         deadline = time.monotonic() + timeout
+        if not self._done.is_set():
+            for w in self.workers:
+                w.release()
         for src in self.sources:
             try:
                 src.stop(timeout=max(0.1, (deadline - time.monotonic()) / 2))
@@ -245,11 +329,20 @@ class Pipeline:
                 stage.close()
             except Exception:
                 log.exception("closing face stage failed")
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception:
-                log.exception("closing sink %r failed", sink)
+        for w in self.workers:
+            w.finish()
+        if sink_grace is not None:
+            self.hurry(sink_grace)
+        for w in self.workers:
+            w.join(lambda: self._sink_deadline,
+                   stall_timeout=max(self.sink_timeout, (w.sink.write_timeout or 0.0) + 1.0))
+
+    def hurry(self, grace: float) -> None:
+        """Give sinks at most ``grace`` more seconds to finish (safe from a signal handler while
+        :meth:`stop` waits for them)."""
+        self._sink_deadline = min(self._sink_deadline, time.monotonic() + grace)
+        for w in self.workers:
+            w.release()
 
     def run(self, timeout: float | None = None) -> dict[str, Any]:
         """start + wait + stop; returns the final stats snapshot."""
@@ -262,20 +355,27 @@ class Pipeline:
         return self.stats.snapshot()
 
     def queue_depths(self) -> dict[str, int]:
-        """Items waiting in each bounded queue now: every source's, the inference queue and the
-        publish queue (what a metrics endpoint shows; reading them takes each queue's lock)."""
+        """Items waiting in each bounded queue now: every source's, the inference queue, the
+        publish queue and every output's buffer (what a metrics endpoint shows; reading them
+        takes each queue's lock)."""
         depths = {f"source:{s.stream_id}": s.queue_depth for s in self.sources}
         depths["infer"] = len(self._infer_q)
         depths["publish"] = len(self._publish_q)
+        depths.update({f"sink:{w.name}": w.queued for w in self.workers})
         return depths
 
     def reconnects(self) -> dict[str, int]:
-        """Reconnections so far of the parts that talk to servers (a remote backend, sinks)."""
+        """Reconnections so far of the parts that talk to servers: a remote backend, sinks (by
+        their name) and live sources (``source:<stream id>``)."""
         counts: dict[str, int] = {}
         for part in (self.backend, *self.sinks):
             n = getattr(part, "reconnects", None)
             if isinstance(n, int):
                 counts[getattr(part, "name", None) or type(part).__name__] = n
+        for src in self.sources:
+            n = getattr(src, "reconnects", None)
+            if src.live and isinstance(n, int):
+                counts[f"source:{src.stream_id}"] = n
         return counts
 
     @property
@@ -362,7 +462,8 @@ class Pipeline:
                 result = FrameResult(
                     stream_id=fr.stream_id, seq=-1, frame_index=fr.frame_index, pts=fr.pts,
                     capture_time=fr.capture_time, width=fr.width, height=fr.height,
-                    dropped=fr.dropped, faces=faces, untrained=not bool(cfg.trained),
+                    dropped=fr.dropped, skipped=fr.skipped, lost=fr.lost, faces=faces,
+                    untrained=not bool(cfg.trained),
                     timings=dict(fr.timings), error=it.error or (infer_err if ff.faces else None),
                     image=fr.image if self._keep_images and fr.error is None else None,
                     au_intensity_max=cfg.au_intensity_max, source=fr.source,
@@ -416,7 +517,10 @@ class Pipeline:
             if isinstance(item, EndOfStream):
                 seq = seqs.get(item.stream_id, 0)
                 seqs[item.stream_id] = seq + 1
-                self._emit(protocol.eos_message(item, seq), None)
+                # frames = frame messages published (a stop discards frames still queued)
+                item.frames = seq
+                self._emit(protocol.eos_message(item, seq, sink_losses=self.sink_losses), None,
+                           final=True)
                 self.stats.stream_ended(item.stream_id, item.dropped, item.error)
                 open_streams.discard(item.stream_id)
             elif isinstance(item, FrameResult):
@@ -444,18 +548,15 @@ class Pipeline:
             self.on_result(msg)
 
     def _emit(self, msg: dict[str, Any], image: np.ndarray | None,
-              result: FrameResult | None = None) -> None:
-        for sink in self.sinks:
-            try:
-                if isinstance(sink, ResultSink):
-                    if result is not None:
-                        sink.write_result(result)
-                    else:
-                        sink.write(msg)
-                elif not sink.needs_image:
-                    sink.write(msg)
-                elif msg.get("type") == "frame" and image is not None:
-                    sink.write(msg, image)
-            except Exception:  # a broken sink is reported, the others keep receiving
-                self.sink_errors += 1
-                log.exception("sink %s failed on a %s message", type(sink).__name__, msg.get("type"))
+              result: FrameResult | None = None, *, final: bool = False) -> None:
+        """Hand ``msg`` to every sink's buffer (never blocks beyond a sink's stall timeout, except
+        for a sink that asked for back-pressure). A :class:`ResultSink` gets every message, with
+        the frame's typed ``result``; a sink with ``needs_image`` gets the frames that have
+        pixels."""
+        for w in self.workers:
+            if isinstance(w.sink, ResultSink):
+                w.offer(msg, image if w.sink.needs_image else None, result=result, final=final)
+            elif not w.sink.needs_image:
+                w.offer(msg, final=final)
+            elif msg.get("type") == "frame" and image is not None:
+                w.offer(msg, image)

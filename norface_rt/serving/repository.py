@@ -29,7 +29,8 @@ Every model batches dynamically (preferred batch sizes, a queue delay) and runs 
 group. :func:`validate_repository` parses every ``config.pbtxt`` with Triton's own protobuf
 definitions (``model_config.proto``, as shipped in tritonclient) and checks what Triton checks on
 load: names, platforms, files, the ensemble's wiring, and each graph's inputs and outputs against
-its config. The writer always validates what it wrote.
+its config. The writer always validates what it wrote, and first checks the model set against its
+manifest (:func:`norface_rt.model_set.verify_model_set`), as every loader does.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from norface_rt.model_set import (
     config_diff,
     load_config,
     read_graph_config,
+    verify_model_set,
 )
 from norface_rt.preprocess import input_affine
 
@@ -304,6 +306,8 @@ def write_repository(out: str | os.PathLike[str], model_dir: str | os.PathLike[s
     opts = opts or RepositoryOptions()
     opts.validate()
     src = Path(model_dir)
+    if src.is_dir():  # the graphs served are the set's own: refuse damaged or altered files
+        verify_model_set(src)
     cfg = load_config(src)
     for graph in (NORMALIZER_FILE, CLASSIFIER_FILE):
         if not (src / graph).is_file():

@@ -1,4 +1,5 @@
-"""Output sinks: ZeroMQ publisher, JSONL/CSV files, overlay video / window, and the listener.
+"""Output sinks: ZeroMQ publisher and PUSH hand-off, JSONL/CSV files, overlay video / window, the
+listener, and the per-sink thread + buffer the pipeline runs each one behind (``SinkWorker``).
 
 Submodules are imported lazily (PEP 562) so that, for example, ``norface-rt listen`` does not pay
 for importing OpenCV and PyAV.
@@ -13,6 +14,8 @@ from norface_rt.sinks.base import Sink
 
 _LAZY = {
     "ZmqPublisher": "norface_rt.sinks.zmq_pub",
+    "ZmqPush": "norface_rt.sinks.zmq_pub",
+    "SinkWorker": "norface_rt.sinks.worker",
     "JsonlSink": "norface_rt.sinks.files",
     "CsvSink": "norface_rt.sinks.files",
     "OverlayVideoSink": "norface_rt.sinks.overlay",

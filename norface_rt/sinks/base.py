@@ -1,8 +1,9 @@
 """The sink interface: everything that consumes published messages implements it.
 
-Sinks are called from the pipeline's single publish thread, so they need not be thread-safe; they
-must not block for long either, because a slow sink delays every other sink and, through the
-bounded publish queue, the whole pipeline.
+The pipeline runs each sink on a thread of its own behind a bounded buffer
+(:class:`~norface_rt.sinks.worker.SinkWorker`): every call of one sink comes from that one
+thread, so sinks need not be thread-safe, and a sink that blocks delays only itself; what its
+buffer cannot hold is dropped and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from norface_rt.config import ModelConfig
 from norface_rt.types import FrameResult
 
 
+class MessageDropped(Exception):  # noqa: N818  (a signal, not an error)
+    """Raised by ``write`` when the sink gave up on the message by its own policy (a full peer
+    queue): the pipeline counts it as dropped, not as a failure."""
+
+
 class Sink(ABC):
     """Receives protocol message dicts (``frame``, ``eos``, ``stats``): the one contract of the
     pipeline's last stage.
@@ -29,6 +35,15 @@ class Sink(ABC):
 
     needs_image: ClassVar[bool] = False
     quit_requested: bool = False
+    # Short name in stats and summaries ("zmq", "jsonl", ...); None: the class name.
+    name: str | None = None
+    # What the pipeline does when this sink's buffer is full: None its default (wait a little for
+    # lossless runs, drop for live ones), "block" wait as long as it takes (back-pressure), "drop"
+    # never wait.
+    buffer_policy: str | None = None
+    # Longest one ``write`` may block by design (a PUSH waiting for its consumer), seconds; the
+    # pipeline waits that long for progress at shutdown before it gives the sink up.
+    write_timeout: float | None = None
 
     @abstractmethod
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
@@ -42,6 +57,18 @@ class Sink(ABC):
         """Called once by the pipeline, before any message, with the model's configuration:
         a sink whose layout depends on the label names (a CSV header) learns them here, so it
         never has to guess from the first face. Default: nothing."""
+
+    def tick(self) -> None:  # noqa: B027  (an optional hook: most sinks have nothing to do)
+        """Called on the sink's thread about every 0.1 s while no message is waiting (a
+        publisher reads subscription notifications here)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
+        return {}
+
+    def interrupt(self) -> None:  # noqa: B027  (an optional hook)
+        """Called from another thread at shutdown when ``write`` may be blocked waiting for a
+        peer: make it give up soon. Sinks whose writes cannot block need nothing here."""
 
     def __enter__(self) -> Sink:
         return self

@@ -60,6 +60,8 @@ def _open_text(path: str | Path, append: bool) -> TextIO:
 class JsonlSink(Sink):
     """Writes each message as one compact JSON line; flushed per message so a crash loses nothing."""
 
+    name = "jsonl"
+
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self.path = Path(path)
         self._f: TextIO | None = _open_text(self.path, append)
@@ -263,6 +265,8 @@ class CsvSink(Sink):
     one file per stream, ``path`` itself unless ``multiple`` (several sources), then
     ``<stem>-<stream_id><suffix>``.
     """
+
+    name = "csv"
 
     def __init__(self, path: str | Path, au_names: Sequence[str] | None = None,
                  emotion_names: Sequence[str] | None = None, *,

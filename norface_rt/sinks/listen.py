@@ -3,6 +3,13 @@
 A listener must survive whatever arrives on the wire (another program on the same port, a newer
 producer, a truncated message): malformed messages are reported with the reason and skipped, and
 every wait has a timeout so a vanished publisher never hangs the listener forever unless asked to.
+
+It also says what it did not get: a gap in a stream's ``seq`` means messages were lost on the
+way (the publisher drops them for a subscriber that falls behind, see docs/protocol.md); those
+are counted (``missed``), reported, and make the exit status 1. Messages before the first one a
+listener saw (it joined late) are not counted. ``--pull`` receives from a PUSH hand-off
+(``norface-rt run --push``) instead, which loses nothing; CURVE keys encrypt and authenticate
+either (:mod:`norface_rt.sinks.curve`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any, TextIO
 import zmq
 
 from norface_rt.protocol import STATS_TOPIC, ProtocolError, decode_multipart
+from norface_rt.sinks.curve import CurveClient
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,8 @@ def _warn(exc: ProtocolError) -> None:
 
 def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | None = 10.0, *,
               rcvhwm: int = 1000,
-              on_malformed: Callable[[ProtocolError], None] | None = None
+              on_malformed: Callable[[ProtocolError], None] | None = None,
+              curve: CurveClient | None = None, pull: bool = False
               ) -> Generator[dict[str, Any], None, None]:
     """Yield decoded, validated messages from a norface-rt publisher at ``endpoint``.
 
@@ -41,6 +50,8 @@ def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | Non
     longest silence tolerated, in seconds (None = wait forever); when it passes, TimeoutError is
     raised naming the endpoint. Malformed messages go to ``on_malformed`` (default: a logged
     warning) and are skipped. The socket is closed when the generator is closed or exhausted.
+    ``curve``: the keys of a CURVE-secured publisher; ``pull``: connect a PULL socket to a PUSH
+    hand-off instead (``topics`` then do not apply: it delivers everything).
     """
     topic_list = list(topics) or [""]
     if timeout is not None and timeout < 0:
@@ -49,14 +60,17 @@ def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | Non
         raise ValueError(f"rcvhwm: expected >= 1, got {rcvhwm}")
     report = on_malformed or _warn
     ctx = zmq.Context(io_threads=1)
-    sock: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.PULL if pull else zmq.SUB)
     try:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
         if endpoint.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
-        for t in topic_list:
-            sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        if curve is not None:
+            curve.apply(sock)
+        if not pull:
+            for t in topic_list:
+                sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -100,8 +114,14 @@ def format_pretty(msg: dict[str, Any]) -> str:
         return " | ".join(parts)
     if t == "eos":
         end = f"error: {msg['error']}" if msg["error"] else "ok"
+        more = "".join(f", {msg[k]} {label}" for k, label in (
+            ("skipped_frames", "skipped (undecodable)"), ("lost_frames", "lost (outages)"),
+            ("reconnects", "reconnects")) if msg.get(k))
+        losses = {k: v for k, v in (msg.get("sink_losses") or {}).items() if v}
+        if losses:
+            more += ", outputs lost " + ", ".join(f"{k} {v}" for k, v in losses.items())
         return (f"{msg['stream_id']} #{msg['seq']} END after {msg['frames']} frames, "
-                f"{msg['dropped_frames']} dropped ({end})")
+                f"{msg['dropped_frames']} dropped by the source{more} ({end})")
     stages = " ".join(f"{k}={v['p50_ms']:.1f}/{v['p95_ms']:.1f}ms"
                       for k, v in msg["stages"].items())
     return f"{STATS_TOPIC} fps={msg['fps']:.1f} p50/p95: {stages}"
@@ -113,6 +133,9 @@ class ListenResult:
 
     received: int = 0
     malformed: int = 0
+    # Messages lost on the way: gaps in each stream's seq after the first message seen.
+    missed: int = 0
+    missed_by_stream: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
     interrupted: bool = False
     ended_streams: set[str] = field(default_factory=set)
@@ -125,7 +148,8 @@ class ListenResult:
 def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str = "jsonl",
                topics: Iterable[str] | None = None, count: int | None = None,
                until_eos: bool = False, timeout: float | None = None, *,
-               err: TextIO | None = None,
+               err: TextIO | None = None, curve: CurveClient | None = None,
+               pull: bool = False,
                messages: Callable[[Callable[[ProtocolError], None]],
                                   Generator[dict[str, Any], None, None]] | None = None
                ) -> ListenResult:
@@ -137,7 +161,7 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
 
     Exit code (``int(result)``): 0 when the requested stop condition was met (or, with neither
     ``count`` nor ``until_eos``, when the timeout ended a listen that received something);
-    1 when the timeout passed first; 130 on Ctrl-C.
+    1 when the timeout passed first or messages were missed (gaps in ``seq``); 130 on Ctrl-C.
 
     ``messages`` replaces the ZeroMQ subscription with another feed (NATS JetStream replay):
     called with the malformed-message reporter, it returns the generator of messages.
@@ -162,15 +186,33 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
     else:
         sink = out if out is not None else sys.stdout
     gen = (messages(on_malformed) if messages is not None
-           else subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed))
-    shown = ", ".join(t or "all" for t in (topics or ("",)))
+           else subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed,
+                          curve=curve, pull=pull))
+    shown = "all (PULL)" if pull else ", ".join(t or "all" for t in (topics or ("",)))
     print(f"norface-rt listen: waiting for messages on {endpoint} (topics: {shown}; "
           + (f"giving up after {timeout:g} s of silence" if timeout is not None
              else "Ctrl-C to stop") + ")", file=err_stream, flush=True)
+    last_seq: dict[str, int] = {}
+
+    def count_gap(msg: dict[str, Any]) -> int:
+        if msg["type"] == "stats":
+            return 0
+        sid, seq = msg["stream_id"], msg["seq"]
+        prev = last_seq.get(sid)
+        last_seq[sid] = seq
+        gap = seq - prev - 1 if prev is not None and seq > prev + 1 else 0
+        if gap:
+            res.missed += gap
+            res.missed_by_stream[sid] = res.missed_by_stream.get(sid, 0) + gap
+        return gap
+
     try:
         for msg in gen:
+            count_gap(msg)
             line = (json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
                     if fmt == "jsonl" else format_pretty(msg))
+            if fmt == "pretty" and msg["type"] == "eos":
+                line += f"; this listener missed {res.missed_by_stream.get(msg['stream_id'], 0)}"
             sink.write(line + "\n")
             sink.flush()
             res.received += 1
@@ -196,4 +238,12 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
         gen.close()
         if own_file:
             sink.close()
+    if res.missed:
+        print(f"norface-rt listen: missed {res.missed} message(s) (gaps in seq: "
+              + ", ".join(f"{k} {v}" for k, v in res.missed_by_stream.items())
+              + "); the publisher drops messages for a subscriber that falls behind (raise "
+              "--sndhwm, read faster, or use run --push with listen --pull)",
+              file=err_stream, flush=True)
+        if res.exit_code == 0:
+            res.exit_code = 1
     return res

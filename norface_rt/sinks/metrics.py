@@ -1,14 +1,21 @@
 """Prometheus metrics endpoint of one edge process (``--metrics-port PORT``).
 
 A sink, because every figure it shows is read off the messages the pipeline publishes: it sees
-each frame (stream, drops, errors, capture-to-publish latency, stage timings) in the publish
-thread. Queue depths and reconnections are not in messages: the CLI hands the sink two callables
-(:meth:`MetricsSink.watch`) that are read at scrape time.
+each frame (stream, drops, errors, capture-to-publish latency, stage timings) on its own thread
+(:class:`~norface_rt.sinks.worker.SinkWorker`). Queue depths, reconnections and the pipeline's
+status (each stream's state and outages, each output's losses) are not in every message: the CLI
+hands the sink three callables (:meth:`MetricsSink.watch`) that are read at scrape time.
 
 Exposed (``norface_`` prefix; label ``stream`` is the stream id):
 
 * ``frames_total``, ``faces_total``, ``frame_errors_total`` -- counters per stream;
 * ``dropped_frames_total`` -- frames a live source dropped (drop-oldest), per stream;
+* ``skipped_frames_total`` -- frames of a file that could not be decoded, per stream;
+* ``lost_frames_total`` / ``outage_seconds_total`` -- frames a live stream missed while
+  disconnected and the time it was away, per stream;
+* ``stream_up`` -- 1 while a stream delivers (state ``connected`` or ``reading``), else 0, and
+  ``stream_state`` -- 1 for the stream's current state (label ``state``: connecting, connected,
+  reading, retrying, ended);
 * ``stream_fps`` -- frames/s per stream over the last ``window_s`` seconds (``rate(frames_total)``
   gives the same in Prometheus, this is for a glance at the endpoint);
 * ``latency_seconds`` -- histogram of capture-to-publish latency per stream, and
@@ -16,7 +23,10 @@ Exposed (``norface_`` prefix; label ``stream`` is the stream id):
   (prometheus_client's Summary has no quantiles);
 * ``stage_seconds`` -- histogram of each pipeline stage's time per frame (label ``stage``);
 * ``queue_depth`` -- items waiting in each bounded queue (label ``queue``);
-* ``reconnects_total`` -- reconnections of the Triton backend and of sinks (label ``component``).
+* ``reconnects_total`` -- reconnections of the Triton backend, of sinks and of live sources
+  (label ``component``; sources as ``source:<stream id>``);
+* ``sink_messages_total`` -- messages each output wrote, dropped (buffer full, stalled) or failed
+  on (labels ``sink``, ``outcome``), and ``sink_stalled`` -- 1 while an output is stalled.
 
 The registry is this sink's own (not the process-global one), so two pipelines in one process
 do not mix their figures; the HTTP server listens on loopback unless told otherwise.
@@ -45,6 +55,8 @@ class _Stream:
         self.faces = 0
         self.errors = 0
         self.dropped = 0
+        self.skipped = 0
+        self.lost = 0
         self.latencies: collections.deque[float] = collections.deque(maxlen=window)
         self.arrivals: collections.deque[float] = collections.deque()
 
@@ -69,6 +81,7 @@ class MetricsSink(Sink):
         self._streams: dict[str, _Stream] = {}
         self._queue_depths: Callable[[], Mapping[str, int]] | None = None
         self._reconnects: Callable[[], Mapping[str, int]] | None = None
+        self._status: Callable[[], Mapping[str, Any]] | None = None
         self.registry = CollectorRegistry()
         self._latency = Histogram("norface_latency_seconds", "capture-to-publish latency per frame",
                                   ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -89,10 +102,14 @@ class MetricsSink(Sink):
         return f"http://{self.host}:{self.port}/metrics"
 
     def watch(self, *, queue_depths: Callable[[], Mapping[str, int]] | None = None,
-              reconnects: Callable[[], Mapping[str, int]] | None = None) -> None:
-        """Figures that are not in messages, read at each scrape (the pipeline's)."""
+              reconnects: Callable[[], Mapping[str, int]] | None = None,
+              status: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Figures that are not in messages, read at each scrape (the pipeline's
+        :meth:`~norface_rt.pipeline.runner.Pipeline.queue_depths`, ``reconnects`` and
+        ``status``)."""
         self._queue_depths = queue_depths
         self._reconnects = reconnects
+        self._status = status
 
     # ------------------------------------------------------------------ Sink
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
@@ -105,6 +122,8 @@ class MetricsSink(Sink):
             if st is None:
                 st = self._streams[sid] = _Stream(self._window)
             st.dropped = int(msg.get("dropped_frames", st.dropped))
+            st.skipped = int(msg.get("skipped_frames", st.skipped))
+            st.lost = int(msg.get("lost_frames", st.lost))
             if kind == "eos":
                 return
             now = time.monotonic()
@@ -130,6 +149,11 @@ class MetricsSink(Sink):
                                      labels=["stream"])
         dropped = CounterMetricFamily("norface_dropped_frames",
                                       "frames a live source dropped (drop-oldest)", labels=["stream"])
+        skipped = CounterMetricFamily("norface_skipped_frames",
+                                      "frames of a file that could not be decoded", labels=["stream"])
+        lost = CounterMetricFamily("norface_lost_frames",
+                                   "frames a live stream missed while disconnected",
+                                   labels=["stream"])
         fps = GaugeMetricFamily("norface_stream_fps", f"frames/s over the last {self.window_s:g} s",
                                 labels=["stream"])
         quant = GaugeMetricFamily("norface_latency_quantile_seconds",
@@ -142,13 +166,15 @@ class MetricsSink(Sink):
                 faces.add_metric([sid], st.faces)
                 errors.add_metric([sid], st.errors)
                 dropped.add_metric([sid], st.dropped)
+                skipped.add_metric([sid], st.skipped)
+                lost.add_metric([sid], st.lost)
                 recent = sum(1 for t in st.arrivals if t >= now - self.window_s)
                 fps.add_metric([sid], recent / self.window_s)
                 if st.latencies:
                     values = np.percentile(np.fromiter(st.latencies, float), [q * 100 for q in QUANTILES])
                     for q, v in zip(QUANTILES, values):
                         quant.add_metric([sid, str(q)], float(v))
-        yield from (frames, faces, errors, dropped, fps, quant)
+        yield from (frames, faces, errors, dropped, skipped, lost, fps, quant)
         depth = GaugeMetricFamily("norface_queue_depth", "items waiting in each bounded queue",
                                   labels=["queue"])
         for name, n in (self._queue_depths() if self._queue_depths else {}).items():
@@ -159,6 +185,38 @@ class MetricsSink(Sink):
         for name, n in (self._reconnects() if self._reconnects else {}).items():
             rec.add_metric([name], n)
         yield rec
+        yield from self._collect_status()
+
+    def _collect_status(self) -> Iterator[Any]:
+        """Per-stream state and outages, per-output losses (the pipeline's ``status()``)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from norface_rt.sources.base import STATES
+
+        status = dict(self._status()) if self._status else {}
+        up = GaugeMetricFamily("norface_stream_up", "1 while the stream delivers frames",
+                               labels=["stream"])
+        state = GaugeMetricFamily("norface_stream_state", "1 for the stream's current state",
+                                  labels=["stream", "state"])
+        outage = CounterMetricFamily("norface_outage_seconds",
+                                     "time a live stream was disconnected", labels=["stream"])
+        for sid, st in (status.get("streams") or {}).items():
+            now = str(st.get("state", ""))
+            up.add_metric([sid], 1.0 if now in ("connected", "reading") else 0.0)
+            for name in STATES:
+                state.add_metric([sid, name], 1.0 if name == now else 0.0)
+            if "outage_s" in st:
+                outage.add_metric([sid], float(st["outage_s"]))
+        messages = CounterMetricFamily("norface_sink_messages",
+                                       "messages each output wrote, dropped or failed on",
+                                       labels=["sink", "outcome"])
+        stalled = GaugeMetricFamily("norface_sink_stalled", "1 while the output is stalled",
+                                    labels=["sink"])
+        for name, c in (status.get("sinks") or {}).items():
+            for outcome in ("written", "dropped", "failed"):
+                messages.add_metric([name, outcome], int(c.get(outcome, 0)))
+            stalled.add_metric([name], 1.0 if c.get("stalled") else 0.0)
+        yield from (up, state, outage, messages, stalled)
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # collected at scrape time only (auto_describe must not call collect early)

@@ -12,18 +12,22 @@ replay from a sequence number, so results survive a consumer's or the server's r
   other and waits for each acknowledgement; a message that is not acknowledged (server
   restarting, connection lost) is sent again, with the same ``Nats-Msg-Id`` header, so the
   server's duplicate window keeps one copy. ``write`` only enqueues (bounded: when the server is
-  away longer than the queue lasts, ``write`` blocks, which is back-pressure for files and
-  drop-oldest at the live sources' own queues). A message still unacknowledged after ``retry_s``
-  is counted as lost and the next ``write`` raises, so the pipeline reports it (never silent).
+  away longer than the queue lasts, ``write`` blocks). The pipeline runs the sink on its own
+  thread behind a buffer (:class:`~norface_rt.sinks.worker.SinkWorker`): a file run waits for it
+  up to ``write_timeout`` (= ``retry_s``) without progress, a live run drops at that buffer
+  (counted) instead of holding up the other outputs. A message still unacknowledged after
+  ``retry_s`` is counted as lost and the next ``write`` raises, so the pipeline reports it (never
+  silent).
 * Replay: :func:`replay` (``norface-rt listen --nats URL --nats-stream NAME --from-seq N``).
 
-nats-py is asyncio; the sink owns its loop in one thread, which the pipeline's publish thread
-hands messages to.
+nats-py is asyncio; the sink owns its loop in one thread, which the sink's worker thread hands
+messages to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -34,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from norface_rt.protocol import ProtocolError, decode, encode, topic_for
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import MessageDropped, Sink
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ class NatsJetStreamSink(Sink):
             raise ValueError(f"max_pending: expected >= 1, got {max_pending}")
         self.ack_timeout = ack_timeout
         self.retry_s = retry_s
+        # A write may wait this long for the server (back-pressure); the pipeline allows for it.
+        self.write_timeout = float(retry_s)
+        self._interrupted = threading.Event()
         self.close_timeout = close_timeout
         self.check_messages = check_messages
         self.acked = 0
@@ -187,7 +194,25 @@ class NatsJetStreamSink(Sink):
         else:
             msg_id = f"{self._run}:{topic}:{msg['seq']}"
         item = (f"{self.prefix}.{subject_token(topic)}", payload, msg_id)
-        asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        while True:  # wait for room in the queue, but give up at once when interrupted
+            try:
+                fut.result(0.2)
+                return
+            except concurrent.futures.TimeoutError:
+                if self._interrupted.is_set():
+                    fut.cancel()
+                    raise MessageDropped(f"NATS {self.url}: interrupted while the queue was "
+                                         "full") from None
+
+    def interrupt(self) -> None:
+        """Shutdown: a ``write`` waiting for room in the queue gives up (the message counts as
+        dropped)."""
+        self._interrupted.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {"acked": self.acked, "resent": self.resent, "unacknowledged": self.lost,
+                "reconnects": self.reconnects}
 
     def close(self) -> None:
         """Publish what is queued (for at most ``close_timeout`` s), then disconnect."""

@@ -341,6 +341,7 @@ class OverlayVideoSink(Sink):
     first frame's size; other sizes are resized to it, odd sizes rounded down to even (yuv420p).
     """
 
+    name = "overlay"
     needs_image = True
 
     def __init__(self, path: str | Path, fps: float = 30.0, width: int | None = None,
@@ -386,6 +387,7 @@ class MultiStreamOverlaySink(Sink):
     unexpected extra stream) each stream goes to ``<stem>-<stream_id><suffix>`` beside it.
     """
 
+    name = "overlay"
     needs_image = True
 
     def __init__(self, path: str | Path, *, multiple: bool = False, fps: float = 30.0,
@@ -450,6 +452,7 @@ class ShowSink(Sink):
     on the first frame (Qt would otherwise abort the whole process without a display).
     """
 
+    name = "show"
     needs_image = True
 
     def __init__(self, title: str = "norface-rt") -> None:

@@ -6,6 +6,14 @@ lossless and bounded: when the caller reads slowly (or pauses), the publish thre
 and the pipeline's own bounded queues carry the back-pressure to the decoder, so a long video
 never accumulates in memory. :meth:`ResultQueue.cancel` releases a blocked publish thread at once
 when the caller stops early.
+
+Like every sink it runs on its own thread behind a buffer
+(:class:`~norface_rt.sinks.worker.SinkWorker`), but it asks for ``buffer_policy = "block"``:
+the caller's loop may pause for as long as it likes, and nothing is ever dropped for it (no
+stall timeout applies), whether the source is a file or a live stream (a live source then sheds
+frames at its own drop-oldest queue, counted in ``dropped``). The API keeps that buffer at one
+message, so the output side holds at most ``maxsize`` + 2 results (the pipeline's own bounded
+queues hold the rest in flight).
 """
 
 from __future__ import annotations
@@ -23,6 +31,10 @@ Item = FrameResult | dict[str, Any]  # a frame's result, or an ``eos`` message
 
 class ResultQueue(ResultSink):
     """Frames (and each stream's ``eos`` message) in publish order, at most ``maxsize`` waiting."""
+
+    name = "results"
+    # The caller reads at its own pace: back-pressure, never a drop (see the module docstring).
+    buffer_policy = "block"
 
     def __init__(self, maxsize: int = 16) -> None:
         self._q: FrameQueue[Item] = FrameQueue(maxsize, "lossless")

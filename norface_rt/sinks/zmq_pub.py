@@ -1,16 +1,36 @@
-"""ZeroMQ publisher sink.
+"""ZeroMQ sinks: the publisher (XPUB) and the lossless hand-off (PUSH).
 
-An XPUB socket (PUB semantics for data, plus subscription notifications so a file job can wait for
-its consumers before it starts: the ZeroMQ "slow joiner" problem). Sending never blocks: each
-subscriber has its own queue of at most ``sndhwm`` messages and anything beyond that is dropped
-for that subscriber only, so one slow consumer can neither stall the pipeline nor grow the
-publisher's memory without bound. Drops are invisible to the publisher (libzmq does not report
-them); consumers detect gaps from the per-stream ``seq`` field.
+:class:`ZmqPublisher` binds an XPUB socket (PUB semantics for data, plus subscription
+notifications so a file job can wait for its consumers before it starts: the ZeroMQ "slow
+joiner" problem). Sending never blocks: each subscriber has its own queue of at most ``sndhwm``
+messages and anything beyond that is dropped for that subscriber only (``XPUB_NODROP`` stays
+off), so one slow consumer can neither stall the pipeline nor grow the publisher's memory without
+bound. Drops are invisible to the publisher (libzmq does not report them); consumers detect gaps
+from the per-stream ``seq`` field.
+
+What a *peer* can make the publisher hold is bounded too. libzmq keeps every subscription in a
+prefix tree that costs tens of bytes per byte of topic, so one 40 MiB subscription would cost
+gigabytes: ``ZMQ_MAXMSGSIZE`` disconnects a peer that sends any message longer than
+``max_message_bytes``, and the publisher counts the subscriptions it is told about
+(``XPUB_VERBOSER``). When their number or total length passes ``max_subscriptions`` /
+``max_subscription_bytes`` -- no well-behaved subscriber comes near either -- it closes the socket
+and binds a fresh one (``subscription_resets``): memory is freed, well-behaved subscribers
+reconnect and re-subscribe by themselves within about 0.1 s (they see the gap in ``seq``).
+libzmq cannot tell which peer sent a subscription, so it cannot drop only the offender; use
+CURVE (:mod:`norface_rt.sinks.curve`) to keep unknown processes out altogether.
+
+:class:`ZmqPush` binds a PUSH socket for consumers that must not miss a message (a PULL socket
+connects): with ``policy="block"`` a consumer that falls behind applies back-pressure to the
+pipeline (file sources slow down; live sources drop at their own queue, counted), for at most
+``send_timeout`` seconds per message before messages are dropped and counted; ``policy="drop"``
+never waits and counts what the full queue refuses.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
 import time
 from typing import Any
 
@@ -18,7 +38,18 @@ import numpy as np
 import zmq
 
 from norface_rt.protocol import DEFAULT_ENDPOINT, encode_multipart
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import MessageDropped, Sink
+from norface_rt.sinks.curve import CurveServer
+
+log = logging.getLogger(__name__)
+
+# What a peer may make the publisher hold (see the module docstring). A subscription is a topic
+# prefix (a stream id, "_stats" or ""); a CURVE handshake message is about 300 bytes.
+MAX_MESSAGE_BYTES = 1024
+MAX_SUBSCRIPTIONS = 1000
+MAX_SUBSCRIPTION_BYTES = 64 * 1024
+SUBSCRIPTION_QUEUE = 16  # inbound queue of the XPUB: only subscriptions travel that way
+PUSH_POLICIES: tuple[str, ...] = ("block", "drop")
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 
@@ -49,48 +80,94 @@ def is_loopback_endpoint(endpoint: str) -> bool:
         return False
 
 
+def _check_remote(endpoint: str, allow_remote: bool) -> None:
+    if not is_loopback_endpoint(endpoint) and not allow_remote:
+        raise ValueError(
+            f"endpoint {endpoint!r} is not a loopback or ipc:// address; binding it would expose "
+            "the stream to the network. Use tcp://127.0.0.1:PORT or ipc://PATH, or pass "
+            "allow_remote=True (CLI: --allow-remote) to bind it deliberately.")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return value
+
+
 class ZmqPublisher(Sink):
     """Publishes every message as ``[topic, msgpack payload]`` on a bound XPUB socket.
 
-    Use from one thread only (ZeroMQ sockets are not thread-safe); the pipeline's publish thread
-    both waits for subscribers and writes.
+    Use from one thread at a time (ZeroMQ sockets are not thread-safe): the caller's until the
+    pipeline starts (``wait_for_subscribers``), then the sink's own thread.
     """
 
+    name = "zmq"
+
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000, linger_ms: int = 500,
-                 *, allow_remote: bool = False, check_messages: bool = True) -> None:
+                 *, allow_remote: bool = False, check_messages: bool = True,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_subscriptions: int = MAX_SUBSCRIPTIONS,
+                 max_subscription_bytes: int = MAX_SUBSCRIPTION_BYTES,
+                 curve: CurveServer | None = None) -> None:
         if not isinstance(sndhwm, int) or sndhwm < 1:
             raise ValueError(f"sndhwm: expected an integer >= 1 (0 would mean unbounded), got {sndhwm!r}")
         if not isinstance(linger_ms, int) or linger_ms < 0:
             raise ValueError(f"linger_ms: expected an integer >= 0, got {linger_ms!r}")
-        if not is_loopback_endpoint(endpoint) and not allow_remote:
-            raise ValueError(
-                f"endpoint {endpoint!r} is not a loopback or ipc:// address; binding it would expose "
-                "the stream to the network. Use tcp://127.0.0.1:PORT or ipc://PATH, or pass "
-                "allow_remote=True (CLI: --allow-remote) to bind it deliberately.")
+        self.max_message_bytes = _positive_int("max_message_bytes", max_message_bytes)
+        self.max_subscriptions = _positive_int("max_subscriptions", max_subscriptions)
+        self.max_subscription_bytes = _positive_int("max_subscription_bytes",
+                                                    max_subscription_bytes)
+        _check_remote(endpoint, allow_remote)
         self.requested_endpoint = endpoint
         self.sndhwm = sndhwm
         self.linger_ms = linger_ms
         self.check_messages = check_messages
+        self.curve = curve
         self.sent = 0
         self.refused = 0  # sends libzmq refused outright (should stay 0: XPUB drops silently)
+        self.subscription_resets = 0
         self._subscriptions = 0
+        self._subscription_bytes = 0
+        self._topics: dict[bytes, int] = {}
         self._ctx = zmq.Context(io_threads=1)
-        self._sock: zmq.Socket[bytes] | None = self._ctx.socket(zmq.XPUB)
+        self._auth = None
+        self._sock: zmq.Socket[bytes] | None = None
         try:
-            self._sock.setsockopt(zmq.SNDHWM, sndhwm)
-            self._sock.setsockopt(zmq.LINGER, linger_ms)
+            if curve is not None:
+                self._auth = curve.start_authenticator(self._ctx)
+            self._sock = self._bind(endpoint)
+        except BaseException as exc:
+            self._teardown(linger=0)
+            if isinstance(exc, zmq.ZMQError):
+                raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}: {exc}") from exc
+            raise
+        self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _bind(self, endpoint: str) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.XPUB)
+        try:
+            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            # A peer sending anything longer (a huge subscription) is disconnected by libzmq.
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+            # libzmq files every subscription a peer sends into its tree as soon as it reads it
+            # from the connection, whatever the application has seen: a small inbound queue
+            # keeps it reading a flood at the pace this sink counts it, so the count catches
+            # a flood before libzmq has stored more than a few hundred of it.
+            sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_QUEUE)
+            sock.setsockopt(zmq.XPUB_NODROP, 0)  # a full subscriber queue drops, never blocks
             # Report every subscribe and unsubscribe (not only the first/last per topic) so that
             # subscriptions can be counted per subscriber.
-            self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            if self.curve is not None:
+                self.curve.apply(sock)
             if endpoint.startswith("tcp://["):
-                self._sock.setsockopt(zmq.IPV6, 1)
-            self._sock.bind(endpoint)
-            self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
-            self._sock.close(linger=0)
-            self._sock = None
-            self._ctx.term()
-            raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}: {exc}") from exc
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.bind(endpoint)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        return sock
 
     # ------------------------------------------------------------------ subscribers
     @property
@@ -100,17 +177,53 @@ class ZmqPublisher(Sink):
         return self._subscriptions
 
     def _drain(self) -> None:
-        """Consume pending subscription notifications (they would otherwise queue in libzmq)."""
+        """Consume pending subscription notifications (they would otherwise queue in libzmq),
+        keeping count, and start afresh when peers have subscribed past the bounds."""
         sock = self._require_open()
         while True:
             try:
                 note = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            topic = note[1:]
             if note[:1] == b"\x01":
+                self._topics[topic] = self._topics.get(topic, 0) + 1
                 self._subscriptions += 1
-            elif note[:1] == b"\x00":
-                self._subscriptions = max(0, self._subscriptions - 1)
+                self._subscription_bytes += len(topic)
+            elif note[:1] == b"\x00" and self._topics.get(topic):
+                self._topics[topic] -= 1
+                if not self._topics[topic]:
+                    del self._topics[topic]
+                self._subscriptions -= 1
+                self._subscription_bytes -= len(topic)
+            if (self._subscriptions > self.max_subscriptions
+                    or self._subscription_bytes > self.max_subscription_bytes):
+                self._reset_subscriptions()
+                return
+
+    def _reset_subscriptions(self) -> None:
+        """Drop every connection (and libzmq's subscription tree with them) and bind afresh."""
+        self.subscription_resets += 1
+        log.warning("ZeroMQ publisher %s: peers hold %d subscriptions of %d bytes in all (bounds: "
+                    "%d, %d bytes); dropping every connection to free them (reset #%d, "
+                    "subscribers reconnect by themselves)", self.endpoint, self._subscriptions,
+                    self._subscription_bytes, self.max_subscriptions,
+                    self.max_subscription_bytes, self.subscription_resets)
+        sock, self._sock = self._sock, None
+        assert sock is not None
+        sock.close(linger=0)
+        self._topics.clear()
+        self._subscriptions = self._subscription_bytes = 0
+        deadline = time.monotonic() + 5.0
+        while True:  # the old listener closes asynchronously: the address may be busy briefly
+            try:
+                self._sock = self._bind(self.endpoint)
+                return
+            except zmq.ZMQError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot bind ZeroMQ endpoint {self.endpoint!r} again "
+                                       f"after dropping its connections: {exc}") from exc
+                time.sleep(0.05)
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0) -> bool:
         """Block until at least ``n`` subscriptions are active or ``timeout`` seconds pass.
@@ -123,36 +236,52 @@ class ZmqPublisher(Sink):
             raise ValueError(f"n: expected >= 0 subscribers, got {n}")
         if timeout < 0:
             raise ValueError(f"timeout: expected >= 0 seconds, got {timeout}")
-        sock = self._require_open()
         deadline = time.monotonic() + timeout
         self._drain()
         while self._subscriptions < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if sock.poll(timeout=max(1, int(left * 1000)), flags=zmq.POLLIN):
+            if self._require_open().poll(timeout=max(1, int(min(left, 0.5) * 1000)),
+                                         flags=zmq.POLLIN):
                 self._drain()
         return True
 
     # ------------------------------------------------------------------ Sink
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         """Publish without blocking; a subscriber whose queue is full misses this message."""
-        sock = self._require_open()
         parts = encode_multipart(msg, check=self.check_messages)
         self._drain()
         try:
-            sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+            self._require_open().send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
             self.sent += 1
         except zmq.Again:
             self.refused += 1
 
+    def tick(self) -> None:
+        """Idle: read subscription notifications, so a flood is noticed without traffic."""
+        if self._sock is not None:
+            self._drain()
+
+    def stats(self) -> dict[str, Any]:
+        return {"subscriptions": self._subscriptions,
+                "subscription_resets": self.subscription_resets}
+
     def close(self) -> None:
         """Close the socket, letting queued messages flush for at most ``linger_ms``."""
-        if self._sock is None:
+        if self._sock is None and self._ctx.closed:
             return
-        self._sock.close(linger=self.linger_ms)
-        self._sock = None
-        self._ctx.term()
+        self._teardown(self.linger_ms)
+
+    def _teardown(self, linger: int) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=linger)
+            self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if not self._ctx.closed:
+            self._ctx.term()
 
     def _require_open(self) -> zmq.Socket[bytes]:
         if self._sock is None:
@@ -162,3 +291,95 @@ class ZmqPublisher(Sink):
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else f"sent={self.sent}"
         return f"ZmqPublisher({self.requested_endpoint!r}, sndhwm={self.sndhwm}, {state})"
+
+
+class ZmqPush(Sink):
+    """Hands every message, in order, to consumers that connect a PULL socket (load-balanced
+    between several); see the module docstring for the policies. ``dropped`` counts what the
+    policy gave up on (the pipeline counts it as that sink's loss)."""
+
+    name = "push"
+
+    def __init__(self, endpoint: str, *, hwm: int = 1000, policy: str = "block",
+                 send_timeout: float = 30.0, linger_ms: int = 2000, allow_remote: bool = False,
+                 check_messages: bool = True, curve: CurveServer | None = None) -> None:
+        _positive_int("hwm", hwm)
+        if policy not in PUSH_POLICIES:
+            raise ValueError(f"policy: expected one of {list(PUSH_POLICIES)}, got {policy!r}")
+        if not send_timeout > 0:
+            raise ValueError(f"send_timeout: expected a number > 0 (seconds), got {send_timeout!r}")
+        _check_remote(endpoint, allow_remote)
+        self.buffer_policy = policy
+        self.hwm = hwm
+        self.send_timeout = float(send_timeout)
+        self.write_timeout = self.send_timeout
+        self.linger_ms = int(linger_ms)
+        self.check_messages = check_messages
+        self.sent = 0
+        self.dropped = 0
+        self._peer_gone = False  # a send timed out: drop at once until one succeeds again
+        self._interrupted = threading.Event()
+        self._ctx = zmq.Context(io_threads=1)
+        self._auth = None
+        self._sock: zmq.Socket[bytes] | None = self._ctx.socket(zmq.PUSH)
+        try:
+            if curve is not None:
+                self._auth = curve.start_authenticator(self._ctx)
+                curve.apply(self._sock)
+            self._sock.setsockopt(zmq.SNDHWM, hwm)
+            self._sock.setsockopt(zmq.LINGER, self.linger_ms)
+            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # PULL peers send nothing
+            if endpoint.startswith("tcp://["):
+                self._sock.setsockopt(zmq.IPV6, 1)
+            self._sock.bind(endpoint)
+            self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException as exc:
+            self.close(linger=0)
+            if isinstance(exc, zmq.ZMQError):
+                raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}: {exc}") from exc
+            raise
+
+    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if self._sock is None:
+            raise RuntimeError("ZmqPush is closed")
+        parts = encode_multipart(msg, check=self.check_messages)
+        if self.buffer_policy == "drop" or self._peer_gone:
+            deadline = time.monotonic()
+        else:
+            deadline = time.monotonic() + self.send_timeout
+        while True:
+            try:
+                self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+                self.sent += 1
+                self._peer_gone = False
+                return
+            except zmq.Again:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or self._interrupted.is_set():
+                self.dropped += 1
+                if self.buffer_policy == "block" and not self._peer_gone:
+                    self._peer_gone = True
+                    log.warning("PUSH %s: no consumer took a message for %.0f s; dropping (and "
+                                "counting) until one does", self.endpoint, self.send_timeout)
+                raise MessageDropped("no PULL consumer took the message in time")
+            self._sock.poll(timeout=int(min(left, 0.1) * 1000) + 1, flags=zmq.POLLOUT)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent}
+
+    def close(self, linger: int | None = None) -> None:
+        """Close, letting queued messages leave for ``linger_ms`` (not after an interrupt)."""
+        if linger is None:
+            linger = 0 if self._interrupted.is_set() else self.linger_ms
+        if self._sock is not None:
+            self._sock.close(linger=linger)
+            self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if not self._ctx.closed:
+            self._ctx.term()

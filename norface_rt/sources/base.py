@@ -10,9 +10,16 @@ Contract shared by all sources:
   single :class:`EndOfStream`, or None when nothing arrived in time; ``stop(timeout)`` never hangs.
 * After the last frame exactly one ``EndOfStream`` is emitted, even when the decode thread dies of
   an unexpected exception (its ``error`` then names the exception). ``error=None`` means a clean
-  end (including an end requested through ``stop()``).
+  end (including an end requested through ``stop()`` of a source that has no end, such as a
+  camera; a file stopped before its end says so).
 * ``EndOfStream.frames`` counts the frames the source decoded and queued; ``dropped`` of them were
   evicted by the drop-oldest policy, so ``frames - dropped`` reached (or could reach) the consumer.
+* ``frame_index`` counts every frame of the source's timeline: a frame that could not be decoded
+  (``skipped``) or, live, that never arrived during an outage (``lost``) still uses its index, so
+  a consumer sees where frames are missing. Both counts travel in every later ``FramePacket`` and
+  in the ``EndOfStream``, with the skipped indices (:meth:`Source._skip`).
+* :meth:`Source.status` says what the stream is doing now (``state``, counters, last error) for
+  the pipeline's stats.
 * Every ``FramePacket`` carries ``timings[Stage.DECODE]``: seconds of demux + decode + RGB conversion
   spent on that frame (measured with :class:`DecodeClock`), never time blocked on a full queue,
   realtime pacing or waiting for a live camera's next packet.
@@ -26,12 +33,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from norface_rt.sources.frame_queue import FrameQueue, Policy
-from norface_rt.types import EndOfStream, FramePacket, Stage
+from norface_rt.types import MAX_LISTED_SKIPS, EndOfStream, FramePacket, Stage
 
 log = logging.getLogger(__name__)
+
+# Source.state values: starting (thread not yet running), connecting (opening a live stream),
+# connected (a live stream delivers), reading (a file or folder delivers), retrying (a live stream
+# was lost and is being re-opened), ended (the EndOfStream has been queued).
+STATES: tuple[str, ...] = ("starting", "connecting", "connected", "reading", "retrying", "ended")
 
 
 def check_seconds(name: str, value: float) -> float:
@@ -104,6 +116,13 @@ class Source(ABC):
         self._queued = 0  # frames put into the queue (decode thread only)
         self._delivered = 0  # frames returned by read() (consumer thread only)
         self._end: EndOfStream | None = None
+        # Indices used by frames that were never queued (decode thread only): skipped + lost.
+        self._skipped = 0
+        self._skipped_indices: list[int] = []
+        self._lost = 0
+        self._index_gap = 0
+        # What the decode thread is doing (one of STATES); read by status() from other threads.
+        self._state = "starting"
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -134,6 +153,26 @@ class Source(ABC):
     def queue_depth(self) -> int:
         """Frames decoded and waiting for the consumer now (a metrics gauge)."""
         return len(self._queue)
+
+    @property
+    def skipped(self) -> int:
+        """Frames that could not be decoded so far (their indices are missing)."""
+        return self._skipped
+
+    @property
+    def lost(self) -> int:
+        """Live sources: frames estimated missing while disconnected so far."""
+        return self._lost
+
+    @property
+    def state(self) -> str:
+        """One of :data:`STATES`."""
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        """Per-stream fields of the stats message: the state and the counters of frames the
+        consumer will never see (subclasses add connection details)."""
+        return {"state": self._state, "skipped_frames": self._skipped, "lost_frames": self._lost}
 
     @property
     def expected_frames(self) -> int | None:
@@ -271,20 +310,42 @@ class Source(ABC):
                                "timings[Stage.DECODE] (subclasses must time decoding)")
         if self._stop_event.is_set():
             return False
+        packet.skipped, packet.lost = self._skipped, self._lost
         if not self._queue.put(packet):
             return False
         self._queued += 1
         return True
 
+    def _skip(self, n: int = 1, *, lost: bool = False, listed: bool = True) -> None:
+        """Give the next ``n`` frame indices to frames that will never be delivered: undecodable
+        (``skipped``, their indices listed in the EndOfStream unless ``listed`` is False) or, for
+        a live source, missing during an outage (``lost``)."""
+        if n <= 0:
+            return
+        if lost:
+            self._lost += n
+        else:
+            room = MAX_LISTED_SKIPS - len(self._skipped_indices)
+            if listed and room > 0:
+                start = self._next_index
+                self._skipped_indices.extend(range(start, start + min(n, room)))
+            self._skipped += n
+        self._index_gap += n
+
     @property
     def _next_index(self) -> int:
-        """frame_index for the next frame: contiguous over everything this source has queued."""
-        return self._queued
+        """frame_index for the next frame: everything this source has queued or skipped."""
+        return self._queued + self._index_gap
+
+    def _end_fields(self) -> dict[str, Any]:
+        """Extra EndOfStream fields of a subclass (live sources: outage time, reconnects)."""
+        return {}
 
     # ---- internals --------------------------------------------------------------------------
 
     def _main(self) -> None:
         error: str | None
+        self._state = "reading"  # live sources say connecting / connected themselves
         try:
             error = self._produce()
         except Exception as exc:  # the thread must always end with an EndOfStream
@@ -292,8 +353,16 @@ class Source(ABC):
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             log.warning("source %s ended with an error: %s", self._stream_id, error)
-        self._queue.put_final(EndOfStream(stream_id=self._stream_id, frames=self._queued,
-                                          dropped=self._queue.dropped, error=error))
+        self._state = "ended"
+        try:
+            extra = self._end_fields()
+        except Exception:  # the end marker must still go out
+            log.exception("source %s: end-of-stream details failed", self._stream_id)
+            extra = {}
+        self._queue.put_final(EndOfStream(
+            stream_id=self._stream_id, frames=self._queued, dropped=self._queue.dropped,
+            error=error, skipped=self._skipped, skipped_indices=tuple(self._skipped_indices),
+            lost=self._lost, **extra))
 
     def _keep_only_eos(self) -> None:
         for item in self._queue.drain():

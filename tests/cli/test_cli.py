@@ -124,8 +124,8 @@ def test_models_info_and_init(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [0, 1])  # seed 0: a corrupt packet; seed 1: packets silently lost
-def test_corrupt_file_exits_1_after_delivering_frames(tiny_model_dir, landmarker_path, media_dir,
-                                                       tmp_path, seed):
+def test_corrupt_file_exits_1_after_delivering_frames_when_strict(tiny_model_dir, landmarker_path,
+                                                                   media_dir, tmp_path, seed):
     with av.open(str(media_dir / "single_face.mp4")) as src, \
             av.open(str(tmp_path / "full.ts"), "w", format="mpegts") as dst:
         vout = dst.add_stream_from_template(src.streams.video[0])
@@ -140,7 +140,8 @@ def test_corrupt_file_exits_1_after_delivering_frames(tiny_model_dir, landmarker
     bad[mid:mid + 20000] = random.Random(seed).randbytes(20000)  # damage in the middle, intact tail
     (tmp_path / "bad.ts").write_bytes(bytes(bad))
     res = cli("run", str(tmp_path / "bad.ts"), "--model-dir", str(tiny_model_dir), "--landmarker",
-              str(landmarker_path), "--zmq", "none", "--jsonl", str(tmp_path / "o.jsonl"))
+              str(landmarker_path), "--zmq", "none", "--jsonl", str(tmp_path / "o.jsonl"),
+              "--stop-on-decode-error")
     msgs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     frames = [m for m in msgs if m["type"] == "frame"]
     # Either the decoder conceals the damage (all frames) or it reports it; never silent loss.

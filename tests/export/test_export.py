@@ -106,7 +106,8 @@ def test_read_onnx_config_errors(tmp_path: Path) -> None:
 
 def test_untrained_model_set(untrained_dir: Path) -> None:
     assert sorted(p.name for p in untrained_dir.iterdir()) == [
-        "classifier.onnx", "config.json", "normalizer.onnx", "target.png", "weights.safetensors"]
+        "classifier.onnx", "config.json", "manifest.json", "normalizer.onnx", "target.png",
+        "weights.safetensors"]
     cfg = ModelConfig.load(untrained_dir / "config.json")
     assert cfg.trained is False and cfg.model_id == "norface-tiny-untrained"
     assert "synthetic" in cfg.provenance["target"]

@@ -24,6 +24,12 @@ def geo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_classifier_graph_declares_the_geometry_input(geo_dir: Path) -> None:
+    from norface_rt.model_set import read_manifest, verify_model_set
+
+    # a geometry set gets its manifest like any other, and every file matches it
+    manifest = read_manifest(geo_dir)
+    assert manifest is not None and "classifier.onnx" in manifest
+    assert verify_model_set(geo_dir) is None
     cfg = load_config(geo_dir)
     sess = ort.InferenceSession(str(geo_dir / "classifier.onnx"), providers=["CPUExecutionProvider"])
     inputs = {i.name: i.shape for i in sess.get_inputs()}

@@ -182,7 +182,8 @@ def test_absurd_options_are_rejected(kw, field, tiny_model_dir, landmarker_path,
 
 
 class SlowSink(CollectSink):
-    """A consumer slower than the camera: back-pressure must turn into counted drops, not lag."""
+    """A consumer slower than the camera: it may lose messages at its own buffer (counted), but
+    never slow the pipeline or add latency."""
 
     def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
         super().write(msg)
@@ -190,22 +191,33 @@ class SlowSink(CollectSink):
             time.sleep(0.12)
 
 
-def test_live_source_drops_oldest_and_counts_every_drop(tiny_model_dir, landmarker_path, media_dir):
-    sink = SlowSink()
+def test_live_run_with_a_slow_sink_counts_every_loss(tiny_model_dir, landmarker_path, media_dir):
+    slow, fast = SlowSink(), CollectSink()
     opts = PipelineOptions(sources=[str(media_dir / "single_face.mp4")], model_dir=tiny_model_dir,
-                           landmarker=landmarker_path, realtime=True, queue_size=2)
-    create_pipeline(opts, [sink]).run(timeout=120)
-    frames = sink.frames()
-    (eos,) = sink.eos()
-    assert eos["dropped_frames"] > 0, "a consumer 3x slower than the camera must cause drops"
-    assert len(frames) + eos["dropped_frames"] == 72, "every frame is either delivered or counted"
-    drops = [m["dropped_frames"] for m in frames]
+                           landmarker=landmarker_path, realtime=True, queue_size=2, sink_buffer=4)
+    pipe = create_pipeline(opts, [slow, fast])
+    t0 = time.monotonic()
+    pipe.start()
+    assert pipe.wait(60)
+    elapsed = time.monotonic() - t0  # published as fast as the camera, whatever the slow sink does
+    pipe.stop()
+    frames = slow.frames()
+    (eos,) = slow.eos()  # an end-of-stream message always gets in
+    lost = pipe.sink_losses["SlowSink"]
+    assert lost > 0, "a sink 3x slower than the camera must lose messages at its buffer"
+    assert len(frames) + lost + eos["dropped_frames"] == 72, "each frame delivered or counted"
+    assert eos["sink_losses"]["SlowSink"] > 0 and eos["sink_losses"]["CollectSink"] == 0
+    # the fast sink is unaffected: every frame the source delivered reaches it
+    assert len(fast.frames()) + eos["dropped_frames"] == 72
+    assert elapsed < 72 * 0.12 * 0.6
+    drops = [m["dropped_frames"] for m in fast.frames()]
     assert drops == sorted(drops)
     idx = [m["frame_index"] for m in frames]
     assert all(b > a for a, b in zip(idx, idx[1:]))
-    # latency stays bounded by the queues instead of growing with the backlog
-    lat = [m["emit_time"] - m["capture_time"] for m in frames]
+    lat = [m["emit_time"] - m["capture_time"] for m in fast.frames()]
     assert max(lat[len(lat) // 2:]) < 3.0
+    snap = pipe.stats.snapshot()
+    assert snap["sinks"]["SlowSink"]["dropped"] == lost and snap["sinks"]["CollectSink"]["dropped"] == 0
 
 
 def test_periodic_stats_messages(tiny_model_dir, landmarker_path, media_dir):
@@ -328,3 +340,30 @@ def test_geometry_model_end_to_end_with_per_track_baseline(landmarker_path, medi
     b = np.array([[*f["faces"][0]["emotions"].values()] for f in plain.frames()])
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)  # first look: nothing to correct yet
     assert np.abs(a[-10:] - b[-10:]).max() > 1e-5  # later: the track's resting offset is removed
+
+
+def test_a_sideways_phone_video_is_analysed_upright(tiny_model_dir, landmarker_path, media_dir,
+                                                    sideways_video, tmp_path):
+    """A video stored sideways with a display matrix (frame.rotation == 90): frames, boxes, head
+    pose and the overlay are those of the upright video."""
+    import av
+
+    from norface_rt.sinks.overlay import OverlayVideoSink
+
+    overlay = OverlayVideoSink(tmp_path / "overlay.mp4")
+    turned, _, _ = run([str(sideways_video)], tiny_model_dir, landmarker_path, sinks=[overlay])
+    upright, _, _ = run([str(media_dir / "single_face.mp4")], tiny_model_dir, landmarker_path)
+    frames, ref = turned.frames(), upright.frames()[:24]
+    assert len(frames) == 24 and all((m["width"], m["height"]) == (640, 360) for m in frames)
+    pairs = [(a["faces"][0], b["faces"][0]) for a, b in zip(frames, ref) if a["faces"] and b["faces"]]
+    assert len(pairs) >= 20
+    for fa, fb in pairs:  # same face, same place, head not rolled by 90 degrees
+        assert np.abs(np.array(fa["box"]) - np.array(fb["box"])).max() < 12, (fa["box"], fb["box"])
+        assert abs(fa["pose"]["roll"] - fb["pose"]["roll"]) < 8
+        assert abs(fa["pose"]["roll"]) < 30
+    from norface_rt.sinks import overlay as overlay_mod
+
+    with av.open(str(tmp_path / "overlay.mp4")) as c:  # the upright frame + the side panel
+        first = next(c.decode(video=0))
+        assert (first.width, first.height, first.rotation) == (
+            (640 + overlay_mod.PANEL_WIDTH) // 2 * 2, 360, 0)

@@ -128,3 +128,18 @@ def test_other_models_stay_and_foreign_ones_are_not_replaced(tmp_path) -> None:
 def test_options_are_checked(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RepositoryOptions(**bad).validate()
+
+
+def test_a_damaged_model_set_is_refused_before_anything_is_written(tiny_model_dir,
+                                                                   tmp_path) -> None:
+    """The graphs served are the set's own: they are checked against its manifest first."""
+    from norface_rt.model_set import ModelSetError
+
+    src = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, src)
+    data = bytearray((src / "classifier.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the size is right, the sha256 is not
+    (src / "classifier.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelSetError, match="classifier.onnx"):
+        write_repository(tmp_path / "repo", src)
+    assert not (tmp_path / "repo").exists()

@@ -101,7 +101,12 @@ def test_format_pretty_for_every_type(frame_msg) -> None:
     st.add("infer", 0.012)
     assert format_pretty(protocol.stats_message(st.snapshot())).startswith("_stats fps=")
     eos = protocol.eos_message(EndOfStream("cam0", 5, dropped=1, error="gone"), 5)
-    assert format_pretty(eos) == "cam0 #5 END after 5 frames, 1 dropped (error: gone)"
+    assert format_pretty(eos) == "cam0 #5 END after 5 frames, 1 dropped by the source (error: gone)"
+    eos = protocol.eos_message(EndOfStream("cam0", 5, skipped=2, skipped_indices=(1, 2), lost=7,
+                                           reconnects=1), 5, sink_losses={"jsonl": 3, "zmq": 0})
+    assert format_pretty(eos) == ("cam0 #5 END after 5 frames, 0 dropped by the source, 2 skipped "
+                                  "(undecodable), 7 lost (outages), 1 reconnects, outputs lost "
+                                  "jsonl 3 (ok)")
     assert "ERROR: boom" in format_pretty(frame_msg(n_faces=0, error="boom"))
 
 
@@ -145,3 +150,37 @@ def test_norface_rt_listen_command(frame_msg) -> None:
             proc.kill()
     assert proc.returncode == 0, err
     assert [json.loads(x)["type"] for x in out.splitlines()] == ["frame", "eos"]
+
+
+def test_a_listener_that_falls_behind_reports_what_it_missed(frame_msg, tmp_path: Path) -> None:
+    """The listener process is stopped (SIGSTOP) while 6000 messages go out through a
+    high-water mark of 20: it must say how many it missed, not "0 dropped (ok)"."""
+    import signal
+    import subprocess
+    import sys
+
+    with ZmqPublisher("tcp://127.0.0.1:*", sndhwm=20, linger_ms=2000) as pub:
+        proc = subprocess.Popen([sys.executable, "-m", "norface_rt", "listen", pub.endpoint,
+                                 "--format", "pretty", "--until-eos", "--timeout", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert pub.wait_for_subscribers(1, timeout=30)
+            pub.write(frame_msg(seq=0))
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGSTOP)
+            for i in range(1, 6000):
+                pub.write(frame_msg(seq=i))
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(1.0)
+            pub.write(protocol.eos_message(EndOfStream("cam0", 6000), 6000))
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    lines = out.splitlines()
+    got = len(lines) - 1
+    assert 1 <= got < 5000, "the listener kept up; nothing was missed"
+    missed = 6001 - len(lines)
+    assert lines[-1].endswith(f"; this listener missed {missed}")
+    assert f"missed {missed} message(s) (gaps in seq: cam0 {missed})" in err
+    assert proc.returncode == 1

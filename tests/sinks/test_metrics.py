@@ -72,8 +72,20 @@ def test_metrics_endpoint_during_a_live_run(media_dir, landmarker_path, nats_ser
         assert 0.0 < p50 <= p95 < 5.0
         assert value(m["norface_stage_seconds"], "norface_stage_seconds_count", stage="detect") > 0
         depths = {s.labels["queue"] for s in m["norface_queue_depth"]}
-        assert depths == {"source:lobby", "infer", "publish"}
+        # every bounded queue, each output's own buffer included
+        assert depths == {"source:lobby", "infer", "publish", "sink:nats", "sink:metrics"}
         assert value(m["norface_reconnects"], "norface_reconnects_total", component="nats") == 0
+        # the pipeline's status: the stream delivers, nothing skipped or lost, outputs keep up
+        assert value(m["norface_stream_up"], "norface_stream_up", stream="lobby") == 1
+        assert value(m["norface_stream_state"], "norface_stream_state", stream="lobby",
+                     state="reading") == 1
+        assert value(m["norface_skipped_frames"], "norface_skipped_frames_total", stream="lobby") == 0
+        assert value(m["norface_lost_frames"], "norface_lost_frames_total", stream="lobby") == 0
+        assert value(m["norface_sink_messages"], "norface_sink_messages_total", sink="nats",
+                     outcome="written") >= n1 - 2
+        assert value(m["norface_sink_messages"], "norface_sink_messages_total", sink="nats",
+                     outcome="dropped") == 0
+        assert value(m["norface_sink_stalled"], "norface_sink_stalled", sink="nats") == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -81,7 +93,7 @@ def test_metrics_endpoint_during_a_live_run(media_dir, landmarker_path, nats_ser
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 143  # SIGTERM
     try:
         scrape(url)
         raise AssertionError("the endpoint outlived its process")

@@ -167,12 +167,8 @@ def test_truncated_stream_containers_end_with_an_error_after_the_intact_frames(
     assert_intact_prefix(packets, media_dir / "single_face.mp4", 30.0)
 
 
-@pytest.mark.parametrize("fmt,suffix", [(None, ".mp4"), ("matroska", ".mkv"),
-                                        ("mpegts", ".ts")])
-def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames(
-        media_dir: Path, tmp_path: Path, drain: Drain, fmt: str | None, suffix: str) -> None:
-    # three different detectors fire here: FFmpeg raises (mp4), the decoder flags a corrupt
-    # frame (mkv), the demuxer flags a corrupt packet (ts)
+def garbage_in_the_middle(media_dir: Path, tmp_path: Path, fmt: str | None, suffix: str) -> Path:
+    """single_face in another container with 4000 random bytes at 40 % of the file."""
     src_file = media_dir / "single_face.mp4"
     whole = src_file if fmt is None else remux(src_file, tmp_path / f"whole{suffix}", fmt)
     data = bytearray(whole.read_bytes())
@@ -180,7 +176,18 @@ def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames(
     data[at:at + 4000] = np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes()
     damaged = tmp_path / f"damaged{suffix}"
     damaged.write_bytes(bytes(data))
-    with FileSource(damaged) as src:
+    return damaged
+
+
+@pytest.mark.parametrize("fmt,suffix", [(None, ".mp4"), ("matroska", ".mkv"),
+                                        ("mpegts", ".ts")])
+def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames_when_strict(
+        media_dir: Path, tmp_path: Path, drain: Drain, fmt: str | None, suffix: str) -> None:
+    # three different detectors fire here: FFmpeg raises (mp4), the decoder flags a corrupt
+    # frame (mkv), the demuxer flags a corrupt packet (ts)
+    src_file = media_dir / "single_face.mp4"
+    damaged = garbage_in_the_middle(media_dir, tmp_path, fmt, suffix)
+    with FileSource(damaged, skip_corrupt=False) as src:
         packets, eos = drain(src)
     n = len(packets)
     assert 10 <= n < 72, n
@@ -188,6 +195,68 @@ def test_garbage_in_the_middle_ends_with_an_error_after_the_intact_frames(
     assert_decode_error_at_or_before(eos, n)
     assert f"damaged{suffix}" in eos.error  # names the file
     assert_intact_prefix(packets, src_file, 30.0)
+    assert eos.skipped == 0
+
+
+@pytest.mark.parametrize("fmt,suffix", [(None, ".mp4"), ("matroska", ".mkv"),
+                                        ("mpegts", ".ts")])
+def test_garbage_in_the_middle_is_skipped_and_every_decodable_frame_delivered(
+        media_dir: Path, tmp_path: Path, drain: Drain, fmt: str | None, suffix: str) -> None:
+    damaged = garbage_in_the_middle(media_dir, tmp_path, fmt, suffix)
+    with FileSource(damaged, skip_corrupt=False) as src:
+        strict, _ = drain(src)
+    with FileSource(damaged) as src:
+        packets, eos = drain(src)
+    assert len(packets) > len(strict)  # decoding went on past the damage
+    idx = [p.frame_index for p in packets]
+    assert all(b > a for a, b in zip(idx, idx[1:]))
+    assert eos.skipped >= 1 and len(eos.skipped_indices) == eos.skipped
+    # a skipped frame keeps its index: delivered and skipped indices are disjoint, and each
+    # frame after a skip carries the count so far
+    assert not set(idx) & set(eos.skipped_indices)
+    first_skip = eos.skipped_indices[0]
+    assert all(p.skipped == 0 for p in packets if p.frame_index < first_skip)
+    assert packets[-1].skipped == eos.skipped
+    if suffix == ".mkv":  # the garbage breaks Matroska's cluster chain: the rest is unreachable
+        assert eos.error is not None and "truncated" in eos.error
+    else:  # the timeline is whole again: every frame delivered or skipped, no error
+        assert eos.error is None
+        assert len(packets) + eos.skipped == 72 and idx[-1] == 71
+        # each frame sits at its own place in the timeline: index = time x frame rate
+        # (single_face.mp4 has one keyframe, so frames after the damage are predicted from
+        # damaged ones; pixels cannot be compared, positions can)
+        t0 = packets[0].pts
+        assert all(abs((p.pts - t0) * 30 - p.frame_index) < 0.5 for p in packets)  # type: ignore[operator]
+
+
+def flip_bytes_until_a_frame_is_corrupt(src: Path, dst: Path) -> int:
+    """64 bytes inverted in the middle of the file (as on a bad disk sector), moved along until
+    the decoder flags a frame corrupt; returns that frame's index."""
+    data = src.read_bytes()
+    for shift in range(0, 40_000, 500):
+        d = bytearray(data)
+        mid = len(d) // 2 + shift
+        d[mid:mid + 64] = bytes(b ^ 0xFF for b in d[mid:mid + 64])
+        dst.write_bytes(bytes(d))
+        with av.open(str(dst)) as c:
+            flags = [f.is_corrupt for f in c.decode(video=0)]
+        if any(flags) and len(flags) == 72:
+            return flags.index(True)
+    pytest.fail("no 64-byte flip made the decoder flag a frame corrupt")
+
+
+def test_a_flipped_sector_costs_one_frame_not_the_rest_of_the_file(
+        media_dir: Path, tmp_path: Path, drain: Drain) -> None:
+    bad = tmp_path / "flipped.mp4"
+    corrupt = flip_bytes_until_a_frame_is_corrupt(media_dir / "single_face.mp4", bad)
+    with FileSource(bad) as src:
+        packets, eos = drain(src)
+    assert eos.error is None and eos.skipped_indices == (corrupt,)
+    assert [p.frame_index for p in packets] == [i for i in range(72) if i != corrupt]
+    with FileSource(bad, skip_corrupt=False) as src:  # the old behaviour, on request
+        strict, eos = drain(src)
+    assert len(strict) == corrupt and eos.error is not None
+    assert eos.error.startswith(f"decode error at frame {corrupt}: ")
 
 
 def test_missing_file_raises_file_not_found_naming_the_path(tmp_path: Path) -> None:
@@ -251,7 +320,9 @@ def test_stop_with_a_slow_consumer_returns_promptly_and_leaves_the_end_marker(
     assert time.monotonic() - t0 < 1.0
     assert not src.running
     eos = src.read(1.0)  # queued frames were discarded; the end marker survives
-    assert isinstance(eos, EndOfStream) and eos.error is None and eos.frames < 72
+    assert isinstance(eos, EndOfStream) and eos.frames < 72
+    # a file stopped before its end says so (a clean end would claim the whole file)
+    assert eos.error is not None and eos.error.startswith("interrupted at frame ")
     assert src.read(0.1) is None
 
 
@@ -306,14 +377,8 @@ def test_loop_continues_indices_and_timestamps_across_passes(media_dir: Path,
     np.testing.assert_array_equal(packets[72].image, packets[0].image)
 
 
-def test_frames_lost_without_a_corrupt_flag_are_reported(media_dir, tmp_path, drain) -> None:
-    """Packets missing from a stream (as when a demuxer resyncs past garbage) leave a timestamp
-    gap; the source must end with an error naming it instead of losing frames silently."""
-    import av
-
-    from norface_rt.sources import FileSource
-
-    out = tmp_path / "gap.ts"
+def make_gap_ts(media_dir: Path, out: Path) -> Path:
+    """single_face as MPEG-TS without 20 of its packets (non-key frames of one GOP tail)."""
     with av.open(str(media_dir / "single_face.mp4")) as src, av.open(str(out), "w", format="mpegts") as dst:
         vout = dst.add_stream_from_template(src.streams.video[0])
         for i, pkt in enumerate(src.demux(src.streams.video[0])):
@@ -323,8 +388,32 @@ def test_frames_lost_without_a_corrupt_flag_are_reported(media_dir, tmp_path, dr
                 continue  # drop 20 packets (non-key frames of one GOP tail)
             pkt.stream = vout
             dst.mux(pkt)
-    with FileSource(out) as src:
+    return out
+
+
+def test_frames_lost_without_a_corrupt_flag_are_reported(media_dir, tmp_path, drain) -> None:
+    """Packets missing from a stream (as when a demuxer resyncs past garbage) leave a timestamp
+    gap: strict, the source ends with an error naming it; by default the missing frames are
+    skipped (counted, their indices left out) instead of being lost silently."""
+    out = make_gap_ts(media_dir, tmp_path / "gap.ts")
+    with FileSource(out, skip_corrupt=False) as src:
         packets, eos = drain(src)
     assert 0 < len(packets) < 72
     assert [p.frame_index for p in packets] == list(range(len(packets)))
     assert eos.error is not None and "missing" in eos.error and "timestamps jump" in eos.error
+
+    with FileSource(out) as src:
+        packets, eos = drain(src)
+    assert eos.error is None and len(packets) + eos.skipped == 72
+    assert sorted([p.frame_index for p in packets] + list(eos.skipped_indices)) == list(range(72))
+
+
+def test_display_matrix_rotation_is_applied(media_dir: Path, sideways_video: Path,
+                                            drain: Drain) -> None:
+    with FileSource(sideways_video) as src:
+        packets, eos = drain(src)
+    assert eos.error is None and len(packets) == 24
+    assert all(p.image.shape == (360, 640, 3) for p in packets)  # upright, as displayed
+    ref = reference_frames(media_dir / "single_face.mp4", 24)
+    diff = np.abs(packets[10].image.astype(int) - ref[10].astype(int)).mean()
+    assert diff < 8, f"the upright frame differs from the original by {diff:.1f} on average"

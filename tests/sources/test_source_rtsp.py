@@ -73,7 +73,9 @@ def test_reconnects_by_itself_after_the_server_is_killed_and_restarted(
         assert src.reconnects >= 1
     everything = before + between + after
     assert_live_sequence(everything)  # indices keep increasing across the reconnect
-    assert after[-1].frame_index + 1 == len(everything) + after[-1].dropped
+    # every index is a frame delivered, dropped (queue) or lost while the server was away
+    assert after[-1].frame_index + 1 == len(everything) + after[-1].dropped + after[-1].lost
+    assert after[-1].lost > 0 and src.outage_s > 1.0  # the hole is visible in the data
 
 
 @pytest.mark.rtsp
@@ -161,3 +163,30 @@ def test_bad_arguments_name_the_field() -> None:
         RTSPSource("rtsp://127.0.0.1/cam", open_timeout=-1)
     with pytest.raises(ValueError, match=r"max_backoff must be >= initial_backoff"):
         RTSPSource("rtsp://127.0.0.1/cam", initial_backoff=2.0, max_backoff=1.0)
+
+
+def test_a_silent_peer_is_reported_as_a_timeout(silent_server: int, drain: Drain) -> None:
+    """A server that accepts the connection and never answers: FFmpeg says "Invalid data";
+    the stream must say what happened, a timeout."""
+    src = RTSPSource(f"rtsp://127.0.0.1:{silent_server}/cam", open_timeout=1.0, read_timeout=1.0,
+                     reconnect=False)
+    with src:
+        _, eos = drain(src, deadline_s=10.0)
+    assert eos.error is not None and "timed out after 1 s" in eos.error, eos.error
+    assert "Invalid data" not in eos.error
+    assert src.status()["state"] == "ended" and src.last_error == eos.error
+
+
+def test_refused_connection_gives_up_after_max_reconnect_tries(drain: Drain) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = RTSPSource(f"rtsp://127.0.0.1:{port}/x", max_reconnect_tries=3, initial_backoff=0.05,
+                     max_backoff=0.1)
+    with src:
+        _, eos = drain(src, deadline_s=10.0)
+    assert eos.error is not None
+    assert eos.error.startswith(f"gave up reconnecting to rtsp://127.0.0.1:{port}/x after 3 "
+                                "failed attempt(s)")
+    with pytest.raises(ValueError, match="max_reconnect_tries must be an integer >= 1"):
+        RTSPSource("rtsp://127.0.0.1/cam", max_reconnect_tries=0)

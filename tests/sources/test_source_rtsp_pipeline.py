@@ -57,9 +57,14 @@ def test_pipeline_reconnects_to_a_restarted_rtsp_server(rtsp_server: Any, tiny_m
         rtsp_server.kill()
         time.sleep(3.0)  # the stream is dead: the source notices and starts retrying
         n_dead = len(sink.frames())
+        down = pipe.stats.snapshot()["streams"]["cam"]  # the outage is visible in the stats
+        assert down["state"] in ("retrying", "connecting") and down["last_error"], down
+        assert down["outage_s"] > 1.0 and down["reconnects"] == 0
         rtsp_server.start()
         assert sink.wait_frames(n_dead + 15, 40), "the pipeline did not resume after the restart"
         assert pipe.sources[0].reconnects >= 1
+        up = pipe.stats.snapshot()["streams"]["cam"]
+        assert up["state"] == "connected" and up["reconnects"] >= 1 and up["lost_frames"] > 0
     finally:
         pipe.stop(timeout=10)
     frames = sink.frames()
@@ -74,3 +79,14 @@ def test_pipeline_reconnects_to_a_restarted_rtsp_server(rtsp_server: Any, tiny_m
     eos = [m for m in sink.messages if m["type"] == "eos"]
     assert len(eos) == 1 and eos[0]["stream_id"] == "cam", "stop() must still publish end of stream"
     assert not pipe.errors
+    # the hole left by the dead server is in the data: frame_index jumps over the frames the
+    # camera would have sent, counted in lost_frames, and the time in outage_s
+    jump = max(range(1, len(frames)), key=lambda i: idx[i] - idx[i - 1])
+    before, after = frames[jump - 1], frames[jump]
+    assert after["lost_frames"] > before["lost_frames"] >= 0
+    missed_s = after["capture_time"] - before["capture_time"]
+    assert missed_s > 3.0
+    assert idx[jump] - idx[jump - 1] - 1 >= after["lost_frames"] - before["lost_frames"]
+    assert abs((after["lost_frames"] - before["lost_frames"]) / 30.0 - missed_s) < 1.5
+    assert eos[0]["reconnects"] >= 1 and eos[0]["lost_frames"] >= after["lost_frames"]
+    assert eos[0]["outage_s"] > 3.0
