@@ -77,7 +77,8 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
         classes: Sequence[str] = DEFAULT_CLASSES, labelled_limit: int | None = None,
         london: bool = False, shared: str | os.PathLike[str] | None = None,
         london_limit: int | None = None, segments: Sequence[str] = (),
-        renders: str | os.PathLike[str] | None = None, log: Any = None) -> dict[str, Any]:
+        renders: str | os.PathLike[str] | None = None, baseline: bool = True,
+        log: Any = None) -> dict[str, Any]:
     """Evaluate what is asked for; write report.json, report.md, and faces.csv / images.csv and
     the plots (time series, confusion matrices) where they apply.
 
@@ -112,7 +113,7 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
     with RealEvaluator(model_dir, landmarker, backend=backend, threads=threads,
                        max_faces=max_faces, stride=stride, max_frames=max_frames,
                        fidelity=use_fidelity, fidelity_size=fidelity_size,
-                       fidelity_every=fidelity_every) as ev:
+                       fidelity_every=fidelity_every, baseline=baseline) as ev:
         cfg = ev.config
         classes = check_classes(classes, cfg)
         for it in items:
@@ -176,6 +177,7 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
         "reference_missing_shapes": BlendshapeReference(blendshape_names(records)).missing
         if blendshape_names(records) else [],
         "settings": {"stride": stride, "max_frames": max_frames, "max_faces": max_faces,
+                     "baseline": baseline,
                      "fidelity": fidelity, "fidelity_size": fidelity_size,
                      "fidelity_every": fidelity_every, "min_pairs": MIN_PAIRS,
                      "classes": list(classes), "labelled_limit": labelled_limit,
@@ -242,6 +244,9 @@ def write_side_by_side(report_a: str | os.PathLike[str], report_b: str | os.Path
 # ---- CLI ----------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-baseline", action="store_true",
+                   help="videos: no per-track baseline (as norface-rt run --no-baseline), for the "
+                        "ablation of models with a geometry input")
     p.add_argument("--model-dir", default=None,
                    help="model set to evaluate (default: the runtime's model resolution)")
     p.add_argument("--media", nargs="+", default=[], metavar="PATH",
@@ -312,7 +317,8 @@ def run_cli(args: argparse.Namespace) -> int:
                      plot=not args.no_plot, labelled=args.labelled, classes=args.classes,
                      labelled_limit=args.labelled_limit, london=args.london,
                      shared=args.shared, london_limit=args.london_limit,
-                     segments=args.segment, renders=args.renders, log=sys.stderr)
+                     segments=args.segment, renders=args.renders,
+                     baseline=not args.no_baseline, log=sys.stderr)
     except (ValueError, FileNotFoundError) as exc:
         print(f"evaluate-real: error: {exc}", file=sys.stderr)
         return 2

@@ -153,7 +153,7 @@ class RealEvaluator:
                  landmarker: str | os.PathLike[str] | None = None, *,
                  backend: str = "onnxruntime", threads: int | None = None, max_faces: int = 4,
                  stride: int = 1, max_frames: int | None = None, fidelity: bool = True,
-                 fidelity_size: int = 256, fidelity_every: int = 1) -> None:
+                 fidelity_size: int = 256, fidelity_every: int = 1, baseline: bool = True) -> None:
         from norface_rt.faces.landmarker import Landmarker
         from norface_rt.model_set import load_config
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
@@ -180,6 +180,7 @@ class RealEvaluator:
         self.fidelity = fidelity
         self.fidelity_size = fidelity_size
         self.fidelity_every = fidelity_every
+        self.baseline = baseline  # per-track baselines in videos (models with a geometry input)
         self._probe = (Landmarker(self.landmarker_path, max_faces=1, mode="image")
                        if fidelity else None)
 
@@ -212,7 +213,7 @@ class RealEvaluator:
         video = item.kind == "video"
         rec = MediaRecords(item, fps=src.info.fps if isinstance(src, FileSource) else None)
         stage = build_face_stage(self.landmarker_path, self.config, video=video,
-                                 max_faces=self.max_faces)
+                                 max_faces=self.max_faces, baseline=self.baseline)
         t0 = time.perf_counter()
         decoded = 0
         try:
