@@ -26,8 +26,10 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def real_crops(media_dir: Path, shared_dir: Path, landmarker_path: Path) -> np.ndarray:
-    """Aligned crops of every face MediaPipe finds in the shared photos (group shot included)."""
+def real_faces(media_dir: Path, shared_dir: Path, landmarker_path: Path
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Aligned crops of every face MediaPipe finds in the shared photos (group shot included), and
+    their geometry input when the packaged model takes one (None otherwise)."""
     from norface_rt.model_set import load_config
     from norface_rt.pipeline.factory import build_face_stage
     from norface_rt.types import FramePacket
@@ -36,7 +38,7 @@ def real_crops(media_dir: Path, shared_dir: Path, landmarker_path: Path) -> np.n
     stage = build_face_stage(landmarker_path, cfg, video=False, max_faces=8)
     paths = [media_dir / n for n in ("multi_face.jpg", "single_face.jpg", "grace_hopper_512x512.jpg")]
     paths += sorted((shared_dir / "faces" / "zoom_cc0").glob("*.jpg"))
-    crops = []
+    crops, geometry = [], []
     try:
         for i, p in enumerate(paths):
             bgr = cv2.imread(str(p))
@@ -46,11 +48,27 @@ def real_crops(media_dir: Path, shared_dir: Path, landmarker_path: Path) -> np.n
             ff = stage.process(FramePacket(stream_id="img", frame_index=i, image=rgb, pts=None,
                                            capture_time=0.0))
             crops.append(ff.crops)
+            geometry.append(ff.geometry)
     finally:
         stage.close()
     out = np.concatenate(crops)
     assert len(out) >= 8, f"expected real faces in the shared photos, found {len(out)}"
-    return out
+    geo = np.concatenate(geometry) if cfg.geometry_dim else None
+    return out, geo
+
+
+@pytest.fixture(scope="module")
+def real_crops(real_faces: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
+    return real_faces[0]
+
+
+@pytest.fixture(scope="module")
+def real_geometry(real_faces: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray | None:
+    return real_faces[1]
+
+
+def _first(geometry: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if geometry is None else geometry[:n]
 
 
 @pytest.fixture(scope="module")
@@ -65,27 +83,33 @@ def _max_err(a, b) -> float:  # noqa: ANN001
 
 @pytest.mark.parametrize("shared_memory", ["on", "off"])
 def test_results_equal_the_in_process_backend_on_real_faces(triton_server, real_crops, ort,
+                                                            real_geometry,
                                                             shared_memory: str) -> None:
     with TritonBackend(triton_server.grpc_url, shared_memory=shared_memory) as be:
         assert be.shared_memory is (shared_memory == "on")
         assert be.config == ort.config  # the config came from the server
         # 40+ faces: more than the repository's max batch (32), so chunking is exercised too
-        crops = np.concatenate([real_crops] * (1 + 40 // len(real_crops)))
-        got, want = be.infer(crops), ort.infer(crops)
+        reps = 1 + 40 // len(real_crops)
+        crops = np.concatenate([real_crops] * reps)
+        geo = None if real_geometry is None else np.concatenate([real_geometry] * reps)
+        got, want = be.infer(crops, geometry=geo), ort.infer(crops, geometry=geo)
         assert len(got) == len(crops)
         assert _max_err(got, want) <= TOL
         assert not np.allclose(got.au_prob[0], got.au_prob[1])  # different faces, different rows
 
 
-def test_normalized_faces_come_from_the_normalizer_model(triton_server, real_crops, ort) -> None:
+def test_normalized_faces_come_from_the_normalizer_model(triton_server, real_crops, ort,
+                                                          real_geometry) -> None:
+    geo = _first(real_geometry, 3)
     with TritonBackend(triton_server.grpc_url) as be:
-        got = be.infer(real_crops[:3], want_normalized=True)
-        want = ort.infer(real_crops[:3], want_normalized=True)
+        got = be.infer(real_crops[:3], geometry=geo, want_normalized=True)
+        want = ort.infer(real_crops[:3], geometry=geo, want_normalized=True)
         assert got.normalized is not None and want.normalized is not None
         assert np.abs(got.normalized.astype(int) - want.normalized).max() <= 1
         assert _max_err(got, want) <= TOL
         # the float path times the two halves apart, like the in-process backend
-        _, timings = be._forward_timed(preprocess(real_crops[:2], be.config))
+        _, timings = be._forward_timed(preprocess(real_crops[:2], be.config),
+                                       _first(real_geometry, 2))
         assert set(map(str, timings)) == {"normalize", "classify"}
 
 
@@ -137,7 +161,7 @@ def test_urls_and_error_kinds() -> None:
 
 
 def test_an_overloaded_server_is_retried_and_nothing_is_lost(start_triton, real_crops, ort,
-                                                            tmp_path) -> None:
+                                                            real_geometry, tmp_path) -> None:
     """A server that queues at most one request per model refuses the rest (UNAVAILABLE): edges
     retry with backoff and every batch still gets its results; with no retry budget the refusal
     is a clear error naming the server and the cause."""
@@ -146,7 +170,8 @@ def test_an_overloaded_server_is_retried_and_nothing_is_lost(start_triton, real_
     server = start_triton(tmp_path, {"norface": packaged_model_dir()}, max_queue_size=1,
                           queue_delay_us=20000, max_batch=4, preferred_batch=(4,))
     try:
-        want = ort.infer(real_crops[:4])
+        geo = _first(real_geometry, 4)
+        want = ort.infer(real_crops[:4], geometry=geo)
         backends = [TritonBackend(server.grpc_url, shared_memory="off", retry_s=60) for _ in range(6)]
         errors: list[BaseException] = []
         results = []
@@ -154,7 +179,7 @@ def test_an_overloaded_server_is_retried_and_nothing_is_lost(start_triton, real_
         def hammer(be: TritonBackend) -> None:
             try:
                 for _ in range(4):
-                    results.append(be.infer(real_crops[:4]))
+                    results.append(be.infer(real_crops[:4], geometry=geo))
             except BaseException as e:  # noqa: BLE001  (reported below)
                 errors.append(e)
 
@@ -172,7 +197,7 @@ def test_an_overloaded_server_is_retried_and_nothing_is_lost(start_triton, real_
 
         def once(be: TritonBackend) -> None:
             try:
-                be.infer(real_crops[:4])
+                be.infer(real_crops[:4], geometry=geo)
             except TritonUnavailable as e:
                 refused.append(e)
 

@@ -32,7 +32,8 @@ def test_each_platform_writes_a_repository_triton_would_load(platform: str, tmp_
                              RepositoryOptions(platform=platform, max_batch=16,
                                                preferred_batch=(4, 8, 16, 64), instances=2))
     ens = parse_model_config(tmp_path / "norface" / "config.pbtxt")
-    assert ens.platform == "ensemble" and [i.name for i in ens.input] == ["crops"]
+    geometry = ["geometry"] if load_config(packaged_model_dir()).geometry_dim else []
+    assert ens.platform == "ensemble" and [i.name for i in ens.input] == ["crops", *geometry]
     assert [s.model_name for s in ens.ensemble_scheduling.step] == [
         "norface_preprocess", "norface_normalizer", "norface_classifier"]
     assert load_config(packaged_model_dir()) == ModelConfig.from_json(
@@ -89,7 +90,9 @@ def test_the_validator_catches_what_triton_would_refuse(tmp_path) -> None:
     clf.write_text(good.replace('name: "face"', 'name: "face_image"'))
     with pytest.raises(ValueError) as e:
         validate_repository(tmp_path)
-    assert "maps inputs ['face', 'normalized'], the model has ['face_image', 'normalized']" in str(e.value)
+    geometry = ", 'geometry'" if load_config(packaged_model_dir()).geometry_dim else ""
+    assert (f"maps inputs ['face'{geometry}, 'normalized'], the model has "
+            f"['face_image'{geometry}, 'normalized']") in str(e.value)
     assert "has no tensor 'face_image'" in str(e.value)
     clf.write_text(good.replace("dims: [ 18 ]", "dims: [ 17 ]", 1))
     with pytest.raises(ValueError, match=r"au_prob has dims \[18\] after the batch axis, the config "
