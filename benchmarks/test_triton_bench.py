@@ -33,24 +33,30 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def crops_file(media_dir: Path, landmarker_path: Path, tmp_path_factory) -> Path:  # noqa: ANN001
-    """Real aligned faces from the first frames of a video with a face (MediaPipe + aligner)."""
+    """Real aligned faces from the first frames of a video with a face (MediaPipe + aligner), and
+    their geometry input when the packaged model takes one, in one .npz."""
     import av
 
     from norface_rt.model_set import load_config
     from norface_rt.pipeline.factory import build_face_stage
     from norface_rt.types import FramePacket
 
-    stage = build_face_stage(landmarker_path, load_config(packaged_model_dir()), video=True)
-    crops = []
+    cfg = load_config(packaged_model_dir())
+    stage = build_face_stage(landmarker_path, cfg, video=True)
+    crops, geometry = [], []
     with av.open(str(media_dir / "single_face.mp4")) as c:
         for i, frame in enumerate(c.decode(video=0)):
             if i >= 32:
                 break
             ff = stage.process(FramePacket.from_av_frame(frame, "bench", i))
             crops.append(ff.crops)
+            geometry.append(ff.geometry)
     stage.close()
-    path = tmp_path_factory.mktemp("crops") / "crops.npy"
-    np.save(path, np.concatenate(crops))
+    path = tmp_path_factory.mktemp("crops") / "faces.npz"
+    arrays = {"crops": np.concatenate(crops)}
+    if cfg.geometry_dim:
+        arrays["geometry"] = np.concatenate(geometry)
+    np.savez(path, **arrays)
     return path
 
 

@@ -1,6 +1,7 @@
 """One edge process of the Triton scaling benchmark (benchmarks/test_triton_bench.py).
 
-Loads real face crops (an .npy the benchmark wrote), opens a backend (``triton`` against a server
+Loads real face crops and, for a model with a geometry input, their geometry (an .npz the
+benchmark wrote), opens a backend (``triton`` against a server
 URL, or ``onnxruntime`` in-process with one intra-op thread), waits for the common start time so
 all edges start together, then sends batches of ``--batch`` faces for ``--seconds`` and writes
 the number of faces and every call's latency as JSON.
@@ -27,29 +28,32 @@ def main() -> None:
     ap.add_argument("--start-at", type=float, required=True, help="time.time() to start at")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    crops = np.load(a.crops)
+    faces = np.load(a.crops)
+    crops = faces["crops"]
+    geometry = faces["geometry"] if "geometry" in faces.files else None
     if a.backend == "triton":
         from norface_rt.backends import load_backend
 
         be = load_backend(a.target, "triton")
     else:
         be = open_backend(a.target, "onnxruntime", threads=1)
-    be.infer(crops[: a.batch])  # warm-up: connection, shared memory, ORT arenas
+    # warm-up: connection, shared memory, ORT arenas
+    be.infer(crops[: a.batch], geometry=None if geometry is None else geometry[: a.batch])
     time.sleep(max(0.0, a.start_at - time.time()))
     lat: list[float] = []
-    faces = 0
+    done = 0
     i = 0
     t_end = time.perf_counter() + a.seconds
     while time.perf_counter() < t_end:
         idx = [(i + k) % len(crops) for k in range(a.batch)]
         t0 = time.perf_counter()
-        be.infer(crops[idx])
+        be.infer(crops[idx], geometry=None if geometry is None else geometry[idx])
         lat.append(time.perf_counter() - t0)
-        faces += a.batch
+        done += a.batch
         i += a.batch
     be.close()
     with open(a.out, "w") as f:
-        json.dump({"faces": faces, "seconds": a.seconds, "latencies": lat}, f)
+        json.dump({"faces": done, "seconds": a.seconds, "latencies": lat}, f)
 
 
 if __name__ == "__main__":
