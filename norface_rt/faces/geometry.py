@@ -24,21 +24,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-# The 51 expressive categories of MediaPipe's FaceLandmarker, in the bundle's output order
-# (the 52nd category, "_neutral", is a catch-all score and not an expression).
-MEDIAPIPE_BLENDSHAPES: tuple[str, ...] = (
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
-    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
-    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
-    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
-    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
-    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
-    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft",
-    "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft",
-    "noseSneerRight",
-)
+from norface_rt.config import BLENDSHAPE_NAMES
+
+# The 51 expressive categories of MediaPipe's FaceLandmarker, in the bundle's output order: its
+# 52 categories (config.BLENDSHAPE_NAMES) without "_neutral", a catch-all score and not an
+# expression.
+MEDIAPIPE_BLENDSHAPES: tuple[str, ...] = tuple(n for n in BLENDSHAPE_NAMES if n != "_neutral")
 
 
 def blendshape_vector(scores: Mapping[str, float] | None, names: Sequence[str]) -> np.ndarray:
