@@ -81,3 +81,24 @@ def sideways_video(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         first = next(c.decode(video=0))
         assert (first.rotation, first.width, first.height) == (90, 360, 640)
     return dst
+
+
+@pytest.fixture(scope="session")
+def flipped_sector_video(media_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                         ) -> tuple[Path, int]:
+    """``single_face.mp4`` with 64 bytes inverted (as on a bad disk sector), moved along until the
+    decoder flags a frame corrupt; returns the file and that frame's index."""
+    import av
+
+    data = (media_dir / "single_face.mp4").read_bytes()
+    dst = tmp_path_factory.mktemp("flipped") / "flipped.mp4"
+    for shift in range(0, 40_000, 500):
+        d = bytearray(data)
+        mid = len(d) // 2 + shift
+        d[mid:mid + 64] = bytes(b ^ 0xFF for b in d[mid:mid + 64])
+        dst.write_bytes(bytes(d))
+        with av.open(str(dst)) as c:
+            flags = [f.is_corrupt for f in c.decode(video=0)]
+        if any(flags) and len(flags) == 72:
+            return dst, flags.index(True)
+    pytest.fail("no 64-byte flip made the decoder flag a frame corrupt")
