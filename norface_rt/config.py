@@ -153,6 +153,10 @@ class ModelConfig:
     blendshape_names: tuple[str, ...] = ()
     geometry_reference: tuple[float, ...] = ()
     geometry_spread: tuple[float, ...] = ()
+    # How far (RMS of standardised scores) a reading may be from geometry_reference and still count
+    # as a resting face for per-track baselines: the 99th percentile of the calibration pool's own
+    # distances. None (models exported before it existed): every frame counts.
+    geometry_neutral_radius: float | None = None
     geometry_hidden: int = 128
     # Which representation the emotion head reads: "fused" (images + geometry through the output
     # MoE, the paper's design) or "geometry" (the geometry expert alone). Both heads are trained;
@@ -181,6 +185,8 @@ class ModelConfig:
         self.blendshape_names = tuple(str(n) for n in self.blendshape_names)
         self.geometry_reference = tuple(float(v) for v in self.geometry_reference)
         self.geometry_spread = tuple(float(v) for v in self.geometry_spread)
+        if self.geometry_neutral_radius is not None:
+            self.geometry_neutral_radius = float(self.geometry_neutral_radius)
         self.emotion_prior = tuple(float(v) for v in self.emotion_prior)
         self.validate()
 
@@ -259,6 +265,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must have geometry_dim={g} values, got {len(v)}")
         if any(not v > 0 for v in self.geometry_spread):
             raise ValueError("geometry_spread values must be > 0")
+        r = self.geometry_neutral_radius
+        if r is not None and not 0 < r < 100:
+            raise ValueError(f"geometry_neutral_radius must be in (0, 100) or null, got {r}")
         if not 1 <= self.geometry_hidden <= 4096:
             raise ValueError(f"geometry_hidden must be in [1, 4096], got {self.geometry_hidden}")
         if self.emotion_readout not in EMOTION_READOUTS:

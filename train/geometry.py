@@ -16,6 +16,7 @@ Evaluation uses the pool mean instead of a random face, so held-out scores are d
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES, neutral_distance
 
 
 class GeometryPool:
@@ -53,11 +54,19 @@ class GeometryPool:
         # a floor keeps standardisation finite for scores MediaPipe never moves on neutral faces
         return np.maximum(self.neutral.std(axis=0), 0.01)
 
+    @property
+    def neutral_radius(self) -> float:
+        """The distance from the pool's mean that 99 % of its own neutral faces stay within (the
+        per-track baseline's gate for neutral evidence, norface_rt.faces.geometry)."""
+        d = neutral_distance(self.neutral, self.reference, self.spread)
+        return float(np.quantile(d, 0.99))
+
     def model_fields(self) -> dict[str, Any]:
         """The ModelConfig fields this pool calibrates."""
         return {"geometry_inputs": ("blendshapes",), "blendshape_names": self.names,
                 "geometry_reference": tuple(float(v) for v in self.reference),
-                "geometry_spread": tuple(float(v) for v in self.spread)}
+                "geometry_spread": tuple(float(v) for v in self.spread),
+                "geometry_neutral_radius": math.ceil(self.neutral_radius * 1e4) / 1e4}
 
 
 def _moved(batch: Mapping[str, Any], base: torch.Tensor,

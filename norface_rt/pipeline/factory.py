@@ -119,7 +119,8 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
         tiling = 1.0
     geometry = None
     if cfg.geometry_dim:
-        tb = (TrackBaseline(cfg.geometry_reference, cfg.geometry_spread)
+        tb = (TrackBaseline(cfg.geometry_reference, cfg.geometry_spread,
+                            neutral_radius=cfg.geometry_neutral_radius)
               if video and baseline else None)
         geometry = GeometryReader(cfg.blendshape_names, tb)
     lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",

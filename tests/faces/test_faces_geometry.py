@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES, TrackBaseline, blendshape_vector
+from norface_rt.faces.geometry import (
+    MEDIAPIPE_BLENDSHAPES,
+    TrackBaseline,
+    blendshape_vector,
+    neutral_distance,
+)
 
 
 def scores(**kw: float) -> dict[str, float]:
@@ -75,8 +80,39 @@ def test_tracks_are_independent_and_bounded() -> None:
     assert not tb.offset(2).any()
 
 
+def test_a_clip_that_opens_on_an_expression_keeps_the_population_neutral() -> None:
+    """Crying for the first 200 frames is not neutral evidence: the baseline stays at the
+    population neutral (nothing is subtracted) until resting frames arrive, then adapts to them."""
+    tb = baseline(warmup=10, refresh=1, neutral_radius=2.0)
+    crying = np.array([0.45, 0.2], np.float32)  # 7 sd off in the first score: far from any rest
+    for _ in range(200):
+        out = tb.apply(5, crying)
+    assert tb.evidence(5) == 0
+    assert not tb.offset(5).any()
+    np.testing.assert_allclose(out, crying)
+    rest = np.array([0.17, 0.2], np.float32)  # this person's resting face: 1.4 sd, RMS 0.99
+    for _ in range(300):
+        out = tb.apply(5, rest)
+    assert tb.evidence(5) == 300
+    assert tb.offset(5)[0] == pytest.approx(0.07 * 299 / 309, rel=1e-4)
+    # the same clip without the gate learns the crying as this person's neutral
+    legacy = baseline(warmup=10, refresh=1)
+    for _ in range(200):
+        legacy.apply(5, crying)
+    assert legacy.offset(5)[0] > 0.09
+
+
+def test_neutral_distance_is_rms_of_standardised_scores() -> None:
+    ref, sd = np.array([0.1, 0.2], np.float32), np.array([0.05, 0.1], np.float32)
+    assert neutral_distance(ref, ref, sd) == 0.0
+    assert neutral_distance(np.array([0.2, 0.2], np.float32), ref, sd) == pytest.approx(np.sqrt(2.0))
+    d = neutral_distance(np.stack([ref, ref + sd]), ref, sd)
+    np.testing.assert_allclose(d, [0.0, 1.0], rtol=1e-6)
+
+
 @pytest.mark.parametrize("kw, match", [
-    ({"quantile": 1.5}, "quantile"), ({"window": 0}, "window"), ({"max_shift": -1}, "max_shift")])
+    ({"quantile": 1.5}, "quantile"), ({"window": 0}, "window"), ({"max_shift": -1}, "max_shift"),
+    ({"neutral_radius": 0.0}, "neutral_radius")])
 def test_bad_settings_are_refused(kw: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         baseline(**kw)

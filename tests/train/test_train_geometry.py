@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES
+from norface_rt.faces.geometry import MEDIAPIPE_BLENDSHAPES, neutral_distance
 from train import classifier
-from train.common import read_log
+from train.common import model_config, read_log
 from train.data.london import age_group, is_held_out, london_people
 from train.data.sample import collate
 from train.data.shards import write_shard
@@ -84,6 +84,12 @@ def test_pool_calibrates_the_model_config(pool_file: Path, tmp_path: Path) -> No
     assert fields["blendshape_names"] == MEDIAPIPE_BLENDSHAPES
     np.testing.assert_allclose(fields["geometry_reference"], pool.reference, rtol=1e-6)
     assert min(fields["geometry_spread"]) >= 0.01
+    # the baseline's neutral gate: 99 % of the pool's own faces are within it, and it survives
+    # into a valid ModelConfig
+    d = neutral_distance(pool.neutral, pool.reference, pool.spread)
+    assert fields["geometry_neutral_radius"] == pytest.approx(np.quantile(d, 0.99), abs=1e-4)
+    assert float(np.mean(d <= fields["geometry_neutral_radius"])) >= 0.9
+    assert model_config(fields).geometry_neutral_radius == fields["geometry_neutral_radius"]
     assert pool_model_fields(None, {"size": "tiny"}) == {"size": "tiny"}
     with pytest.raises(ValueError, match="geometry_pool"):
         pool_model_fields(None, {"geometry_inputs": ["blendshapes"]})
