@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="MediaPipe face_landmarker .task: also store the blendshapes "
                                 "MediaPipe reads on each full render (mp_blendshapes, mp_neutral), "
                                 "which models with a geometry input train on")
+            p.add_argument("--kind", choices=("render", "reenact"), default="render",
+                           help="render: the textured ICT head (default); reenact: the permissive "
+                                "photos themselves, warped into the expressions (needs "
+                                "--landmarker; see train/synth/reenact.py)")
         if name == "check":
             p.add_argument("--landmarker", default=None, help="MediaPipe face_landmarker .task")
             p.add_argument("--min-rate", type=float, default=0.0,
@@ -121,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = generate_dataset(args.out, args.count, args.seed, args.workers, cache,
                                 shared=args.shared, shard_size=args.shard_size, settings=settings,
                                 log=lambda m: print(m, file=sys.stderr),
-                                landmarker=args.landmarker)
+                                landmarker=args.landmarker, kind=args.kind)
         print(json.dumps({k: meta[k] for k in ("count", "shards", "seconds",
                                                 "samples_per_second")}))
         print(json.dumps(meta["counts"]["emotions"]))
-        _write_target(args.out, cache, args.shared, settings)
+        if args.kind == "render":
+            _write_target(args.out, cache, args.shared, settings)
         return 0
 
     from train.synth.engine import SampleGenerator

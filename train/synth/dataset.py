@@ -69,15 +69,31 @@ def _make_shard(gen: Any, task: tuple[str, int, int, int, int]) -> dict[str, Any
             "au_positive": occ.tolist()}
 
 
-def _worker_main(shared: str | None, cache: str, settings: dict[str, Any],
-                 tasks: list[tuple[str, int, int, int, int]], results: Any,
-                 landmarker: str | None = None) -> None:
-    """Worker process: one generator (one GL context), a fixed list of shards to write."""
+def _make_generator(kind: str, shared: str | None, cache: str, settings: dict[str, Any],
+                    landmarker: str | None) -> Any:
+    """``render`` (the ICT head, textured from the photos) or ``reenact`` (the photos themselves,
+    :mod:`train.synth.reenact`)."""
+    if kind == "reenact":
+        from train.synth.reenact import ReenactGenerator
+
+        if landmarker is None:
+            raise ValueError("re-enacted samples need --landmarker: their crops and geometry come "
+                             "from MediaPipe as at run time")
+        return ReenactGenerator(shared, landmarker, img_size=int(settings["img_size"]))
+    if kind != "render":
+        raise ValueError(f"kind must be 'render' or 'reenact', got {kind!r}")
     from train.synth.engine import SampleGenerator, SynthSettings
 
+    return SampleGenerator(shared, cache, SynthSettings(**settings), landmarker=landmarker)
+
+
+def _worker_main(shared: str | None, cache: str, settings: dict[str, Any],
+                 tasks: list[tuple[str, int, int, int, int]], results: Any,
+                 landmarker: str | None = None, kind: str = "render") -> None:
+    """Worker process: one generator (one GL context), a fixed list of shards to write."""
     gen = None
     try:
-        gen = SampleGenerator(shared, cache, SynthSettings(**settings), landmarker=landmarker)
+        gen = _make_generator(kind, shared, cache, settings, landmarker)
         for t in tasks:
             results.put(_make_shard(gen, t), timeout=SHARD_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
@@ -92,12 +108,15 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
                      texture_cache: str | os.PathLike[str], shared: str | None = None,
                      shard_size: int = 256, settings: Any = None,
                      log: Callable[[str], None] = print,
-                     landmarker: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                     landmarker: str | os.PathLike[str] | None = None,
+                     kind: str = "render") -> dict[str, Any]:
     """Generate ``count`` samples into ``out``; returns (and writes) the meta.json content.
 
     With ``landmarker`` (a MediaPipe .task file) every sample also carries ``mp_blendshapes`` and
-    ``mp_neutral`` (see :mod:`train.synth.engine`)."""
-    from train.synth.engine import GENERATOR_VERSION, SampleGenerator, SynthSettings
+    ``mp_neutral`` (see :mod:`train.synth.engine`). ``kind="reenact"`` writes re-enacted photos
+    instead of renders (:mod:`train.synth.reenact`; no I_n, no ``mp_neutral``)."""
+    from train.synth.engine import GENERATOR_VERSION, SynthSettings
+    from train.synth.reenact import REENACT_VERSION
 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -118,8 +137,9 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
     sdict = dataclasses.asdict(settings)
     t0 = time.time()
     results: list[dict[str, Any]] = []
+    lm = None if landmarker is None else str(landmarker)
     if workers == 1:
-        gen = SampleGenerator(shared, texture_cache, settings, landmarker=landmarker)
+        gen = _make_generator(kind, shared, str(texture_cache), sdict, lm)
         try:
             for t in tasks:
                 results.append(_make_shard(gen, t))
@@ -132,7 +152,7 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
         queue = ctx.Queue(maxsize=2 * workers)
         procs = [ctx.Process(target=_worker_main, daemon=True,
                              args=(shared, str(texture_cache), sdict, tasks[w::workers], queue,
-                                   None if landmarker is None else str(landmarker)))
+                                   lm, kind))
                  for w in range(workers)]
         for p in procs:
             p.start()
@@ -150,7 +170,9 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
                     p.terminate()
                     p.join(timeout=10)
     elapsed = time.time() - t0
-    meta = _meta(results, count, seed, shard_size, settings, elapsed, workers, GENERATOR_VERSION)
+    meta = _meta(results, count, seed, shard_size, settings, elapsed, workers,
+                 REENACT_VERSION if kind == "reenact" else GENERATOR_VERSION)
+    meta["kind"] = kind
     from train.synth.ict import ICT_RELPATH, shared_root
     from train.synth.textures import TextureBank
 
