@@ -75,7 +75,10 @@ def five_face_frames(photo: Path, landmarker: Path) -> list[np.ndarray]:
     has to track real motion rather than a still image."""
     import cv2
 
-    image = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imread(str(photo))
+    if bgr is None:
+        raise FileNotFoundError(f"photo: not found or not readable: {photo}")
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     crops = [_square_crop(image, b) for b in _face_boxes(image, landmarker)]
     w, h = MULTI_SIZE
     frames = []
