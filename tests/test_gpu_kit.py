@@ -328,3 +328,34 @@ def test_a_gpu_run_renders_its_gpu_fields() -> None:
     assert "GPU: NVIDIA H100 80GB HBM3 (1.0 GiB, sm 9.0); driver 580.159.04" in md
     assert "| cuda graphs | 1 | 1 |" in md and "peak CUDA memory 1.0 MiB" in md
     assert "| paced | 1 | error: TimeoutError: pipeline did not finish |" in md
+
+
+SMI_TABLE = """+-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |
++-----------------------------------------------------------------------------------------+"""
+
+
+def test_nvidia_smi_is_run_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nvidia-smi branch, which no machine here reaches: a stand-in executable on PATH
+    answers like the driver of the machine the kit is written for (its table's first lines and
+    a query line), including refusing one query field as an older driver would."""
+    from benchmarks.gpu_kit import environment
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n"
+                   'case "$1" in\n'
+                   f"  '') cat <<'EOT'\n{SMI_TABLE}\nEOT\n;;\n"
+                   "  --query-gpu=name,driver_version,memory.total) "
+                   "echo 'NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB';;\n"
+                   "  *) echo 'Field \"compute_cap\" is not a valid field to query.'; exit 2;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    got = environment.nvidia_smi()
+    assert got["found"] and got["text"] == SMI_TABLE
+    assert got["query"] == environment.SMI_QUERY_MINIMAL
+    assert got["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "driver_version": "580.159.04",
+                            "memory.total": "81559 MiB"}]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert environment.nvidia_smi() == {"found": False, "gpus": [],
+                                        "text": "nvidia-smi: not found on PATH (no NVIDIA driver here)"}

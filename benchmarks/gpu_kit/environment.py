@@ -21,6 +21,7 @@ from benchmarks.gpu_kit import REPO
 EXTRA_PACKAGES = ("opencv-python-headless", "opencv-contrib-python", "opencv-python", "onnx",
                   "safetensors", "msgpack", "pytest", "pytest-timeout")
 SMI_QUERY = "name,driver_version,memory.total,compute_cap,clocks.max.sm,power.limit,pci.bus_id"
+SMI_QUERY_MINIMAL = "name,driver_version,memory.total"
 
 
 def _run(cmd: list[str], timeout: float) -> tuple[int | None, str]:
@@ -39,14 +40,16 @@ def nvidia_smi(timeout: float = 30.0) -> dict[str, Any]:
         return {"found": False, "text": "nvidia-smi: not found on PATH (no NVIDIA driver here)",
                 "gpus": []}
     _, text = _run(["nvidia-smi"], timeout)
-    rc, csv = _run(["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader"], timeout)
-    return {"found": True, "text": text, "gpus": gpus_from_csv(csv) if rc == 0 else [],
-            "query_exit_code": rc}
+    for query in (SMI_QUERY, SMI_QUERY_MINIMAL):  # an older driver may not know every field
+        rc, csv = _run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], timeout)
+        if rc == 0:
+            return {"found": True, "text": text, "gpus": gpus_from_csv(csv, query), "query": query}
+    return {"found": True, "text": text, "gpus": [], "query_error": csv}
 
 
-def gpus_from_csv(csv: str) -> list[dict[str, str]]:
-    """One dict per GPU from ``nvidia-smi --query-gpu=SMI_QUERY --format=csv,noheader``."""
-    keys = SMI_QUERY.split(",")
+def gpus_from_csv(csv: str, query: str = SMI_QUERY) -> list[dict[str, str]]:
+    """One dict per GPU from ``nvidia-smi --query-gpu=QUERY --format=csv,noheader``."""
+    keys = query.split(",")
     return [dict(zip(keys, (v.strip() for v in line.split(","))))
             for line in csv.splitlines() if line.strip()]
 
