@@ -195,12 +195,8 @@ def run_streams(backend: Backend, inputs: Inputs, *, streams: int, paced: bool, 
 
 
 def run(settings: Settings, part: Part) -> None:
-    import torch
-
     from norface_rt.pipeline.factory import open_backend
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     model_dir = Path(settings.model_dir)
     t0 = time.perf_counter()
     inputs = load_inputs(settings.inputs, max_frames=settings.max_frames)
