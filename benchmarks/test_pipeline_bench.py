@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_helpers import median_seconds, timed
+from bench_helpers import MULTI_FRAMES, MULTI_SIZE, five_face_frames, median_seconds, timed
 
 from norface_rt.pipeline import PipelineOptions, create_pipeline
 from norface_rt.sinks.base import Sink
@@ -88,13 +88,6 @@ def test_live_capture_to_publish_latency(benchmark, shared_dir, default_model_di
 
 # ---------------------------------------------------------------------------- many faces, many streams
 
-MULTI_FRAMES = 48
-MULTI_SIZE = (1280, 720)  # W, H
-_CELL = 340  # each face crop is scaled to CELL x CELL; 3 on the top row, 2 below
-_CROP = 1.7  # crop side / face box side: faces end up ~200 px wide, well above the short-range
-#             detector's ~1/8 of the long side (160 px), so no tiling is needed
-
-
 class FaceCountSink(Sink):
     """Counts frames and faces per stream; the pipeline's output is checked, not assumed."""
 
@@ -117,54 +110,16 @@ class FaceCountSink(Sink):
         pass
 
 
-def _face_boxes(image: np.ndarray, landmarker: Path) -> list[tuple[float, float, float, float]]:
-    """The 5 faces of the group photo, found once with tiling (they are too small without)."""
-    from norface_rt.faces.landmarker import Landmarker
-    from norface_rt.types import FramePacket
-
-    with Landmarker(landmarker, max_faces=8, mode="image", tiling=0.5) as lm:
-        faces = lm.detect(FramePacket("photo", 0, image, None, 0.0))
-    boxes = sorted((f.box for f in faces), key=lambda b: b[0])
-    assert len(boxes) == 5, f"expected the 5 faces of multi_face.jpg, found {len(boxes)}"
-    return boxes
-
-
-def _square_crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    import cv2
-
-    x0, y0, x1, y1 = box
-    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, _CROP * max(x1 - x0, y1 - y0) / 2
-    pad = int(math.ceil(half)) + 1
-    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    xa, ya = int(round(cx - half)) + pad, int(round(cy - half)) + pad
-    side = int(round(2 * half))
-    return cv2.resize(padded[ya:ya + side, xa:xa + side], (_CELL, _CELL),
-                      interpolation=cv2.INTER_CUBIC)
-
-
 def build_multi_face_video(photo: Path, landmarker: Path, out: Path) -> Path:
-    """48 frames, 1280x720 H.264 at 25 fps: the 5 people of ``photo`` enlarged and slowly panned.
-
-    The whole group moves ~2 px per frame (a slow camera pan) so MediaPipe's video mode has to
-    track real motion rather than a still image.
-    """
+    """48 frames, 1280x720 H.264 at 25 fps: the 5 people of ``photo`` enlarged and slowly panned
+    (:func:`bench_helpers.five_face_frames`)."""
     import av
-    import cv2
 
-    image = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
-    crops = [_square_crop(image, b) for b in _face_boxes(image, landmarker)]
     w, h = MULTI_SIZE
     with av.open(str(out), "w") as container:
         stream = container.add_stream("libx264", rate=25, options={"preset": "veryfast"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(MULTI_FRAMES):
-            frame = np.full((h, w, 3), 96, np.uint8)
-            bx = 20 + int(round(90 * i / (MULTI_FRAMES - 1)))  # 20..110; grid is 1020 wide
-            by = int(round(20 + 18 * math.sin(2 * math.pi * i / MULTI_FRAMES)))  # 2..38 of 40
-            cells = [(bx + k * _CELL, by) for k in range(3)] + \
-                    [(bx + _CELL // 2 + k * _CELL, by + _CELL) for k in range(2)]
-            for crop, (x, y) in zip(crops, cells):
-                frame[y:y + _CELL, x:x + _CELL] = crop
+        for frame in five_face_frames(photo, landmarker):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():

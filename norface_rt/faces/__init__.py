@@ -1,7 +1,8 @@
 """Faces: MediaPipe landmarks, tracking, five-point alignment and head pose.
 
-``align``, ``pose`` and ``tracker`` have no MediaPipe dependency (training imports them directly);
-``landmarker`` and ``stage`` need MediaPipe and are imported lazily through this package.
+``align``, ``pose``, ``tracker`` and ``stage`` have no MediaPipe dependency (training imports them
+directly; the stage takes any :class:`~norface_rt.faces.stage.FaceFinder`); ``landmarker`` needs
+MediaPipe. Both are imported lazily through this package.
 """
 
 from __future__ import annotations

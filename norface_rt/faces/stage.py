@@ -16,17 +16,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from norface_rt.faces.align import Aligner
 from norface_rt.faces.geometry import TrackBaseline, blendshape_vector
-from norface_rt.faces.landmarker import Landmarker
 from norface_rt.faces.quality import SMALL_FACE_IOD, interocular
 from norface_rt.faces.tracker import Tracker
 from norface_rt.types import Face, FaceFrame, FramePacket, Stage
 
-__all__ = ["SMALL_FACE_IOD", "FaceStage", "GeometryReader", "interocular"]
+__all__ = ["SMALL_FACE_IOD", "FaceFinder", "FaceStage", "GeometryReader", "interocular"]
+
+
+class FaceFinder(Protocol):
+    """What the stage needs of a landmarker: :class:`~norface_rt.faces.landmarker.Landmarker`
+    (MediaPipe), or landmarks found earlier and replayed (a benchmark on a machine without
+    MediaPipe). A protocol, so this module does not import MediaPipe."""
+
+    @property
+    def faces_cut(self) -> int:
+        """Faces the last :meth:`detect` found beyond its limit and left out."""
+        ...
+
+    def detect(self, frame: FramePacket) -> list[Face]:
+        """The faces of ``frame``, without track ids."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds; idempotent."""
+        ...
 
 
 class GeometryReader:
@@ -53,7 +72,7 @@ class FaceStage:
     With a ``geometry`` reader (models with a geometry input) every face frame also carries the
     faces' geometry vectors."""
 
-    def __init__(self, landmarker: Landmarker, tracker: Tracker, aligner: Aligner,
+    def __init__(self, landmarker: FaceFinder, tracker: Tracker, aligner: Aligner,
                  warp_crops: bool = True, geometry: GeometryReader | None = None) -> None:
         self.landmarker = landmarker
         self.tracker = tracker

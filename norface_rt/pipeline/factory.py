@@ -28,7 +28,7 @@ from norface_rt.sinks.base import Sink
 from norface_rt.sources.base import Source
 
 if TYPE_CHECKING:
-    from norface_rt.faces.stage import FaceStage
+    from norface_rt.faces.stage import FaceFinder, FaceStage
 
 
 def backend_options(name: str, *, device: str | None = None, threads: int | None = None
@@ -109,23 +109,33 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
     image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise. For a
     model with a geometry input, also its geometry reader, with a per-track neutral baseline
     in videos unless ``baseline`` is False (a still has no second look at the same person)."""
-    from norface_rt.faces.align import Aligner
-    from norface_rt.faces.geometry import TrackBaseline
     from norface_rt.faces.landmarker import Landmarker
-    from norface_rt.faces.stage import FaceStage, GeometryReader
-    from norface_rt.faces.tracker import Tracker
 
     if tiling is None and not video:
         tiling = 1.0
+    lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
+                    tiling=tiling)
+    return assemble_face_stage(lm, cfg, video=video, warp_crops=warp_crops, baseline=baseline)
+
+
+def assemble_face_stage(finder: FaceFinder, cfg: ModelConfig, *, video: bool,
+                        warp_crops: bool = True, baseline: bool = True) -> FaceStage:
+    """The face stage around a landmarker already made: tracker, aligner and, for a model with
+    a geometry input, its geometry reader (see :func:`build_face_stage`). Separate so that
+    landmarks found earlier can be replayed through the same stage (the GPU kit, on a machine
+    without MediaPipe)."""
+    from norface_rt.faces.align import Aligner
+    from norface_rt.faces.geometry import TrackBaseline
+    from norface_rt.faces.stage import FaceStage, GeometryReader
+    from norface_rt.faces.tracker import Tracker
+
     geometry = None
     if cfg.geometry_dim:
         tb = (TrackBaseline(cfg.geometry_reference, cfg.geometry_spread,
                             neutral_radius=cfg.geometry_neutral_radius)
               if video and baseline else None)
         geometry = GeometryReader(cfg.blendshape_names, tb)
-    lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
-                    tiling=tiling)
-    return FaceStage(lm, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry)
+    return FaceStage(finder, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry)
 
 
 def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig) -> None:

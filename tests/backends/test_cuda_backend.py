@@ -8,7 +8,7 @@ against eager runs of the same buffers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -29,7 +29,14 @@ from norface_rt.models.moe import NoisyTopKMoE
 FIELDS = ("au_prob", "au_intensity", "emotion_prob")
 BATCHES = (1, 3, 8, 9, 70)
 NO_CUDA = f"CUDA not available (torch {torch.__version__} has no CUDA)"
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+
+
+def needs_cuda(fn: Callable[..., None]) -> Callable[..., None]:
+    """A GPU test: marked ``gpu`` (``pytest -m gpu`` and the GPU kit select it) and skipped with
+    the reason where torch has no CUDA."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)(fn))
+
+
 # fp16 vs fp32 tolerances (task requirement): probabilities, intensities (0..5).
 FP16_PROB_TOL, FP16_INTENSITY_TOL = 0.02, 0.1
 # Rows whose fp32 MoE routing is this close to a tie (gap between the k-th and (k+1)-th gate
@@ -183,23 +190,32 @@ def test_cuda_without_cuda_names_the_torch_version(model_dir: Path) -> None:
         load_backend(model_dir, "torch-cuda")
 
 
-def test_bench_measures_or_reports_not_available(model_dir: Path) -> None:
-    """`norface-rt bench --backend torch-cuda`: 'not available: <reason>' without CUDA, a measured
-    row (with its error against the fp32 reference) with it."""
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
+def test_bench_reports_not_available_without_cuda(model_dir: Path) -> None:
+    """`norface-rt bench --backend torch-cuda` without CUDA: 'not available: <reason>'."""
+    res = bench_torch_cuda(model_dir)
+    assert res["status"].startswith("not available: device='cuda' requested but torch")
+    assert "has no CUDA" in res["status"] and res["rows"] == []
+
+
+@needs_cuda
+def test_bench_measures_on_cuda(model_dir: Path) -> None:
+    """`norface-rt bench --backend torch-cuda` with CUDA: a measured row, with its error against
+    the fp32 reference."""
+    res = bench_torch_cuda(model_dir)
+    assert res["status"] == "ok" and res["device"].startswith("cuda")
+    assert res["cuda_graphs"] is True and res["buckets"] == list(DEFAULT_BUCKETS)
+    assert res["rows"][0]["max_abs_err"]["au_intensity"] <= FP16_INTENSITY_TOL
+
+
+def bench_torch_cuda(model_dir: Path) -> dict[str, object]:
     from norface_rt.bench import measure_backend
     from norface_rt.reference import make_crops as bench_crops
     from norface_rt.reference import reference_outputs
 
     refs = reference_outputs(model_dir, {2: bench_crops(2, 112, 0)})
-    res = measure_backend(str(model_dir), "torch-cuda", [2], repeats=1, warmup=0, max_seconds=5.0,
-                          device="cpu", threads=1, seed=0, refs=refs)
-    if not torch.cuda.is_available():
-        assert res["status"].startswith("not available: device='cuda' requested but torch")
-        assert "has no CUDA" in res["status"] and res["rows"] == []
-    else:
-        assert res["status"] == "ok" and res["device"].startswith("cuda")
-        assert res["cuda_graphs"] is True and res["buckets"] == list(DEFAULT_BUCKETS)
-        assert res["rows"][0]["max_abs_err"]["au_intensity"] <= FP16_INTENSITY_TOL
+    return measure_backend(str(model_dir), "torch-cuda", [2], repeats=1, warmup=0, max_seconds=5.0,
+                           device="cpu", threads=1, seed=0, refs=refs)
 
 
 # -- GPU: fp16 CUDA graphs ------------------------------------------------------------------------

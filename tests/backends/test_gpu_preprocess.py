@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -59,6 +58,8 @@ def _rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cases(media_dir: Path, landmarker_path: Path, cfg: ModelConfig) -> list[Case]:
     """Real frames with real MediaPipe landmarks, aligned by the CPU Aligner."""
+    import av
+
     from norface_rt.faces.landmarker import Landmarker
 
     video = media_dir / "single_face.mp4"
@@ -187,11 +188,34 @@ def test_sampling_theta_identity() -> None:
     np.testing.assert_allclose(theta[0], [[1, 0, 0], [0, 1, 0]], atol=1e-7)
 
 
+def synthetic_cases(cfg: ModelConfig) -> list[Case]:
+    """Smooth random frames of two sizes, each with rotated / scaled / shifted image->crop
+    matrices: what a CUDA-vs-CPU warp comparison needs, without MediaPipe, PyAV or shared media
+    (so it runs on a GPU machine that has none of them). Crops are left empty: unused."""
+    rng = np.random.default_rng(31)
+    s = cfg.img_size
+    out = []
+    for h, w, k in ((360, 640, 1), (720, 1280, 3), (360, 640, 2)):
+        frame = cv2.GaussianBlur(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), (0, 0), 3)
+        frame = cv2.normalize(frame, None, 0, 255, cv2.NORM_MINMAX)  # full contrast after the blur
+        mats = []
+        for _ in range(k):  # each maps a random point of the frame onto the crop centre
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            m = cv2.getRotationMatrix2D((cx, cy), rng.uniform(-40, 40), rng.uniform(0.3, 1.5))
+            m[:, 2] -= (cx - (s / 2 - 0.5), cy - (s / 2 - 0.5))
+            mats.append(m)
+        out.append(Case(f"{w}x{h}x{k}", np.ascontiguousarray(frame), np.zeros((0, s, s, 3), np.uint8),
+                        np.stack(mats)))
+    return out
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-def test_cuda_warp_matches_cpu_and_reuses_pinned_staging(cases: list[Case], cfg: ModelConfig) -> None:
+def test_cuda_warp_matches_cpu_and_reuses_pinned_staging(cfg: ModelConfig) -> None:
     cpu = TorchAligner.from_config(cfg, "cpu")
     gpu = TorchAligner.from_config(cfg, "cuda")
     # Several frames of two sizes through one aligner: the pinned buffer is reused and regrown.
+    cases = synthetic_cases(cfg)
     for case in [*cases, *cases]:
         got = gpu.warp(case.frame, case.matrices)
         assert got.device.type == "cuda" and got.dtype == torch.float32
