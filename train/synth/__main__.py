@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="MediaPipe face_landmarker .task: also store the blendshapes "
                                 "MediaPipe reads on each full render (mp_blendshapes, mp_neutral), "
                                 "which models with a geometry input train on")
+            p.add_argument("--resume", action="store_true",
+                           help="keep the shards an interrupted run of the same seed, count and "
+                                "shard size finished, write the rest")
             p.add_argument("--kind", choices=("render", "reenact"), default="render",
                            help="render: the textured ICT head (default); reenact: the permissive "
                                 "photos themselves, warped into the expressions (needs "
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = generate_dataset(args.out, args.count, args.seed, args.workers, cache,
                                 shared=args.shared, shard_size=args.shard_size, settings=settings,
                                 log=lambda m: print(m, file=sys.stderr),
-                                landmarker=args.landmarker, kind=args.kind)
+                                landmarker=args.landmarker, kind=args.kind,
+                                resume=args.resume)
         print(json.dumps({k: meta[k] for k in ("count", "shards", "seconds",
                                                 "samples_per_second")}))
         print(json.dumps(meta["counts"]["emotions"]))

@@ -170,20 +170,25 @@ class PhotoReenactor:
         interior = np.isin(topo.material, INTERIOR)
         occ[interior] = 1.0 - 0.85 * np.clip((lip_z - z[interior]) / 5.0, 0.0, 1.0) ** 0.7
         self._occ = occ
-        self._fbo_size: tuple[int, int] | None = None
-        self._fbo: Any = None
+        self._fbos: dict[tuple[int, int], Any] = {}
+        self._fbo_parts: list[Any] = []
 
     def _framebuffer(self, width: int, height: int) -> Any:
-        if self._fbo_size != (width, height):
-            if self._fbo is not None:
-                self._fbo.release()
+        """One frame buffer per photo size (the photo sets have a handful of sizes), kept: a frame
+        buffer's textures are not freed with it, so making one per call would leak GPU memory."""
+        key = (width, height)
+        fbo = self._fbos.get(key)
+        if fbo is None:
+            if len(self._fbos) >= 8:
+                raise ValueError(f"more than 8 photo sizes ({sorted(self._fbos)} and {key}); "
+                                 "resize photos to a few sizes first")
             ctx = self.ctx
-            self._fbo = ctx.framebuffer(
-                color_attachments=[ctx.texture((width, height), 4, dtype="f4"),
-                                   ctx.texture((width, height), 4, dtype="f4")],
-                depth_attachment=ctx.depth_renderbuffer((width, height)))
-            self._fbo_size = (width, height)
-        return self._fbo
+            parts = [ctx.texture(key, 4, dtype="f4"), ctx.texture(key, 4, dtype="f4"),
+                     ctx.depth_renderbuffer(key)]
+            fbo = ctx.framebuffer(color_attachments=parts[:2], depth_attachment=parts[2])
+            self._fbos[key] = fbo
+            self._fbo_parts.extend(parts)
+        return fbo
 
     def maps(self, fit: FitResult, weights: np.ndarray, light: tuple[float, float, float],
              ambient: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +261,12 @@ class PhotoReenactor:
 
     def release(self) -> None:
         with self.ctx:
-            if self._fbo is not None:
-                self._fbo.release()
+            for f in self._fbos.values():
+                f.release()
+            for part in self._fbo_parts:
+                part.release()
+            self._fbos.clear()
+            self._fbo_parts.clear()
         self.ctx.release()
 
 
