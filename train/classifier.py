@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     # emotion head (both emotion read-outs are trained; the config picks the one exported)
     "geometry_pool": None, "geometry_noise": 0.5, "geometry_emotion_weight": 1.0,
     "geometry_gain": None,
+    # distillation: weight of the teachers' soft emotion labels (samples whose data spec names a
+    # teacher table, train/data/teacher_labels.py), matched by the outputs users see (the logits
+    # with the config's emotion prior added), on both emotion read-outs
+    "teacher_weight": 0.0,
 }
 
 
@@ -116,6 +120,21 @@ class ClassifierTrainer:
         if not isinstance(self.opts["use_normalized"], bool):
             raise ValueError(f"classifier.use_normalized must be true or false, got {self.opts['use_normalized']!r}")
         self.out = Path(self.run_cfg.out_dir)
+        self.log_prior = (torch.log(torch.tensor(self.mcfg.emotion_prior) /
+                                    sum(self.mcfg.emotion_prior)).to(self.device)
+                          if self.mcfg.emotion_prior else None)
+        if float(self.opts["teacher_weight"]) < 0:
+            raise ValueError(f"classifier.teacher_weight must be >= 0, got {self.opts['teacher_weight']}")
+
+    def distill(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Soft-label cross-entropy to the teachers on the rows that have their labels."""
+        if not float(self.opts["teacher_weight"]) or "teacher_emotion" not in batch:
+            return None
+        rows = batch["has_teacher_emotion"].to(self.device)
+        target = batch["teacher_emotion"].to(self.device).float()
+        if self.log_prior is not None:
+            logits = logits + self.log_prior
+        return L.soft_emotion_ce(logits, target, rows)
 
     def normalize(self, x_o: torch.Tensor) -> torch.Tensor:
         """I_n from the frozen F_nor, or (ablation "w/o I_n") the original face in both branches."""
@@ -150,6 +169,20 @@ class ClassifierTrainer:
             extra = L.emotion_ce(other.float(), tgt["emotion"])
             total = total + float(self.opts["geometry_emotion_weight"]) * extra
             log["emotion_other"] = float(extra.detach())
+            log["total"] = float(total.detach())
+        kd = self.distill(heads["emotion_logits"], batch)
+        if kd is not None:
+            tw = float(self.opts["teacher_weight"])
+            total = total + tw * kd
+            log["teacher"] = float(kd.detach())
+            if out.emotion_logits_geometry is not None:
+                other_logits = (out.emotion_logits_fused if self.mcfg.emotion_readout == "geometry"
+                                else out.emotion_logits_geometry)
+                assert other_logits is not None
+                kd2 = self.distill(other_logits.float(), batch)
+                if kd2 is not None:
+                    total = total + tw * float(self.opts["geometry_emotion_weight"]) * kd2
+                    log["teacher_other"] = float(kd2.detach())
             log["total"] = float(total.detach())
         return total, log, out
 

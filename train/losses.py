@@ -194,6 +194,16 @@ def emotion_ce(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits[valid], target[valid])
 
 
+def soft_emotion_ce(logits: Tensor, target: Tensor, rows: Tensor) -> Tensor:
+    """Cross-entropy to soft labels (distillation) over the rows marked in ``rows``; targets are
+    renormalised to sum to 1 (a teacher with no class for an emotion gives it no mass)."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    t = target[rows].clamp(min=0)
+    t = t / t.sum(dim=1, keepdim=True).clamp(min=1e-8)
+    return -(t * F.log_softmax(logits[rows], dim=1)).sum(dim=1).mean()
+
+
 def au_bce(logits: Tensor, target: Tensor, pos_weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy on AU occurrence logits, ignoring NaN targets."""
     valid = ~torch.isnan(target)

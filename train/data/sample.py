@@ -27,7 +27,7 @@ UNKNOWN_EMOTION = -1
 
 REQUIRED_KEYS = ("image", "au_occurrence", "au_intensity", "emotion", "subject", "source", "key")
 OPTIONAL_ARRAY_KEYS = ("normalized", "landmarks", "normalized_landmarks", "blendshapes",
-                       "mp_blendshapes", "mp_neutral")
+                       "mp_blendshapes", "mp_neutral", "teacher_emotion")
 STRING_KEYS = ("subject", "source", "key")
 
 
