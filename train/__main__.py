@@ -83,10 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train import evaluate_model
     evaluate_model.add_arguments(sub.add_parser(
         "evaluate-model", help="labelled metrics of an exported model set through the runtime backend"))
-    from train.data import real_faces
+    from train.data import found, real_faces
     real_faces.add_arguments(sub.add_parser(
         "prepare-real", help="permissive real faces -> training shards + geometry pool"))
+    found.add_arguments(sub.add_parser(
+        "prepare-found", help="further permissive real faces (a manifest of found files) -> "
+                              "unlabelled training shards for the teachers to label"))
     args = ap.parse_args(argv)
+    if args.cmd == "prepare-found":
+        return found.run_cli(args)
     if args.cmd == "prepare-real":
         return real_faces.run_cli(args)
     if args.cmd == "evaluate-model":
