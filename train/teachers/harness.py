@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def folder_items(root: Path) -> list[Item]:
     from norface_rt.images import read_rgb
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return [Item(str(p), "", (lambda p=p: read_rgb(p)), (lambda p=p: file_key(p))) for p in files]
+    return [Item(str(p), "", partial(read_rgb, p), partial(file_key, p)) for p in files]
 
 
 def shard_items(root: Path) -> Iterator[Item]:
@@ -94,8 +95,8 @@ def shard_items(root: Path) -> Iterator[Item]:
                              f"{images.shape}")
         for i in range(len(images)):
             img = images[i]
-            yield Item(f"{f.name}#{i}", keys[i], (lambda img=img: img),
-                       (lambda img=img: image_key(img)))
+            yield Item(f"{f.name}#{i}", keys[i], partial(np.ascontiguousarray, img),
+                       partial(image_key, img))
 
 
 def input_items(path: str | os.PathLike[str]) -> tuple[str, list[Item]]:
@@ -253,6 +254,22 @@ class LabelTable:
         return out
 
 
+def concat_tables(tables: Sequence[LabelTable]) -> LabelTable:
+    """Several inputs' tables as one (same teachers, rows in order)."""
+    if not tables:
+        raise ValueError("concat_tables: no tables")
+    names = list(tables[0].probs)
+    for t in tables[1:]:
+        if list(t.probs) != names:
+            raise ValueError(f"tables have different teachers: {names} vs {list(t.probs)}")
+    return LabelTable(
+        [r for t in tables for r in t.refs], [k for t in tables for k in t.sample_keys],
+        [k for t in tables for k in t.keys], np.concatenate([t.faces_found for t in tables]),
+        {n: np.concatenate([t.probs[n] for t in tables]) for n in names},
+        {n: np.concatenate([t.boxes[n] for t in tables]) for n in names},
+        dict(tables[0].infos), sum(t.cached for t in tables), sum(t.computed for t in tables))
+
+
 def ensemble_mean(probs: Mapping[str, np.ndarray],
                   infos: Mapping[str, TeacherInfo] | None = None) -> np.ndarray:
     """(N, 8) mean of the teachers' probabilities. Each emotion is averaged over the teachers
@@ -268,7 +285,7 @@ def ensemble_mean(probs: Mapping[str, np.ndarray],
     if infos is not None:
         for t, name in enumerate(probs):
             covers[t] = infos[name].column_of_ours >= 0
-    valid = np.isfinite(stack).all(2)  # (T, N)
+    valid = np.asarray(np.isfinite(stack).all(axis=2), bool)  # (T, N)
     w = (valid[:, :, None] & covers[:, None, :]).astype(np.float64)
     num = np.where(w > 0, np.nan_to_num(stack), 0.0).sum(0)
     den = w.sum(0)

@@ -5,7 +5,9 @@ verify``).
   ``reference/fer_keras.py``) in an interpreter that has TensorFlow (``--keras-python``, else
   ``$NORFACE_RT_KERAS_PYTHON``, else this one); skipped with a reason when none has it.
 * ``faceapi``: the npm package's JavaScript (its SSD detector, 68 landmarks and expression net,
-  ``reference/faceapi_reference.cjs``) under Node.js on TensorFlow.js's pure-JS CPU backend.
+  ``reference/faceapi_reference.cjs``) under Node.js on TensorFlow.js's WebAssembly backend
+  (``--js-backend wasm``, the default: the .wasm files ship in the npm package) or its pure-JS
+  CPU backend (``cpu``, about eight times slower).
 
 Each compares three things on permissive photos (``../shared/media``, ``../shared/faces``): the
 network on identical inputs (random and real), the input the port cuts from the reference's own
@@ -146,9 +148,13 @@ def node_binary(explicit: str | os.PathLike[str] | None = None) -> str:
 def faceapi_reference(images: Sequence[np.ndarray], crops: Sequence[np.ndarray], *,
                       node_modules: str | os.PathLike[str] | None = None,
                       node: str | os.PathLike[str] | None = None,
-                      min_confidence: float = 0.5) -> dict[str, Any]:
+                      min_confidence: float = 0.5, backend: str = "cpu") -> dict[str, Any]:
     """Run face-api's own JavaScript: its whole pipeline on ``images`` (SSD MobileNet v1, 68
-    landmarks, expressions) and its expression net on ``crops`` (cut faces); RGB uint8 arrays."""
+    landmarks, expressions) and its expression net on ``crops`` (cut faces); RGB uint8 arrays.
+    ``backend``: tfjs's ``cpu`` (pure JavaScript, the reference) or ``wasm`` (the package's .wasm
+    files; several times faster, for fitting boxes on many photos)."""
+    if backend not in ("cpu", "wasm"):
+        raise ValueError(f"backend must be 'cpu' or 'wasm', got {backend!r}")
     from train.teachers.faceapi import FACEAPI_PACKAGE, faceapi_package_dir, node_modules_dir
 
     nm = node_modules_dir(node_modules)
@@ -172,6 +178,7 @@ def faceapi_reference(images: Sequence[np.ndarray], crops: Sequence[np.ndarray],
             return out
 
         req = {"node_modules": str(nm.resolve()), "min_confidence": min_confidence,
+               "backend": backend,
                "images": entries(images, "image"), "crops": entries(crops, "crop")}
         (t / "request.json").write_text(json.dumps(req))
         _run([exe, str(REFERENCE_DIR / "faceapi_reference.cjs"), str(t / "request.json"),
@@ -181,7 +188,8 @@ def faceapi_reference(images: Sequence[np.ndarray], crops: Sequence[np.ndarray],
 
 
 def verify_faceapi(images: Sequence[Path], *, node_modules: str | os.PathLike[str] | None = None,
-                   node: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                   node: str | os.PathLike[str] | None = None, backend: str = "wasm"
+                   ) -> dict[str, Any]:
     """Port vs face-api's JavaScript (module docstring); max absolute differences."""
     from norface_rt.images import read_rgb
     from train.teachers.faceapi import (
@@ -200,7 +208,7 @@ def verify_faceapi(images: Sequence[Path], *, node_modules: str | os.PathLike[st
                   img[h // 8:h - h // 8, w // 4:w - w // 4 + 1],
                   img[h // 4:h - h // 4 + 1, w // 8:w - w // 8],
                   img[h // 2 - 56:h // 2 + 56, w // 2 - 56:w // 2 + 56]]
-    ref = faceapi_reference(pics, crops, node_modules=node_modules, node=node)
+    ref = faceapi_reference(pics, crops, node_modules=node_modules, node=node, backend=backend)
     ours = teacher.net(faceapi_inputs(crops))
     theirs = np.asarray([c["expressions"] for c in ref["crops"]], np.float32)
     full = []

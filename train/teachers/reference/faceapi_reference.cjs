@@ -3,7 +3,7 @@
 // train/teachers/verify_faceapi.py. Nothing is downloaded: the models load from the package folder.
 //
 // usage: node faceapi_reference.cjs REQUEST.json RESULT.json
-//   REQUEST: {"node_modules": DIR, "min_confidence": 0.5,
+//   REQUEST: {"node_modules": DIR, "backend": "cpu" | "wasm", "min_confidence": 0.5,
 //             "images": [{"id", "rgb": FILE, "width", "height"}],   // full pipeline per image
 //             "crops":  [{"id", "rgb": FILE, "width", "height"}]}   // expression net per cut face
 //   FILE holds height*width*3 bytes of RGB pixels (row-major), decoded by the caller.
@@ -19,7 +19,12 @@ async function main() {
   const nm = req.node_modules;
   const faceapi = require(path.join(nm, '@vladmandic/face-api/dist/face-api.node-wasm.js'));
   const tf = faceapi.tf;
-  await tf.setBackend('cpu');
+  const backend = req.backend || 'cpu';  // 'cpu': pure JavaScript; 'wasm': the package's own .wasm files
+  if (backend === 'wasm') {
+    const wasm = require(path.join(nm, '@tensorflow/tfjs-backend-wasm'));
+    wasm.setWasmPaths(path.join(nm, '@tensorflow/tfjs-backend-wasm/dist') + path.sep);
+  }
+  await tf.setBackend(backend);
   await tf.ready();
   const modelDir = path.join(nm, '@vladmandic/face-api/model');
   await faceapi.nets.faceExpressionNet.loadFromDisk(modelDir);

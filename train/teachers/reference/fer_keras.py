@@ -8,20 +8,23 @@ usage: PYTHON fer_keras.py REQUEST.npz RESULT.npz
 Standalone on purpose: it must run where only TensorFlow, OpenCV and fer are installed.
 """
 
+import importlib
+import importlib.metadata
 import sys
+from typing import Any
 
 import cv2
 import numpy as np
-from fer.fer import FER
 
 
 def main(request: str, result: str) -> None:
     req = np.load(request, allow_pickle=False)
-    det = FER(use_tflite=False)  # the float Keras model, fer's own Haar cascade and settings
+    fer = importlib.import_module("fer.fer")  # imports TensorFlow
+    det = fer.FER(use_tflite=False)  # the float Keras model, fer's own Haar cascade and settings
     seen_inputs, seen_outputs = [], []
     classify = det._classify_emotions
 
-    def spy(faces):  # records what fer feeds its network and the unrounded answer
+    def spy(faces: Any) -> np.ndarray:  # what fer feeds its network, and its unrounded answer
         out = np.asarray(classify(faces), np.float32)
         seen_inputs.append(np.asarray(faces, np.float32))
         seen_outputs.append(out)
@@ -43,11 +46,19 @@ def main(request: str, result: str) -> None:
     inputs = np.concatenate(seen_inputs) if seen_inputs else np.zeros((0, 64, 64), np.float32)
     outputs = np.concatenate(seen_outputs) if seen_outputs else np.zeros((0, 7), np.float32)
     keras_random = np.asarray(det._FER__emotion_classifier(req["random"]), np.float32)
-    import tensorflow as tf
-
+    versions = [f"{m} {importlib.metadata.version(m)}" for m in ("tensorflow", "keras", "fer")
+                if _installed(m)]
     np.savez(result, index=np.asarray(index, np.int64), boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
              inputs=inputs.reshape(-1, 64, 64), outputs=outputs, random_out=keras_random,
-             versions=np.asarray([f"tensorflow {tf.__version__}", f"keras {tf.keras.__version__}"]))
+             versions=np.asarray(versions))
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
