@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fit.add_argument("--out", required=True, metavar="FILE.json")
     fit.add_argument("--shared", default=None)
     fit.add_argument("--no-faceapi", action="store_true", help="skip face-api (no Node.js)")
+    fit.add_argument("--no-tight", action="store_true",
+                     help="skip the tight crops that measure the Haar box's frame limit")
     _common(fit)
 
 
@@ -128,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         from train.teachers.fit_boxes import calibration_images, fit, write
 
         result = fit(calibration_images(args.shared), landmarker=args.landmarker,
-                     node_modules=args.node_modules, faceapi=not args.no_faceapi, log=sys.stderr)
+                     node_modules=args.node_modules, faceapi=not args.no_faceapi,
+                     tight=not args.no_tight, log=sys.stderr)
         print(f"teachers fit-boxes: -> {write(result, args.out)}")
         return 0
     return _label(args)

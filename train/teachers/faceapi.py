@@ -299,7 +299,7 @@ class FaceApiTeacher(Teacher):
             box_rule=self.rule.describe())
 
     def box(self, landmarks: np.ndarray, image_shape: tuple[int, ...]) -> Box:
-        return self.rule.box(landmarks)
+        return self.rule.box(landmarks, image_shape)
 
     def predict_raw(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         return self.net(faceapi_inputs([faceapi_crop(image, b) for b in boxes]))

@@ -310,7 +310,7 @@ class FerTeacher(Teacher):
             raise ValueError(f"{path}: expected a 64x64x1 input, got {self.net.input_shape}")
 
     def box(self, landmarks: np.ndarray, image_shape: tuple[int, ...]) -> Box:
-        return self.rule.box(landmarks)
+        return self.rule.box(landmarks, image_shape)
 
     def predict_raw(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         return self.net(fer_faces(image, boxes, self.net.input_shape[0]))

@@ -13,6 +13,12 @@ London set's training people, Canada, the composites, the media stills; never ``
 Each detector box is matched to the MediaPipe face it overlaps most (IoU >= 0.3 with the landmark
 extent) and expressed relative to the landmark extent; the rule's constants are the medians, the
 JSON keeps every face and the interquartile ranges.
+
+Tight crops (``tight``): a sliding-window detector cannot return a box larger than the image, so
+the Haar box shrinks when the face fills the frame (real_val's 350 px face crops, the training
+shards' aligned crops). Every second photo is also cut to a 350 px grey square with the face
+(landmark extent) 0.7, 0.8 and 0.9 of its width; the Haar side's medians at those framings give
+the rule's frame limit ``a w + b S`` (least squares through the three medians).
 """
 
 from __future__ import annotations
@@ -86,9 +92,51 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+TIGHT_RATIOS = (0.7, 0.8, 0.9)
+TIGHT_SIDE = 350
+
+
+def tight_crop(image: np.ndarray, extent: Sequence[float], ratio: float) -> np.ndarray:
+    """A TIGHT_SIDE px grey (3-channel) square centred on the face, face width = ratio x side."""
+    x0, y0, x1, y1 = extent
+    s = TIGHT_SIDE * ratio / (x1 - x0)
+    c = TIGHT_SIDE / 2
+    m = np.array([[s, 0, c - s * (x0 + x1) / 2], [0, s, c - s * (y0 + y1) / 2]])
+    crop = cv2.warpAffine(image, m, (TIGHT_SIDE, TIGHT_SIDE), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+def fit_tight(pics: Sequence[np.ndarray], extents: Sequence[Any], finder: Any) -> dict[str, Any]:
+    """Haar side / image side against face width / image side on tight crops (module doc)."""
+    per: dict[str, list[dict[str, float]]] = {str(r): [] for r in TIGHT_RATIOS}
+    for img, ext in zip(pics[::2], extents[::2]):
+        if ext is None:
+            continue
+        for r in TIGHT_RATIOS:
+            crop = tight_crop(img, ext, r)
+            _, lm = finder.find(crop)
+            boxes = haar_boxes(crop)
+            if lm is None or not boxes:
+                continue
+            e = landmark_extent(lm)
+            best = max(boxes, key=lambda b: _iou(b, e))
+            if _iou(best, e) >= MIN_IOU:
+                per[str(r)].append({"w": (e[2] - e[0]) / TIGHT_SIDE,
+                                    "side": (best[2] - best[0]) / TIGHT_SIDE,
+                                    **relative(best, e)})
+    med = {r: {k: float(np.median([x[k] for x in rows])) for k in ("w", "side", "dy", "sw")}
+           for r, rows in per.items() if rows}
+    w = np.asarray([m["w"] for m in med.values()])
+    side = np.asarray([m["side"] for m in med.values()])
+    (a, b), *_ = np.linalg.lstsq(np.c_[w, np.ones_like(w)], side, rcond=None)
+    return {"ratios": list(TIGHT_RATIOS), "n": {r: len(v) for r, v in per.items()},
+            "medians": med, "frame": [float(a), float(b)]}
+
+
 def fit(images: Sequence[Path], *, landmarker: str | os.PathLike[str] | None = None,
         node_modules: str | os.PathLike[str] | None = None, faceapi: bool = True,
-        log: Any = None) -> dict[str, Any]:
+        tight: bool = True, log: Any = None) -> dict[str, Any]:
     """Detector boxes relative to MediaPipe's landmark extent, per face, and their medians."""
     from norface_rt.images import read_rgb
     from train.teachers.harness import FaceFinder
@@ -97,6 +145,7 @@ def fit(images: Sequence[Path], *, landmarker: str | os.PathLike[str] | None = N
     finder = FaceFinder(landmarker)
     pics: list[np.ndarray] = []
     extents: list[tuple[float, float, float, float] | None] = []
+    tight_fit = None
     try:
         for p in images:
             img = read_rgb(p)
@@ -107,6 +156,8 @@ def fit(images: Sequence[Path], *, landmarker: str | os.PathLike[str] | None = N
             pics.append(img)
             _, lm = finder.find(img)
             extents.append(None if lm is None else landmark_extent(lm))
+        if tight:
+            tight_fit = fit_tight(pics, extents, finder)
     finally:
         finder.close()
     if log:
@@ -121,7 +172,11 @@ def fit(images: Sequence[Path], *, landmarker: str | os.PathLike[str] | None = N
                                   f["aligned"][1] + f["aligned"][3]) for f in r["faces"]]
                                 for r in ref["images"]]
     result: dict[str, Any] = {"images": [str(p) for p in images], "min_iou": MIN_IOU,
-                              "max_side": MAX_SIDE, "teachers": {}}
+                              "max_side": MAX_SIDE, "teachers": {}, "fer_tight": tight_fit}
+    if log and tight_fit is not None:
+        a, b = tight_fit["frame"]
+        print(f"fit-boxes: fer tight crops: side medians {json.dumps(tight_fit['medians'])}; "
+              f"frame limit {a:.3f} w + {b:.3f} S", file=log, flush=True)
     for name, per_image in detectors.items():
         rows: list[dict[str, Any]] = []
         for path, ext, boxes in zip(images, extents, per_image):
