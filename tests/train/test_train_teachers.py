@@ -123,6 +123,16 @@ def test_box_rule_is_relative_to_the_landmark_extent() -> None:
     # shifted landmarks shift the box by the same amount (a face cut by the border keeps its size)
     moved = rule.box(pts - [150, 100, 0])
     assert moved.x0 == pytest.approx(b.x0 - 150) and moved.width == pytest.approx(b.width)
+    # a detector that cannot leave the frame: smaller box when the face fills the image, inside it
+    framed = BoxRule("f", dx=0, dy=-0.2, sw=1.2, sh=1.2, square=True, version=1, fitted_on="x",
+                     frame=(0.4, 0.5))
+    loose = framed.box(pts, (2000, 2000, 3))
+    assert loose.width == pytest.approx(240.0)  # 1.2 w < 0.4 w + 0.5 S
+    tight = framed.box(pts, (260, 320, 3))
+    assert tight.width == pytest.approx(0.4 * 200 + 0.5 * 260)  # = 210 < 240
+    assert tight.y0 >= 0 and tight.y1 <= 260 and tight.x0 >= 0 and tight.x1 <= 320
+    with pytest.raises(ValueError, match="pass image_shape"):
+        framed.box(pts)
     with pytest.raises(ValueError, match="span no area"):
         landmark_extent(np.zeros((5, 3)))
     with pytest.raises(ValueError, match="positive width"):
