@@ -209,8 +209,7 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
         "london": london_out,
         "segments": segments_out,
         "render_gap": gap,
-        "teachers": [{**t.info.__dict__, "no_mass": list(t.info.no_mass),
-                      "cache_id": t.cache_id} for t in teacher_list],
+        "teachers": [t.record() for t in teacher_list],
     }
     if plot_item is not None:
         rec = next(r for r in records if r.item == plot_item)

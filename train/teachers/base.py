@@ -146,6 +146,14 @@ class Teacher(ABC):
         """(len(boxes), K) probabilities in the teacher's own class order for faces of one HxWx3
         uint8 RGB image, each cropped from its box the way the teacher's package crops."""
 
+    def record(self) -> dict[str, object]:
+        """The teacher's record for reports and model cards (JSON-ready)."""
+        i = self.info
+        return {"name": i.name, "title": i.title, "licence": i.licence, "package": i.package,
+                "version": i.version, "weights": i.weights, "trained_on": i.trained_on,
+                "classes": list(i.classes), "to_ours": list(i.to_ours), "input": i.input,
+                "box_rule": i.box_rule, "no_mass": list(i.no_mass), "cache_id": self.cache_id}
+
     def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """(len(boxes), 8) probabilities in our emotion order."""
         if not boxes:

@@ -81,8 +81,7 @@ def _info() -> list[dict[str, Any]]:
         except TeacherUnavailable as exc:
             rows.append({"name": name, "installed": False, "install": str(exc)})
             continue
-        rows.append({"name": name, "installed": True, **t.info.__dict__,
-                     "no_mass": list(t.info.no_mass), "cache_id": t.cache_id})
+        rows.append({"installed": True, **t.record()})
     return rows
 
 

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -250,7 +250,7 @@ class LabelTable:
             "emotion_names": np.asarray(EMOTION_NAMES, dtype=np.str_),
             "ensemble": self.ensemble(),
             "agree": self.agreement(),
-            "teachers": np.asarray(json.dumps({k: v.__dict__ for k, v in self.infos.items()})),
+            "teachers": np.asarray(json.dumps({k: asdict(v) for k, v in self.infos.items()})),
         }
         for name in self.probs:
             arrays[f"prob_{name}"] = self.probs[name]
