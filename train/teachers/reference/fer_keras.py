@@ -46,8 +46,8 @@ def main(request: str, result: str) -> None:
     inputs = np.concatenate(seen_inputs) if seen_inputs else np.zeros((0, 64, 64), np.float32)
     outputs = np.concatenate(seen_outputs) if seen_outputs else np.zeros((0, 7), np.float32)
     keras_random = np.asarray(det._FER__emotion_classifier(req["random"]), np.float32)
-    versions = [f"{m} {importlib.metadata.version(m)}" for m in ("tensorflow", "tensorflow-cpu", "keras", "fer")
-                if _installed(m)]
+    versions = [f"{m} {importlib.metadata.version(m)}"
+                for m in ("tensorflow", "tensorflow-cpu", "keras", "fer") if _installed(m)]
     np.savez(result, index=np.asarray(index, np.int64), boxes=np.asarray(boxes, np.int64).reshape(-1, 4),
              inputs=inputs.reshape(-1, 64, 64), outputs=outputs, random_out=keras_random,
              versions=np.asarray(versions))
