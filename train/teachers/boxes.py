@@ -107,7 +107,9 @@ FIT_SET = "186 permissive photos (London training people, Canada, composites, me
 # When the face fills the frame (tight crops, the training shards' aligned crops) the cascade's
 # windows cannot grow past the image and its box shrinks: on the same photos cut to 350 px
 # squares with the face 0.7, 0.8 and 0.9 of the width (grey, as most real_val images), the median
-# side was 0.754, 0.796 and 0.834 S, i.e. 0.40 w + 0.474 S (fit-boxes --tight).
+# side was 0.754, 0.796 and 0.834 S, i.e. 0.40 w + 0.474 S. (``fit-boxes`` cuts the crops from
+# photos first downscaled to 800 px and prints 0.384 w + 0.487 S; the two lines differ by under
+# 0.003 S for faces 0.7-0.9 of the frame.)
 FER_BOX_RULE = BoxRule(name="fer-haar", dx=0.0, dy=-0.087, sw=1.209, sh=1.209, square=True,
                        version=3, fitted_on=FIT_SET + "; frame limit from their tight crops",
                        frame=(0.40, 0.474))
