@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import graphlib
-import os
 from pathlib import Path
 
 import norface_rt
@@ -43,11 +42,8 @@ def _part(module: str) -> str | None:
 
 
 def _sources() -> list[Path]:
-    """Every .py file of the package, through the ``engines`` link to the top-level folder."""
-    out = []
-    for root, _, names in os.walk(PKG, followlinks=True):
-        out.extend(Path(root) / n for n in names if n.endswith(".py"))
-    return out
+    """Every .py file of the package."""
+    return sorted(PKG.rglob("*.py"))
 
 
 def _graph() -> dict[str, set[str]]:
