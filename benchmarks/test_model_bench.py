@@ -3,7 +3,7 @@ at batches 8 and 32 on the default-size model, each with its numeric error again
 fp32 reference in ``extra_info`` (a fast backend that computes something else is no win).
 
 Run: python -m pytest benchmarks/test_model_bench.py -q --benchmark-columns=median,min,max,rounds
-The full report with memory and batch 128 is ``norface-rt bench`` (norface_rt/bench.py).
+The full report with memory and batch 128 is ``norface-rt bench`` (norface_rt/tools/bench.py).
 """
 
 from __future__ import annotations

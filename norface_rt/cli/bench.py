@@ -53,7 +53,7 @@ def _prepare_engines(model_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.bench import BenchOptions, bench_untrained, run_bench, write_report
+    from norface_rt.tools.bench import BenchOptions, bench_untrained, run_bench, write_report
     from norface_rt.paths import resolve_model_dir
 
     try:

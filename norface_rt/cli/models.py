@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote an UNTRAINED {args.size} model set to {out} (results will be flagged untrained)")
         return 0
     if args.models_command == "download":
-        from norface_rt.download import download_landmarker
+        from norface_rt.tools.download import download_landmarker
 
         try:
             path = download_landmarker(Path(args.dest) if args.dest else None)

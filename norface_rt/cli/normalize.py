@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from norface_rt.normalize import normalize_media
+    from norface_rt.tools.normalize import normalize_media
 
     try:
         rep = normalize_media(args.input, args.out, model_dir=args.model_dir,

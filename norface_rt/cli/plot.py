@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.plot import plot_timeline
+    from norface_rt.tools.plot import plot_timeline
 
     aus = [a.strip() for a in args.aus.split(",") if a.strip()] if args.aus else None
     try:
