@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
+from norface_rt.backends.registry import LOCAL_BACKENDS, backend_spec
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 from norface_rt.config import SIZES
 
@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
     bm.add_argument("--size", choices=list(SIZES),
                     help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
     b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
-                   choices=[n for n in BACKEND_NAMES if n not in REMOTE_BACKENDS], metavar="NAME",
+                   choices=list(LOCAL_BACKENDS), metavar="NAME",
                    help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda "
                         "(fp16 + CUDA graphs)")
     b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
@@ -53,8 +53,8 @@ def _prepare_engines(model_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.tools.bench import BenchOptions, bench_untrained, run_bench, write_report
     from norface_rt.paths import resolve_model_dir
+    from norface_rt.tools.bench import BenchOptions, bench_untrained, run_bench, write_report
 
     try:
         opts = BenchOptions(model_dir=Path("."), backends=list(dict.fromkeys(args.backends)),
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                             max_seconds=args.max_seconds, device=args.device,
                             threads=args.threads, seed=args.seed, timeout=args.timeout)
         opts.validate()
-        prepare = _prepare_engines if "tensorrt" in opts.backends else None
+        prepare = (_prepare_engines
+                   if any(backend_spec(b).builds_engines for b in opts.backends) else None)
         if args.size:
             report = bench_untrained(args.size, opts, prepare=prepare)
         else:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from norface_rt.backends import BACKEND_NAMES
+from norface_rt.backends.registry import BACKEND_NAMES, backend_spec
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_float, positive_int
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         opts.validate()
         sink_opts.validate()
-        if opts.backend == "tensorrt":
+        if backend_spec(opts.backend).builds_engines:
             from norface_rt.cli.build_engines import ensure_engines
             from norface_rt.paths import resolve_model_dir
 

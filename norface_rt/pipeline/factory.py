@@ -1,8 +1,8 @@
 """The one factory: backends, face stages, sources and sinks built the same way for the CLI
 (``run``, ``normalize``, ``bench``), the Python API, the benchmarks and the evaluation tools.
 
-Each recipe lives here once: which constructor options a backend name gets
-(:func:`backend_options`), how a stream's faces are found, tracked and aligned
+Each recipe lives here once: how a backend is opened and warmed up (:func:`open_backend`, its
+options from the backend table), how a stream's faces are found, tracked and aligned
 (:func:`build_face_stage`), which sinks the output options ask for (:func:`make_sinks`), and how
 they are wired into a :class:`~norface_rt.pipeline.runner.Pipeline` (:func:`create_pipeline`).
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from norface_rt.backends import load_backend
+from norface_rt.backends import backend_spec, connect_backend, load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
 from norface_rt.model_set import load_config, verify_model_set
@@ -33,26 +33,9 @@ if TYPE_CHECKING:
 
 def backend_options(name: str, *, device: str | None = None, threads: int | None = None
                     ) -> dict[str, Any]:
-    """Constructor options of backend ``name`` for a device (None: the backend's natural one,
-    cpu for onnxruntime / torch, cuda for torch-cuda / tensorrt) and a thread count (None: the
-    library's choice)."""
-    kw: dict[str, Any] = {}
-    if name == "onnxruntime":
-        if threads:
-            kw["intra_op_threads"] = threads
-        return kw
-    if name == "torch":
-        kw["device"] = device or "cpu"
-    elif name == "torch-cuda":
-        kw["device"] = device or "cuda"
-        # fp16 only where it is fast; on the CPU the same bucket code runs in fp32, without graphs.
-        kw["fp16"] = str(kw["device"]).startswith("cuda")
-    elif name == "tensorrt":
-        kw["device"] = device or "cuda"
-        return kw
-    if threads:
-        kw["num_threads"] = threads
-    return kw
+    """Constructor options of backend ``name`` for a device (None: the backend's natural one)
+    and a thread count (None: the library's choice), as its row of the backend table says."""
+    return backend_spec(name).options(device, threads)
 
 
 def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *,
@@ -71,8 +54,8 @@ def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     return backend
 
 
-def open_triton_backend(opts: PipelineOptions) -> Backend:
-    """The Triton backend of ``opts``: the model and its config come from the server; a
+def open_remote_backend(opts: PipelineOptions) -> Backend:
+    """The remote backend of ``opts`` (Triton): the model and its config come from the server; a
     ``--model-dir`` given as well must hold the same model. Warmed up like :func:`open_backend`,
     which also proves the whole path (shared memory included) before a source is opened."""
     expected = None
@@ -81,9 +64,9 @@ def open_triton_backend(opts: PipelineOptions) -> Backend:
         verify_model_set(local)
         expected = load_config(local)
     assert opts.triton_url is not None  # validate() checked it
-    backend = load_backend(opts.triton_url, "triton", model_name=opts.triton_model,
-                           expected=expected, timeout_s=opts.triton_timeout,
-                           retry_s=opts.triton_retry)
+    backend = connect_backend(opts.triton_url, opts.backend, model_name=opts.triton_model,
+                              expected=expected, timeout_s=opts.triton_timeout,
+                              retry_s=opts.triton_retry)
     try:
         check_landmarker_feeds(resolve_landmarker(opts.landmarker), backend.config)
         cfg = backend.config
@@ -281,11 +264,11 @@ def create_pipeline(opts: PipelineOptions,
     own_backend = backend is None
     # Missing files fail first, before anything is opened.
     model_dir = (resolve_model_dir(opts.model_dir)
-                 if own_backend and opts.backend != "triton" else None)
+                 if own_backend and not backend_spec(opts.backend).remote else None)
     landmarker_path = resolve_landmarker(opts.landmarker)
     if backend is None:
         if model_dir is None:
-            backend = open_triton_backend(opts)
+            backend = open_remote_backend(opts)
         else:
             # the backend checks the model set against its manifest before reading any of it
             backend = open_backend(model_dir, opts.backend, device=opts.device,

@@ -70,7 +70,7 @@ class PipelineOptions:
     triton_retry: float = 30.0
 
     def validate(self) -> None:
-        from norface_rt.backends import BACKEND_NAMES
+        from norface_rt.backends.registry import BACKENDS, backend_spec
 
         if not self.sources:
             raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or "
@@ -78,8 +78,9 @@ class PipelineOptions:
         if self.stream_ids is not None and len(self.stream_ids) != len(self.sources):
             raise ValueError(f"--stream-id: expected one per source ({len(self.sources)}), "
                              f"got {len(self.stream_ids)}")
-        if self.backend not in BACKEND_NAMES:
-            raise ValueError(f"--backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        spec = backend_spec(self.backend)
         if not 1 <= self.max_faces <= 64:
             raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
         if not 1 <= self.max_batch <= 1024:
@@ -94,7 +95,7 @@ class PipelineOptions:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
         if self.smooth is not None and not (math.isfinite(self.smooth) and 0 <= self.smooth <= 3600):
             raise ValueError(f"--smooth must be in [0, 3600] seconds (0 = off), got {self.smooth}")
-        if (self.backend == "triton") != (self.triton_url is not None):
+        if spec.remote != (self.triton_url is not None):
             raise ValueError("--triton-url is needed with --backend triton and only there (got "
                              f"--backend {self.backend}, --triton-url {self.triton_url})")
         if self.triton_url is not None:
@@ -114,8 +115,10 @@ class PipelineOptions:
             raise ValueError(f"--sink-buffer must be in [1, 1000000], got {self.sink_buffer}")
         if not 0 < self.sink_timeout <= 3600:
             raise ValueError(f"--sink-timeout must be in (0, 3600] seconds, got {self.sink_timeout}")
-        if self.device_align and self.backend != "torch-cuda":
-            raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
+        if self.device_align and not spec.aligns_on_device:
+            aligning = " or ".join(n for n, s in BACKENDS.items() if s.aligns_on_device)
+            raise ValueError(f"--device-align needs --backend {aligning}, got --backend "
+                             f"{self.backend}")
 
 
 @dataclass

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from norface_rt.backends.registry import backend_spec
 from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
@@ -71,12 +72,11 @@ class BenchOptions:
             raise ValueError(f"batches must be a non-empty list of integers >= 1, got {self.batches!r}")
         if not self.backends:
             raise ValueError("backends must name at least one backend, got []")
-        from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
+        from norface_rt.backends.registry import LOCAL_BACKENDS
 
-        local = [b for b in BACKEND_NAMES if b not in REMOTE_BACKENDS]
-        bad = [b for b in self.backends if b not in local]
+        bad = [b for b in self.backends if b not in LOCAL_BACKENDS]
         if bad:
-            raise ValueError(f"backends must be among {local}, got {bad}")
+            raise ValueError(f"backends must be among {list(LOCAL_BACKENDS)}, got {bad}")
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
         if not self.timeout > 0:
@@ -110,14 +110,15 @@ def _current_rss_mb() -> float:
 
 
 def _device_for(name: str, device: str) -> str | None:
-    """``--device`` is the torch backend's device; the CUDA-only backends take it only when it
-    names a GPU (else their default, cuda: without CUDA they report themselves as "not available"
-    instead of quietly measuring the CPU); ONNX Runtime picks its own providers."""
-    if name == "torch":
-        return device
-    if name in ("torch-cuda", "tensorrt"):
-        return device if device.startswith("cuda") else None
-    return None
+    """``--device`` is the device of backends that take one (their row of the backend table
+    names a natural device); those whose natural device is a GPU take it only when it names a GPU
+    (else their default, cuda: without CUDA they report themselves as "not available" instead of
+    quietly measuring the CPU); a backend without a device option (ONNX Runtime) picks its own
+    providers."""
+    natural = backend_spec(name).device
+    if natural is None or (natural.startswith("cuda") and not device.startswith("cuda")):
+        return None
+    return device
 
 
 def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: int, warmup: int,
@@ -133,7 +134,8 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
         return {"backend": name, "status": f"not available: {exc}", "rows": []}
     info = backend.describe()
     on_gpu = str(info.get("device") or "").startswith("cuda")
-    cuda = name in ("torch", "torch-cuda") and on_gpu  # torch.cuda's own memory counters apply
+    # torch.cuda's own memory counters apply to the backends that run on PyTorch
+    cuda = backend_spec(name).extra == "torch" and on_gpu
     if cuda:
         import torch
 
