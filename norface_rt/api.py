@@ -94,9 +94,9 @@ class VideoAnalysis:
                     yield item
                     continue
                 self.ended = True  # the stream's eos message
-                self.error = item.get("error")
+                self.error = item.error
                 if self.error:
-                    warnings.warn(f"stream {item['stream_id']!r} ended with an error after "
+                    warnings.warn(f"stream {item.stream_id!r} ended with an error after "
                                   f"{self.frames} frame(s): {self.error}", StreamWarning,
                                   stacklevel=2)
                 return

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from norface_rt.wire.exits import ExitCode
+
 
 def positive_int(name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -50,7 +52,7 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = ExitCode.USAGE) -> int:
     """Print ``norface-rt: error: message`` to stderr and return ``code`` (the exit status)."""
     import sys
 

@@ -10,6 +10,7 @@ from typing import Any
 from norface_rt.backends.registry import LOCAL_BACKENDS, backend_spec
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
 from norface_rt.config import SIZES
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -80,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in report["backends"] if r["status"].startswith("error")]
     for r in failed:
         print(f"norface-rt: backend {r['backend']} failed: {r['status']}", file=sys.stderr)
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK

@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
-from norface_rt.protocol import DEFAULT_ENDPOINT
+from norface_rt.wire.names import DEFAULT_ENDPOINT
 
 
 def add_parser(sub: Any) -> None:
@@ -43,8 +43,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.sinks.curve import curve_client
-    from norface_rt.sinks.listen import run_listen
+    from norface_rt.wire.curve import curve_client
+    from norface_rt.wire.listen import run_listen
 
     messages = None
     if args.nats:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, positive_int
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -37,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{rep.frames} frame(s), {rep.faces} face(s); wrote {len(rep.files)} file(s) to {args.out}")
     if rep.error:
         print(f"norface-rt: the input ended with an error: {rep.error}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK

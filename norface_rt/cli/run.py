@@ -20,16 +20,17 @@ from typing import Any
 
 from norface_rt.backends.registry import BACKEND_NAMES, backend_spec
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_float, positive_int
-from norface_rt.protocol import DEFAULT_ENDPOINT
+from norface_rt.wire.exits import ExitCode, exit_epilog
+from norface_rt.wire.names import DEFAULT_ENDPOINT
 
 log = logging.getLogger("norface_rt")
 
-RUN_EPILOG = """\
-exit codes: 0 every stream ended cleanly; 1 a stream ended with an error (frames before it
-were delivered) or an output lost messages (dropped or failed: see the summary); 2 bad
-arguments or missing or damaged model files; 130 interrupted (SIGINT); 143 terminated
-(SIGTERM). Undecodable frames of a file are skipped and counted, not an error, unless
---stop-on-decode-error. MediaPipe's native log lines are silenced unless --verbose."""
+RUN_EPILOG = exit_epilog({
+    ExitCode.OK: "every stream ended cleanly",
+    ExitCode.FAILED: "a stream ended with an error (frames before it were delivered) or an output "
+                     "lost messages (dropped or failed: see the summary)",
+}, note="Undecodable frames of a file are skipped and counted, not an error, unless "
+        "--stop-on-decode-error. MediaPipe's native log lines are silenced unless --verbose.")
 
 # Shutdown budget after a signal (seconds): stages, then outputs; with the final interrupt of
 # stuck outputs the process is gone well within 10 s.
@@ -243,10 +244,6 @@ def run(args: argparse.Namespace) -> int:
         for s in sinks:
             s.close()
         return fail(str(exc))
-    for sink in sinks:  # the metrics endpoint also shows queues, reconnections, stream states
-        if hasattr(sink, "watch"):
-            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects,
-                       status=pipe.status)
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
     if zmq is not None:
@@ -268,13 +265,13 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         if signals:  # a second signal: leave at once
             os.write(2, b"norface-rt: second signal, leaving at once\n")
-            os._exit(128 + signum)
+            os._exit(ExitCode.for_signal(signum))
         signals.append(signum)
         pipe.hurry(STOP_SINKS_S)  # bounds the wait for outputs, also when it has begun
 
     old = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
-    code = 0
+    code: int = ExitCode.OK
     try:
         pipe.start()
         while not pipe.wait(timeout=0.2):
@@ -283,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
             if pipe.quit_requested:
                 break  # q / Esc in the --show window
     except Exception as exc:
-        code = fail(str(exc), 1)
+        code = fail(str(exc), ExitCode.FAILED)
     finally:
         if signals:
             pipe.stop(timeout=STOP_STAGES_S, sink_grace=STOP_SINKS_S)
@@ -297,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     if signals:
-        code = 128 + signals[0]
+        code = ExitCode.for_signal(signals[0])
     code = report(pipe, args, code)
     signal.signal(signal.SIGINT, old)
     signal.signal(signal.SIGTERM, old_term)
@@ -320,14 +317,14 @@ def report(pipe: Any, args: argparse.Namespace, code: int) -> int:
         if s.get("skipped_frames"):
             print(f"norface-rt: stream {sid}: {s['skipped_frames']} undecodable frame(s) skipped "
                   "(their indices are in its end-of-stream message)", file=sys.stderr)
-    if code == 0 and any(s.get("error") for s in snap["streams"].values()):
-        code = 1
+    if code == ExitCode.OK and any(s.get("error") for s in snap["streams"].values()):
+        code = ExitCode.FAILED
     losses = {name: n for name, n in pipe.sink_losses.items() if n}
     if losses:
         stuck = set(pipe.stuck_sinks)
         print("norface-rt: output(s) lost messages: " + ", ".join(
             f"{name} {n}" + (" (stuck, abandoned)" if name in stuck else "")
             for name, n in losses.items()), file=sys.stderr)
-        if code == 0:
-            code = 1
+        if code == ExitCode.OK:
+            code = ExitCode.FAILED
     return code

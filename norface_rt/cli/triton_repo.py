@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, positive_int
+from norface_rt.wire.exits import ExitCode
 
 
 def _sizes(text: str) -> list[int]:
@@ -70,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
           "validated against Triton's model_config.proto")
     for note in notes:
         print(f"todo: {note}")
-    return 0
+    return ExitCode.OK

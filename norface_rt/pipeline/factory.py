@@ -140,7 +140,7 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
     opts.validate()
     curve = None
     if opts.curve_secret is not None:
-        from norface_rt.sinks.curve import CurveServer
+        from norface_rt.wire.curve import CurveServer
 
         curve = CurveServer(Path(opts.curve_secret),
                             Path(opts.curve_clients) if opts.curve_clients else None)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from norface_rt.model_set import JOINED_GRAPH_GONE
-from norface_rt.protocol import DEFAULT_ENDPOINT
 from norface_rt.sources.base import Source
+from norface_rt.wire.names import DEFAULT_ENDPOINT
 
 FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
 
