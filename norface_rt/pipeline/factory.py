@@ -20,6 +20,7 @@ import numpy as np
 from norface_rt.backends import backend_spec, connect_backend, load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.flags import default_for
 from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline.options import PipelineOptions, SinkOptions
@@ -86,12 +87,16 @@ def is_video_source(src: Source) -> bool:
 
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
-                     max_faces: int = 4, tiling: float | None = None,
-                     warp_crops: bool = True, baseline: bool = True) -> FaceStage:
+                     max_faces: int,
+                     tiling: float | None = default_for(PipelineOptions, "tiling"),
+                     warp_crops: bool = True,
+                     baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
     """Landmarker + tracker + aligner for one stream: video mode without tiling for videos,
     image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise. For a
     model with a geometry input, also its geometry reader, with a per-track neutral baseline
-    in videos unless ``baseline`` is False (a still has no second look at the same person)."""
+    in videos unless ``baseline`` is False (a still has no second look at the same person).
+    ``max_faces``, ``tiling`` and ``baseline`` are the run options of those names
+    (:class:`PipelineOptions` declares their defaults)."""
     from norface_rt.faces.landmarker import Landmarker
 
     if tiling is None and not video:
@@ -102,7 +107,8 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
 
 
 def assemble_face_stage(finder: FaceFinder, cfg: ModelConfig, *, video: bool,
-                        warp_crops: bool = True, baseline: bool = True) -> FaceStage:
+                        warp_crops: bool = True,
+                        baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
     """The face stage around a landmarker already made: tracker, aligner and, for a model with
     a geometry input, its geometry reader (see :func:`build_face_stage`). Separate so that
     landmarks found earlier can be replayed through the same stage (the GPU kit, on a machine
@@ -134,9 +140,12 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
                          "face_landmarker_v2_with_blendshapes.task)")
 
 
-def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
-    """The sinks ``opts`` asks for; output folders are created (asking for out/results.csv means
-    "make out/ if needed"). On error, sinks already opened are closed again."""
+def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
+               blendshapes: bool) -> list[Sink]:
+    """The sinks ``opts`` asks for, for ``n_sources`` streams whose messages carry landmarks /
+    blendshapes as the run options say (the CSV's columns follow them); output folders are
+    created (asking for out/results.csv means "make out/ if needed"). On error, sinks already
+    opened are closed again."""
     opts.validate()
     curve = None
     if opts.curve_secret is not None:
@@ -149,11 +158,11 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         for path in (opts.jsonl, opts.csv, opts.overlay):
             if path:
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        if opts.publishes:
+        endpoint = opts.endpoint
+        if endpoint is not None:
             from norface_rt.sinks.zmq_pub import ZmqPublisher
 
-            assert opts.zmq is not None
-            sinks.append(ZmqPublisher(opts.zmq, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote,
+            sinks.append(ZmqPublisher(endpoint, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote,
                                       curve=curve))
         if opts.push:
             from norface_rt.sinks.zmq_pub import ZmqPush
@@ -168,8 +177,8 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         if opts.csv:
             from norface_rt.sinks.files import CsvSink
 
-            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=opts.landmarks,
-                                 blendshapes=opts.blendshapes, multiple=n_sources > 1))
+            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=landmarks,
+                                 blendshapes=blendshapes, multiple=n_sources > 1))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 

@@ -38,7 +38,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
-from norface_rt.faces.pose import openface_rotation
 from norface_rt.files import slug
 from norface_rt.sinks.base import Sink
 from norface_rt.wire.codec import wire_dict
@@ -213,6 +212,9 @@ class CsvLayout:
                         "quality": _quality_text(face), "source": msg.get("source")}
             pose = face["pose"]
             if pose is not None:
+                from norface_rt.faces.pose import openface_rotation  # (keeps OpenCV out of
+                # importing this module: the CLI's parser reads CSV_STYLES at start-up)
+
                 rx, ry, rz = openface_rotation(pose["yaw"], pose["pitch"], pose["roll"])
                 row.update(pose_Rx=rx, pose_Ry=ry, pose_Rz=rz)
             occ, inten = face["au_occurrence"], face["au_intensity"]

@@ -32,16 +32,18 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
 from norface_rt.sinks.base import BufferPolicy, MessageDropped, Sink
 from norface_rt.wire.codec import encode_multipart
-from norface_rt.wire.curve import CurveServer
 from norface_rt.wire.messages import Message
 from norface_rt.wire.names import DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:  # (pyzmq's authenticator, which CURVE needs, imports asyncio)
+    from norface_rt.wire.curve import CurveServer
 
 log = logging.getLogger(__name__)
 
