@@ -22,6 +22,7 @@ from norface_rt.backends.base import Backend, ModelOutput
 from norface_rt.backends.registry import (
     BACKEND_NAMES,
     BACKENDS,
+    DEFAULT_BACKEND,
     LOCAL_BACKENDS,
     REMOTE_BACKENDS,
     BackendSpec,
@@ -51,7 +52,8 @@ def _construct(spec: BackendSpec, target: str | os.PathLike[str], kw: dict[str, 
     return backend
 
 
-def load_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", **kw: Any) -> Backend:
+def load_backend(model_dir: str | os.PathLike[str], name: str = DEFAULT_BACKEND,
+                 **kw: Any) -> Backend:
     """Open a local model set with the named backend; ``kw`` goes to the backend's constructor
     (onnxruntime: providers, intra_op_threads; torch: device, fp16, num_threads; torch-cuda:
     device, fp16, buckets, use_graphs, num_threads; tensorrt: device, max_batch, engine_dir and
@@ -82,6 +84,6 @@ def connect_backend(url: str, name: str = "triton", **kw: Any) -> Backend:
     return _construct(spec, str(url), kw)
 
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "LOCAL_BACKENDS", "REMOTE_BACKENDS", "Backend",
+__all__ = ["BACKENDS", "BACKEND_NAMES", "DEFAULT_BACKEND", "LOCAL_BACKENDS", "REMOTE_BACKENDS", "Backend",
            "BackendSpec", "BackendUnavailable", "ModelOutput", "backend_spec", "connect_backend",
            "denormalize", "load_backend", "preprocess", "validate_crops"]

@@ -77,6 +77,8 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType({s.name: s for s in (
 )})
 
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+# What runs when nobody chooses: ONNX Runtime on the CPU, the default install's path.
+DEFAULT_BACKEND = "onnxruntime"
 # Backends that run a local model set (what `norface-rt bench` measures) and those that run the
 # model on a server (benchmarks/test_triton_bench.py measures Triton).
 LOCAL_BACKENDS: tuple[str, ...] = tuple(n for n, s in BACKENDS.items() if not s.remote)

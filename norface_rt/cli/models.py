@@ -91,5 +91,5 @@ def _check_loads(model_dir: Path) -> ModelConfig:
     config's bounds and its agreement with the graphs); errors name the file."""
     from norface_rt.backends import load_backend
 
-    with load_backend(model_dir, "onnxruntime") as backend:
+    with load_backend(model_dir) as backend:
         return backend.config

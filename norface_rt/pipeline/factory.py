@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from norface_rt.backends import backend_spec, connect_backend, load_backend
+from norface_rt.backends import DEFAULT_BACKEND, backend_spec, connect_backend, load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
 from norface_rt.flags import default_for
@@ -39,7 +39,7 @@ def backend_options(name: str, *, device: str | None = None, threads: int | None
     return backend_spec(name).options(device, threads)
 
 
-def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *,
+def open_backend(model_dir: str | os.PathLike[str], name: str = DEFAULT_BACKEND, *,
                  device: str | None = None, threads: int | None = None,
                  warm_up: bool = False) -> Backend:
     """:func:`~norface_rt.backends.load_backend` with :func:`backend_options`; ``warm_up`` runs

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from norface_rt.backends.registry import BACKENDS, backend_spec
+from norface_rt.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_spec
 from norface_rt.backends.triton_backend import DEFAULT_RETRY_S, DEFAULT_TIMEOUT_S
 from norface_rt.flags import nonneg_float, option, options_of, positive_float, positive_int
 from norface_rt.model_set import JOINED_GRAPH_GONE
@@ -52,7 +52,7 @@ class PipelineOptions:
         help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, then the user "
              "cache)")
     backend: str = option(
-        "onnxruntime", flag="--backend", choices=tuple(BACKENDS), api=True,
+        DEFAULT_BACKEND, flag="--backend", choices=tuple(BACKENDS), api=True,
         help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt the "
              "'tensorrt' extra)")
     # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout

@@ -117,3 +117,13 @@ def test_every_field_but_the_api_only_ones_is_an_option() -> None:
     for cls in RUN_CLASSES:
         bare = [name for name, opt in _field_options(cls) if not isinstance(opt, Option)]
         assert bare == (["source_kwargs"] if cls is PipelineOptions else []), (cls, bare)
+
+
+def test_bench_reads_its_defaults_from_bench_options() -> None:
+    from pathlib import Path
+
+    from norface_rt.cli.args import options_from
+    from norface_rt.tools.bench import BenchOptions
+
+    ns = _command("bench").parse_args(["--out", "o"])
+    assert options_from(BenchOptions, ns, model_dir=Path(".")) == BenchOptions(model_dir=Path("."))
