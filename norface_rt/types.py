@@ -275,7 +275,7 @@ class FaceResult:
                                                      self.pose.roll),
             au_occurrence=self.au_occurrence, au_intensity=self.au_intensity,
             emotions=self.emotions, top_emotion=self.top_emotion, model_id=self.model_id,
-            quality_issues=None if self.quality is None else self.quality.issues,
+            quality=None if self.quality is None else self.quality.issues,
             landmarks=(wire_landmarks(self.landmarks)
                        if landmarks and self.landmarks is not None else None),
             blendshapes=self.blendshapes if blendshapes else None)

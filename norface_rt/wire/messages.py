@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
@@ -29,19 +29,26 @@ from norface_rt.wire.schema import SCHEMA_VERSION, ProtocolError, fail, validate
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class WireMessage(Mapping[str, Any]):
-    """Base of the message types: the read-only mapping view of :meth:`to_dict` and the topic.
+    """Base of the message types: the schema version they carry, the read-only mapping view of
+    :meth:`to_dict`, and the topic.
 
     Subclasses are frozen dataclasses; the wire dict is built once, on first use, and shared by
     every sink that reads it (treat it as read-only; ``copy.deepcopy`` it to change a copy).
     """
 
-    __slots__ = ()
     kind: ClassVar[str]  # the wire's "type" field
-    _wire: dict[str, Any] | None  # the built wire dict (a field of each subclass)
+    schema_version: int = SCHEMA_VERSION
+    _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _build(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def known_fields(cls) -> frozenset[str]:
+        """The wire fields this version knows (the rest of a received message is ``extra``)."""
+        return _known(cls) | {"type"}
 
     def to_dict(self) -> dict[str, Any]:
         """The wire dict of this message (built once; the codec encodes it as it is)."""
@@ -88,6 +95,11 @@ def _floats(values: Mapping[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in values.items()}
 
 
+def _known(cls: type) -> frozenset[str]:
+    """A message type's wire field names: its dataclass fields, which are named as on the wire."""
+    return frozenset(f.name for f in fields(cls) if f.name != "extra" and not f.name.startswith("_"))
+
+
 def _extra(d: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
     extra = {k: v for k, v in d.items() if k not in known}
     return MappingProxyType(extra) if extra else _NOTHING
@@ -95,26 +107,25 @@ def _extra(d: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FaceMessage:
-    """One face of a frame message (``faces[i]``); see docs/protocol.md for each field."""
+    """One face of a frame message (``faces[i]``); see docs/protocol.md for each field (the
+    fields are named as on the wire; :meth:`to_dict` writes them in the wire's order)."""
 
+    # which model says what about which tracked face
+    model_id: str
     track_id: int
+    top_emotion: str
+    emotions: Mapping[str, float]
+    au_occurrence: Mapping[str, float]
+    au_intensity: Mapping[str, float]
+    # where the face is and how it is turned
     box: tuple[float, float, float, float]
     confidence: float
     pose: Pose | None
-    au_occurrence: Mapping[str, float]
-    au_intensity: Mapping[str, float]
-    emotions: Mapping[str, float]
-    top_emotion: str
-    model_id: str
     # Optional fields of schema version 2 (None: not sent).
-    quality_issues: tuple[str, ...] | None = None  # () = a usable face
+    quality: tuple[str, ...] | None = None  # the issues: () = a usable face
     landmarks: Sequence[Sequence[float]] | None = None  # [[x, y, z], ...] as sent
     blendshapes: Mapping[str, float] | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
-
-    KNOWN: ClassVar[frozenset[str]] = frozenset((
-        "track_id", "box", "confidence", "pose", "au_occurrence", "au_intensity", "emotions",
-        "top_emotion", "model_id", "quality", "landmarks", "blendshapes"))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -130,8 +141,8 @@ class FaceMessage:
             "top_emotion": self.top_emotion,
             "model_id": self.model_id,
         }
-        if self.quality_issues is not None:
-            d["quality"] = {"ok": not self.quality_issues, "issues": list(self.quality_issues)}
+        if self.quality is not None:
+            d["quality"] = {"ok": not self.quality, "issues": list(self.quality)}
         if self.landmarks is not None:
             d["landmarks"] = self.landmarks
         if self.blendshapes is not None:
@@ -150,9 +161,9 @@ class FaceMessage:
             pose=None if pose is None else Pose(pose["yaw"], pose["pitch"], pose["roll"]),
             au_occurrence=d["au_occurrence"], au_intensity=d["au_intensity"],
             emotions=d["emotions"], top_emotion=d["top_emotion"], model_id=d["model_id"],
-            quality_issues=None if quality is None else tuple(quality["issues"]),
+            quality=None if quality is None else tuple(quality["issues"]),
             landmarks=d.get("landmarks"), blendshapes=d.get("blendshapes"),
-            extra=_extra(d, cls.KNOWN))
+            extra=_extra(d, _known(cls)))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -178,15 +189,9 @@ class FrameMessage(WireMessage):
     source: str | None = None  # sent only when set (image folders)
     # The model's AU intensity scale; sent only when it is not the FACS default.
     au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
-    schema_version: int = SCHEMA_VERSION
     extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
-    _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "frame"
-    KNOWN: ClassVar[frozenset[str]] = frozenset((
-        "type", "schema_version", "stream_id", "seq", "frame_index", "pts", "capture_time",
-        "emit_time", "width", "height", "dropped_frames", "skipped_frames", "lost_frames",
-        "untrained", "error", "timings_ms", "faces", "faces_cut", "source", "au_intensity_max"))
 
     def _build(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -230,7 +235,7 @@ class FrameMessage(WireMessage):
             faces=tuple(FaceMessage.from_dict(f) for f in d["faces"]),
             faces_cut=d.get("faces_cut", 0), source=d.get("source"),
             au_intensity_max=d.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX),
-            schema_version=d["schema_version"], extra=_extra(d, cls.KNOWN))
+            schema_version=d["schema_version"], extra=_extra(d, cls.known_fields()))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -251,15 +256,9 @@ class EosMessage(WireMessage):
     reconnects: int = 0
     # Messages each output had lost by then (buffer full or write failed); None: not sent.
     sink_losses: Mapping[str, int] | None = None
-    schema_version: int = SCHEMA_VERSION
     extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
-    _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "eos"
-    KNOWN: ClassVar[frozenset[str]] = frozenset((
-        "type", "schema_version", "stream_id", "seq", "frames", "dropped_frames", "error",
-        "emit_time", "skipped_frames", "skipped_frame_indices", "lost_frames", "outage_s",
-        "reconnects", "sink_losses"))
 
     def _build(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -292,7 +291,7 @@ class EosMessage(WireMessage):
             skipped_frame_indices=tuple(d.get("skipped_frame_indices", ())),
             lost_frames=d.get("lost_frames", 0), outage_s=d.get("outage_s", 0.0),
             reconnects=d.get("reconnects", 0), sink_losses=d.get("sink_losses"),
-            schema_version=d["schema_version"], extra=_extra(d, cls.KNOWN))
+            schema_version=d["schema_version"], extra=_extra(d, cls.known_fields()))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -302,8 +301,6 @@ class StatsMessage(WireMessage):
 
     payload: Mapping[str, Any]
     emit_time: float
-    schema_version: int = SCHEMA_VERSION
-    _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     kind: ClassVar[str] = "stats"
 
@@ -357,7 +354,7 @@ class StatsMessage(WireMessage):
     def from_dict(cls, d: Mapping[str, Any]) -> StatsMessage:
         validate(_checked_type(d, cls.kind))
         payload = {k: v for k, v in d.items() if k not in ("type", "schema_version", "emit_time")}
-        return cls(payload, d["emit_time"], d["schema_version"])
+        return cls(payload, d["emit_time"], schema_version=d["schema_version"])
 
 
 Message = FrameMessage | EosMessage | StatsMessage

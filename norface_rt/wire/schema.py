@@ -311,7 +311,7 @@ def validate(msg: Any) -> dict[str, Any]:
     if not isinstance(msg, dict):
         fail("message", "map", msg)
     mtype = _get(msg, "type", "")
-    if mtype not in _VALIDATORS:
+    if not isinstance(mtype, str) or mtype not in _VALIDATORS:  # (a list is not even hashable)
         fail("type", f"one of {list(MESSAGE_TYPES)}", mtype)
     ver = _get(msg, "schema_version", "")
     if not _is_int(ver) or ver not in SUPPORTED_SCHEMA_VERSIONS:
