@@ -16,36 +16,35 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 # The key of an option field's metadata.
 OPTION = "norface_rt.option"
+N = TypeVar("N", int, float)
+
+
+def _number(name: str, convert: Callable[[str], N], what: str, ok: Callable[[N], bool],
+            bound: str) -> Callable[[str], N]:
+    """A parser for flag ``name``: ``convert`` the text (else "must be ``what``"), then check it
+    (else "must be ``bound``"), naming the flag and the value given."""
+    def parse(text: str) -> N:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{name} must be {bound}, got {v}")
+        return v
+
+    return parse
 
 
 def positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
-        return v
-
-    return parse
+    return _number(name, int, "an integer", lambda v: v >= 1, ">= 1")
 
 
 def nonneg_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not v >= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
-        return v
-
-    return parse
+    return _number(name, float, "a number", lambda v: v >= 0, ">= 0")  # (NaN fails too)
 
 
 def positive_float(name: str) -> Callable[[str], float]:

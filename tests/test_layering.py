@@ -104,29 +104,25 @@ def test_the_wire_sits_on_the_config_and_nothing_below_the_types_imports_it() ->
     assert not offenders, f"imported below the types: {offenders}"
 
 
-def test_only_the_cli_runs_the_tools() -> None:
-    offenders = sorted(
+def _imported_outside_the_cli(part: str) -> list[str]:
+    """Imports of ``norface_rt.<part>`` by modules other than the CLI's and the part's own."""
+    return sorted(
         f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
-        if (m == "norface_rt.tools" or m.startswith("norface_rt.tools."))
-        and _part(mod) not in ("cli", "tools"))
-    assert not offenders, offenders
+        if (m == f"norface_rt.{part}" or m.startswith(f"norface_rt.{part}."))
+        and _part(mod) not in ("cli", part))
+
+
+def test_only_the_cli_runs_the_tools() -> None:
+    assert not _imported_outside_the_cli("tools")
 
 
 def test_only_the_cli_imports_the_engine_builder() -> None:
-    offenders = sorted(
-        f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
-        if (m == "norface_rt.engines" or m.startswith("norface_rt.engines."))
-        and _part(mod) not in ("cli", "engines"))
-    assert not offenders, offenders
+    assert not _imported_outside_the_cli("engines")
 
 
 def test_only_the_cli_imports_the_triton_repository_builder() -> None:
     # the Triton backend (runtime) owns the repository's names; the builder imports them
-    offenders = sorted(
-        f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
-        if (m == "norface_rt.serving" or m.startswith("norface_rt.serving."))
-        and _part(mod) not in ("cli", "serving"))
-    assert not offenders, offenders
+    assert not _imported_outside_the_cli("serving")
 
 
 def test_the_package_never_imports_train() -> None:

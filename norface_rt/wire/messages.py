@@ -60,8 +60,8 @@ class WireMessage(Mapping[str, Any]):
 
     @property
     def topic(self) -> str:
-        """The ZeroMQ topic (and NATS subject token) of this message: its stream id."""
-        return str(self["stream_id"])
+        """The ZeroMQ topic (and NATS subject token) of this message."""
+        raise NotImplementedError
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -167,11 +167,33 @@ class FaceMessage:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class FrameMessage(WireMessage):
-    """Everything published for one frame (``type: frame``)."""
+class StreamMessage(WireMessage):
+    """A message of one stream (``frame``, ``eos``): its stream id, which is its topic, and its
+    place in the stream's sequence. Fields a newer producer added are kept in ``extra``."""
 
     stream_id: str
     seq: int
+    extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING, kw_only=True)
+
+    @property
+    def topic(self) -> str:
+        return self.stream_id
+
+    def _build(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.kind, "schema_version": self.schema_version,
+                             "stream_id": self.stream_id, "seq": int(self.seq), **self._body()}
+        d.update(self.extra)
+        return d
+
+    def _body(self) -> dict[str, Any]:
+        """The fields after ``seq``, in the wire's order."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameMessage(StreamMessage):
+    """Everything published for one frame (``type: frame``)."""
+
     frame_index: int
     pts: float | None
     capture_time: float
@@ -189,16 +211,11 @@ class FrameMessage(WireMessage):
     source: str | None = None  # sent only when set (image folders)
     # The model's AU intensity scale; sent only when it is not the FACS default.
     au_intensity_max: float = DEFAULT_AU_INTENSITY_MAX
-    extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
 
     kind: ClassVar[str] = "frame"
 
-    def _build(self) -> dict[str, Any]:
+    def _body(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "type": self.kind,
-            "schema_version": self.schema_version,
-            "stream_id": self.stream_id,
-            "seq": int(self.seq),
             "frame_index": int(self.frame_index),
             "pts": None if self.pts is None else float(self.pts),
             "capture_time": float(self.capture_time),
@@ -218,7 +235,6 @@ class FrameMessage(WireMessage):
             d["source"] = self.source
         if self.au_intensity_max != DEFAULT_AU_INTENSITY_MAX:
             d["au_intensity_max"] = float(self.au_intensity_max)
-        d.update(self.extra)
         return d
 
     @classmethod
@@ -239,12 +255,10 @@ class FrameMessage(WireMessage):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class EosMessage(WireMessage):
+class EosMessage(StreamMessage):
     """The end of one stream (``type: eos``), after its last frame; ``seq`` continues the
     stream's frame sequence."""
 
-    stream_id: str
-    seq: int
     frames: int
     dropped_frames: int
     error: str | None
@@ -256,16 +270,11 @@ class EosMessage(WireMessage):
     reconnects: int = 0
     # Messages each output had lost by then (buffer full or write failed); None: not sent.
     sink_losses: Mapping[str, int] | None = None
-    extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
 
     kind: ClassVar[str] = "eos"
 
-    def _build(self) -> dict[str, Any]:
+    def _body(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "type": self.kind,
-            "schema_version": self.schema_version,
-            "stream_id": self.stream_id,
-            "seq": int(self.seq),
             "frames": int(self.frames),
             "dropped_frames": int(self.dropped_frames),
             "error": None if self.error is None else str(self.error),
@@ -278,7 +287,6 @@ class EosMessage(WireMessage):
         }
         if self.sink_losses is not None:
             d["sink_losses"] = {str(k): int(v) for k, v in self.sink_losses.items()}
-        d.update(self.extra)
         return d
 
     @classmethod
