@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from norface_rt.wire.messages import Message, WireMessage, message_from_dict
+from norface_rt.wire.messages import Message, WireMessage, read_message
 from norface_rt.wire.names import STATS_TOPIC
 from norface_rt.wire.schema import ProtocolError, fail, validate
 
@@ -61,7 +61,7 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, Any]:
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:
     """:func:`decode` into the typed message."""
-    return message_from_dict(decode(data))
+    return read_message(decode(data))
 
 
 def topic_for(msg: WireMessage | Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Self
 
 import numpy as np
 
@@ -43,6 +43,17 @@ class WireMessage(Mapping[str, Any]):
     _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _build(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        """Validate a received dict of this type and read it (fields a version 1 producer does
+        not send take their version 2 defaults; unknown fields are kept in ``extra``)."""
+        return cls._read(validate(_checked_type(d, cls.kind)))
+
+    @classmethod
+    def _read(cls, d: Mapping[str, Any]) -> Self:
+        """Read a dict that :func:`~norface_rt.wire.schema.validate` accepted."""
         raise NotImplementedError
 
     @classmethod
@@ -238,10 +249,7 @@ class FrameMessage(StreamMessage):
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FrameMessage:
-        """Validate a received ``frame`` dict and read it (fields a version 1 producer does not
-        send take their version 2 defaults)."""
-        validate(_checked_type(d, cls.kind))
+    def _read(cls, d: Mapping[str, Any]) -> Self:
         return cls(
             stream_id=d["stream_id"], seq=d["seq"], frame_index=d["frame_index"], pts=d["pts"],
             capture_time=d["capture_time"], emit_time=d["emit_time"], width=d["width"],
@@ -290,8 +298,7 @@ class EosMessage(StreamMessage):
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EosMessage:
-        validate(_checked_type(d, cls.kind))
+    def _read(cls, d: Mapping[str, Any]) -> Self:
         return cls(
             stream_id=d["stream_id"], seq=d["seq"], frames=d["frames"],
             dropped_frames=d["dropped_frames"], error=d["error"], emit_time=d["emit_time"],
@@ -359,8 +366,7 @@ class StatsMessage(WireMessage):
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StatsMessage:
-        validate(_checked_type(d, cls.kind))
+    def _read(cls, d: Mapping[str, Any]) -> Self:
         payload = {k: v for k, v in d.items() if k not in ("type", "schema_version", "emit_time")}
         return cls(payload, d["emit_time"], schema_version=d["schema_version"])
 
@@ -380,14 +386,13 @@ def _checked_type(d: Mapping[str, Any], kind: str) -> dict[str, Any]:
 
 def message_from_dict(d: Mapping[str, Any]) -> Message:
     """The typed message of a received dict, validated (:class:`ProtocolError` otherwise)."""
-    if not isinstance(d, dict):
-        d = dict(d) if isinstance(d, Mapping) else validate(d)
-    kind = d.get("type")
-    cls = _TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        validate(d)  # says what is wrong with the type field
-        raise AssertionError("unreachable: validate accepted an unknown type")
-    return cls.from_dict(d)
+    return read_message(validate(dict(d) if isinstance(d, Mapping) else d))
+
+
+def read_message(d: Mapping[str, Any]) -> Message:
+    """The typed message of a dict :func:`~norface_rt.wire.schema.validate` has accepted (the
+    codec decodes and validates, then reads with this, checking each message once)."""
+    return _TYPES[d["type"]]._read(d)
 
 
 def as_message(msg: WireMessage | Mapping[str, Any]) -> Message:
