@@ -22,8 +22,15 @@ from norface_rt.sinks.base import BufferPolicy
 from norface_rt.sinks.files import CSV_STYLES
 from norface_rt.sinks.metrics import DEFAULT_HOST as METRICS_HOST
 from norface_rt.sinks.worker import DEFAULT_CAPACITY, DEFAULT_STALL_TIMEOUT
-from norface_rt.sinks.zmq_pub import DEFAULT_PUSH_HWM, DEFAULT_PUSH_TIMEOUT, DEFAULT_SNDHWM
-from norface_rt.wire.names import DEFAULT_ENDPOINT, NATS_STREAM, NATS_SUBJECT_PREFIX, TRITON_MODEL
+from norface_rt.wire.names import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_PUSH_HWM,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_SNDHWM,
+    NATS_STREAM,
+    NATS_SUBJECT_PREFIX,
+    TRITON_MODEL,
+)
 
 if TYPE_CHECKING:
     from norface_rt.sources.base import Source

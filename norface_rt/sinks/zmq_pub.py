@@ -40,7 +40,12 @@ import zmq
 from norface_rt.sinks.base import BufferPolicy, MessageDropped, Sink
 from norface_rt.wire.codec import encode_multipart
 from norface_rt.wire.messages import Message
-from norface_rt.wire.names import DEFAULT_ENDPOINT
+from norface_rt.wire.names import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_PUSH_HWM,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_SNDHWM,
+)
 
 if TYPE_CHECKING:  # (pyzmq's authenticator, which CURVE needs, imports asyncio)
     from norface_rt.wire.curve import CurveServer
@@ -53,12 +58,6 @@ MAX_MESSAGE_BYTES = 1024
 MAX_SUBSCRIPTIONS = 1000
 MAX_SUBSCRIPTION_BYTES = 64 * 1024
 SUBSCRIPTION_QUEUE = 16  # inbound queue of the XPUB: only subscriptions travel that way
-# Messages queued per subscriber (publisher) and for the PULL consumers (PUSH), and how long a
-# blocking PUSH waits for a consumer: the defaults of `run`'s --sndhwm, --push-hwm and
-# --push-timeout.
-DEFAULT_SNDHWM = 1000
-DEFAULT_PUSH_HWM = 1000
-DEFAULT_PUSH_TIMEOUT = 30.0
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 

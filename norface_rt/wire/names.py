@@ -1,6 +1,7 @@
 """The names other programs meet on the wire: endpoints, topics, NATS streams and subjects, the
-Triton ensemble. A name a peer must agree on is written here once; options, sinks, backends and
-the help texts read it."""
+Triton ensemble, and the ZeroMQ queue defaults. A name a peer must agree on is written here once;
+options, sinks, backends and the help texts read it (this module imports nothing, so the options
+can read it on a machine without pyzmq)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 # topics, so a subscriber to "_stats" never receives a stream's frames by prefix matching.
 STATS_TOPIC = "_stats"
 RESERVED_TOPIC_PREFIX = "_"
+# Messages queued per subscriber (publisher) and for the PULL consumers (PUSH), and how long a
+# blocking PUSH waits for a consumer: the defaults of `run`'s --sndhwm, --push-hwm and
+# --push-timeout.
+DEFAULT_SNDHWM = 1000
+DEFAULT_PUSH_HWM = 1000
+DEFAULT_PUSH_TIMEOUT = 30.0
 
 # NATS JetStream results feed (--nats): the stream, and the subject prefix of its subjects
 # (PREFIX.<stream id>).
