@@ -38,7 +38,7 @@ class AugmentConfig:
     grayscale_prob: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | bool | None) -> "AugmentConfig":
+    def from_dict(cls, d: dict[str, Any] | bool | None) -> AugmentConfig:
         if d is None or d is False:
             return cls(enabled=False)
         if d is True:

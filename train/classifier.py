@@ -10,8 +10,9 @@ routing statistics per label are reported after training.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save_file
@@ -23,9 +24,21 @@ from norface_rt.models.norface import ClassifierOutput
 from norface_rt.models.registry import create_model
 from train import losses as L
 from train.augment import AugmentConfig, augment_batch
-from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
-                          load_module_weights, maybe_resume, model_config, resolve_device, save_json,
-                          save_checkpoint, seed_everything, to_input)
+from train.common import (
+    MetricLogger,
+    RunConfig,
+    autocast,
+    batch_iterator,
+    check_keys,
+    load_module_weights,
+    maybe_resume,
+    model_config,
+    resolve_device,
+    save_checkpoint,
+    save_json,
+    seed_everything,
+    to_input,
+)
 from train.data.build import build_dataset
 from train.data.sample import images_to_tensor
 from train.evaluate import compute_metrics, plot_routing, predict, routing_stats
@@ -118,7 +131,8 @@ class ClassifierTrainer:
         self.augment = AugmentConfig.from_dict(self.opts["augment"])
         self.aug_gen = torch.Generator().manual_seed(self.run_cfg.seed + 17)
         if not isinstance(self.opts["use_normalized"], bool):
-            raise ValueError(f"classifier.use_normalized must be true or false, got {self.opts['use_normalized']!r}")
+            raise ValueError(f"classifier.use_normalized must be true or false, got "
+                             f"{self.opts['use_normalized']!r}")
         self.out = Path(self.run_cfg.out_dir)
         self.log_prior = (torch.log(torch.tensor(self.mcfg.emotion_prior) /
                                     sum(self.mcfg.emotion_prior)).to(self.device)
@@ -214,7 +228,7 @@ class ClassifierTrainer:
         dataset = build_dataset(self.config["data"], self.mcfg)
         steps = rc.steps
         if self.opts["epochs"]:
-            steps = int(self.opts["epochs"]) * max(1, len(dataset) // rc.batch_size)
+            steps = int(self.opts["epochs"]) * max(1, len(cast(Sized, dataset)) // rc.batch_size)
         test = build_dataset(self.config["test_data"], self.mcfg) if self.config.get("test_data") else None
         batches = batch_iterator(dataset, rc.batch_size, rc.seed, state.step, rc.num_workers)
         logger = MetricLogger(self.out, rc.tensorboard)
@@ -232,7 +246,8 @@ class ClassifierTrainer:
                                 self.config, rc.keep_ckpts)
         logger.close()
         sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(sd, str(self.out / "classifier.safetensors"), metadata={"norface_config": self.mcfg.to_json()})
+        save_file(sd, str(self.out / "classifier.safetensors"),
+                  metadata={"norface_config": self.mcfg.to_json()})
         if test is not None:
             self.evaluate(test, "test")
         return self.out

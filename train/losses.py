@@ -90,7 +90,8 @@ def landmark_loss(lm_target: Tensor, lm_normalized: Tensor,
     """
     if lm_target.shape != lm_normalized.shape or lm_target.shape[-2:] != (68, 2):
         raise ValueError(
-            f"landmarks must both be (B, 68, 2), got {tuple(lm_target.shape)} and {tuple(lm_normalized.shape)}")
+            f"landmarks must both be (B, 68, 2), got {tuple(lm_target.shape)} and "
+            f"{tuple(lm_normalized.shape)}")
     idx = torch.as_tensor(list(indices), device=lm_target.device)
     a = lm_target.index_select(-2, idx) / scale
     b = lm_normalized.index_select(-2, idx) / scale
@@ -264,7 +265,7 @@ def classification_objective(outputs: dict[str, Tensor], batch: dict[str, Tensor
         total = total + w.importance * moe_terms["importance"]
     bal = [moe_terms[k] for k in ("global", "local") if k in moe_terms]
     if bal:
-        total = total + w.balance * sum(bal)  # type: ignore[operator]
+        total = total + w.balance * sum(bal)
     log = {k: float(v.detach()) for k, v in terms.items()}
     log.update({f"moe_{k}": float(v.detach()) for k, v in moe_terms.items()})
     log["cla"] = float(cla.detach())

@@ -126,10 +126,10 @@ def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
     if not records:
         raise ValueError(f"data spec {dict(spec)} produced no samples")
     detector = mediapipe_detector(spec["landmarker"]) if spec.get("landmarker") else None
-    ds = AlignedDataset(records, cfg, cache_dir=spec.get("cache_dir"), detector=detector)
+    aligned = AlignedDataset(records, cfg, cache_dir=spec.get("cache_dir"), detector=detector)
     if spec.get("prepare", detector is not None):
-        ds.prepare(progress=True)
-    return ds
+        aligned.prepare(progress=True)
+    return aligned
 
 
 def build_dataset(specs: Mapping[str, Any] | Sequence[Mapping[str, Any]], cfg: ModelConfig) -> Dataset[Any]:

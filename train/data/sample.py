@@ -50,7 +50,7 @@ def au_index(number: int | str) -> int:
     return AU_NAMES.index(name)
 
 
-def au_vector(values: Mapping[int | str, float] | None = None) -> np.ndarray:
+def au_vector(values: Mapping[int, float] | Mapping[str, float] | None = None) -> np.ndarray:
     """(A,) float32 vector, NaN everywhere except the given AUs."""
     out = np.full(NUM_AUS, np.nan, dtype=np.float32)
     for k, v in (values or {}).items():

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from norface_rt.backends.registry import DEFAULT_BACKEND, LOCAL_BACKENDS
 from train.evaluate_real.agreement import MIN_PAIRS, blendshape_names, summarize
 from train.evaluate_real.collect import MediaRecords, RealEvaluator, StillRecords, expand_media
 from train.evaluate_real.labelled import (
@@ -271,7 +272,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for report.json, report.md, the CSVs and the plots; with "
                    "--side-by-side, the markdown file to write")
     p.add_argument("--landmarker", default=None, help="MediaPipe face_landmarker .task file")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=LOCAL_BACKENDS)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--stride", type=int, default=1, help="analyse every N-th video frame")

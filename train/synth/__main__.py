@@ -7,9 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from norface_rt.cli import positive_int
+
+if TYPE_CHECKING:
+    from train.synth.engine import SampleGenerator, SynthSettings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -35,7 +40,7 @@ def _ensure_textures(args: argparse.Namespace) -> Path:
     return cache
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
+def _settings(args: argparse.Namespace) -> SynthSettings:
     from train.synth.engine import SynthSettings
 
     return SynthSettings(img_size=args.img_size, render_size=args.render_size)
@@ -43,7 +48,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
 
 
 
-def _write_target(out_dir: str, cache: Path, shared: str | None, settings) -> Path:  # noqa: ANN001
+def _write_target(out_dir: str, cache: Path, shared: str | None, settings: SynthSettings) -> Path:
     """``target.png`` beside the shards: the neutral target crop the normalizer stage and the
     export take as I_t (train/configs/default_cpu_*.json point at it)."""
     import cv2
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _bench(gen, count: int, seed: int) -> int:  # noqa: ANN001
+def _bench(gen: SampleGenerator, count: int, seed: int) -> int:
     """Raw renderer throughput (one posed head, no post-processing) and full paired samples."""
     m = gen.model
     rng = np.random.default_rng(seed)

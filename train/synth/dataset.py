@@ -284,7 +284,7 @@ def relabel_dataset(directory: str | os.PathLike[str],
         arrays["au_occurrence"] = np.stack([lab["au_occurrence"] for lab in labels])
         arrays["emotion"] = np.asarray([lab["emotion"] for lab in labels], np.int64)
         tmp = f.with_name(f.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, f)
         emos.update(str(int(e)) for e in arrays["emotion"])
         au += np.nansum(arrays["au_occurrence"], axis=0)

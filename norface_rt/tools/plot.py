@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from norface_rt.config import AU_DESCRIPTIONS, DEFAULT_AU_INTENSITY_MAX
-from norface_rt.protocol import ProtocolError, validate
+from norface_rt.wire.schema import ProtocolError, validate
 
 # Colours per emotion (others cycle through a qualitative map).
 EMOTION_COLORS: dict[str, str] = {
