@@ -211,7 +211,10 @@ class Analyzer:
             if os.path.isdir(path) or (os.path.exists(path) and not is_image_path(path)):
                 raise ValueError(f"image: expected an image file or an HxWx3 uint8 RGB array, got "
                                  f"{path!r}; use analyze_video for videos and folders")
-            src = ImageSource(path, stream_id="image")  # missing or unreadable: raises here
+            src = ImageSource(path, stream_id="image",  # missing or unreadable: raises here
+                              max_pixels=self._options.get("max_image_pixels",
+                                                           default_for(PipelineOptions,
+                                                                       "max_image_pixels")))
         else:
             raise ValueError(f"image: expected a path or an HxWx3 uint8 RGB array, got "
                              f"{type(image).__name__}")
