@@ -305,7 +305,7 @@ def report(pipe: Pipeline, stats_json: str | os.PathLike[str] | None, code: int)
         if w.name == "push" and not getattr(w.sink, "acknowledged", True):
             print(f"norface-rt: --push without --push-ack: {w.written} message(s) handed to PULL "
                   "consumers, none confirmed (what a consumer held when it died is lost "
-                  "unseen; docs/protocol.md, Guarantees)", file=sys.stderr)
+                  "unseen; docs/reliability.md, Guarantees)", file=sys.stderr)
     if code == ExitCode.OK and any(s.get("error") for s in snap["streams"].values()):
         code = ExitCode.FAILED
     losses = {name: n for name, n in pipe.sink_losses.items() if n}

@@ -61,7 +61,8 @@ class Sink(ABC):
     the pipeline then keeps the frame image and calls ``write(msg, image)`` for ``frame`` messages
     only (RGB uint8, HxWx3), and ``write(msg)`` for the rest. A sink that lets a person end the run
     (a window) sets ``quit_requested`` when asked to. A sink that shows the pipeline's live
-    figures implements :meth:`watch`; one that talks to a server counts its ``reconnects``.
+    figures implements :meth:`watch`; one that talks to a server counts its ``reconnects``;
+    one whose receivers acknowledge counts what none confirmed (:attr:`unconfirmed`).
     """
 
     needs_image: ClassVar[bool] = False
@@ -85,6 +86,13 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release resources; calling it twice is harmless."""
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages this sink handed on that no receiver confirmed by the time it closed (a
+        sink whose receivers acknowledge: PUSH with ``--push-ack``, NATS); the pipeline counts
+        them among the sink's losses. Default: none."""
+        return 0
 
     def bind_model(self, config: ModelConfig) -> None:  # noqa: B027  (optional hook)
         """Called once by the pipeline, before any message, with the model's configuration:
