@@ -239,7 +239,8 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
     return bool(mask & (1 << (int(sig) - 1)))
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_during_model_loading_ends_the_run_through_its_handler(
         model_args, media_dir, tmp_path, sig, code) -> None:
     """Point 17: SIGTERM during model loading, and any SIGHUP (a terminal that closes), killed the
