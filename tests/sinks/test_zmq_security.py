@@ -253,7 +253,8 @@ def _loss_under_looping_resets(frame_msg, curve: CurveServer | None, listen_args
     (messages sent during the attack, of them received by a good `norface-rt listen`,
     subscription resets)."""
     with ZmqPublisher("tcp://127.0.0.1:*", linger_ms=0, curve=curve) as pub:
-        good = _listen(pub.endpoint, "--timeout", "5", "--out", str(out), *listen_args)
+        good = _listen(pub.endpoint, "--until-eos", "--timeout", "5", "--out", str(out),
+                       *listen_args)
         looper = None
         try:
             assert pub.wait_for_subscribers(1, timeout=30), "the good listener never subscribed"
@@ -263,14 +264,22 @@ def _loss_under_looping_resets(frame_msg, curve: CurveServer | None, listen_args
             assert looper.stdout is not None and looper.stdout.readline().strip() == "sent"
             first = seq
             seq, _ = _publish_for(pub, 2.5, seq, frame_msg)
+            looper.kill()
+            end = seq
+            deadline = time.monotonic() + 10
+            while good.poll() is None and time.monotonic() < deadline:  # the end, until it lands
+                pub.write(protocol.eos_message(EndOfStream("cam0", end), seq))
+                seq += 1
+                time.sleep(0.05)
             good.communicate(timeout=60)
         finally:
             for proc in (good, looper):
                 if proc is not None and proc.poll() is None:
                     proc.kill()
         resets = pub.subscription_resets
-    got = {json.loads(line)["seq"] for line in out.read_text().splitlines()}
-    return seq - first, sum(1 for s in got if first <= s < seq), resets
+    got = {m["seq"] for m in map(json.loads, out.read_text().splitlines())
+           if m["type"] == "frame"}
+    return end - first, sum(1 for s in got if first <= s < end), resets
 
 
 def test_a_peer_looping_subscription_resets_costs_good_subscribers_and_curve_keeps_it_out(
