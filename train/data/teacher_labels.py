@@ -67,7 +67,7 @@ def read_teacher_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise ValueError(f"{p}: ensemble must be ({len(keys)}, {len(EMOTION_NAMES)}), got {ens.shape}")
     if any(not k for k in keys):
         raise ValueError(f"{p}: rows without a sample key (label shards, not image folders)")
-    face = [bool(f) for f in np.isfinite(ens).any(axis=1)]
+    face = np.isfinite(ens).sum(axis=1) > 0
     for e in no_opinion_emotions(teachers):
         ens[:, EMOTION_NAMES.index(e)] = np.nan
     return {k: ens[i] for i, k in enumerate(keys) if face[i]}
