@@ -277,11 +277,14 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         pipe.start()
-        while not pipe.wait(timeout=0.2):
+        # A window's events must be handled on this (the main) thread: pump() does that while
+        # it waits; without a window it only waits.
+        while not pipe.wait(timeout=0.0):
             if signals:
                 break
             if pipe.quit_requested:
-                break  # q / Esc in the --show window
+                break  # q / Esc in the --show window, or the window closed
+            pipe.pump(0.2 if not pipe.pumps else 0.02)
     except Exception as exc:
         code = fail(str(exc), 1)
     finally:
@@ -294,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
                 pipe.backend.close()  # a remote backend unregisters its shared memory
             except Exception:
                 log.exception("closing the backend failed")
+        pipe.pump(0.0)  # windows are destroyed on the thread that made them
         if progress is not None:
             progress.close()
     if signals:

@@ -379,6 +379,26 @@ class Pipeline:
         return counts
 
     @property
+    def pumps(self) -> bool:
+        """True when a sink has work for the main thread (:meth:`pump`): a window."""
+        return any(s.main_thread for s in self.sinks)
+
+    def pump(self, timeout: float) -> None:
+        """On the process's main thread: let the sinks that need it (``main_thread``: a GUI
+        window) do their share, waiting at most ``timeout`` seconds; without such a sink, just
+        wait for the end that long. Call it in the wait loop, and once more after :meth:`stop`
+        so that windows are destroyed by the thread that made them."""
+        mains = [s for s in self.sinks if s.main_thread]
+        if not mains:
+            self._done.wait(timeout)
+            return
+        for sink in mains:
+            try:
+                sink.pump(timeout / len(mains))
+            except Exception:  # a broken window must not end the run's bookkeeping
+                log.exception("output %s failed on the main thread", sink.name)
+
+    @property
     def quit_requested(self) -> bool:
         """True when a sink asked to end the run (q / Esc in a ``--show`` window)."""
         return any(s.quit_requested for s in self.sinks)
@@ -552,7 +572,7 @@ class Pipeline:
         """Hand ``msg`` to every sink's buffer (never blocks beyond a sink's stall timeout, except
         for a sink that asked for back-pressure). A :class:`ResultSink` gets every message, with
         the frame's typed ``result``; a sink with ``needs_image`` gets the frames that have
-        pixels."""
+        pixels, and the other messages too when it declares ``every_message``."""
         for w in self.workers:
             if isinstance(w.sink, ResultSink):
                 w.offer(msg, image if w.sink.needs_image else None, result=result, final=final)
@@ -560,3 +580,5 @@ class Pipeline:
                 w.offer(msg, final=final)
             elif msg.get("type") == "frame" and image is not None:
                 w.offer(msg, image)
+            elif w.sink.every_message:
+                w.offer(msg, final=final)

@@ -29,11 +29,16 @@ class Sink(ABC):
 
     Capabilities are declared, not guessed: a sink that draws pixels sets ``needs_image = True``;
     the pipeline then keeps the frame image and calls ``write(msg, image)`` for ``frame`` messages
-    only (RGB uint8, HxWx3), and ``write(msg)`` for the rest. A sink that lets a person end the run
-    (a window) sets ``quit_requested`` when asked to.
+    only (RGB uint8, HxWx3); with ``every_message`` too it also gets ``write(msg)`` for the rest
+    (end-of-stream, stats, and frames without pixels), otherwise only the frames with pixels. A
+    sink that lets a person end the run (a window) sets ``quit_requested`` when asked to. A sink
+    with ``main_thread`` has work that must run on the process's main thread (a GUI's events):
+    its owner calls :meth:`pump` there while the pipeline runs, and once more after it stopped.
     """
 
     needs_image: ClassVar[bool] = False
+    every_message: ClassVar[bool] = False
+    main_thread: ClassVar[bool] = False
     quit_requested: bool = False
     # Short name in stats and summaries ("zmq", "jsonl", ...); None: the class name.
     name: str | None = None
@@ -65,6 +70,10 @@ class Sink(ABC):
     def stats(self) -> dict[str, Any]:
         """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
         return {}
+
+    def pump(self, timeout: float) -> None:  # noqa: B027  (an optional hook)
+        """``main_thread`` sinks: do the main thread's share of the work, waiting at most
+        ``timeout`` seconds for some; after :meth:`close`, release what the main thread owns."""
 
     def interrupt(self) -> None:  # noqa: B027  (an optional hook)
         """Called from another thread at shutdown when ``write`` may be blocked waiting for a
