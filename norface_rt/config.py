@@ -68,6 +68,13 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
 # MediaPipe's face mesh: 478 points (468 + 10 iris points).
 LANDMARK_COUNT = 478
 
+# Colours per emotion in every picture of results (`norface-rt plot`, the live view's charts);
+# other labels cycle through a qualitative map.
+EMOTION_COLORS: dict[str, str] = {
+    "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
+    "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
+}
+
 # FACS names of the action units the project knows (labels for plots and docs).
 AU_DESCRIPTIONS: dict[str, str] = {
     "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",

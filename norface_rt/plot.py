@@ -22,14 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.config import AU_DESCRIPTIONS, DEFAULT_AU_INTENSITY_MAX
+from norface_rt.config import AU_DESCRIPTIONS, DEFAULT_AU_INTENSITY_MAX, EMOTION_COLORS
 from norface_rt.protocol import ProtocolError, validate
 
-# Colours per emotion (others cycle through a qualitative map).
-EMOTION_COLORS: dict[str, str] = {
-    "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
-    "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
-}
 THUMB_PX = 160  # thumbnail side in pixels
 MIN_TRACK_FRAMES = 3
 

@@ -100,14 +100,15 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--queue-size", type=positive_int("--queue-size"), default=8,
                    help="frames each pipeline queue holds (bounds memory and latency)")
     out = r.add_argument_group("outputs", "Without --zmq, a run writing any of --jsonl, --csv, "
-                               "--overlay, --show, --nats or --push opens no PUB socket; a run "
+                               "--overlay, --show, --http, --nats or --push opens no PUB socket; a run "
                                f"with none of them publishes on {DEFAULT_ENDPOINT}. Outputs are "
                                "opened only once the model and the sources have opened.")
     out.add_argument("--zmq", default=None, metavar="ENDPOINT",
                      help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no "
                           "other output is given, else none)")
     out.add_argument("--allow-remote", action="store_true",
-                     help="allow binding a non-loopback address such as tcp://*:5556")
+                     help="allow binding a non-loopback address such as tcp://*:5556 (--zmq, "
+                          "--push) or 0.0.0.0:8080 (--http)")
     out.add_argument("--sndhwm", type=positive_int("--sndhwm"), default=1000,
                      help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
     out.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
@@ -128,6 +129,18 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--show", action="store_true",
                      help="show the annotated frames in a window (q or Esc ends the run; needs a "
                           "display and an OpenCV with GUI)")
+    out.add_argument("--http", metavar="[HOST:]PORT",
+                     help="serve a live view on http://HOST:PORT/ (the annotated video, each "
+                          "face's bars and timelines, results as Server-Sent Events, /health; "
+                          "docs/live_view.md); HOST defaults to 127.0.0.1, other addresses need "
+                          "--allow-remote; port 0 picks a free one (default: off)")
+    out.add_argument("--http-token", metavar="TOKEN", default=None,
+                     help="with --http: every request must carry ?token=TOKEN (or "
+                          "Authorization: Bearer TOKEN); default: $NORFACE_RT_HTTP_TOKEN, else "
+                          "none")
+    out.add_argument("--http-fps", type=positive_float("--http-fps"), default=30.0,
+                     help="with --http: most images per second sent per stream (the results "
+                          "stream carries every frame)")
     out.add_argument("--stats-interval", type=nonneg_float("--stats-interval"), default=0.0,
                      help="publish a stats message every S seconds (0 = only at the end)")
     out.add_argument("--stats-json", help="write the final per-stage stats to this JSON file")
@@ -211,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         reconnect_tries=args.reconnect_tries, sink_buffer=args.sink_buffer,
         sink_timeout=args.sink_timeout)
     zmq = zmq_endpoint(args.zmq, files=bool(args.jsonl or args.csv or args.overlay or args.show
-                                            or args.nats or args.push))
+                                            or args.http or args.nats or args.push))
     sink_opts = SinkOptions(zmq=zmq, allow_remote=args.allow_remote, sndhwm=args.sndhwm,
                             jsonl=args.jsonl, csv=args.csv, overlay=args.overlay, show=args.show,
                             csv_style=args.csv_style, landmarks=args.landmarks,
@@ -221,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
                             metrics_host=args.metrics_host,
                             push=args.push, push_hwm=args.push_hwm, push_policy=args.push_policy,
                             push_timeout=args.push_timeout,
-                            curve_secret=args.curve_secret, curve_clients=args.curve_clients)
+                            curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                            http=args.http, http_token=args.http_token, http_fps=args.http_fps)
     sinks: list[Any] = []
 
     def open_sinks() -> list[Any]:
@@ -243,14 +257,14 @@ def run(args: argparse.Namespace) -> int:
         for s in sinks:
             s.close()
         return fail(str(exc))
-    for sink in sinks:  # the metrics endpoint also shows queues, reconnections, stream states
-        if hasattr(sink, "watch"):
-            sink.watch(queue_depths=pipe.queue_depths, reconnects=pipe.reconnects,
-                       status=pipe.status)
     if args.wait_subscribers > 0:  # only now: a missing model was reported without the wait
         _wait_for_subscribers(sinks, args.wait_subscribers, args.wait_timeout)
     if zmq is not None:
         print(f"norface-rt: publishing on {zmq}", file=sys.stderr)
+    for sink in sinks:
+        if sink.name == "http":
+            print(f"norface-rt: live view on {sink.url}"
+                  + (" (add ?token=TOKEN)" if sink.token_required else ""), file=sys.stderr)
     if not pipe.backend.config.trained:
         print("norface-rt: WARNING: this model is UNTRAINED (random weights); results are flagged "
               "'untrained' and carry no meaning.", file=sys.stderr)

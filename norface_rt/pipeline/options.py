@@ -151,6 +151,12 @@ class SinkOptions:
     # public keys it accepts (None: encryption only).
     curve_secret: str | os.PathLike[str] | None = None
     curve_clients: str | os.PathLike[str] | None = None
+    # The live view (sinks/web): [HOST:]PORT to serve on (None: off; loopback unless
+    # allow_remote), the token every request must carry (None: $NORFACE_RT_HTTP_TOKEN or none),
+    # and the most images per second sent per stream.
+    http: str | None = None
+    http_token: str | None = None
+    http_fps: float = 30.0
 
     def validate(self) -> None:
         if self.curve_clients is not None and self.curve_secret is None:
@@ -162,6 +168,12 @@ class SinkOptions:
             raise ValueError(f"--push-hwm must be in [1, 10000000], got {self.push_hwm}")
         if not self.push_timeout > 0:
             raise ValueError(f"--push-timeout must be > 0 seconds, got {self.push_timeout}")
+        if self.http is not None:
+            from norface_rt.sinks.web.sink import parse_http_address
+
+            parse_http_address(self.http, allow_remote=self.allow_remote)
+        if not 0 < self.http_fps <= 1000:
+            raise ValueError(f"--http-fps must be in (0, 1000], got {self.http_fps}")
 
     @property
     def publishes(self) -> bool:

@@ -178,6 +178,9 @@ class Pipeline:
         self._sink_deadline = float("inf")  # when stop() gives up on sinks (hurry() brings it in)
         self.workers = self._make_workers(sink_buffer)
         self.stats.attach(self.status)
+        for sink in self.sinks:  # the metrics endpoint and the live view show these
+            sink.watch(queue_depths=self.queue_depths, reconnects=self.reconnects,
+                       status=self.status)
 
     def _make_workers(self, capacity: int) -> list[SinkWorker]:
         """One buffer + thread per sink. Lossless runs (every source a file or folder) wait a
@@ -195,7 +198,7 @@ class Pipeline:
                 raise ValueError(f"{base}.buffer_policy: expected 'block', 'drop' or None, "
                                  f"got {policy!r}")
             workers.append(SinkWorker(
-                sink, base if n == 0 else f"{base}-{n}", capacity=capacity,
+                sink, base if n == 0 else f"{base}-{n}", capacity=max(capacity, sink.min_buffer),
                 policy="block" if policy == "block" else "drop",
                 # a sink that asks for blocking gets back-pressure without a stall limit
                 stall_timeout=None if sink.buffer_policy == "block"

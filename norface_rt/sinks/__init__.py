@@ -1,5 +1,6 @@
 """Output sinks: ZeroMQ publisher and PUSH hand-off, JSONL/CSV files, overlay video / window, the
-listener, and the per-sink thread + buffer the pipeline runs each one behind (``SinkWorker``).
+live view in a browser (``web``), the listener, and the per-sink thread + buffer the pipeline
+runs each one behind (``SinkWorker``).
 
 Submodules are imported lazily (PEP 562) so that, for example, ``norface-rt listen`` does not pay
 for importing OpenCV and PyAV.
@@ -21,6 +22,7 @@ _LAZY = {
     "OverlayVideoSink": "norface_rt.sinks.overlay",
     "MultiStreamOverlaySink": "norface_rt.sinks.overlay",
     "ShowSink": "norface_rt.sinks.overlay",
+    "HttpViewSink": "norface_rt.sinks.web",
     "draw": "norface_rt.sinks.overlay",
     "subscribe": "norface_rt.sinks.listen",
     "run_listen": "norface_rt.sinks.listen",

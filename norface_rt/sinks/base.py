@@ -9,6 +9,7 @@ buffer cannot hold is dropped and counted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -39,6 +40,9 @@ class Sink(ABC):
     needs_image: ClassVar[bool] = False
     every_message: ClassVar[bool] = False
     main_thread: ClassVar[bool] = False
+    # The fewest messages its buffer holds, whatever the run's --sink-buffer (a sink that must
+    # never make the publish thread wait, such as the live view).
+    min_buffer: ClassVar[int] = 1
     quit_requested: bool = False
     # Short name in stats and summaries ("zmq", "jsonl", ...); None: the class name.
     name: str | None = None
@@ -70,6 +74,13 @@ class Sink(ABC):
     def stats(self) -> dict[str, Any]:
         """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
         return {}
+
+    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]],  # noqa: B027  (optional)
+              reconnects: Callable[[], Mapping[str, int]],
+              status: Callable[[], Mapping[str, Any]]) -> None:
+        """Called once by the pipeline before it starts, with its live figures (read at any
+        time, from any thread): a sink that shows them (the metrics endpoint, the live view)
+        keeps the callables. Default: nothing."""
 
     def pump(self, timeout: float) -> None:  # noqa: B027  (an optional hook)
         """``main_thread`` sinks: do the main thread's share of the work, waiting at most

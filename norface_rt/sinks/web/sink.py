@@ -1,0 +1,248 @@
+"""``--http``: the live view as one more sink (docs/live_view.md).
+
+The sink runs on its own thread behind its bounded buffer like every other output
+(:class:`~norface_rt.sinks.worker.SinkWorker`); :meth:`HttpViewSink.write` only turns a message
+into its JSON once (the same fields as the ZeroMQ message, :func:`message_json`) and hands it to
+the server's thread, and keeps a reference to the newest frame of each stream. A JPEG is drawn
+and encoded from it only when a viewer waits for a newer image, at most ``max_fps`` times a
+second per stream, and shared by every viewer of that stream: a stalled browser makes the
+server do nothing for it, and twenty make it do what one does, plus the sending.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from norface_rt.config import EMOTION_COLORS, ModelConfig
+from norface_rt.sinks.base import Sink
+from norface_rt.sinks.web.server import STATS_STREAM, ServerLimits, ViewServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MAX_FPS = 30.0
+DEFAULT_MAX_WIDTH = 960
+DEFAULT_QUALITY = 75
+TOKEN_ENV = "NORFACE_RT_HTTP_TOKEN"
+# The page's files, served from memory: path -> (package file, content type).
+_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/live.js": ("live.js", "text/javascript; charset=utf-8"),
+          "/live.css": ("live.css", "text/css; charset=utf-8")}
+
+
+def message_json(msg: Mapping[str, Any]) -> bytes:
+    """The one place a message becomes the event stream's JSON: its wire dict, as the JSONL file
+    writes it (so a browser reads the fields the ZeroMQ subscribers read)."""
+    return json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class HttpAddress:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host in ("localhost", "lo"):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host or interface name: may be reachable from outside
+            return False
+
+
+def parse_http_address(text: str, *, allow_remote: bool = False) -> HttpAddress:
+    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` (port 0: a free one). A bare port, or an empty
+    host, means loopback; ``*`` means every interface, which, like any other address that is not
+    loopback, needs ``allow_remote``."""
+    raw = str(text).strip()
+    host, port_text = DEFAULT_HOST, raw
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0 or raw[end + 1:end + 2] != ":":
+            raise ValueError(f"--http: expected [IPv6]:PORT, got {text!r}")
+        host, port_text = raw[1:end], raw[end + 2:]
+    elif ":" in raw:
+        host, _, port_text = raw.rpartition(":")
+        host = host or DEFAULT_HOST
+    if host == "*":
+        host = "0.0.0.0"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"--http: expected [HOST:]PORT such as 127.0.0.1:8080, got "
+                         f"{text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--http: port must be in 0..65535, got {port}")
+    addr = HttpAddress(host, port)
+    if not addr.loopback and not allow_remote:
+        raise ValueError(f"--http {text}: {host} is not a loopback address; serving there would "
+                         "show the video to the network. Use 127.0.0.1:PORT, or pass "
+                         "--allow-remote (and --http-token) to do it deliberately.")
+    return addr
+
+
+def _page_files() -> dict[str, tuple[str, bytes]]:
+    root = resources.files("norface_rt.sinks.web") / "static"
+    return {path: (ctype, (root / name).read_bytes()) for path, (name, ctype) in _FILES.items()}
+
+
+class HttpViewSink(Sink):
+    """Serves the live view on ``address`` (``[HOST:]PORT``; see :func:`parse_http_address`)
+    while it is open: the page, each stream's annotated images as MJPEG, the results as
+    Server-Sent Events and a health endpoint (docs/live_view.md lists the routes).
+
+    ``token`` (default ``$NORFACE_RT_HTTP_TOKEN``): every request must carry it. ``max_fps``:
+    most images per second sent per stream (the results stream always carries every frame);
+    ``max_width``: images wider than this are scaled down before encoding. The socket is bound
+    at construction, so a busy port fails before the pipeline starts.
+    """
+
+    name = "http"
+    needs_image = True
+    every_message = True
+    # Enough room that the publish thread never waits for it in practice, whatever --sink-buffer
+    # says (the Python API runs with a buffer of 1 per sink).
+    min_buffer = 256
+
+    def __init__(self, address: str | HttpAddress = f"{DEFAULT_HOST}:0", *,
+                 token: str | None = None, allow_remote: bool = False,
+                 max_fps: float = DEFAULT_MAX_FPS, max_width: int = DEFAULT_MAX_WIDTH,
+                 quality: int = DEFAULT_QUALITY, limits: ServerLimits | None = None) -> None:
+        addr = address if isinstance(address, HttpAddress) else \
+            parse_http_address(address, allow_remote=allow_remote)
+        if not addr.loopback and not allow_remote:
+            raise ValueError(f"--http: {addr.host} is not a loopback address (pass allow_remote)")
+        if not (isinstance(max_fps, (int, float)) and 0 < max_fps <= 1000):
+            raise ValueError(f"--http-fps: expected a number in (0, 1000], got {max_fps!r}")
+        if not (isinstance(max_width, int) and 32 <= max_width <= 16384):
+            raise ValueError(f"max_width: expected an integer in [32, 16384], got {max_width!r}")
+        if not (isinstance(quality, int) and 1 <= quality <= 100):
+            raise ValueError(f"quality: expected an integer in [1, 100], got {quality!r}")
+        token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        if token is not None and not (1 <= len(token) <= 256 and token.isprintable()
+                                      and " " not in token):
+            raise ValueError("--http-token: expected 1 to 256 printable characters without "
+                             "spaces")
+        if not addr.loopback and token is None:
+            log.warning("--http on %s without a token: anyone who can reach this address can "
+                        "watch (set --http-token or $%s)", addr.host, TOKEN_ENV)
+        self.max_fps = float(max_fps)
+        self.max_width = max_width
+        self.quality = quality
+        self.token_required = token is not None
+        self._model: dict[str, Any] = {}
+        self._status: Callable[[], Mapping[str, Any]] | None = None
+        self._latest: dict[str, tuple[Mapping[str, Any], np.ndarray]] = {}
+        self._encoded: dict[str, int] = {}  # stream -> seq of the last image encoded
+        self._last_encode: dict[str, float] = {}
+        self.images = 0  # JPEGs encoded
+        self.server = ViewServer(addr.host, addr.port, token=token, limits=limits,
+                                 files=_page_files(), info=self.info, health=self._pipeline)
+        self.server.start()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    # ------------------------------------------------------------------ hooks
+    def bind_model(self, config: ModelConfig) -> None:
+        self._model = {"model_id": str(config.model_id), "trained": bool(config.trained),
+                       "au_names": list(config.au_names),
+                       "emotion_names": list(config.emotion_names),
+                       "au_intensity_max": float(config.au_intensity_max)}
+
+    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]] | None = None,
+              reconnects: Callable[[], Mapping[str, int]] | None = None,
+              status: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """The pipeline's status (stream states, outputs' counters) for ``/health`` and the
+        page's list of streams."""
+        self._status = status
+
+    def _pipeline(self) -> dict[str, Any]:
+        if self._status is None:
+            return {}
+        try:
+            return dict(self._status())
+        except Exception:  # the view must not fail because a probe did
+            log.exception("live view: reading the pipeline's status failed")
+            return {}
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to draw (``/api/info``)."""
+        from norface_rt.protocol import SCHEMA_VERSION
+        from norface_rt.sinks.overlay import PALETTE
+
+        streams = list((self._pipeline().get("streams") or {}).keys())
+        for sid in self._latest:
+            if sid not in streams:
+                streams.append(sid)
+        return {"streams": streams, "schema_version": SCHEMA_VERSION, "model": self._model,
+                "emotion_colors": EMOTION_COLORS,
+                "track_colors": ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE],
+                "max_fps": self.max_fps, "token_required": self.token_required}
+
+    # ------------------------------------------------------------------ messages
+    def write(self, msg: Mapping[str, Any], image: np.ndarray | None = None) -> None:
+        kind = str(msg.get("type"))
+        sid = str(msg["stream_id"]) if kind in ("frame", "eos") else STATS_STREAM
+        fields = {k: msg[k] for k in ("frame_index", "dropped_frames", "skipped_frames",
+                                      "lost_frames", "error") if k in msg}
+        self.server.publish(sid, kind, msg.get("seq"), message_json(msg), fields)
+        if kind == "frame" and image is not None:
+            self._latest[sid] = (msg, image)
+            self._maybe_encode(sid)
+
+    def tick(self) -> None:
+        """A viewer that arrives while no frame comes (a paused or ended stream) still gets
+        the newest image."""
+        for sid in list(self._latest):
+            self._maybe_encode(sid)
+
+    def _maybe_encode(self, sid: str) -> None:
+        if not self.server.wants_image(sid):
+            return
+        msg, image = self._latest[sid]
+        seq = int(msg["seq"])
+        if self._encoded.get(sid) == seq:
+            return
+        now = time.monotonic()
+        if now - self._last_encode.get(sid, -1e9) < 1.0 / self.max_fps:
+            return  # the next frame (or tick) after the interval gets it
+        self._last_encode[sid] = now
+        self._encoded[sid] = seq
+        self.server.publish_jpeg(sid, seq, int(msg["frame_index"]), self._jpeg(msg, image))
+        self.images += 1
+
+    def _jpeg(self, msg: Mapping[str, Any], image: np.ndarray) -> bytes:
+        import cv2
+
+        from norface_rt.sinks.overlay import draw
+
+        h, w = image.shape[:2]
+        if w > self.max_width:  # boxes are scaled by draw() to the smaller image
+            image = cv2.resize(image, (self.max_width, max(1, round(h * self.max_width / w))),
+                               interpolation=cv2.INTER_AREA)
+        drawn = draw(image, dict(msg), panel=False)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return buf.tobytes()
+
+    def stats(self) -> dict[str, Any]:
+        return {"images": self.images, **self.server.stats()}
+
+    def close(self) -> None:
+        self.server.stop()
+        self._latest.clear()
