@@ -28,8 +28,16 @@ import numpy as np
 
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
-from norface_rt.pipeline import Pipeline, PipelineOptions, create_pipeline, open_backend
+from norface_rt.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    SinkOptions,
+    create_pipeline,
+    make_sinks,
+    open_backend,
+)
 from norface_rt.pipeline.factory import check_landmarker_feeds
+from norface_rt.sinks.base import Sink
 from norface_rt.sinks.files import CSV_STYLES, CsvLayout
 from norface_rt.sinks.results import ImageResultQueue, ResultQueue
 from norface_rt.types import FaceResult, FrameResult
@@ -58,6 +66,9 @@ class VideoAnalysis:
 
     def __init__(self, pipeline: Pipeline, sink: ResultQueue, stop_timeout: float) -> None:
         self.pipeline = pipeline
+        # The live view's address when the analysis serves one (analyze_video(http=...)).
+        self.live_url: str | None = next(
+            (getattr(s, "url", None) for s in pipeline.sinks if s.name == "http"), None)
         self._sink = sink
         self._stop_timeout = stop_timeout
         self._used = False
@@ -173,7 +184,8 @@ class Analyzer:
 
     def analyze_video(self, source: Source, *, stream_id: str | None = None,
                       realtime: bool = False, loop: bool = False, keep_images: bool = False,
-                      buffer: int = 16, stop_timeout: float = 5.0) -> VideoAnalysis:
+                      buffer: int = 16, stop_timeout: float = 5.0, http: str | None = None,
+                      http_token: str | None = None) -> VideoAnalysis:
         """The frames of ``source`` (a video file, image file or folder, ``rtsp://`` URL,
         ``/dev/videoN`` or ``webcam:N``), one :class:`FrameResult` each, in order.
 
@@ -181,11 +193,17 @@ class Analyzer:
         most ``buffer`` results ahead of the caller. ``keep_images`` keeps each frame's RGB
         pixels in ``FrameResult.image`` (for drawing; costs a frame of memory per result
         buffered). ``realtime``/``loop`` are the CLI's file options.
+
+        ``http`` (``[HOST:]PORT``, loopback; port 0 picks a free one) serves the live view of
+        this analysis while it runs, as ``run --http`` does: open :attr:`VideoAnalysis.live_url`
+        in a browser beside the notebook (``http_token``: every request must carry it). The
+        view never slows the analysis: a viewer that falls behind misses images, counted.
         """
         if isinstance(source, np.ndarray):
             raise ValueError("source: got an array; use analyze_image for pixels in memory")
         return self._analysis([os.fspath(source)], stream_id, realtime=realtime, loop=loop,
-                              keep_images=keep_images, buffer=buffer, stop_timeout=stop_timeout)
+                              keep_images=keep_images, buffer=buffer, stop_timeout=stop_timeout,
+                              http=http, http_token=http_token)
 
     def analyze_image(self, image: Source | np.ndarray) -> list[FaceResult]:
         """The faces of one picture: an image file, or an HxWx3 uint8 RGB array (as read by
@@ -219,7 +237,8 @@ class Analyzer:
 
     def _analysis(self, sources: list[Any], stream_id: str | None, *, realtime: bool = False,
                   loop: bool = False, keep_images: bool = False, buffer: int = 16,
-                  stop_timeout: float = 5.0) -> VideoAnalysis:
+                  stop_timeout: float = 5.0, http: str | None = None,
+                  http_token: str | None = None) -> VideoAnalysis:
         backend = self._require_backend()
         if not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer: expected an int >= 1 (results held ahead of the caller), "
@@ -229,7 +248,15 @@ class Analyzer:
         opts = PipelineOptions(sources=sources, stream_ids=[stream_id] if stream_id else None,
                                realtime=realtime, loop=loop, sink_buffer=1, **self._options)
         sink = ImageResultQueue(buffer) if keep_images else ResultQueue(buffer)
-        pipeline = create_pipeline(opts, [sink], backend=backend)
+        outputs: list[Sink] = [sink]
+
+        def sinks() -> list[Sink]:  # opened only once the source has opened
+            if http is not None:
+                outputs.extend(make_sinks(SinkOptions(zmq=None, http=http, http_token=http_token),
+                                          len(sources)))
+            return outputs
+
+        pipeline = create_pipeline(opts, sinks, backend=backend)
         return VideoAnalysis(pipeline, sink, stop_timeout)
 
     def close(self) -> None:

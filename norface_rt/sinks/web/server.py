@@ -351,7 +351,7 @@ class ViewServer:
                                 {"Retry-After": "5"})
             method, path, query, headers = await self._read_head(reader)
             self.counters.requests += 1
-            await self._route(method, path, query, headers, writer)
+            await self._route(method, path, query, headers, reader, writer)
         except HttpError as err:
             self.counters.rejected[str(err.status)] = \
                 self.counters.rejected.get(str(err.status), 0) + 1
@@ -411,7 +411,8 @@ class ViewServer:
                             {"WWW-Authenticate": 'Bearer realm="norface-rt"'})
 
     async def _route(self, method: str, path: str, query: dict[str, list[str]],
-                     headers: http.client.HTTPMessage, writer: asyncio.StreamWriter) -> None:
+                     headers: http.client.HTTPMessage, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         if method not in ("GET", "HEAD"):
             raise HttpError(405, f"method {method[:16]!r} not allowed (GET or HEAD)",
                             {"Allow": "GET, HEAD"})
@@ -430,7 +431,7 @@ class ViewServer:
             if head_only:
                 await self._respond(writer, 200, "text/event-stream", b"", head_only=True)
                 return
-            await self._events(writer, query, headers)
+            await self._events(reader, writer, query, headers)
         elif path.startswith("/stream/") and path.endswith(".mjpg"):
             sid = path[len("/stream/"):-len(".mjpg")]
             if not self.known_stream(sid):
@@ -438,7 +439,7 @@ class ViewServer:
             if head_only:
                 await self._respond(writer, 200, _MJPEG_TYPE, b"", head_only=True)
                 return
-            await self._mjpeg(writer, sid)
+            await self._mjpeg(reader, writer, sid)
         elif path.startswith("/frame/") and path.endswith(".jpg"):
             sid = path[len("/frame/"):-len(".jpg")]
             if not self.known_stream(sid):
@@ -501,8 +502,8 @@ class ViewServer:
                 got += len(chunk)
 
     # ------------------------------------------------------------------ streams
-    async def _events(self, writer: asyncio.StreamWriter, query: dict[str, list[str]],
-                      headers: http.client.HTTPMessage) -> None:
+    async def _events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      query: dict[str, list[str]], headers: http.client.HTTPMessage) -> None:
         """Server-Sent Events: every message in publish order, ``id`` its number in the ring
         (a reconnecting browser resumes after ``Last-Event-ID``); ``?stream=ID`` (repeatable)
         keeps those streams (stats messages always pass); ``?from=oldest`` starts with every
@@ -521,57 +522,57 @@ class ViewServer:
             cursor = self._ring.last
         writer.write(self._head(200, "text/event-stream", None))
         writer.write(b"retry: 2000\n\n")
-        missed = 0
-        while True:
-            await self._flush(writer)
-            if self._ring.last <= cursor:
-                if self._stopping:
-                    return
-                waiter = self._new_message
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), 15.0)
+        left = _Departure(reader)
+        try:
+            while True:
+                await self._flush(writer)
                 if self._ring.last <= cursor:
-                    writer.write(b": keep-alive\n\n")  # proxies drop silent connections
-                continue
-            if cursor + 1 < self._ring.first:  # fell behind the ring: say so, count it
-                gap = self._ring.first - cursor - 1
-                missed += gap
-                self.counters.events_missed += gap
-                writer.write(b"event: gap\ndata: " + json.dumps(
-                    {"missed": gap, "from": cursor + 1, "to": self._ring.first - 1}).encode()
-                    + b"\n\n")
-                cursor = self._ring.first - 1
-            batch: list[bytes] = []
-            size = 0
-            while cursor < self._ring.last and size < self.limits.batch_bytes:
-                cursor += 1
-                e = self._ring.get(cursor)
-                if e is None or (wanted and e.stream_id not in wanted
-                                 and e.stream_id != STATS_STREAM):
+                    if self._stopping or not await left.wait(self._new_message, 15.0):
+                        return
+                    if self._ring.last <= cursor:
+                        writer.write(b": keep-alive\n\n")  # proxies drop silent connections
                     continue
-                chunk = b"id: %d\nevent: %s\ndata: %s\n\n" % (e.n, e.kind.encode(), e.data)
-                batch.append(chunk)
-                size += len(chunk)
-            if batch:
-                writer.write(b"".join(batch))
-                self.counters.events_sent += len(batch)
+                if cursor + 1 < self._ring.first:  # fell behind the ring: say so, count it
+                    gap = self._ring.first - cursor - 1
+                    self.counters.events_missed += gap
+                    writer.write(b"event: gap\ndata: " + json.dumps(
+                        {"missed": gap, "from": cursor + 1, "to": self._ring.first - 1}).encode()
+                        + b"\n\n")
+                    cursor = self._ring.first - 1
+                batch: list[bytes] = []
+                size = 0
+                while cursor < self._ring.last and size < self.limits.batch_bytes:
+                    cursor += 1
+                    e = self._ring.get(cursor)
+                    if e is None or (wanted and e.stream_id not in wanted
+                                     and e.stream_id != STATS_STREAM):
+                        continue
+                    chunk = b"id: %d\nevent: %s\ndata: %s\n\n" % (e.n, e.kind.encode(), e.data)
+                    batch.append(chunk)
+                    size += len(chunk)
+                if batch:
+                    writer.write(b"".join(batch))
+                    self.counters.events_sent += len(batch)
+        finally:
+            left.cancel()
 
-    async def _mjpeg(self, writer: asyncio.StreamWriter, stream_id: str) -> None:
+    async def _mjpeg(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     stream_id: str) -> None:
         """multipart/x-mixed-replace: each part one JPEG, sent as soon as a newer one exists
         than the last this viewer got (every ``<img>`` shows it; so do VLC and ffplay)."""
         st = self._stream(stream_id)
         viewer = _Viewer(stream_id)
         st.viewers.add(viewer)
         last_no = 0
+        left = _Departure(reader)
         try:
             writer.write(self._head(200, _MJPEG_TYPE, None))
             writer.write(b"--" + BOUNDARY + b"\r\n")
             while not self._stopping:
                 if st.jpeg_no <= last_no or st.jpeg is None:
                     self._demand[stream_id] = True
-                    waiter = st.changed
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter.wait(), 15.0)
+                    if not await left.wait(st.changed, 15.0):
+                        return
                     continue
                 last_no = st.jpeg_no
                 jpeg = st.jpeg
@@ -590,6 +591,7 @@ class ViewServer:
                     viewer.busy = False
         finally:
             st.viewers.discard(viewer)
+            left.cancel()
 
     async def _snapshot(self, writer: asyncio.StreamWriter, stream_id: str, head_only: bool
                         ) -> None:
@@ -659,6 +661,29 @@ class ViewServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Departure:
+    """Notices a streaming client that went away while nothing was being written to it: it
+    sends nothing after its request, so anything readable (end of file included) ends it."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._read = asyncio.ensure_future(reader.read(1024))
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait for ``event`` (at most ``timeout`` s); False when the client left meanwhile."""
+        if self._read.done():
+            return False
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({waiter, self._read}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return not self._read.done()
+
+    def cancel(self) -> None:
+        self._read.cancel()
 
 
 _MJPEG_TYPE = "multipart/x-mixed-replace; boundary=" + BOUNDARY.decode()
