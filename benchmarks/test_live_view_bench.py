@@ -62,6 +62,13 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: float
           ) -> dict[str, Any]:
     clock = FrameClock()
@@ -90,9 +97,12 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
             assert line == "ready", f"viewers did not connect: {line!r}"
         time.sleep(1.0)  # past start-up: steady state
         threads0, rss0 = threading.active_count(), _rss_mib()
+        cpu0 = _cpu_s(viewers.pid) if viewers is not None else 0.0
         t0 = time.monotonic()
         time.sleep(window)
         t1 = time.monotonic()
+        if viewers is not None:  # the viewers' own reading, on the same two cores
+            result["viewer_cpu_pct"] = 100 * (_cpu_s(viewers.pid) - cpu0) / (t1 - t0)
         frames = sum(1 for t in clock.times if t0 <= t < t1)
         result.update(fps=frames / (t1 - t0), threads=threading.active_count() - threads0,
                       rss_growth_mib=_rss_mib() - rss0, rss_mib=_rss_mib())

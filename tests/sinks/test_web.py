@@ -323,3 +323,17 @@ def test_closing_stops_the_server_and_frees_the_port(view, frame_msg) -> None:
     again = HttpViewSink(f"127.0.0.1:{port}")  # the address is free again
     again.close()
     ev.close()
+
+
+def test_the_event_ring_is_bounded_by_count_and_bytes() -> None:
+    from norface_rt.sinks.web.server import MessageRing
+
+    ring = MessageRing(max_messages=50, max_bytes=10_000)
+    for i in range(1, 301):
+        assert ring.append("cam", "frame", b"x" * (100 + i)) == i
+        assert ring.bytes <= 10_000 and ring.last - ring.first + 1 <= 50
+        assert sum(len(ring.get(n).data) for n in range(ring.first, ring.last + 1)) == ring.bytes
+    assert ring.last == 300 and ring.get(ring.first - 1) is None and ring.get(301) is None
+    assert ring.get(300).data == b"x" * 400
+    with pytest.raises(ValueError, match="limits.ring_bytes"):
+        ServerLimits(ring_bytes=0)

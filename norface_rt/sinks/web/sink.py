@@ -184,7 +184,7 @@ class HttpViewSink(Sink):
         from norface_rt.sinks.overlay import PALETTE
 
         streams = list((self._pipeline().get("streams") or {}).keys())
-        for sid in self._latest:
+        for sid in list(self._latest):  # (written by the sink's thread meanwhile)
             if sid not in streams:
                 streams.append(sid)
         return {"streams": streams, "schema_version": SCHEMA_VERSION, "model": self._model,
