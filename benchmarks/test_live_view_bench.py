@@ -144,7 +144,7 @@ def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, la
     info["runs"] = runs
     print(f"\nlive view cost ({len(runs['none'])} rounds of {window:g} s, median frames/s): "
           + ", ".join(f"{c}: {fps[c]:.1f} ({100 * (ratio[c] - 1):+.1f} %)" for c in CONFIGS))
-    for c in CONFIGS[1:]:
+    for c in CONFIGS:
         for r in runs[c]:
             print(f"  {c}: {json.dumps({k: v for k, v in r.items() if k != 'config'})}")
     # Behaviour, not timing: every run made frames, the stalled viewer's losses were counted,
