@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from norface_rt.sinks.listen import subscribe
+from norface_rt.wire.listen import subscribe
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,8 @@ def soak(args: argparse.Namespace) -> int:
     opts = PipelineOptions(sources=[str(media)], stream_ids=["soak"], model_dir=args.model_dir,
                            landmarker=landmarker, realtime=True, loop=True,
                            stats_interval=10.0, threads=args.threads)
-    pipe = create_pipeline(opts, lambda: make_sinks(sink_opts, 1))
+    pipe = create_pipeline(opts, lambda: make_sinks(sink_opts, 1, landmarks=opts.landmarks,
+                                                    blendshapes=opts.blendshapes))
     pub = next(s for s in pipe.sinks if isinstance(s, ZmqPublisher))
     push = next(s for s in pipe.sinks if isinstance(s, ZmqPush))
     consumers = {kind: (subprocess.Popen([sys.executable, __file__, "--consumer", kind,

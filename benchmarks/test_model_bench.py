@@ -3,7 +3,7 @@ at batches 8 and 32 on the default-size model, each with its numeric error again
 fp32 reference in ``extra_info`` (a fast backend that computes something else is no win).
 
 Run: python -m pytest benchmarks/test_model_bench.py -q --benchmark-columns=median,min,max,rounds
-The full report with memory and batch 128 is ``norface-rt bench`` (norface_rt/bench.py).
+The full report with memory and batch 128 is ``norface-rt bench`` (norface_rt/tools/bench.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from bench_helpers import median_seconds, timed
 
-from norface_rt.backends import Backend
+from norface_rt.backends import Backend, backend_spec
 from norface_rt.config import ModelConfig
 from norface_rt.pipeline.factory import open_backend
 from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
@@ -71,7 +71,7 @@ def test_model_speed(benchmark, backend: Backend, batch: int, crops: dict[int, n
         "faces_per_s_median": round(batch / median, 2),
         "max_abs_err_vs_torch_fp32": {k: float(f"{v:.3g}") for k, v in errors.items()},
     })
-    if backend.name == "torch":
+    if backend_spec(backend.name).extra == "torch":
         import torch
 
         # Matters on a loaded 2-core CPU: torch's default 2 OpenMP threads can be ~20x slower at

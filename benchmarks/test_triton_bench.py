@@ -38,11 +38,14 @@ def crops_file(media_dir: Path, landmarker_path: Path, tmp_path_factory) -> Path
     import av
 
     from norface_rt.model_set import load_config
+    from norface_rt.flags import default_for
     from norface_rt.pipeline.factory import build_face_stage
+    from norface_rt.pipeline.options import PipelineOptions
     from norface_rt.types import FramePacket
 
     cfg = load_config(packaged_model_dir())
-    stage = build_face_stage(landmarker_path, cfg, video=True)
+    stage = build_face_stage(landmarker_path, cfg, video=True,
+                             max_faces=default_for(PipelineOptions, "max_faces"))
     crops, geometry = [], []
     with av.open(str(media_dir / "single_face.mp4")) as c:
         for i, frame in enumerate(c.decode(video=0)):

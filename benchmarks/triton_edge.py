@@ -15,13 +15,14 @@ import time
 
 import numpy as np
 
+from norface_rt.backends import BACKENDS, backend_spec, connect_backend
 from norface_rt.pipeline.factory import open_backend
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crops", required=True)
-    ap.add_argument("--backend", choices=["triton", "onnxruntime"], required=True)
+    ap.add_argument("--backend", choices=list(BACKENDS), required=True)
     ap.add_argument("--target", required=True, help="grpc:// URL (triton) or model set (onnxruntime)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -31,12 +32,10 @@ def main() -> None:
     faces = np.load(a.crops)
     crops = faces["crops"]
     geometry = faces["geometry"] if "geometry" in faces.files else None
-    if a.backend == "triton":
-        from norface_rt.backends import load_backend
-
-        be = load_backend(a.target, "triton")
+    if backend_spec(a.backend).remote:
+        be = connect_backend(a.target, a.backend)
     else:
-        be = open_backend(a.target, "onnxruntime", threads=1)
+        be = open_backend(a.target, a.backend, threads=1)
     # warm-up: connection, shared memory, ORT arenas
     be.infer(crops[: a.batch], geometry=None if geometry is None else geometry[: a.batch])
     time.sleep(max(0.0, a.start_at - time.time()))

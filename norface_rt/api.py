@@ -17,6 +17,7 @@ of video, and leaving a loop early stops the pipeline's threads. The model is lo
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -28,6 +29,7 @@ import numpy as np
 
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.flags import default_for, default_of, options_of
 from norface_rt.pipeline import (
     Pipeline,
     PipelineOptions,
@@ -105,9 +107,9 @@ class VideoAnalysis:
                     yield item
                     continue
                 self.ended = True  # the stream's eos message
-                self.error = item.get("error")
+                self.error = item.error
                 if self.error:
-                    warnings.warn(f"stream {item['stream_id']!r} ended with an error after "
+                    warnings.warn(f"stream {item.stream_id!r} ended with an error after "
                                   f"{self.frames} frame(s): {self.error}", StreamWarning,
                                   stacklevel=2)
                 return
@@ -141,31 +143,36 @@ class Analyzer:
     """Analyses pictures and videos with one model, loaded once (not thread-safe: one call at a
     time per Analyzer; several Analyzers may run side by side).
 
-    Options mean what the ``norface-rt run`` options of the same name mean: ``model_dir`` and
-    ``landmarker`` are looked up as the CLI does when None; ``backend`` (onnxruntime, torch,
-    torch-cuda, tensorrt) and ``device``/``threads`` choose how the model runs; ``max_faces``,
-    ``tiling``, ``baseline`` and ``smooth`` (seconds; None = off) shape the face stage and the
-    outputs; ``max_batch`` and ``queue_size`` the pipeline. Missing model files raise at once
+    Its options are the ``norface-rt run`` options of the same name, forwarded to the same
+    :class:`~norface_rt.pipeline.options.PipelineOptions` (so they share every default and every
+    check): ``model_dir`` and ``landmarker`` are looked up as the CLI does when None; ``backend``
+    (onnxruntime, torch, torch-cuda, tensorrt) and ``device``/``threads`` choose how the model
+    runs; ``max_faces``, ``tiling``, ``baseline`` and ``smooth`` (seconds; None = off) shape the
+    face stage and the outputs; ``max_batch`` and ``queue_size`` the pipeline
+    (:meth:`PipelineOptions.api_options` lists them). Missing model files raise at once
     (FileNotFoundError naming where they were looked for); absurd values raise ValueError
-    naming the option.
+    naming the option, and an option the API does not take raises TypeError.
     """
 
-    def __init__(self, model_dir: Source | None = None, landmarker: Source | None = None, *,
-                 backend: str = "onnxruntime", device: str | None = None,
-                 threads: int | None = None, max_faces: int = 4, max_batch: int = 16,
-                 queue_size: int = 8, tiling: float | None = None, baseline: bool = True,
-                 smooth: float | None = None) -> None:
+    def __init__(self, model_dir: Source | None = None, landmarker: Source | None = None,
+                 **options: Any) -> None:
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
 
-        self._options: dict[str, Any] = dict(
-            model_dir=model_dir, landmarker=landmarker, backend=backend, device=device,
-            threads=threads, max_faces=max_faces, max_batch=max_batch, queue_size=queue_size,
-            tiling=tiling, baseline=baseline, smooth=smooth)
-        PipelineOptions(sources=["<check>"], **self._options).validate()
+        taken = PipelineOptions.api_options()
+        unknown = sorted(set(options) - set(taken))
+        if unknown:
+            raise TypeError(f"Analyzer() got unexpected option(s) {unknown}; it takes "
+                            f"{list(taken)}")
+        self._options: dict[str, Any] = {"model_dir": model_dir, "landmarker": landmarker,
+                                         **options}
+        run = PipelineOptions(sources=["<check>"], **self._options)
+        run.validate()
         resolved_model = resolve_model_dir(model_dir)
         self._options["landmarker"] = resolve_landmarker(landmarker)
-        self._backend: Backend | None = open_backend(resolved_model, backend, device=device,
-                                                     threads=threads, warm_up=True)
+        self._backend_name = run.backend
+        self._backend: Backend | None = open_backend(resolved_model, run.backend,
+                                                     device=run.device, threads=run.threads,
+                                                     warm_up=True)
         try:
             check_landmarker_feeds(self._options["landmarker"], self._backend.config)
         except BaseException:
@@ -252,8 +259,9 @@ class Analyzer:
 
         def sinks() -> list[Sink]:  # opened only once the source has opened
             if http is not None:
-                outputs.extend(make_sinks(SinkOptions(zmq=None, http=http, http_token=http_token),
-                                          len(sources)))
+                outputs.extend(make_sinks(SinkOptions(zmq="none", http=http, http_token=http_token),
+                                          len(sources), landmarks=opts.landmarks,
+                                          blendshapes=opts.blendshapes))
             return outputs
 
         pipeline = create_pipeline(opts, sinks, backend=backend)
@@ -274,10 +282,27 @@ class Analyzer:
 
     def __repr__(self) -> str:
         state = "closed" if self._backend is None else self._backend.config.model_id
-        return f"Analyzer({state}, backend={self._options['backend']!r})"
+        return f"Analyzer({state}, backend={self._backend_name!r})"
 
 
-def to_dataframe(frames: Iterable[FrameResult | dict[str, Any]], *, style: str = "default",
+def _analyzer_signature() -> inspect.Signature:
+    """``Analyzer(model_dir=None, landmarker=None, *, backend=..., ...)`` as ``help()`` and
+    editors should show it: the API options with the defaults their fields declare."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("self", kind)]
+    for f, opt in options_of(PipelineOptions):
+        if opt.api:
+            params.append(inspect.Parameter(
+                f.name, kind if f.name in ("model_dir", "landmarker") else
+                inspect.Parameter.KEYWORD_ONLY, default=default_of(f), annotation=f.type))
+    return inspect.Signature(params, return_annotation=None)
+
+
+Analyzer.__init__.__signature__ = _analyzer_signature()  # type: ignore[attr-defined]
+
+
+def to_dataframe(frames: Iterable[FrameResult | dict[str, Any]], *,
+                 style: str = default_for(SinkOptions, "csv_style"),
                  landmarks: bool = False, blendshapes: bool = False,
                  occurrence_threshold: float = 0.5) -> pd.DataFrame:
     """One row per face per frame, with exactly the columns of ``norface-rt run --csv`` in the

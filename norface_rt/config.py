@@ -44,13 +44,6 @@ SIZES: dict[str, dict[str, int]] = {
     "base": {"embed_dim": 384, "depth": 8, "num_heads": 6},
 }
 
-# Wire protocol version (docs/protocol.md, "Versioning"). 2: optional face landmarks, blendshapes
-# and quality, frame source and faces_cut; image folders count unreadable files in frame_index
-# (a frame message with an error and width = height = 0). Readers accept every supported version:
-# version 1 messages are version 2 messages without the new fields.
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
-
 # MediaPipe's face blendshape categories in the landmarker's output order (ARKit names plus
 # "_neutral"): the columns of blendshape outputs when no face was seen to name them.
 BLENDSHAPE_NAMES: tuple[str, ...] = (

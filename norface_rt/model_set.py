@@ -32,7 +32,6 @@ what ONNX Runtime reads from each graph's metadata (:func:`config_from_metadata`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from norface_rt.config import ConfigFileError, ModelConfig
+from norface_rt.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -205,21 +205,13 @@ def load_config(model_dir: str | os.PathLike[str]) -> ModelConfig:
 
 
 # --------------------------------------------------------------------------- manifest
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(model_dir: str | os.PathLike[str]) -> Path:
     """Write ``manifest.json``: sha256 and size of each model-set file the folder holds. The
     exporter calls it last; for a set written before manifests, ``norface-rt models manifest``."""
     d = Path(model_dir)
     if not (d / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{d / CONFIG_FILE} not found: {d} is not a model set")
-    files = {name: {"sha256": _sha256(d / name), "bytes": (d / name).stat().st_size}
+    files = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
              for name in MANIFEST_FILES if (d / name).is_file()}
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "files": files}
     out = d / MANIFEST_FILE
@@ -285,7 +277,7 @@ def verify_model_set(model_dir: str | os.PathLike[str]) -> str | None:
         if size != entry["bytes"]:
             raise ModelSetError(f"{p}: expected {entry['bytes']} bytes (per {MANIFEST_FILE}), got "
                                 f"{size}: the file is truncated or was altered")
-        digest = _sha256(p)
+        digest = sha256_file(p)
         if digest != entry["sha256"]:
             raise ModelSetError(f"{p}: sha256 {digest} differs from {entry['sha256']} in "
                                 f"{MANIFEST_FILE}: the file is corrupt or was altered")

@@ -1,21 +1,26 @@
 """Typed hand-offs between pipeline stages.
 
 One dataclass per hand-off: sources emit :class:`FramePacket` (or :class:`EndOfStream`), the face
-stage turns a frame into a :class:`FaceFrame` (tracked faces plus aligned crops), the model stage
-turns that into a :class:`FrameResult`, which sinks serialise. Conversion from PyAV / MediaPipe /
-backend types happens only in ``from_*`` constructors at the edges.
+stage turns a frame into a :class:`FaceFrame` (tracked faces plus aligned crops), a backend
+answers a batch of crops with a :class:`ModelOutput`, and the model stage turns a face frame and
+its rows of the output into a :class:`FrameResult` (:meth:`FrameResult.from_face_frame`,
+:meth:`FaceResult.from_output`), which becomes a wire message (:meth:`FrameResult.to_wire`,
+:mod:`norface_rt.wire`) for the sinks. Conversion from PyAV / MediaPipe / backend types happens
+only in ``from_*`` constructors at the edges.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from norface_rt.config import DEFAULT_AU_INTENSITY_MAX, SCHEMA_VERSION
+from norface_rt.config import DEFAULT_AU_INTENSITY_MAX, ModelConfig
+from norface_rt.wire.messages import EosMessage, FaceMessage, FrameMessage, Pose, wire_landmarks
 
 
 class Stage(StrEnum):
@@ -117,6 +122,17 @@ class EndOfStream:
     outage_s: float = 0.0
     reconnects: int = 0
 
+    def to_wire(self, seq: int, *, emit_time: float | None = None,
+                sink_losses: Mapping[str, int] | None = None) -> EosMessage:
+        """The stream's ``eos`` message; ``seq`` continues its frame sequence, ``sink_losses``
+        are the messages each output has lost so far."""
+        return EosMessage(
+            stream_id=self.stream_id, seq=seq, frames=self.frames, dropped_frames=self.dropped,
+            error=self.error, emit_time=time.time() if emit_time is None else emit_time,
+            skipped_frames=self.skipped, skipped_frame_indices=self.skipped_indices,
+            lost_frames=self.lost, outage_s=self.outage_s, reconnects=self.reconnects,
+            sink_losses=sink_losses)
+
 
 @dataclass(slots=True)
 class HeadPose:
@@ -138,6 +154,8 @@ class Face:
     pose: HeadPose | None = None
     blendshapes: dict[str, float] | None = None
     track_id: int = -1
+    # Why its numbers deserve less trust (set by the face stage: norface_rt.faces.quality).
+    quality: FaceQuality | None = None
 
 
 @dataclass(slots=True)
@@ -160,6 +178,43 @@ class FaceFrame:
     # looks for one face more than it keeps).
     faces_cut: int = 0
 
+    @classmethod
+    def failed(cls, frame: FramePacket) -> FaceFrame:
+        """The face frame of a frame without faces to analyse: one the source could not decode,
+        or one the face stage failed on (the frame travels on, flagged, with no faces)."""
+        return cls(frame=frame, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
+
+
+@dataclass
+class ModelOutput:
+    """A backend's answer for a batch of crops, row i belonging to crop i. ``normalized`` is None
+    unless requested.
+
+    ``timings`` maps stage -> seconds spent on the whole batch: ``{normalize, classify}`` when the
+    backend ran the two networks separately, ``{infer}`` when it ran one combined graph, empty
+    when nothing ran (N = 0). Divide by ``len(self)`` for a per-face figure.
+    """
+
+    normalized: np.ndarray | None  # (N, S, S, 3) uint8 RGB
+    au_prob: np.ndarray  # (N, A) float32 in [0, 1]
+    au_intensity: np.ndarray  # (N, A) float32 in [0, cfg.au_intensity_max]
+    emotion_prob: np.ndarray  # (N, E) float32, rows sum to 1
+    timings: Timings = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.au_prob.shape[0])
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, want_normalized: bool = False) -> ModelOutput:
+        """The result for zero faces (nothing runs)."""
+        s, a, e = cfg.img_size, len(cfg.au_names), len(cfg.emotion_names)
+        return cls(
+            normalized=np.zeros((0, s, s, cfg.in_chans), np.uint8) if want_normalized else None,
+            au_prob=np.zeros((0, a), np.float32),
+            au_intensity=np.zeros((0, a), np.float32),
+            emotion_prob=np.zeros((0, e), np.float32),
+        )
+
 
 @dataclass(slots=True, frozen=True)
 class FaceQuality:
@@ -175,11 +230,6 @@ class FaceQuality:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "issues": list(self.issues)}
-
-
-# Landmarks travel rounded to this many decimals (0.1 px: finer than MediaPipe's jitter), as
-# [[x, y, z], ...]: about 10 KB of JSON per face instead of 29 KB at full precision.
-LANDMARK_DECIMALS = 1
 
 
 @dataclass(slots=True)
@@ -203,28 +253,36 @@ class FaceResult:
     blendshapes: dict[str, float] | None = None
     quality: FaceQuality | None = None
 
+    @classmethod
+    def from_output(cls, face: Face, out: ModelOutput, row: int, cfg: ModelConfig) -> FaceResult:
+        """The result of ``face`` from row ``row`` of a backend's output, labelled with the
+        model's names."""
+        emo = out.emotion_prob[row]
+        return cls(
+            track_id=face.track_id, box=face.box, confidence=face.confidence, pose=face.pose,
+            au_occurrence=dict(zip(cfg.au_names, map(float, out.au_prob[row]))),
+            au_intensity=dict(zip(cfg.au_names, map(float, out.au_intensity[row]))),
+            emotions=dict(zip(cfg.emotion_names, map(float, emo))),
+            top_emotion=cfg.emotion_names[int(np.argmax(emo))], model_id=str(cfg.model_id),
+            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=face.quality)
+
+    def to_wire(self, *, landmarks: bool = False, blendshapes: bool = False) -> FaceMessage:
+        """This face as a frame message carries it; ``landmarks`` / ``blendshapes`` add those
+        optional fields."""
+        return FaceMessage(
+            track_id=self.track_id, box=self.box, confidence=self.confidence,
+            pose=None if self.pose is None else Pose(self.pose.yaw, self.pose.pitch,
+                                                     self.pose.roll),
+            au_occurrence=self.au_occurrence, au_intensity=self.au_intensity,
+            emotions=self.emotions, top_emotion=self.top_emotion, model_id=self.model_id,
+            quality=None if self.quality is None else self.quality.issues,
+            landmarks=(wire_landmarks(self.landmarks)
+                       if landmarks and self.landmarks is not None else None),
+            blendshapes=self.blendshapes if blendshapes else None)
+
     def to_dict(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "track_id": int(self.track_id),
-            "box": [float(v) for v in self.box],
-            "confidence": float(self.confidence),
-            "pose": None if self.pose is None else {
-                "yaw": float(self.pose.yaw), "pitch": float(self.pose.pitch),
-                "roll": float(self.pose.roll)},
-            "au_occurrence": {k: float(v) for k, v in self.au_occurrence.items()},
-            "au_intensity": {k: float(v) for k, v in self.au_intensity.items()},
-            "emotions": {k: float(v) for k, v in self.emotions.items()},
-            "top_emotion": self.top_emotion,
-            "model_id": self.model_id,
-        }
-        if self.quality is not None:
-            d["quality"] = self.quality.to_dict()
-        if landmarks and self.landmarks is not None:
-            d["landmarks"] = np.round(np.asarray(self.landmarks, np.float64),
-                                      LANDMARK_DECIMALS).tolist()
-        if blendshapes and self.blendshapes is not None:
-            d["blendshapes"] = {str(k): float(v) for k, v in self.blendshapes.items()}
-        return d
+        """The face's dict in a frame message."""
+        return self.to_wire(landmarks=landmarks, blendshapes=blendshapes).to_dict()
 
 
 @dataclass(slots=True)
@@ -253,30 +311,36 @@ class FrameResult:
     skipped: int = 0  # FramePacket.skipped
     lost: int = 0  # FramePacket.lost
 
+    @classmethod
+    def from_face_frame(cls, ff: FaceFrame, faces: list[FaceResult], cfg: ModelConfig, *,
+                        error: str | None, keep_image: bool) -> FrameResult:
+        """The result of a face frame whose faces were analysed into ``faces`` (its ``seq`` is
+        given when it is published); ``keep_image`` keeps the pixels for sinks that draw."""
+        fr = ff.frame
+        return cls(
+            stream_id=fr.stream_id, seq=-1, frame_index=fr.frame_index, pts=fr.pts,
+            capture_time=fr.capture_time, width=fr.width, height=fr.height, dropped=fr.dropped,
+            skipped=fr.skipped, lost=fr.lost, faces=faces, untrained=not bool(cfg.trained),
+            timings=dict(fr.timings), error=error,
+            image=fr.image if keep_image and fr.error is None else None,
+            au_intensity_max=cfg.au_intensity_max, source=fr.source, faces_cut=ff.faces_cut)
+
+    def to_wire(self, *, landmarks: bool = False, blendshapes: bool = False) -> FrameMessage:
+        """The ``frame`` message; ``landmarks`` / ``blendshapes`` add those optional face
+        fields. ``emit_time`` is now when it was not set."""
+        return FrameMessage(
+            stream_id=self.stream_id, seq=self.seq, frame_index=self.frame_index, pts=self.pts,
+            capture_time=self.capture_time,
+            emit_time=self.emit_time if self.emit_time is not None else time.time(),
+            width=self.width, height=self.height, dropped_frames=self.dropped,
+            skipped_frames=self.skipped, lost_frames=self.lost, untrained=self.untrained,
+            error=self.error,
+            timings_ms={str(k): float(v) * 1000.0 for k, v in self.timings.items()},
+            faces=tuple(f.to_wire(landmarks=landmarks, blendshapes=blendshapes)
+                        for f in self.faces),
+            faces_cut=self.faces_cut, source=self.source,
+            au_intensity_max=self.au_intensity_max)
+
     def to_message(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
-        """The ``frame`` message; ``landmarks`` / ``blendshapes`` add those optional face fields."""
-        msg: dict[str, Any] = {
-            "type": "frame",
-            "schema_version": SCHEMA_VERSION,
-            "stream_id": self.stream_id,
-            "seq": int(self.seq),
-            "frame_index": int(self.frame_index),
-            "pts": None if self.pts is None else float(self.pts),
-            "capture_time": float(self.capture_time),
-            "emit_time": float(self.emit_time if self.emit_time is not None else time.time()),
-            "width": int(self.width),
-            "height": int(self.height),
-            "dropped_frames": int(self.dropped),
-            "skipped_frames": int(self.skipped),
-            "lost_frames": int(self.lost),
-            "untrained": bool(self.untrained),
-            "error": self.error,
-            "timings_ms": {str(k): float(v) * 1000.0 for k, v in self.timings.items()},
-            "faces": [f.to_dict(landmarks=landmarks, blendshapes=blendshapes) for f in self.faces],
-            "faces_cut": int(self.faces_cut),
-        }
-        if self.source is not None:
-            msg["source"] = self.source
-        if self.au_intensity_max != DEFAULT_AU_INTENSITY_MAX:
-            msg["au_intensity_max"] = float(self.au_intensity_max)
-        return msg
+        """The ``frame`` message dict (:meth:`to_wire`'s)."""
+        return self.to_wire(landmarks=landmarks, blendshapes=blendshapes).to_dict()

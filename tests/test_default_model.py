@@ -133,7 +133,7 @@ def test_the_default_normalizer_moves_the_smile_onto_the_target(media_dir: Path,
     # mouth clearly more than the neutral faces' I_n do. Measured with norface-tiny-synth-v2's
     # normalizer: identity ratio <= 0.10; mouth 15.8 for the smile against 4.5-5.9 for the neutral
     # faces. The v1 normalizer (which drew the neutral target for every face) scored 6.8 vs 6.1-6.9.
-    from norface_rt.normalize import normalize_media
+    from norface_rt.tools.normalize import normalize_media
 
     neutral_dir = shared_dir / "faces" / "zoom_cc0"
     if not neutral_dir.is_dir():

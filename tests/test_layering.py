@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import graphlib
-import os
 from pathlib import Path
 
 import norface_rt
@@ -43,11 +42,8 @@ def _part(module: str) -> str | None:
 
 
 def _sources() -> list[Path]:
-    """Every .py file of the package, through the ``engines`` link to the top-level folder."""
-    out = []
-    for root, _, names in os.walk(PKG, followlinks=True):
-        out.extend(Path(root) / n for n in names if n.endswith(".py"))
-    return out
+    """Every .py file of the package."""
+    return sorted(PKG.rglob("*.py"))
 
 
 def _graph() -> dict[str, set[str]]:
@@ -57,7 +53,8 @@ def _graph() -> dict[str, set[str]]:
             for mod, path in files.items()}
 
 
-def test_no_import_cycle_between_the_parts_of_the_package() -> None:
+def _part_deps() -> dict[str, set[str]]:
+    """part -> the other parts it imports directly."""
     deps: dict[str, set[str]] = {}
     for mod, imported in _graph().items():
         src = _part(mod)
@@ -65,6 +62,23 @@ def test_no_import_cycle_between_the_parts_of_the_package() -> None:
             continue
         deps.setdefault(src, set()).update(
             dst for m in imported if (dst := _part(m)) is not None and dst != src)
+    return deps
+
+
+def _reach(deps: dict[str, set[str]], part: str) -> set[str]:
+    """Every part ``part`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = list(deps.get(part, ()))
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(deps.get(p, ()))
+    return seen
+
+
+def test_no_import_cycle_between_the_parts_of_the_package() -> None:
+    deps = _part_deps()
     try:
         order = list(graphlib.TopologicalSorter(deps).static_order())
     except graphlib.CycleError as e:
@@ -73,25 +87,42 @@ def test_no_import_cycle_between_the_parts_of_the_package() -> None:
     for low, high in (("types", "backends"), ("model_set", "backends"), ("backends", "pipeline"),
                       ("sinks", "pipeline"), ("pipeline", "cli"), ("backends", "engines"),
                       ("pipeline", "api"), ("smoothing", "pipeline"), ("sources", "pipeline"),
-                      ("backends", "serving"), ("serving", "cli")):
+                      ("backends", "serving"), ("serving", "cli"), ("config", "wire"),
+                      ("wire", "types"), ("wire", "sinks"), ("types", "tools"),
+                      ("tools", "cli")):
         assert order.index(low) < order.index(high), (low, high)
 
 
-def test_only_the_cli_imports_the_engine_builder() -> None:
-    offenders = sorted(
+def test_the_wire_sits_on_the_config_and_nothing_below_the_types_imports_it() -> None:
+    deps = _part_deps()
+    # messages, schema and codec need the model config's label names and nothing else
+    assert deps["wire"] <= {"config"}, deps["wire"]
+    assert "wire" in deps["types"]  # results become messages at the types' edge
+    # a part that imports the wire sits above the types (depends on them), or is the types
+    offenders = sorted(p for p, d in deps.items()
+                       if "wire" in d and p != "types" and "types" not in _reach(deps, p))
+    assert not offenders, f"imported below the types: {offenders}"
+
+
+def _imported_outside_the_cli(part: str) -> list[str]:
+    """Imports of ``norface_rt.<part>`` by modules other than the CLI's and the part's own."""
+    return sorted(
         f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
-        if (m == "norface_rt.engines" or m.startswith("norface_rt.engines."))
-        and _part(mod) not in ("cli", "engines"))
-    assert not offenders, offenders
+        if (m == f"norface_rt.{part}" or m.startswith(f"norface_rt.{part}."))
+        and _part(mod) not in ("cli", part))
+
+
+def test_only_the_cli_runs_the_tools() -> None:
+    assert not _imported_outside_the_cli("tools")
+
+
+def test_only_the_cli_imports_the_engine_builder() -> None:
+    assert not _imported_outside_the_cli("engines")
 
 
 def test_only_the_cli_imports_the_triton_repository_builder() -> None:
     # the Triton backend (runtime) owns the repository's names; the builder imports them
-    offenders = sorted(
-        f"{mod} imports {m}" for mod, imported in _graph().items() for m in imported
-        if (m == "norface_rt.serving" or m.startswith("norface_rt.serving."))
-        and _part(mod) not in ("cli", "serving"))
-    assert not offenders, offenders
+    assert not _imported_outside_the_cli("serving")
 
 
 def test_the_package_never_imports_train() -> None:

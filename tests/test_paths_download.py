@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from norface_rt.download import download_landmarker
+from norface_rt.tools.download import download_landmarker
 from norface_rt.files import sha256_file
 from norface_rt.paths import (LANDMARKER_SHA256, ModelNotFoundError, resolve_landmarker,
                               resolve_model_dir)

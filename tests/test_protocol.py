@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from norface_rt import protocol
-from norface_rt.config import AU_NAMES, EMOTION_NAMES, SCHEMA_VERSION
+from norface_rt.config import AU_NAMES, EMOTION_NAMES
 from norface_rt.protocol import ProtocolError
 from norface_rt.stats import StageStats
-from norface_rt.config import BLENDSHAPE_NAMES, SUPPORTED_SCHEMA_VERSIONS
+from norface_rt.config import BLENDSHAPE_NAMES
 from norface_rt.types import EndOfStream, FaceQuality, FaceResult, FrameResult, HeadPose
+from norface_rt.wire import SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
 

@@ -2,8 +2,10 @@
 
 Stages: mae, aux, normalizer, classifier, export, evaluate, cv; plus extract-frames (DISFA videos),
 evaluate-real (label-free quality on real faces: ``python -m train evaluate-real --help``) and
-evaluate-model (labelled metrics of an exported model set through the runtime backend) and
-prepare-real (permissive real faces as training shards plus the geometry calibration pool).
+evaluate-model (labelled metrics of an exported model set through the runtime backend),
+prepare-real (permissive real faces as training shards plus the geometry calibration pool) and
+teachers (permissive pretrained expression models that label training data:
+``python -m train teachers --help``).
 ``--set a.b=VALUE`` overrides a config entry (VALUE parsed as JSON when possible), e.g.
 ``--set run.steps=100 --set run.device=cuda``. Runs resume from their latest checkpoint unless
 ``--no-resume``.
@@ -83,10 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train import evaluate_model
     evaluate_model.add_arguments(sub.add_parser(
         "evaluate-model", help="labelled metrics of an exported model set through the runtime backend"))
-    from train.data import real_faces
+    from train.data import found, real_faces
     real_faces.add_arguments(sub.add_parser(
         "prepare-real", help="permissive real faces -> training shards + geometry pool"))
+    found.add_arguments(sub.add_parser(
+        "prepare-found", help="further permissive real faces (a manifest of found files) -> "
+                              "unlabelled training shards for the teachers to label"))
+    from train.teachers import cli as teachers_cli
+    teachers_cli.add_arguments(sub.add_parser(
+        "teachers", help="permissive pretrained expression models: label images and shards "
+        "(cached), verify the ports, fit their face boxes"))
     args = ap.parse_args(argv)
+    if args.cmd == "prepare-found":
+        return found.run_cli(args)
+    if args.cmd == "teachers":
+        return teachers_cli.run_cli(args)
     if args.cmd == "prepare-real":
         return real_faces.run_cli(args)
     if args.cmd == "evaluate-model":

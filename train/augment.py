@@ -33,9 +33,12 @@ class AugmentConfig:
     contrast: float = 0.2  # multiplicative around the per-image mean
     saturation: float = 0.2
     flip_prob: float = 0.0  # horizontal flip; only where labels allow it
+    # Grey images (infrared webcams, archive and news photos, many surveillance feeds) are real
+    # input too; every training source here is colour.
+    grayscale_prob: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | bool | None) -> "AugmentConfig":
+    def from_dict(cls, d: dict[str, Any] | bool | None) -> AugmentConfig:
         if d is None or d is False:
             return cls(enabled=False)
         if d is True:
@@ -49,8 +52,9 @@ class AugmentConfig:
             v = getattr(cfg, f.name)
             if f.name != "enabled" and not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"augment.{f.name} must be a number >= 0, got {v!r}")
-        if cfg.flip_prob > 1:
-            raise ValueError(f"augment.flip_prob must be in [0, 1], got {cfg.flip_prob}")
+        for name in ("flip_prob", "grayscale_prob"):
+            if getattr(cfg, name) > 1:
+                raise ValueError(f"augment.{name} must be in [0, 1], got {getattr(cfg, name)}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,4 +99,9 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, mean: tuple[float, ...], 
         img = (img - grey) * (1.0 + _uniform(b, cfg.saturation, g, dev)).view(-1, 1, 1, 1) + grey
     if cfg.brightness:
         img = img + _uniform(b, cfg.brightness, g, dev).view(-1, 1, 1, 1)
+    if cfg.grayscale_prob and img.shape[1] == 3:
+        luma = torch.tensor((0.299, 0.587, 0.114), device=dev, dtype=x.dtype).view(1, 3, 1, 1)
+        grey = (img * luma).sum(dim=1, keepdim=True).expand_as(img)
+        pick = (torch.rand(b, generator=g) < cfg.grayscale_prob).to(dev).view(-1, 1, 1, 1)
+        img = torch.where(pick, grey, img)
     return (img.clamp(0.0, 1.0) - m) / s

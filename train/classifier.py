@@ -10,8 +10,9 @@ routing statistics per label are reported after training.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save_file
@@ -23,9 +24,21 @@ from norface_rt.models.norface import ClassifierOutput
 from norface_rt.models.registry import create_model
 from train import losses as L
 from train.augment import AugmentConfig, augment_batch
-from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
-                          load_module_weights, maybe_resume, model_config, resolve_device, save_json,
-                          save_checkpoint, seed_everything, to_input)
+from train.common import (
+    MetricLogger,
+    RunConfig,
+    autocast,
+    batch_iterator,
+    check_keys,
+    load_module_weights,
+    maybe_resume,
+    model_config,
+    resolve_device,
+    save_checkpoint,
+    save_json,
+    seed_everything,
+    to_input,
+)
 from train.data.build import build_dataset
 from train.data.sample import images_to_tensor
 from train.evaluate import compute_metrics, plot_routing, predict, routing_stats
@@ -45,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     # emotion head (both emotion read-outs are trained; the config picks the one exported)
     "geometry_pool": None, "geometry_noise": 0.5, "geometry_emotion_weight": 1.0,
     "geometry_gain": None,
+    # distillation: weight of the teachers' soft emotion labels (samples whose data spec names a
+    # teacher table, train/data/teacher_labels.py), matched by the outputs users see (the logits
+    # with the config's emotion prior added), on both emotion read-outs
+    "teacher_weight": 0.0,
 }
 
 
@@ -114,8 +131,24 @@ class ClassifierTrainer:
         self.augment = AugmentConfig.from_dict(self.opts["augment"])
         self.aug_gen = torch.Generator().manual_seed(self.run_cfg.seed + 17)
         if not isinstance(self.opts["use_normalized"], bool):
-            raise ValueError(f"classifier.use_normalized must be true or false, got {self.opts['use_normalized']!r}")
+            raise ValueError(f"classifier.use_normalized must be true or false, got "
+                             f"{self.opts['use_normalized']!r}")
         self.out = Path(self.run_cfg.out_dir)
+        self.log_prior = (torch.log(torch.tensor(self.mcfg.emotion_prior) /
+                                    sum(self.mcfg.emotion_prior)).to(self.device)
+                          if self.mcfg.emotion_prior else None)
+        if float(self.opts["teacher_weight"]) < 0:
+            raise ValueError(f"classifier.teacher_weight must be >= 0, got {self.opts['teacher_weight']}")
+
+    def distill(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Soft-label cross-entropy to the teachers on the rows that have their labels."""
+        if not float(self.opts["teacher_weight"]) or "teacher_emotion" not in batch:
+            return None
+        rows = batch["has_teacher_emotion"].to(self.device)
+        target = batch["teacher_emotion"].to(self.device).float()
+        if self.log_prior is not None:
+            logits = logits + self.log_prior
+        return L.soft_emotion_ce(logits, target, rows)
 
     def normalize(self, x_o: torch.Tensor) -> torch.Tensor:
         """I_n from the frozen F_nor, or (ablation "w/o I_n") the original face in both branches."""
@@ -151,6 +184,20 @@ class ClassifierTrainer:
             total = total + float(self.opts["geometry_emotion_weight"]) * extra
             log["emotion_other"] = float(extra.detach())
             log["total"] = float(total.detach())
+        kd = self.distill(heads["emotion_logits"], batch)
+        if kd is not None:
+            tw = float(self.opts["teacher_weight"])
+            total = total + tw * kd
+            log["teacher"] = float(kd.detach())
+            if out.emotion_logits_geometry is not None:
+                other_logits = (out.emotion_logits_fused if self.mcfg.emotion_readout == "geometry"
+                                else out.emotion_logits_geometry)
+                assert other_logits is not None
+                kd2 = self.distill(other_logits.float(), batch)
+                if kd2 is not None:
+                    total = total + tw * float(self.opts["geometry_emotion_weight"]) * kd2
+                    log["teacher_other"] = float(kd2.detach())
+            log["total"] = float(total.detach())
         return total, log, out
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -181,7 +228,7 @@ class ClassifierTrainer:
         dataset = build_dataset(self.config["data"], self.mcfg)
         steps = rc.steps
         if self.opts["epochs"]:
-            steps = int(self.opts["epochs"]) * max(1, len(dataset) // rc.batch_size)
+            steps = int(self.opts["epochs"]) * max(1, len(cast(Sized, dataset)) // rc.batch_size)
         test = build_dataset(self.config["test_data"], self.mcfg) if self.config.get("test_data") else None
         batches = batch_iterator(dataset, rc.batch_size, rc.seed, state.step, rc.num_workers)
         logger = MetricLogger(self.out, rc.tensorboard)
@@ -199,7 +246,8 @@ class ClassifierTrainer:
                                 self.config, rc.keep_ckpts)
         logger.close()
         sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(sd, str(self.out / "classifier.safetensors"), metadata={"norface_config": self.mcfg.to_json()})
+        save_file(sd, str(self.out / "classifier.safetensors"),
+                  metadata={"norface_config": self.mcfg.to_json()})
         if test is not None:
             self.evaluate(test, "test")
         return self.out

@@ -82,7 +82,7 @@ class RunConfig:
             torch.set_num_threads(self.threads)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "RunConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> RunConfig:
         d = dict(d or {})
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known

@@ -15,7 +15,14 @@ from train.common import check_keys, load_module_weights, model_config, save_jso
 from train.data.build import build_dataset
 from train.data.sample import images_to_tensor
 from train.data.splits import load_split
-from train.evaluate import average_folds, compute_metrics, markdown_report, plot_routing, predict, routing_stats
+from train.evaluate import (
+    average_folds,
+    compute_metrics,
+    markdown_report,
+    plot_routing,
+    predict,
+    routing_stats,
+)
 from train.normalizer import load_target_image
 
 

@@ -129,7 +129,8 @@ def routing_stats(gates: np.ndarray, t_occ: np.ndarray, t_emo: np.ndarray) -> di
             "overall": gates.mean(0).tolist() if len(gates) else []}
 
 
-def plot_routing(stats: Mapping[str, Any], path: str | Path, title: str = "output MoE routing") -> Path | None:
+def plot_routing(stats: Mapping[str, Any], path: str | Path,
+                 title: str = "output MoE routing") -> Path | None:
     """Heatmap PNG (labels x experts). Returns None when there is nothing to plot."""
     rows = stats["mean_gates"]
     if not rows:

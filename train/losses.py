@@ -90,7 +90,8 @@ def landmark_loss(lm_target: Tensor, lm_normalized: Tensor,
     """
     if lm_target.shape != lm_normalized.shape or lm_target.shape[-2:] != (68, 2):
         raise ValueError(
-            f"landmarks must both be (B, 68, 2), got {tuple(lm_target.shape)} and {tuple(lm_normalized.shape)}")
+            f"landmarks must both be (B, 68, 2), got {tuple(lm_target.shape)} and "
+            f"{tuple(lm_normalized.shape)}")
     idx = torch.as_tensor(list(indices), device=lm_target.device)
     a = lm_target.index_select(-2, idx) / scale
     b = lm_normalized.index_select(-2, idx) / scale
@@ -194,6 +195,16 @@ def emotion_ce(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits[valid], target[valid])
 
 
+def soft_emotion_ce(logits: Tensor, target: Tensor, rows: Tensor) -> Tensor:
+    """Cross-entropy to soft labels (distillation) over the rows marked in ``rows``; targets are
+    renormalised to sum to 1 (a teacher with no class for an emotion gives it no mass)."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    t = target[rows].clamp(min=0)
+    t = t / t.sum(dim=1, keepdim=True).clamp(min=1e-8)
+    return -(t * F.log_softmax(logits[rows], dim=1)).sum(dim=1).mean()
+
+
 def au_bce(logits: Tensor, target: Tensor, pos_weight: Tensor | None = None) -> Tensor:
     """Binary cross-entropy on AU occurrence logits, ignoring NaN targets."""
     valid = ~torch.isnan(target)
@@ -254,7 +265,7 @@ def classification_objective(outputs: dict[str, Tensor], batch: dict[str, Tensor
         total = total + w.importance * moe_terms["importance"]
     bal = [moe_terms[k] for k in ("global", "local") if k in moe_terms]
     if bal:
-        total = total + w.balance * sum(bal)  # type: ignore[operator]
+        total = total + w.balance * sum(bal)
     log = {k: float(v.detach()) for k, v in terms.items()}
     log.update({f"moe_{k}": float(v.detach()) for k, v in moe_terms.items()})
     log["cla"] = float(cla.detach())

@@ -14,8 +14,19 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from norface_rt.models.registry import create_model
-from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys, maybe_resume,
-                          model_config, resolve_device, save_checkpoint, seed_everything, to_input)
+from train.common import (
+    MetricLogger,
+    RunConfig,
+    autocast,
+    batch_iterator,
+    check_keys,
+    maybe_resume,
+    model_config,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    to_input,
+)
 from train.data.build import build_dataset
 
 DEFAULT_OPTIM = {"lr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05}

@@ -19,16 +19,26 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from norface_rt.config import ModelConfig
 from norface_rt.export.untrained import load_target_image  # noqa: F401  (train's callers import it from here)
 from norface_rt.models.registry import create_model
 from train import losses as L
 from train.augment import AugmentConfig, augment_batch
 from train.auxnets import aux_info, load_aux
 from train.auxnets.nets import AuxConfig, AuxNet
-from train.common import (MetricLogger, RunConfig, autocast, batch_iterator, check_keys,
-                          load_module_weights, maybe_resume, model_config, resolve_device,
-                          save_checkpoint, seed_everything, to_input)
+from train.common import (
+    MetricLogger,
+    RunConfig,
+    autocast,
+    batch_iterator,
+    check_keys,
+    load_module_weights,
+    maybe_resume,
+    model_config,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    to_input,
+)
 from train.data.build import build_dataset
 from train.data.sample import images_to_tensor
 
@@ -125,7 +135,8 @@ class NormalizerTrainer:
         o = {**DEFAULT_OPTIM, **config.get("optim", {})}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]))
-        target = load_target_image(self.opts["target_image"], self.mcfg) if self.opts["target_image"] else None
+        target = (load_target_image(self.opts["target_image"], self.mcfg)
+                  if self.opts["target_image"] else None)
         self.target = (images_to_tensor(target[None], self.mcfg.mean, self.mcfg.std).to(self.device)
                        if target is not None else None)
         self.augment = AugmentConfig.from_dict(self.opts["augment"])
@@ -169,7 +180,8 @@ class NormalizerTrainer:
             # Conditional discriminator on the pair [I_t, I_n]: is the second image a real face of
             # I_t's identity, pose and background? Real pairs are [I_t, true I_n] where synthetic
             # data has one, else [I_t, I_t] (the only real image of that identity/pose/background).
-            real_second = x_t if true_n is None else torch.where(pair.view(-1, 1, 1, 1), true_n, x_t)
+            real_second = (x_t if true_n is None or pair is None
+                           else torch.where(pair.view(-1, 1, 1, 1), true_n, x_t))
             if self.use_disc:
                 d_loss = L.hinge_d_loss(self.D(torch.cat([x_t, real_second], 1)),
                                         self.D(torch.cat([x_t, x_n.detach()], 1)))
@@ -205,7 +217,8 @@ class NormalizerTrainer:
                 save_checkpoint(self.out, state, self.modules, self.optimizers, self.config, rc.keep_ckpts)
         logger.close()
         sd = {k: v.detach().cpu().contiguous() for k, v in self.G.state_dict().items()}
-        save_file(sd, str(self.out / "normalizer.safetensors"), metadata={"norface_config": self.mcfg.to_json()})
+        save_file(sd, str(self.out / "normalizer.safetensors"),
+                  metadata={"norface_config": self.mcfg.to_json()})
         return self.out
 
 

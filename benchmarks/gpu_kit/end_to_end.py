@@ -33,6 +33,7 @@ from norface_rt.backends.base import Backend
 from norface_rt.sinks.base import ResultSink
 from norface_rt.sources.base import Source
 from norface_rt.types import FramePacket, FrameResult, Stage
+from norface_rt.wire.messages import EosMessage, Message
 
 MODES = ("paced", "unpaced")
 STREAM_OFFSET = 11  # frames between the starting points of streams replaying the same clip
@@ -85,7 +86,7 @@ class KitSink(ResultSink):
         self._lock = threading.Lock()
         # (capture_time, arrival time, faces, failed) per frame
         self.records: list[tuple[float, float, int, bool]] = []
-        self.eos: dict[str, dict[str, Any]] = {}
+        self.eos: dict[str, EosMessage] = {}
 
     def write_result(self, result: FrameResult) -> None:
         arrived = time.time()
@@ -93,10 +94,10 @@ class KitSink(ResultSink):
             self.records.append((result.capture_time, arrived, len(result.faces),
                                  result.error is not None))
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if msg.get("type") == "eos":
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        if isinstance(msg, EosMessage):
             with self._lock:
-                self.eos[msg["stream_id"]] = msg
+                self.eos[msg.stream_id] = msg
 
     def close(self) -> None:
         """Nothing to flush."""
@@ -160,15 +161,17 @@ def run_streams(backend: Backend, inputs: Inputs, *, streams: int, paced: bool, 
 
     sink = KitSink()
     pipeline = Pipeline(sources, face_stage, backend, [sink], max_batch=defaults.max_batch,
-                        queue_size=defaults.queue_size, device_align=True,
+                        queue_size=defaults.queue_size, stats_interval=defaults.stats_interval,
+                        device_align=True, landmarks=defaults.landmarks,
+                        blendshapes=defaults.blendshapes, smooth=defaults.smooth,
                         sink_buffer=defaults.sink_buffer, sink_timeout=defaults.sink_timeout)
     snap = pipeline.run(timeout=3 * seconds + 60)
     records = sorted(sink.records)
     row: dict[str, Any] = {
         "mode": "paced" if paced else "unpaced", "streams": streams, "seconds": seconds,
         "offered_frames_per_s": round(sum(s.clip.fps for s in sources), 1) if paced else None,
-        "frames_made": sum(int(m["frames"]) for m in sink.eos.values()),
-        "frames_dropped": sum(int(m["dropped_frames"]) for m in sink.eos.values()),
+        "frames_made": sum(m.frames for m in sink.eos.values()),
+        "frames_dropped": sum(m.dropped_frames for m in sink.eos.values()),
         "frames_published": len(records),
         "frames_failed": sum(1 for r in records if r[3]),
         "sink_losses": sum(pipeline.sink_losses.values()),

@@ -99,7 +99,7 @@ def git_commit() -> dict[str, Any]:
 
 def collect(out_dir: Path, collect_timeout: float = 15.0) -> dict[str, Any]:
     """The environment section; writes ``environment.txt`` (nvidia-smi and collect_env)."""
-    from norface_rt.bench import machine_info, versions
+    from norface_rt.tools.bench import machine_info, versions
 
     vers: dict[str, str | None] = dict(versions())
     for pkg in EXTRA_PACKAGES:

@@ -315,8 +315,8 @@ def prepare(shared: str | os.PathLike[str], landmarker: str | os.PathLike[str],
     a failed run never leaves half an inputs folder."""
     import cv2
 
-    from norface_rt.bench import versions
     from norface_rt.faces.landmarker import Landmarker
+    from norface_rt.tools.bench import versions
 
     media = Path(shared) / "media"
     landmarker = Path(landmarker)

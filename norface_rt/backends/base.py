@@ -4,10 +4,11 @@ Pre- and post-processing are not the backends' business: :mod:`norface_rt.prepro
 so every backend and training see the exact same pixels. This module imports numpy only (no
 torch), so the ONNX Runtime path stays light.
 
-Stage timings: :attr:`ModelOutput.timings` reports, in seconds for the whole batch, how long the
-network took. Backends that run the two halves separately report :attr:`Stage.NORMALIZE` and
-:attr:`Stage.CLASSIFY`; a backend that runs one combined graph reports :attr:`Stage.INFER`
-(never both forms). Pre/post-processing is not included.
+A batch's answer is a :class:`~norface_rt.types.ModelOutput` (a typed hand-off, defined with the
+others in :mod:`norface_rt.types`). Stage timings: :attr:`ModelOutput.timings` reports, in
+seconds for the whole batch, how long the network took. Backends that run the two halves
+separately report :attr:`Stage.NORMALIZE` and :attr:`Stage.CLASSIFY`; a backend that runs one
+combined graph reports :attr:`Stage.INFER` (never both forms). Pre/post-processing is not included.
 """
 
 from __future__ import annotations
@@ -15,46 +16,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from norface_rt.config import ModelConfig
 from norface_rt.preprocess import denormalize, preprocess, validate_crops, validate_geometry
-from norface_rt.types import Stage, Timings
+from norface_rt.types import ModelOutput, Stage, Timings
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-@dataclass
-class ModelOutput:
-    """Per-crop results, row i belonging to crop i. ``normalized`` is None unless requested.
-
-    ``timings`` maps stage -> seconds spent on the whole batch: ``{normalize, classify}`` when the
-    backend ran the two networks separately, ``{infer}`` when it ran one combined graph, empty
-    when nothing ran (N = 0). Divide by ``len(self)`` for a per-face figure.
-    """
-
-    normalized: np.ndarray | None  # (N, S, S, 3) uint8 RGB
-    au_prob: np.ndarray  # (N, A) float32 in [0, 1]
-    au_intensity: np.ndarray  # (N, A) float32 in [0, cfg.au_intensity_max]
-    emotion_prob: np.ndarray  # (N, E) float32, rows sum to 1
-    timings: Timings = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.au_prob.shape[0])
-
-    @classmethod
-    def empty(cls, cfg: ModelConfig, want_normalized: bool = False) -> ModelOutput:
-        """The result for zero faces (nothing runs)."""
-        s, a, e = cfg.img_size, len(cfg.au_names), len(cfg.emotion_names)
-        return cls(
-            normalized=np.zeros((0, s, s, cfg.in_chans), np.uint8) if want_normalized else None,
-            au_prob=np.zeros((0, a), np.float32),
-            au_intensity=np.zeros((0, a), np.float32),
-            emotion_prob=np.zeros((0, e), np.float32),
-        )
 
 
 class Backend(ABC):
@@ -69,6 +39,8 @@ class Backend(ABC):
     config: ModelConfig
     name: ClassVar[str]
     aligns_on_device: ClassVar[bool] = False
+    # Outages survived so far by a backend that talks to a server (Triton); None for local ones.
+    reconnects: int | None = None
 
     @abstractmethod
     def _forward(self, x: np.ndarray, geometry: np.ndarray | None = None) -> Outputs:

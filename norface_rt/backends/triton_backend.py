@@ -59,14 +59,17 @@ from norface_rt.model_set import (
 )
 from norface_rt.preprocess import validate_crops, validate_geometry
 from norface_rt.types import Stage, Timings
+from norface_rt.wire.names import TRITON_MODEL, TRITON_URL
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- repository layout (one owner)
-DEFAULT_MODEL_NAME = "norface"
 CROPS_NAME = "crops"  # the ensemble's and the preprocess model's uint8 (B, S, S, C) input
 CONFIG_PARAMETER = META_CONFIG  # ensemble parameter holding the ModelConfig JSON
-DEFAULT_URL = "grpc://127.0.0.1:8001"
+# How long one request may take, and how long one batch is retried while the server is away
+# (seconds): the defaults of `run`'s --triton-timeout and --triton-retry.
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_RETRY_S = 30.0
 # Statuses that mean "not now" rather than "never": the server is away, restarting, overloaded
 # or the request timed out.
 RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
@@ -84,7 +87,7 @@ T = TypeVar("T")
 class TritonNames:
     """The model names of one model set in a repository (``name`` is the ensemble's)."""
 
-    name: str = DEFAULT_MODEL_NAME
+    name: str = TRITON_MODEL
 
     @property
     def ensemble(self) -> str:
@@ -173,10 +176,12 @@ class TritonBackend(Backend):
     """
 
     name = "triton"
+    reconnects: int = 0
 
-    def __init__(self, url: str = DEFAULT_URL, model_name: str = DEFAULT_MODEL_NAME, *,
+    def __init__(self, url: str = TRITON_URL, model_name: str = TRITON_MODEL, *,
                  expected: ModelConfig | None = None, shared_memory: str = "auto",
-                 timeout_s: float = 10.0, retry_s: float = 30.0, connect_s: float = 10.0) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retry_s: float = DEFAULT_RETRY_S,
+                 connect_s: float = 10.0) -> None:
         from norface_rt.extras import require
 
         require("triton", "--backend triton")

@@ -60,7 +60,7 @@ class BuildOptions:
     """Everything about a build that changes the engine's contents (and so is part of the key).
 
     ``fp32_layers``: None = plain FP16 (TensorRT picks every layer's precision); ``"norm"`` = pin
-    the normalisation / softmax layers (:mod:`engines.precision`) to FP32; ``"auto"`` = try plain
+    the normalisation / softmax layers (:mod:`norface_rt.engines.precision`) to FP32; ``"auto"`` = try plain
     FP16 first and pin those layers only if the FP16 engine misses the accuracy tolerance; a
     tuple of glob patterns = pin the layers whose names match. Ignored when ``fp16`` is False
     (everything is FP32 then). The timing cache and ``force`` are not options in this sense:

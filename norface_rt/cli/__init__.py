@@ -1,9 +1,9 @@
 """The ``norface-rt`` command line: one module per command, dispatched from here.
 
-Exit codes: 0 = every stream ended cleanly; 1 = a stream ended with an error (results up to the
-error were still delivered), an output lost messages, or ``models download`` failed; 2 = bad
-arguments or missing or damaged model files; 130 = interrupted (SIGINT), 143 = terminated
-(SIGTERM).
+Exit codes are :class:`norface_rt.wire.exits.ExitCode` (0 = every stream ended cleanly; 1 = a
+stream ended with an error, results up to the error still delivered, an output lost messages, or
+``models download`` failed; 2 = bad arguments or missing or damaged model files; 130 =
+interrupted (SIGINT), 143 = terminated (SIGTERM)); every ``--help`` epilog is generated from it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from norface_rt.cli import (
 from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
 from norface_rt.cli.native_logs import quiet_native_logs
 from norface_rt.config import ConfigFileError
+from norface_rt.wire.exits import ExitCode, exit_epilog
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run.run, "listen": listen.run, "plot": plot.run, "normalize": normalize.run,
@@ -41,10 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="norface-rt", formatter_class=HelpFormatter,
         description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.",
-        epilog="exit codes: 0 success; 1 a stream or download ended with an error, or an output "
-               "lost messages; 2 bad arguments or missing or damaged model files; 130 "
-               "interrupted (SIGINT); 143 terminated (SIGTERM). `norface-rt COMMAND --help` "
-               "describes each command.")
+        epilog=exit_epilog(note="`norface-rt COMMAND --help` describes each command."))
     p.add_argument("--version", action="version", version=f"norface-rt {__version__}",
                    help="print the version and exit")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -67,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FileNotFoundError, ImportError, ConfigFileError) as exc:  # said plainly, exit 2
             return fail(str(exc))
         except KeyboardInterrupt:
-            return 130
+            return ExitCode.INTERRUPTED
 
 
 __all__ = ["build_parser", "main", "nonneg_float", "positive_int"]

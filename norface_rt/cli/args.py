@@ -1,48 +1,28 @@
-"""Argument types shared by every command (and by ``python -m train``): a bad value is refused
-by argparse with the option's name and the value given, so the CLI exits 2 before doing work."""
+"""What every command shares: the parsers generated from options classes (:func:`add_options`,
+:func:`options_from`), the help formatter, logging set-up and error reporting.
+
+The argument types (:func:`positive_int`, ...) live in :mod:`norface_rt.flags` with the options
+they serve; they are re-exported here for ``python -m train``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
+from norface_rt.flags import (
+    NAMED_PARSERS,
+    Option,
+    default_of,
+    nonneg_float,
+    options_of,
+    positive_float,
+    positive_int,
+)
+from norface_rt.wire.exits import ExitCode
 
-def positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
-        return v
-
-    return parse
-
-
-def nonneg_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not v >= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
-        return v
-
-    return parse
-
-
-def positive_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        v = nonneg_float(name)(text)
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {v}")
-        return v
-
-    return parse
+T = TypeVar("T")
 
 
 def setup_logging(verbosity: int) -> None:
@@ -50,7 +30,7 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = ExitCode.USAGE) -> int:
     """Print ``norface-rt: error: message`` to stderr and return ``code`` (the exit status)."""
     import sys
 
@@ -81,3 +61,69 @@ def add_command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentP
                    help="more logging (-vv: debug), and keep the native log lines of MediaPipe / "
                         "TensorFlow Lite that are silenced by default")
     return p
+
+
+def _metavar(opt: Option) -> str:
+    """What argparse would call the value of ``opt.flag`` (its name without dashes, upper case)."""
+    return opt.flag.lstrip("-").replace("-", "_").upper()
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, *,
+                groups: dict[str, argparse._ArgumentGroup] | None = None,
+                only: Iterable[str] | None = None, skip: Iterable[str] = (),
+                grouped: bool | None = None,
+                help: Mapping[str, str] | None = None) -> None:  # noqa: A002  (argparse's word)
+    """Add an argument for each option field of ``cls`` (in field order), with the field's
+    default, flag, help and group: the parser is generated from the class, so the command line
+    and the Python API share every default. ``only`` / ``skip`` select fields by name, and
+    ``grouped`` those with (True) or without (False) a group; ``help`` replaces a field's help
+    text for this command; ``groups`` holds the argument groups made so far by title (shared
+    between calls, so several classes can fill one group)."""
+    groups = {} if groups is None else groups
+    wanted = None if only is None else set(only)
+    for f, opt in options_of(cls):
+        if (wanted is not None and f.name not in wanted) or f.name in skip:
+            continue
+        if grouped is not None and grouped != (opt.group is not None):
+            continue
+        target: argparse._ActionsContainer = parser
+        if opt.group is not None:
+            if opt.group not in groups:
+                groups[opt.group] = parser.add_argument_group(opt.group)
+            target = groups[opt.group]
+        text = (help or {}).get(f.name, opt.help)
+        if opt.positional:
+            target.add_argument(f.name, nargs=opt.nargs, metavar=opt.metavar, help=text)
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "help": text}
+        if f.type in (bool, "bool") or opt.inverted:
+            kw["action"] = "store_true"  # a switch: the flag turns the default over
+        else:
+            kw["default"] = default_of(f)
+            kw["metavar"] = opt.metavar or _metavar(opt)
+            if opt.append:
+                kw["action"] = "append"
+            if opt.nargs is not None:
+                kw["nargs"] = opt.nargs
+            if opt.choices is not None:
+                kw["choices"] = list(opt.choices)
+                kw["metavar"] = opt.metavar  # argparse shows {a,b} unless told otherwise
+            if opt.parse is not None:
+                kw["type"] = opt.parse(opt.flag) if opt.parse in NAMED_PARSERS else opt.parse
+        target.add_argument(opt.flag, **kw)
+
+
+def options_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """An instance of ``cls`` from parsed ``args`` (only the fields that are there, so one
+    namespace can fill several classes) plus ``given`` values."""
+    kw: dict[str, Any] = {}
+    for f, opt in options_of(cls):
+        if f.name in given or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        kw[f.name] = (not value) if opt.inverted else value
+    return cls(**kw, **given)
+
+
+__all__ = ["HelpFormatter", "add_command", "add_options", "fail", "nonneg_float",
+           "options_from", "positive_float", "positive_int", "setup_logging"]

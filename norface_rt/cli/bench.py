@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
-from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
+from norface_rt.backends.registry import backend_spec
+from norface_rt.cli.args import add_command, add_options, fail, options_from
 from norface_rt.config import SIZES
+from norface_rt.tools.bench import BenchOptions
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -19,24 +21,7 @@ def add_parser(sub: Any) -> None:
     bm.add_argument("--model-dir", help="Norface model set (else $NORFACE_RT_MODEL_DIR, user cache)")
     bm.add_argument("--size", choices=list(SIZES),
                     help="benchmark a fresh UNTRAINED model of this size (temp dir) instead")
-    b.add_argument("--backend", nargs="+", dest="backends", default=["onnxruntime"],
-                   choices=[n for n in BACKEND_NAMES if n not in REMOTE_BACKENDS], metavar="NAME",
-                   help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda "
-                        "(fp16 + CUDA graphs)")
-    b.add_argument("--device", default="cpu", help="torch backend device (cpu, cuda)")
-    b.add_argument("--threads", type=positive_int("--threads"),
-                   help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
-    b.add_argument("--batches", nargs="+", type=positive_int("--batches"), default=[1, 8, 32, 128],
-                   metavar="N", help="batch sizes (1 = latency; default 1 8 32 128)")
-    b.add_argument("--repeats", type=positive_int("--repeats"), default=30,
-                   help="timed runs per batch size after warm-up (default 30)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed runs per batch size first "
-                                                         "(default 3)")
-    b.add_argument("--max-seconds", type=nonneg_float("--max-seconds"), default=15.0,
-                   help="stop a batch size's timed runs after S seconds (at least 3 runs)")
-    b.add_argument("--timeout", type=nonneg_float("--timeout"), default=600.0,
-                   help="kill a backend's benchmark process after S seconds")
-    b.add_argument("--seed", type=int, default=0, help="seed of the random input faces")
+    add_options(b, BenchOptions)  # the measurement's options: one declaration, BenchOptions
     b.add_argument("--out", required=True, help="output directory for bench.json and bench.md")
 
 
@@ -53,16 +38,15 @@ def _prepare_engines(model_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.bench import BenchOptions, bench_untrained, run_bench, write_report
     from norface_rt.paths import resolve_model_dir
+    from norface_rt.tools.bench import bench_untrained, run_bench, write_report
 
     try:
-        opts = BenchOptions(model_dir=Path("."), backends=list(dict.fromkeys(args.backends)),
-                            batches=args.batches, repeats=args.repeats, warmup=args.warmup,
-                            max_seconds=args.max_seconds, device=args.device,
-                            threads=args.threads, seed=args.seed, timeout=args.timeout)
+        opts = options_from(BenchOptions, args, model_dir=Path("."))
+        opts.backends = list(dict.fromkeys(opts.backends))
         opts.validate()
-        prepare = _prepare_engines if "tensorrt" in opts.backends else None
+        prepare = (_prepare_engines
+                   if any(backend_spec(b).builds_engines for b in opts.backends) else None)
         if args.size:
             report = bench_untrained(args.size, opts, prepare=prepare)
         else:
@@ -79,4 +63,4 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in report["backends"] if r["status"].startswith("error")]
     for r in failed:
         print(f"norface-rt: backend {r['backend']} failed: {r['status']}", file=sys.stderr)
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, TensorRTUnavailable) as exc:
         return fail(str(exc))
     except RuntimeError as exc:
-        return fail(f"build failed: {exc}", 1)
+        return fail(f"build failed: {exc}", ExitCode.FAILED)
     print(f"cache key: {es.key}")
     print(f"engines ({'cache hit' if es.cache_hit else 'built'}): {es.directory}")
     for graph, path in es.engines.items():
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     for cand, errs in prec.get("errors", {}).items():
         print(f"  {cand} vs ONNX Runtime fp32: " + ", ".join(f"{k} {v:.4g}" for k, v in errs.items()))
     if args.no_check:
-        return 0
+        return ExitCode.OK
     report = check_accuracy(es, model_dir, device=args.device)
     print(report.summary())
-    return 0 if report.passed else 1
+    return ExitCode.OK if report.passed else 1

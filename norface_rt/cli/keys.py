@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.sinks.curve import make_keypair
+    from norface_rt.wire.curve import make_keypair
 
     if args.keys_command == "make":
         try:
@@ -28,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
         except (FileExistsError, ValueError) as exc:
             return fail(str(exc))
         print(f"public key: {public}\nsecret key: {secret} (keep it private)")
-        return 0
+        return ExitCode.OK
     raise AssertionError(args.keys_command)

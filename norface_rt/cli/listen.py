@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, nonneg_float, positive_int
-from norface_rt.protocol import DEFAULT_ENDPOINT
+from norface_rt.wire.names import DEFAULT_ENDPOINT, NATS_STREAM, NATS_SUBJECT_PREFIX
 
 
 def add_parser(sub: Any) -> None:
@@ -27,9 +27,10 @@ def add_parser(sub: Any) -> None:
                     help="give up after S seconds without a message (default: wait forever)")
     lp.add_argument("--nats", metavar="URL",
                     help="read a NATS JetStream stream instead of a ZeroMQ publisher (replayable)")
-    lp.add_argument("--nats-stream", default="NORFACE", help="JetStream stream (default NORFACE)")
-    lp.add_argument("--nats-subject-prefix", default="norface",
-                    help="subject prefix the publisher used (default norface)")
+    lp.add_argument("--nats-stream", default=NATS_STREAM,
+                    help="JetStream stream (default %(default)s)")
+    lp.add_argument("--nats-subject-prefix", default=NATS_SUBJECT_PREFIX,
+                    help="subject prefix the publisher used (default %(default)s)")
     lp.add_argument("--from-seq", type=positive_int("--from-seq"), default=1,
                     help="with --nats: start at this stream sequence number (default 1, the oldest)")
     lp.add_argument("--pull", action="store_true",
@@ -43,8 +44,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.sinks.curve import curve_client
-    from norface_rt.sinks.listen import run_listen
+    from norface_rt.wire.curve import curve_client
+    from norface_rt.wire.listen import run_listen
 
     messages = None
     if args.nats:

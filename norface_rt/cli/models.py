@@ -8,6 +8,7 @@ from typing import Any
 
 from norface_rt.cli.args import add_command, fail
 from norface_rt.config import SIZES, ModelConfig
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -44,25 +45,25 @@ def run(args: argparse.Namespace) -> int:
         out = init_untrained(Path(args.out_dir), size=args.size, seed=args.seed,
                              geometry=args.geometry)
         print(f"wrote an UNTRAINED {args.size} model set to {out} (results will be flagged untrained)")
-        return 0
+        return ExitCode.OK
     if args.models_command == "download":
-        from norface_rt.download import download_landmarker
+        from norface_rt.tools.download import download_landmarker
 
         try:
             path = download_landmarker(Path(args.dest) if args.dest else None)
         except RuntimeError as exc:  # offline, refused, checksum mismatch: one line, exit 1
-            return fail(str(exc), 1)
+            return fail(str(exc), ExitCode.FAILED)
         except OSError as exc:  # the destination cannot be written
-            return fail(f"--dest: cannot write the landmarker there: {exc}", 2)
+            return fail(f"--dest: cannot write the landmarker there: {exc}", ExitCode.USAGE)
         print(f"MediaPipe face landmarker at {path}")
-        return 0
+        return ExitCode.OK
     if args.models_command == "manifest":
         from norface_rt.model_set import write_manifest
 
         d = Path(args.model_dir)
         _check_loads(d)  # never vouch for files that do not load as a model set
         print(f"wrote {write_manifest(d)}")
-        return 0
+        return ExitCode.OK
     if args.models_command == "verify":
         from norface_rt.model_set import read_manifest
         from norface_rt.paths import resolve_model_dir
@@ -71,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = _check_loads(d)
         if read_manifest(d) is None:
             return fail(f"model set {d}: {cfg.model_id}: loads, but has no manifest.json to check "
-                        f"its files against (`norface-rt models manifest {d}` adds one)", 1)
+                        f"its files against (`norface-rt models manifest {d}` adds one)", ExitCode.FAILED)
         print(f"model set {d}: {cfg.model_id}: every file matches its manifest and loads")
-        return 0
+        return ExitCode.OK
     if args.models_command == "info":
         from norface_rt.model_set import load_config
         from norface_rt.paths import resolve_model_dir
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         d = resolve_model_dir(args.model_dir)
         print(f"model set: {d}")
         print(load_config(d).to_json())
-        return 0
+        return ExitCode.OK
     raise AssertionError(args.models_command)
 
 
@@ -90,5 +91,5 @@ def _check_loads(model_dir: Path) -> ModelConfig:
     config's bounds and its agreement with the graphs); errors name the file."""
     from norface_rt.backends import load_backend
 
-    with load_backend(model_dir, "onnxruntime") as backend:
+    with load_backend(model_dir) as backend:
         return backend.config

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, positive_int
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -24,7 +25,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from norface_rt.plot import plot_timeline
+    from norface_rt.tools.plot import plot_timeline
 
     aus = [a.strip() for a in args.aus.split(",") if a.strip()] if args.aus else None
     try:
@@ -33,4 +34,4 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, TimeoutError) as exc:
         return fail(str(exc))
     print(f"wrote {out}")
-    return 0
+    return ExitCode.OK

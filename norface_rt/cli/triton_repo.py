@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail, positive_int
+from norface_rt.wire.exits import ExitCode
+from norface_rt.wire.names import TRITON_MODEL
 
 
 def _sizes(text: str) -> list[int]:
@@ -29,8 +31,9 @@ def add_parser(sub: Any) -> None:
                    help="Triton backend running the graphs: onnxruntime (default), tensorrt (plans "
                         "built where the server runs: OUT/build_plans.sh) or python (ONNX Runtime in "
                         "Triton's Python backend, what `norface-rt triton-server` runs)")
-    t.add_argument("--name", default="norface", help="ensemble name (models are NAME_preprocess, "
-                                                    "NAME_normalizer, NAME_classifier)")
+    t.add_argument("--name", default=TRITON_MODEL, help="ensemble name (models are "
+                                                        "NAME_preprocess, NAME_normalizer, "
+                                                        "NAME_classifier)")
     t.add_argument("--max-batch", type=positive_int("--max-batch"), default=32,
                    help="max_batch_size of every model (default 32)")
     t.add_argument("--preferred-batch", type=_sizes, default=[8, 16, 32], metavar="N,N,...",
@@ -70,4 +73,4 @@ def run(args: argparse.Namespace) -> int:
           "validated against Triton's model_config.proto")
     for note in notes:
         print(f"todo: {note}")
-    return 0
+    return ExitCode.OK

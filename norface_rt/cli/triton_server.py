@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail
+from norface_rt.wire.exits import ExitCode
 
 
 def add_parser(sub: Any) -> None:
@@ -44,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             env = setup_env(args.env, force=args.force, python=args.python)
         except RuntimeError as exc:
-            return fail(str(exc), 1)
+            return fail(str(exc), ExitCode.FAILED)
         print(f"Triton server environment ready: {env.root} (tritonserver {env.tritonserver}, "
               f"Python {env.python_version})")
-        return 0
+        return ExitCode.OK
     try:
         server = TritonServer(args.repository, ServerEnv.load(args.env), host=args.host,
                               grpc_port=args.grpc_port, http_port=args.http_port,
@@ -64,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
               f"metrics {server.metrics_url}; log {server.log_path}", flush=True)
         while not stop.wait(0.5):
             if not server.running:
-                return fail(f"tritonserver exited; its log ends with:\n{server.log_tail()}", 1)
+                return fail(f"tritonserver exited; its log ends with:\n{server.log_tail()}", ExitCode.FAILED)
     except (RuntimeError, TimeoutError) as exc:
-        return fail(str(exc), 1)
+        return fail(str(exc), ExitCode.FAILED)
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
-    return 0
+    return ExitCode.OK

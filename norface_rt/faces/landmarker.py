@@ -228,7 +228,7 @@ class Landmarker:
     every frame independently.
     """
 
-    def __init__(self, model_path: str | Path, *, max_faces: int = 4,
+    def __init__(self, model_path: str | os.PathLike[str], *, max_faces: int,
                  mode: Literal["video", "image"] = "video",
                  min_detection_confidence: float = 0.5, min_presence: float = 0.5,
                  min_tracking: float = 0.5, tiling: float | None = None,

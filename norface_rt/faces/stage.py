@@ -22,7 +22,7 @@ import numpy as np
 
 from norface_rt.faces.align import Aligner
 from norface_rt.faces.geometry import TrackBaseline, blendshape_vector
-from norface_rt.faces.quality import SMALL_FACE_IOD, interocular
+from norface_rt.faces.quality import SMALL_FACE_IOD, assess, interocular
 from norface_rt.faces.tracker import Tracker
 from norface_rt.types import Face, FaceFrame, FramePacket, Stage
 
@@ -82,10 +82,13 @@ class FaceStage:
         self.geometry = geometry
 
     def process(self, frame: FramePacket) -> FaceFrame:
-        """``timings[Stage.DETECT]`` covers landmarks, confidence and tracking; ``[Stage.ALIGN]``
-        the crops (or only their matrices when the backend warps them)."""
+        """``timings[Stage.DETECT]`` covers landmarks, confidence, tracking and each face's
+        quality flags; ``[Stage.ALIGN]`` the crops (or only their matrices when the backend warps
+        them)."""
         t0 = time.perf_counter()
         faces = self.tracker.update(self.landmarker.detect(frame))
+        for face in faces:
+            face.quality = assess(face)
         geometry = None if self.geometry is None else self.geometry.read(faces)
         t1 = time.perf_counter()
         points = [f.points5 for f in faces]

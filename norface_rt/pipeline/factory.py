@@ -1,8 +1,8 @@
 """The one factory: backends, face stages, sources and sinks built the same way for the CLI
 (``run``, ``normalize``, ``bench``), the Python API, the benchmarks and the evaluation tools.
 
-Each recipe lives here once: which constructor options a backend name gets
-(:func:`backend_options`), how a stream's faces are found, tracked and aligned
+Each recipe lives here once: how a backend is opened and warmed up (:func:`open_backend`, its
+options from the backend table), how a stream's faces are found, tracked and aligned
 (:func:`build_face_stage`), which sinks the output options ask for (:func:`make_sinks`), and how
 they are wired into a :class:`~norface_rt.pipeline.runner.Pipeline` (:func:`create_pipeline`).
 """
@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from norface_rt.backends import load_backend
+from norface_rt.backends import DEFAULT_BACKEND, backend_spec, connect_backend, load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.flags import default_for
 from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline.options import PipelineOptions, SinkOptions
@@ -33,29 +34,12 @@ if TYPE_CHECKING:
 
 def backend_options(name: str, *, device: str | None = None, threads: int | None = None
                     ) -> dict[str, Any]:
-    """Constructor options of backend ``name`` for a device (None: the backend's natural one,
-    cpu for onnxruntime / torch, cuda for torch-cuda / tensorrt) and a thread count (None: the
-    library's choice)."""
-    kw: dict[str, Any] = {}
-    if name == "onnxruntime":
-        if threads:
-            kw["intra_op_threads"] = threads
-        return kw
-    if name == "torch":
-        kw["device"] = device or "cpu"
-    elif name == "torch-cuda":
-        kw["device"] = device or "cuda"
-        # fp16 only where it is fast; on the CPU the same bucket code runs in fp32, without graphs.
-        kw["fp16"] = str(kw["device"]).startswith("cuda")
-    elif name == "tensorrt":
-        kw["device"] = device or "cuda"
-        return kw
-    if threads:
-        kw["num_threads"] = threads
-    return kw
+    """Constructor options of backend ``name`` for a device (None: the backend's natural one)
+    and a thread count (None: the library's choice), as its row of the backend table says."""
+    return backend_spec(name).options(device, threads)
 
 
-def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *,
+def open_backend(model_dir: str | os.PathLike[str], name: str = DEFAULT_BACKEND, *,
                  device: str | None = None, threads: int | None = None,
                  warm_up: bool = False) -> Backend:
     """:func:`~norface_rt.backends.load_backend` with :func:`backend_options`; ``warm_up`` runs
@@ -71,8 +55,8 @@ def open_backend(model_dir: str | os.PathLike[str], name: str = "onnxruntime", *
     return backend
 
 
-def open_triton_backend(opts: PipelineOptions) -> Backend:
-    """The Triton backend of ``opts``: the model and its config come from the server; a
+def open_remote_backend(opts: PipelineOptions) -> Backend:
+    """The remote backend of ``opts`` (Triton): the model and its config come from the server; a
     ``--model-dir`` given as well must hold the same model. Warmed up like :func:`open_backend`,
     which also proves the whole path (shared memory included) before a source is opened."""
     expected = None
@@ -81,9 +65,9 @@ def open_triton_backend(opts: PipelineOptions) -> Backend:
         verify_model_set(local)
         expected = load_config(local)
     assert opts.triton_url is not None  # validate() checked it
-    backend = load_backend(opts.triton_url, "triton", model_name=opts.triton_model,
-                           expected=expected, timeout_s=opts.triton_timeout,
-                           retry_s=opts.triton_retry)
+    backend = connect_backend(opts.triton_url, opts.backend, model_name=opts.triton_model,
+                              expected=expected, timeout_s=opts.triton_timeout,
+                              retry_s=opts.triton_retry)
     try:
         check_landmarker_feeds(resolve_landmarker(opts.landmarker), backend.config)
         cfg = backend.config
@@ -103,12 +87,16 @@ def is_video_source(src: Source) -> bool:
 
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
-                     max_faces: int = 4, tiling: float | None = None,
-                     warp_crops: bool = True, baseline: bool = True) -> FaceStage:
+                     max_faces: int,
+                     tiling: float | None = default_for(PipelineOptions, "tiling"),
+                     warp_crops: bool = True,
+                     baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
     """Landmarker + tracker + aligner for one stream: video mode without tiling for videos,
     image mode with full-window tiling (``tiling`` 1.0) for stills unless told otherwise. For a
     model with a geometry input, also its geometry reader, with a per-track neutral baseline
-    in videos unless ``baseline`` is False (a still has no second look at the same person)."""
+    in videos unless ``baseline`` is False (a still has no second look at the same person).
+    ``max_faces``, ``tiling`` and ``baseline`` are the run options of those names
+    (:class:`PipelineOptions` declares their defaults)."""
     from norface_rt.faces.landmarker import Landmarker
 
     if tiling is None and not video:
@@ -119,7 +107,8 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
 
 
 def assemble_face_stage(finder: FaceFinder, cfg: ModelConfig, *, video: bool,
-                        warp_crops: bool = True, baseline: bool = True) -> FaceStage:
+                        warp_crops: bool = True,
+                        baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
     """The face stage around a landmarker already made: tracker, aligner and, for a model with
     a geometry input, its geometry reader (see :func:`build_face_stage`). Separate so that
     landmarks found earlier can be replayed through the same stage (the GPU kit, on a machine
@@ -151,13 +140,16 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
                          "face_landmarker_v2_with_blendshapes.task)")
 
 
-def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
-    """The sinks ``opts`` asks for; output folders are created (asking for out/results.csv means
-    "make out/ if needed"). On error, sinks already opened are closed again."""
+def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
+               blendshapes: bool) -> list[Sink]:
+    """The sinks ``opts`` asks for, for ``n_sources`` streams whose messages carry landmarks /
+    blendshapes as the run options say (the CSV's columns follow them); output folders are
+    created (asking for out/results.csv means "make out/ if needed"). On error, sinks already
+    opened are closed again."""
     opts.validate()
     curve = None
     if opts.curve_secret is not None:
-        from norface_rt.sinks.curve import CurveServer
+        from norface_rt.wire.curve import CurveServer
 
         curve = CurveServer(Path(opts.curve_secret),
                             Path(opts.curve_clients) if opts.curve_clients else None)
@@ -166,11 +158,11 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         for path in (opts.jsonl, opts.csv, opts.overlay):
             if path:
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        if opts.publishes:
+        endpoint = opts.endpoint
+        if endpoint is not None:
             from norface_rt.sinks.zmq_pub import ZmqPublisher
 
-            assert opts.zmq is not None
-            sinks.append(ZmqPublisher(opts.zmq, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote,
+            sinks.append(ZmqPublisher(endpoint, sndhwm=opts.sndhwm, allow_remote=opts.allow_remote,
                                       curve=curve))
         if opts.push:
             from norface_rt.sinks.zmq_pub import ZmqPush
@@ -185,8 +177,8 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
         if opts.csv:
             from norface_rt.sinks.files import CsvSink
 
-            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=opts.landmarks,
-                                 blendshapes=opts.blendshapes, multiple=n_sources > 1))
+            sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=landmarks,
+                                 blendshapes=blendshapes, multiple=n_sources > 1))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 
@@ -200,7 +192,7 @@ def make_sinks(opts: SinkOptions, n_sources: int) -> list[Sink]:
 
             sinks.append(NatsJetStreamSink(opts.nats, opts.nats_stream, subject_prefix=opts.nats_prefix))
         if opts.http is not None:
-            from norface_rt.sinks.web import HttpViewSink
+            from norface_rt.sinks.web.sink import HttpViewSink
 
             sinks.append(HttpViewSink(opts.http, token=opts.http_token,
                                       allow_remote=opts.allow_remote, max_fps=opts.http_fps))
@@ -286,11 +278,11 @@ def create_pipeline(opts: PipelineOptions,
     own_backend = backend is None
     # Missing files fail first, before anything is opened.
     model_dir = (resolve_model_dir(opts.model_dir)
-                 if own_backend and opts.backend != "triton" else None)
+                 if own_backend and not backend_spec(opts.backend).remote else None)
     landmarker_path = resolve_landmarker(opts.landmarker)
     if backend is None:
         if model_dir is None:
-            backend = open_triton_backend(opts)
+            backend = open_remote_backend(opts)
         else:
             # the backend checks the model set against its manifest before reading any of it
             backend = open_backend(model_dir, opts.backend, device=opts.device,

@@ -1,4 +1,10 @@
-"""Everything a user can choose about a run, validated in one place so errors name the option."""
+"""Everything a user can choose about a run, declared once and validated in one place.
+
+Each field carries its default, its ``norface-rt run`` flag, help and group (:mod:`norface_rt.flags`):
+the CLI's parser is generated from these classes, the Python API's ``Analyzer(**options)``
+builds the same :class:`PipelineOptions`, and everything below (the factory, the pipeline, the
+stages) is handed the values explicitly. Errors name the option's flag.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,34 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from norface_rt.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_spec
+from norface_rt.backends.triton_backend import DEFAULT_RETRY_S, DEFAULT_TIMEOUT_S
+from norface_rt.flags import nonneg_float, option, options_of, positive_float, positive_int
 from norface_rt.model_set import JOINED_GRAPH_GONE
-from norface_rt.protocol import DEFAULT_ENDPOINT
-from norface_rt.sources.base import Source
+from norface_rt.sinks.base import BufferPolicy
+from norface_rt.sinks.files import CSV_STYLES
+from norface_rt.sinks.metrics import DEFAULT_HOST as METRICS_HOST
+from norface_rt.sinks.web.address import DEFAULT_MAX_FPS as HTTP_MAX_FPS
+from norface_rt.sinks.web.address import TOKEN_ENV as HTTP_TOKEN_ENV
+from norface_rt.sinks.web.address import parse_http_address
+from norface_rt.sinks.worker import DEFAULT_CAPACITY, DEFAULT_STALL_TIMEOUT
+from norface_rt.wire.names import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_PUSH_HWM,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_SNDHWM,
+    NATS_STREAM,
+    NATS_SUBJECT_PREFIX,
+    TRITON_MODEL,
+)
+
+if TYPE_CHECKING:
+    from norface_rt.sources.base import Source
 
 FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
+OUTPUTS = "outputs"  # the --help group of everything about where results go
 
 
 @dataclass
@@ -20,66 +47,133 @@ class PipelineOptions:
     """What to analyse and how (the ``norface-rt run`` options that shape the pipeline)."""
 
     # Paths, URLs or devices as the CLI takes them; the Python API may pass Source objects.
-    sources: Sequence[str | os.PathLike[str] | Source]
-    stream_ids: Sequence[str] | None = None
-    model_dir: str | os.PathLike[str] | None = None
-    landmarker: str | os.PathLike[str] | None = None
-    backend: str = "onnxruntime"
-    # None: the backend's natural device (cpu for onnxruntime/torch, cuda for torch-cuda/tensorrt).
-    device: str | None = None
-    threads: int | None = None
-    max_faces: int = 4
-    max_batch: int = 16
-    queue_size: int = 8
-    realtime: bool = False
-    loop: bool = False
-    stats_interval: float = 0.0
+    sources: Sequence[str | os.PathLike[str] | Source] = option(
+        flag="sources", nargs="+", metavar="SOURCE",
+        help="video file, image file or folder, rtsp://..., /dev/videoN or webcam:N")
+    stream_ids: Sequence[str] | None = option(
+        None, flag="--stream-id", append=True, metavar="ID",
+        help="stream id per source, in order (default: derived from the source)")
+    model_dir: str | os.PathLike[str] | None = option(
+        None, flag="--model-dir", api=True,
+        help="Norface model set (default: $NORFACE_RT_MODEL_DIR, the user cache, then the "
+             "packaged model)")
+    landmarker: str | os.PathLike[str] | None = option(
+        None, flag="--landmarker", api=True,
+        help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, then the user "
+             "cache)")
+    backend: str = option(
+        DEFAULT_BACKEND, flag="--backend", choices=tuple(BACKENDS), api=True,
+        help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt the "
+             "'tensorrt' extra)")
+    # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout
+    # and how long one batch is retried while the server is away (seconds).
+    triton_url: str | None = option(
+        None, flag="--triton-url", metavar="grpc://HOST:PORT",
+        help="with --backend triton: the Triton server's gRPC endpoint (the model and its "
+             "config come from the server; docs/scaling.md)")
+    triton_model: str = option(
+        TRITON_MODEL, flag="--triton-model",
+        help="with --backend triton: the ensemble's name (default %(default)s)")
+    triton_timeout: float = option(
+        DEFAULT_TIMEOUT_S, flag="--triton-timeout", parse=nonneg_float,
+        help="with --backend triton: seconds one request may take (default %(default)g)")
+    triton_retry: float = option(
+        DEFAULT_RETRY_S, flag="--triton-retry", parse=nonneg_float,
+        help="with --backend triton: seconds a batch is retried while the server is down, "
+             "restarting or overloaded, before its frames are flagged (default %(default)g)")
+    # None: the backend's natural device (its row of the backend table).
+    device: str | None = option(
+        None, flag="--device", api=True,
+        help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); default "
+             "cpu for torch, cuda for torch-cuda and tensorrt")
+    # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
+    device_align: bool = option(
+        False, flag="--device-align",
+        help="with --backend torch-cuda: upload each frame once and warp its faces on the GPU "
+             "instead of copying aligned crops")
+    threads: int | None = option(
+        None, flag="--threads", parse=positive_int, api=True,
+        help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
+    max_faces: int = option(
+        4, flag="--max-faces", parse=positive_int, api=True,
+        help="most faces per frame: the largest are kept, and messages count the faces left out "
+             "(faces_cut) with a warning")
     # MediaPipe's bundled detector is short-range: faces in wide/group shots are found only when the
     # frame is also scanned in square tiles (side = tiling * min(width, height)). Costs ~3x per frame,
     # so it is on by default only for still images.
-    tiling: float | None = None
-    # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
-    device_align: bool = False
+    tiling: float | None = option(
+        None, flag="--tiling", parse=float, api=True,
+        help="also scan square tiles of this fraction of the short side for small faces (group "
+             "shots; default 1.0 for images, off for video)")
     # Models with a geometry input: remove each tracked person's resting-face offset in videos
     # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
-    baseline: bool = True
-    # Files: skip undecodable frames and carry on (False: end the stream at the first one).
-    skip_corrupt: bool = True
-    # RTSP: give up reconnecting after this many seconds without frames / failed attempts in a
-    # row (None: retry forever, for unattended cameras that may reboot).
-    reconnect_timeout: float | None = None
-    reconnect_tries: int | None = None
-    # Each sink's buffer (messages) and how long a lossless run waits for room in a full one
-    # before that sink is marked stalled and loses messages instead of stalling the rest.
-    sink_buffer: int = 1024
-    sink_timeout: float = 2.0
-    # Constructor options for the sources that accept them (e.g. open_timeout for RTSP).
-    source_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Optional face fields of frame messages (FaceResult always holds them): MediaPipe's 478
-    # landmarks and its 52 blendshape scores.
-    landmarks: bool = False
-    blendshapes: bool = False
+    baseline: bool = option(
+        True, flag="--no-baseline", inverted=True, api=True,
+        help="models with a geometry input: do not remove each tracked person's resting-face "
+             "offset in videos (default: removed, bounded; see docs/training.md)")
     # Time constant (seconds) of per-track exponential smoothing of AU and emotion outputs
     # (norface_rt.smoothing); None or 0 = off.
-    smooth: float | None = None
-    # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout
-    # and how long one batch is retried while the server is away (seconds).
-    triton_url: str | None = None
-    triton_model: str = "norface"
-    triton_timeout: float = 10.0
-    triton_retry: float = 30.0
+    smooth: float | None = option(
+        None, flag="--smooth", parse=nonneg_float, metavar="SECONDS", api=True,
+        help="smooth each tracked face's AU and emotion outputs over time with this time "
+             "constant (exponential; videos only; default: off)")
+    max_batch: int = option(
+        16, flag="--max-batch", parse=positive_int, api=True,
+        help="faces per inference call across all streams")
+    queue_size: int = option(
+        8, flag="--queue-size", parse=positive_int, api=True,
+        help="frames each pipeline queue holds (bounds memory and latency)")
+    # Optional face fields of frame messages (FaceResult always holds them): MediaPipe's 478
+    # landmarks and its 52 blendshape scores; the CSV's columns follow them.
+    landmarks: bool = option(
+        False, flag="--landmarks", group=OUTPUTS,
+        help="add MediaPipe's 478 landmarks to messages and CSV rows")
+    blendshapes: bool = option(
+        False, flag="--blendshapes", group=OUTPUTS,
+        help="add MediaPipe's 52 blendshape scores to messages and CSV rows")
+    stats_interval: float = option(
+        0.0, flag="--stats-interval", parse=nonneg_float, group=OUTPUTS,
+        help="publish a stats message every S seconds (0 = only at the end)")
+    # Each sink's buffer (messages) and how long a lossless run waits for room in a full one
+    # before that sink is marked stalled and loses messages instead of stalling the rest.
+    sink_buffer: int = option(
+        DEFAULT_CAPACITY, flag="--sink-buffer", parse=positive_int, metavar="N", group=OUTPUTS,
+        help="messages buffered per output (JSONL, CSV, ZeroMQ, overlay, ...); what a stalled "
+             "output cannot take is dropped and counted")
+    sink_timeout: float = option(
+        DEFAULT_STALL_TIMEOUT, flag="--sink-timeout", parse=positive_float, metavar="S",
+        group=OUTPUTS,
+        help="file runs: how long to wait for a full output before marking it stalled")
+    realtime: bool = option(
+        False, flag="--realtime",
+        help="pace file sources at their frame rate and treat them as live (drop-oldest)")
+    loop: bool = option(False, flag="--loop", help="loop file sources forever")
+    # Files: skip undecodable frames and carry on (False: end the stream at the first one).
+    skip_corrupt: bool = option(
+        True, flag="--stop-on-decode-error", inverted=True,
+        help="end a file at its first undecodable frame (exit 1) instead of skipping it, "
+             "counting it and carrying on (the default)")
+    # RTSP: give up reconnecting after this many seconds without frames / failed attempts in a
+    # row (None: retry forever, for unattended cameras that may reboot).
+    reconnect_timeout: float | None = option(
+        None, flag="--reconnect-timeout", parse=nonneg_float, metavar="S",
+        help="RTSP: give up after S seconds without frames (default: keep retrying)")
+    reconnect_tries: int | None = option(
+        None, flag="--reconnect-tries", parse=positive_int, metavar="N",
+        help="RTSP: give up after N failed attempts in a row (default: keep retrying)")
+    # Constructor options for the sources that accept them (e.g. open_timeout for RTSP).
+    source_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        from norface_rt.backends import BACKEND_NAMES
-
         if not self.sources:
             raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or "
                              "/dev/videoN)")
         if self.stream_ids is not None and len(self.stream_ids) != len(self.sources):
             raise ValueError(f"--stream-id: expected one per source ({len(self.sources)}), "
                              f"got {len(self.stream_ids)}")
-        if self.backend not in BACKEND_NAMES:
-            raise ValueError(f"--backend must be one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        spec = backend_spec(self.backend)
         if not 1 <= self.max_faces <= 64:
             raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
         if not 1 <= self.max_batch <= 1024:
@@ -94,7 +188,7 @@ class PipelineOptions:
             raise ValueError(f"--stats-interval must be >= 0 seconds, got {self.stats_interval}")
         if self.smooth is not None and not (math.isfinite(self.smooth) and 0 <= self.smooth <= 3600):
             raise ValueError(f"--smooth must be in [0, 3600] seconds (0 = off), got {self.smooth}")
-        if (self.backend == "triton") != (self.triton_url is not None):
+        if spec.remote != (self.triton_url is not None):
             raise ValueError("--triton-url is needed with --backend triton and only there (got "
                              f"--backend {self.backend}, --triton-url {self.triton_url})")
         if self.triton_url is not None:
@@ -114,67 +208,155 @@ class PipelineOptions:
             raise ValueError(f"--sink-buffer must be in [1, 1000000], got {self.sink_buffer}")
         if not 0 < self.sink_timeout <= 3600:
             raise ValueError(f"--sink-timeout must be in (0, 3600] seconds, got {self.sink_timeout}")
-        if self.device_align and self.backend != "torch-cuda":
-            raise ValueError(f"--device-align needs --backend torch-cuda, got --backend {self.backend}")
+        if self.device_align and not spec.aligns_on_device:
+            aligning = " or ".join(n for n, s in BACKENDS.items() if s.aligns_on_device)
+            raise ValueError(f"--device-align needs --backend {aligning}, got --backend "
+                             f"{self.backend}")
+
+    @classmethod
+    def api_options(cls) -> tuple[str, ...]:
+        """The run options the Python API's ``Analyzer`` takes (besides the sources it is given
+        call by call)."""
+        return tuple(f.name for f, opt in options_of(cls) if opt.api)
+
+
+def zmq_endpoint(zmq: str | None, *, files: bool) -> str | None:
+    """The endpoint to publish on: the one given (``none``: nowhere), else the default only when
+    nothing else receives the results (a run with a file, window, NATS or PUSH output binds no
+    PUB port, so a busy port cannot fail it and a listener on the default port never receives a
+    job it did not ask for)."""
+    if zmq is not None:
+        return None if zmq.strip().lower() == "none" else zmq
+    return None if files else DEFAULT_ENDPOINT
 
 
 @dataclass
 class SinkOptions:
-    """Where results go (the ``norface-rt run`` output options)."""
+    """Where results go (the ``norface-rt run`` output options).
 
-    zmq: str | None = DEFAULT_ENDPOINT  # None or "none": no publisher
-    allow_remote: bool = False
-    sndhwm: int = 1000
-    jsonl: str | os.PathLike[str] | None = None
-    csv: str | os.PathLike[str] | None = None
-    overlay: str | os.PathLike[str] | None = None
-    show: bool = False
-    # CSV layout (norface_rt.sinks.files.CSV_STYLES) and its optional columns, which need the
-    # same PipelineOptions fields set (the messages must carry landmarks / blendshapes).
-    csv_style: str = "default"
-    landmarks: bool = False
-    blendshapes: bool = False
-    # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
-    nats: str | None = None
-    nats_stream: str = "NORFACE"
-    nats_prefix: str = "norface"
-    # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    # Lossless hand-off: a PUSH socket bound here (consumers connect PULL), its queue and what
-    # happens when it is full ("block": back-pressure for up to push_timeout s, "drop").
-    push: str | None = None
-    push_hwm: int = 1000
-    push_policy: str = "block"
-    push_timeout: float = 30.0
-    # CURVE for --zmq and --push: this server's secret key file, and the folder of subscriber
-    # public keys it accepts (None: encryption only).
-    curve_secret: str | os.PathLike[str] | None = None
-    curve_clients: str | os.PathLike[str] | None = None
+    Without ``zmq``, results are published on :data:`~norface_rt.wire.names.DEFAULT_ENDPOINT`
+    only when no other output receives them (:attr:`endpoint`): the rule is the options', so the
+    CLI and the library agree."""
+
+    zmq: str | None = option(
+        None, flag="--zmq", metavar="ENDPOINT", group=OUTPUTS,
+        help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no other output "
+             "is given, else none)")
+    allow_remote: bool = option(
+        False, flag="--allow-remote", group=OUTPUTS,
+        help="allow binding a non-loopback address such as tcp://*:5556 (--zmq, --push) or "
+             "0.0.0.0:8080 (--http)")
+    sndhwm: int = option(
+        DEFAULT_SNDHWM, flag="--sndhwm", parse=positive_int, group=OUTPUTS,
+        help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
+    jsonl: str | os.PathLike[str] | None = option(
+        None, flag="--jsonl", group=OUTPUTS, receives=True,
+        help="write every message as JSON lines to this file")
+    csv: str | os.PathLike[str] | None = option(
+        None, flag="--csv", group=OUTPUTS, receives=True,
+        help="write one row per face per frame to this file (columns: --csv-style)")
+    # CSV layout (norface_rt.sinks.files.CSV_STYLES); its optional columns follow the messages'
+    # (PipelineOptions.landmarks / blendshapes).
+    csv_style: str = option(
+        CSV_STYLES[0], flag="--csv-style", choices=CSV_STYLES, group=OUTPUTS,
+        help="default: py-feat-like columns; openface: OpenFace 2.0 names and conventions "
+             "(docs/protocol.md compares them)")
+    overlay: str | os.PathLike[str] | None = option(
+        None, flag="--overlay", group=OUTPUTS, receives=True,
+        help="write an annotated mp4 (one file per stream if several)")
+    show: bool = option(
+        False, flag="--show", group=OUTPUTS, receives=True,
+        help="show the annotated frames in a window (q or Esc ends the run; needs a display and "
+             "an OpenCV with GUI)")
     # The live view (sinks/web): [HOST:]PORT to serve on (None: off; loopback unless
     # allow_remote), the token every request must carry (None: $NORFACE_RT_HTTP_TOKEN or none),
     # and the most images per second sent per stream.
-    http: str | None = None
-    http_token: str | None = None
-    http_fps: float = 30.0
+    http: str | None = option(
+        None, flag="--http", metavar="[HOST:]PORT", group=OUTPUTS, receives=True,
+        help="serve a live view on http://HOST:PORT/ (the annotated video, each face's bars and "
+             "timelines, results as Server-Sent Events, /health; docs/live_view.md); HOST "
+             "defaults to 127.0.0.1, other addresses need --allow-remote; port 0 picks a free "
+             "one (default: off)")
+    http_token: str | None = option(
+        None, flag="--http-token", metavar="TOKEN", group=OUTPUTS,
+        help=f"with --http: every request must carry ?token=TOKEN (or Authorization: Bearer "
+             f"TOKEN); default: ${HTTP_TOKEN_ENV}, else none")
+    http_fps: float = option(
+        HTTP_MAX_FPS, flag="--http-fps", parse=positive_float, group=OUTPUTS,
+        help="with --http: most images per second sent per stream (the results stream carries "
+             "every frame; default %(default)g)")
+    # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
+    nats: str | None = option(
+        None, flag="--nats", metavar="URL", group=OUTPUTS, receives=True,
+        help="also publish every message to NATS JetStream (nats://HOST:4222), acknowledged and "
+             "replayable")
+    nats_stream: str = option(
+        NATS_STREAM, flag="--nats-stream", group=OUTPUTS,
+        help="JetStream stream name (created if missing; default %(default)s)")
+    nats_prefix: str = option(
+        NATS_SUBJECT_PREFIX, flag="--nats-subject-prefix", group=OUTPUTS,
+        help="subjects are PREFIX.<stream id> (default %(default)s)")
+    # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
+    metrics_port: int | None = option(
+        None, flag="--metrics-port", parse=int, metavar="PORT", group=OUTPUTS,
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)")
+    metrics_host: str = option(
+        METRICS_HOST, flag="--metrics-host", group=OUTPUTS,
+        help="address of the metrics endpoint (default loopback)")
+    # Lossless hand-off: a PUSH socket bound here (consumers connect PULL), its queue and what
+    # happens when it is full (block: back-pressure for up to push_timeout s; drop).
+    push: str | None = option(
+        None, flag="--push", metavar="ENDPOINT", group=OUTPUTS, receives=True,
+        help="lossless hand-off: bind a ZeroMQ PUSH socket here (consumers connect PULL, e.g. "
+             "`norface-rt listen --pull ENDPOINT`)")
+    push_hwm: int = option(
+        DEFAULT_PUSH_HWM, flag="--push-hwm", parse=positive_int, metavar="N", group=OUTPUTS,
+        help="messages queued for the PULL consumers")
+    push_policy: BufferPolicy = option(
+        BufferPolicy.BLOCK, flag="--push-policy", choices=tuple(p.value for p in BufferPolicy),
+        parse=BufferPolicy, group=OUTPUTS,
+        help="when the PUSH queue is full: block (back-pressure, up to --push-timeout per "
+             "message) or drop (counted)")
+    push_timeout: float = option(
+        DEFAULT_PUSH_TIMEOUT, flag="--push-timeout", parse=positive_float, metavar="S",
+        group=OUTPUTS, help="longest wait for a PULL consumer before dropping")
+    # CURVE for --zmq and --push: this server's secret key file, and the folder of subscriber
+    # public keys it accepts (None: encryption only).
+    curve_secret: str | os.PathLike[str] | None = option(
+        None, flag="--curve-secret", metavar="FILE", group=OUTPUTS,
+        help="encrypt --zmq/--push with CURVE using this server secret key file (`norface-rt "
+             "keys make`; default: no encryption)")
+    curve_clients: str | os.PathLike[str] | None = option(
+        None, flag="--curve-clients", metavar="DIR", group=OUTPUTS,
+        help="with --curve-secret: accept only consumers whose public key (*.key) is in DIR "
+             "(default: any consumer that knows the server's public key)")
 
     def validate(self) -> None:
         if self.curve_clients is not None and self.curve_secret is None:
             raise ValueError("--curve-clients needs --curve-secret (the publisher's own secret "
                              "key file, from `norface-rt keys make`)")
-        if self.push_policy not in ("block", "drop"):
-            raise ValueError(f"--push-policy must be 'block' or 'drop', got {self.push_policy!r}")
+        BufferPolicy.parse(self.push_policy, "--push-policy")
         if not 1 <= self.push_hwm <= 10_000_000:
             raise ValueError(f"--push-hwm must be in [1, 10000000], got {self.push_hwm}")
         if not self.push_timeout > 0:
             raise ValueError(f"--push-timeout must be > 0 seconds, got {self.push_timeout}")
         if self.http is not None:
-            from norface_rt.sinks.web.sink import parse_http_address
-
             parse_http_address(self.http, allow_remote=self.allow_remote)
         if not 0 < self.http_fps <= 1000:
             raise ValueError(f"--http-fps must be in (0, 1000], got {self.http_fps}")
 
+    @classmethod
+    def receivers(cls) -> tuple[str, ...]:
+        """The flags of the outputs that receive the results besides ZeroMQ."""
+        return tuple(opt.flag for _, opt in options_of(cls) if opt.receives)
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where results are published on ZeroMQ (None: nowhere): ``zmq`` when given, else the
+        default endpoint only when no other output receives them (:func:`zmq_endpoint`)."""
+        others = any(getattr(self, f.name) for f, opt in options_of(type(self)) if opt.receives)
+        return zmq_endpoint(self.zmq, files=others)
+
     @property
     def publishes(self) -> bool:
-        return bool(self.zmq) and str(self.zmq).lower() != "none"
+        return self.endpoint is not None

@@ -33,17 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from norface_rt import protocol
-from norface_rt.backends.base import Backend, ModelOutput
-from norface_rt.config import ModelConfig
-from norface_rt.faces.quality import assess
-from norface_rt.sinks.base import ResultSink, Sink
+from norface_rt.backends.base import Backend
+from norface_rt.sinks.base import BufferPolicy, ResultSink, Sink
 from norface_rt.sinks.worker import SinkWorker
 from norface_rt.smoothing import TrackSmoother
 from norface_rt.sources.base import Source
 from norface_rt.sources.frame_queue import FrameQueue
 from norface_rt.stats import StageStats
-from norface_rt.types import EndOfStream, FaceFrame, FaceResult, FrameResult, Stage
+from norface_rt.types import EndOfStream, FaceFrame, FaceResult, FrameResult, ModelOutput, Stage
+from norface_rt.wire.messages import FrameMessage, Message, StatsMessage
 
 if TYPE_CHECKING:
     from norface_rt.faces.stage import FaceStage
@@ -80,36 +78,20 @@ class StageError(RuntimeError):
     """A pipeline thread failed; the message names the thread and the cause."""
 
 
-def build_face_results(face_frame: FaceFrame, out: ModelOutput, offset: int,
-                       cfg: ModelConfig) -> list[FaceResult]:
-    """Turn rows ``offset..offset+n`` of a backend output into per-face results."""
-    results: list[FaceResult] = []
-    au_names, emo_names = list(cfg.au_names), list(cfg.emotion_names)
-    for i, face in enumerate(face_frame.faces):
-        r = offset + i
-        emo = out.emotion_prob[r]
-        results.append(FaceResult(
-            track_id=face.track_id, box=face.box, confidence=face.confidence, pose=face.pose,
-            au_occurrence=dict(zip(au_names, map(float, out.au_prob[r]))),
-            au_intensity=dict(zip(au_names, map(float, out.au_intensity[r]))),
-            emotions=dict(zip(emo_names, map(float, emo))),
-            top_emotion=emo_names[int(np.argmax(emo))],
-            model_id=str(cfg.model_id),
-            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=assess(face),
-        ))
-    return results
-
-
 class Pipeline:
     """Runs any number of sources through one backend into any number of sinks.
 
     ``face_stage_factory(stream_id)`` builds the per-stream face stage (landmarker + tracker +
-    aligner; :func:`norface_rt.pipeline.factory.build_face_stage`). Sinks receive protocol message
-    dicts (see :class:`~norface_rt.sinks.base.Sink` for the image capability), or the typed
-    results (:class:`~norface_rt.sinks.base.ResultSink`).
+    aligner; :func:`norface_rt.pipeline.factory.build_face_stage`). Sinks receive the typed wire
+    messages (see :class:`~norface_rt.sinks.base.Sink` for the image capability and the ``watch``
+    hook, which every sink is offered here), or the frames' results
+    (:class:`~norface_rt.sinks.base.ResultSink`).
 
-    ``landmarks`` / ``blendshapes`` add those optional face fields to frame messages; ``smooth``
-    (seconds) smooths each video stream's outputs per track (:mod:`norface_rt.smoothing`).
+    The keyword options are the run options of the same name
+    (:class:`~norface_rt.pipeline.options.PipelineOptions`, which declares their defaults; they
+    are required here so no second default can drift): ``landmarks`` / ``blendshapes`` add those
+    optional face fields to frame messages; ``smooth`` (seconds; None or 0 = off) smooths each
+    video stream's outputs per track (:mod:`norface_rt.smoothing`).
     """
 
     def __init__(
@@ -119,17 +101,17 @@ class Pipeline:
         backend: Backend,
         sinks: Iterable[Sink],
         *,
-        max_batch: int = 16,
-        queue_size: int = 8,
-        stats_interval: float = 0.0,
+        max_batch: int,
+        queue_size: int,
+        stats_interval: float,
+        device_align: bool,
+        landmarks: bool,
+        blendshapes: bool,
+        smooth: float | None,
+        sink_buffer: int,
+        sink_timeout: float,
         stats: StageStats | None = None,
-        on_result: Callable[[dict[str, Any]], None] | None = None,
-        device_align: bool = False,
-        landmarks: bool = False,
-        blendshapes: bool = False,
-        smooth: float | None = None,
-        sink_buffer: int = 1024,
-        sink_timeout: float = 2.0,
+        on_result: Callable[[FrameMessage], None] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("sources: expected at least one source, got 0")
@@ -193,15 +175,13 @@ class Pipeline:
         for sink in self.sinks:
             base = sink.name or type(sink).__name__
             n = seen[base] = seen.get(base, -1) + 1
-            policy = sink.buffer_policy or ("block" if lossless else "drop")
-            if policy not in ("block", "drop"):
-                raise ValueError(f"{base}.buffer_policy: expected 'block', 'drop' or None, "
-                                 f"got {policy!r}")
+            asked = (None if sink.buffer_policy is None
+                     else BufferPolicy.parse(sink.buffer_policy, f"{base}.buffer_policy"))
             workers.append(SinkWorker(
                 sink, base if n == 0 else f"{base}-{n}", capacity=max(capacity, sink.min_buffer),
-                policy="block" if policy == "block" else "drop",
+                policy=asked or (BufferPolicy.BLOCK if lossless else BufferPolicy.DROP),
                 # a sink that asks for blocking gets back-pressure without a stall limit
-                stall_timeout=None if sink.buffer_policy == "block"
+                stall_timeout=None if asked is BufferPolicy.BLOCK
                 else max(self.sink_timeout, sink.write_timeout or 0.0)))
         return workers
 
@@ -371,14 +351,14 @@ class Pipeline:
         """Reconnections so far of the parts that talk to servers: a remote backend, sinks (by
         their name) and live sources (``source:<stream id>``)."""
         counts: dict[str, int] = {}
-        for part in (self.backend, *self.sinks):
-            n = getattr(part, "reconnects", None)
-            if isinstance(n, int):
-                counts[getattr(part, "name", None) or type(part).__name__] = n
+        if self.backend.reconnects is not None:
+            counts[self.backend.name] = self.backend.reconnects
+        for sink in self.sinks:
+            if sink.reconnects is not None:
+                counts[sink.name or type(sink).__name__] = sink.reconnects
         for src in self.sources:
-            n = getattr(src, "reconnects", None)
-            if src.live and isinstance(n, int):
-                counts[f"source:{src.stream_id}"] = n
+            if src.live and src.reconnects is not None:
+                counts[f"source:{src.stream_id}"] = src.reconnects
         return counts
 
     @property
@@ -418,14 +398,14 @@ class Pipeline:
                 return
             err = item.error  # a frame the source could not decode travels flagged
             if err is not None:
-                ff = FaceFrame(frame=item, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
+                ff = FaceFrame.failed(item)
             else:
                 try:
                     ff = stage.process(item)
                 except Exception as exc:  # one bad frame is flagged, not fatal for the stream
                     log.exception("face stage failed on %s frame %d", item.stream_id,
                                   item.frame_index)
-                    ff = FaceFrame(frame=item, faces=[], crops=np.zeros((0, 1, 1, 3), np.uint8))
+                    ff = FaceFrame.failed(item)
                     err = f"face stage failed: {type(exc).__name__}: {exc}"
             if ff.faces_cut and not warned_cut:
                 warned_cut = True  # once per stream; every message carries its own count
@@ -477,21 +457,15 @@ class Pipeline:
                     fr.timings.update(out.timings if out is not None and out.timings
                                       else {Stage.INFER: infer_s})
                     if out is not None:
-                        faces = build_face_results(ff, out, offset, cfg)
+                        faces = [FaceResult.from_output(face, out, offset + i, cfg)
+                                 for i, face in enumerate(ff.faces)]
                     offset += len(ff.faces)
                 smoother = self._smoothers.get(fr.stream_id)
                 if smoother is not None:
                     smoother.apply(faces, fr.pts)
-                result = FrameResult(
-                    stream_id=fr.stream_id, seq=-1, frame_index=fr.frame_index, pts=fr.pts,
-                    capture_time=fr.capture_time, width=fr.width, height=fr.height,
-                    dropped=fr.dropped, skipped=fr.skipped, lost=fr.lost, faces=faces,
-                    untrained=not bool(cfg.trained),
-                    timings=dict(fr.timings), error=it.error or (infer_err if ff.faces else None),
-                    image=fr.image if self._keep_images and fr.error is None else None,
-                    au_intensity_max=cfg.au_intensity_max, source=fr.source,
-                    faces_cut=ff.faces_cut,
-                )
+                result = FrameResult.from_face_frame(
+                    ff, faces, cfg, error=it.error or (infer_err if ff.faces else None),
+                    keep_image=self._keep_images)
                 if not self._publish_q.put(result):
                     return
 
@@ -542,17 +516,16 @@ class Pipeline:
                 seqs[item.stream_id] = seq + 1
                 # frames = frame messages published (a stop discards frames still queued)
                 item.frames = seq
-                self._emit(protocol.eos_message(item, seq, sink_losses=self.sink_losses), None,
-                           final=True)
+                self._emit(item.to_wire(seq, sink_losses=self.sink_losses), None, final=True)
                 self.stats.stream_ended(item.stream_id, item.dropped, item.error)
                 open_streams.discard(item.stream_id)
             elif isinstance(item, FrameResult):
                 self._publish_frame(item, seqs)
             if self.stats_interval and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + self.stats_interval
-                self._emit(protocol.stats_message(self.stats.snapshot()), None)
+                self._emit(StatsMessage.from_snapshot(self.stats.snapshot()), None)
         if self.stats_interval:
-            self._emit(protocol.stats_message(self.stats.snapshot()), None)
+            self._emit(StatsMessage.from_snapshot(self.stats.snapshot()), None)
         self._done.set()
 
     def _publish_frame(self, item: FrameResult, seqs: dict[str, int]) -> None:
@@ -561,7 +534,7 @@ class Pipeline:
         item.seq = seq
         t0 = time.perf_counter()
         item.emit_time = time.time()
-        msg = item.to_message(landmarks=self.landmarks, blendshapes=self.blendshapes)
+        msg = item.to_wire(landmarks=self.landmarks, blendshapes=self.blendshapes)
         self._emit(msg, item.image, item)
         self.stats.add_many(item.timings)
         self.stats.add(Stage.PUBLISH, time.perf_counter() - t0)
@@ -570,7 +543,7 @@ class Pipeline:
         if self.on_result is not None:
             self.on_result(msg)
 
-    def _emit(self, msg: dict[str, Any], image: np.ndarray | None,
+    def _emit(self, msg: Message, image: np.ndarray | None,
               result: FrameResult | None = None, *, final: bool = False) -> None:
         """Hand ``msg`` to every sink's buffer (never blocks beyond a sink's stall timeout, except
         for a sink that asked for back-pressure). A :class:`ResultSink` gets every message, with
@@ -581,7 +554,7 @@ class Pipeline:
                 w.offer(msg, image if w.sink.needs_image else None, result=result, final=final)
             elif not w.sink.needs_image:
                 w.offer(msg, final=final)
-            elif msg.get("type") == "frame" and image is not None:
+            elif isinstance(msg, FrameMessage) and image is not None:
                 w.offer(msg, image)
             elif w.sink.every_message:
                 w.offer(msg, final=final)

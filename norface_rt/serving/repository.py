@@ -60,6 +60,7 @@ from norface_rt.model_set import (
     verify_model_set,
 )
 from norface_rt.preprocess import input_affine
+from norface_rt.wire.names import TRITON_MODEL
 
 PLATFORMS: tuple[str, ...] = ("onnxruntime", "tensorrt", "python")
 KINDS: tuple[str, ...] = ("cpu", "gpu")
@@ -103,7 +104,7 @@ class RepositoryOptions:
     """How the repository serves the model (the ``norface-rt triton-repo`` options)."""
 
     platform: str = "python"
-    name: str = "norface"
+    name: str = TRITON_MODEL
     max_batch: int = 32
     preferred_batch: Sequence[int] = (8, 16, 32)
     queue_delay_us: int = 1000
@@ -397,7 +398,7 @@ def _check_graph(mc: Any, onnx_path: Path, problems: list[str]) -> None:
                         f"{sorted(t.name for t in declared)}")
 
 
-def validate_repository(repo: str | os.PathLike[str], name: str = "norface") -> list[str]:
+def validate_repository(repo: str | os.PathLike[str], name: str = TRITON_MODEL) -> list[str]:
     """Check the four models of ``name`` in ``repo`` the way Triton does when it loads them;
     raises ValueError listing every problem, returns notes (e.g. TensorRT plans still to build)."""
     root = Path(repo)

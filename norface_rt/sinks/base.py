@@ -1,5 +1,11 @@
 """The sink interface: everything that consumes published messages implements it.
 
+Sinks receive the typed wire messages of :mod:`norface_rt.wire.messages` (``FrameMessage``,
+``EosMessage``, ``StatsMessage``) and tell them apart with ``isinstance``; a message is also a
+read-only mapping of its wire dict, so a sink written against message dicts keeps working. The
+package's sinks also accept a message dict in ``write`` (converted and validated at that edge by
+:func:`~norface_rt.wire.messages.as_message`).
+
 The pipeline runs each sink on a thread of its own behind a bounded buffer
 (:class:`~norface_rt.sinks.worker.SinkWorker`): every call of one sink comes from that one
 thread, so sinks need not be thread-safe, and a sink that blocks delays only itself; what its
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -17,6 +24,28 @@ import numpy as np
 
 from norface_rt.config import ModelConfig
 from norface_rt.types import FrameResult
+from norface_rt.wire.messages import Message
+
+
+class BufferPolicy(StrEnum):
+    """What happens to a message that finds a full buffer (a sink's, or a PUSH socket's queue)."""
+
+    BLOCK = "block"  # wait for room (back-pressure), for as long as the owner allows
+    DROP = "drop"  # never wait: the message is dropped and counted
+
+    @classmethod
+    def parse(cls, value: str, name: str) -> BufferPolicy:
+        """``value`` as a policy; anything else is a ValueError naming ``name`` and the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{name}: expected one of {[p.value for p in cls]}, got "
+                             f"{value!r}") from None
+
+
+# The pipeline's live figures a sink may show (Sink.watch): queue depths, reconnections of the
+# parts that talk to servers, and what every stream and output is doing.
+Probe = Callable[[], Mapping[str, Any]]
 
 
 class MessageDropped(Exception):  # noqa: N818  (a signal, not an error)
@@ -25,7 +54,7 @@ class MessageDropped(Exception):  # noqa: N818  (a signal, not an error)
 
 
 class Sink(ABC):
-    """Receives protocol message dicts (``frame``, ``eos``, ``stats``): the one contract of the
+    """Receives the wire messages (``frame``, ``eos``, ``stats``): the one contract of the
     pipeline's last stage.
 
     Capabilities are declared, not guessed: a sink that draws pixels sets ``needs_image = True``;
@@ -35,6 +64,8 @@ class Sink(ABC):
     sink that lets a person end the run (a window) sets ``quit_requested`` when asked to. A sink
     with ``main_thread`` has work that must run on the process's main thread (a GUI's events):
     its owner calls :meth:`pump` there while the pipeline runs, and once more after it stopped.
+    A sink that shows the pipeline's live figures implements :meth:`watch`; one that talks to a
+    server counts its ``reconnects``.
     """
 
     needs_image: ClassVar[bool] = False
@@ -49,13 +80,15 @@ class Sink(ABC):
     # What the pipeline does when this sink's buffer is full: None its default (wait a little for
     # lossless runs, drop for live ones), "block" wait as long as it takes (back-pressure), "drop"
     # never wait.
-    buffer_policy: str | None = None
+    buffer_policy: BufferPolicy | None = None
     # Longest one ``write`` may block by design (a PUSH waiting for its consumer), seconds; the
     # pipeline waits that long for progress at shutdown before it gives the sink up.
     write_timeout: float | None = None
+    # Re-connections to its server so far (a network sink); None: it has no server.
+    reconnects: int | None = None
 
     @abstractmethod
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         """Consume one message; ``image`` is only given to sinks with ``needs_image``."""
 
     @abstractmethod
@@ -75,13 +108,6 @@ class Sink(ABC):
         """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
         return {}
 
-    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]],  # noqa: B027  (optional)
-              reconnects: Callable[[], Mapping[str, int]],
-              status: Callable[[], Mapping[str, Any]]) -> None:
-        """Called once by the pipeline before it starts, with its live figures (read at any
-        time, from any thread): a sink that shows them (the metrics endpoint, the live view)
-        keeps the callables. Default: nothing."""
-
     def pump(self, timeout: float) -> None:  # noqa: B027  (an optional hook)
         """``main_thread`` sinks: do the main thread's share of the work, waiting at most
         ``timeout`` seconds for some; after :meth:`close`, release what the main thread owns."""
@@ -89,6 +115,12 @@ class Sink(ABC):
     def interrupt(self) -> None:  # noqa: B027  (an optional hook)
         """Called from another thread at shutdown when ``write`` may be blocked waiting for a
         peer: make it give up soon. Sinks whose writes cannot block need nothing here."""
+
+    def watch(self, *, queue_depths: Probe, reconnects: Probe,  # noqa: B027  (optional hook)
+              status: Probe) -> None:
+        """Called once by the pipeline before it starts, with its live figures (read at any
+        time, from any thread: the metrics endpoint's scrapes, the live view's server): a sink
+        that shows them keeps the callables. Default: nothing."""
 
     def __enter__(self) -> Sink:
         return self
@@ -99,9 +131,9 @@ class Sink(ABC):
 
 
 class ResultSink(Sink):
-    """A sink that takes the typed :class:`~norface_rt.types.FrameResult` of each frame instead
-    of its message dict (the Python API hands results to its caller as they are): the pipeline
-    calls :meth:`write_result` for frames and :meth:`write` for ``eos`` and ``stats`` messages."""
+    """A sink that takes the :class:`~norface_rt.types.FrameResult` of each frame instead of
+    its message (the Python API hands results to its caller as they are): the pipeline calls
+    :meth:`write_result` for frames and :meth:`write` for ``eos`` and ``stats`` messages."""
 
     @abstractmethod
     def write_result(self, result: FrameResult) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,9 +38,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
-from norface_rt.faces.pose import openface_rotation
 from norface_rt.files import slug
 from norface_rt.sinks.base import Sink
+from norface_rt.wire.codec import wire_dict
+from norface_rt.wire.messages import FrameMessage, Message, as_message
 
 CSV_STYLES: tuple[str, ...] = ("default", "openface")
 BASE_COLUMNS = ("stream_id", "frame", "source", "timestamp", "capture_time", "face_id",
@@ -67,11 +68,11 @@ class JsonlSink(Sink):
         self._f: TextIO | None = _open_text(self.path, append)
         self.written = 0
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._f is None:
             raise RuntimeError(f"JsonlSink({self.path}) is closed")
         # allow_nan=False: NaN/Infinity are not JSON; the protocol never produces them.
-        self._f.write(json.dumps(msg, ensure_ascii=False, separators=(",", ":"),
+        self._f.write(json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
                                  allow_nan=False) + "\n")
         self._f.flush()
         self.written += 1
@@ -134,7 +135,7 @@ class CsvLayout:
                 *(f"{a}_p" for a in self.au_names), *(f"{a}_r" for a in self.au_names),
                 *emos, *bss, *TAIL_COLUMNS]
 
-    def check(self, msg: dict[str, Any]) -> None:
+    def check(self, msg: Mapping[str, Any]) -> None:
         """Refuse a frame whose faces do not fit the columns, naming the field and both key sets
         (instead of silently shifting or blanking columns)."""
         for face in msg["faces"]:
@@ -156,7 +157,7 @@ class CsvLayout:
                                      "--blendshapes and a landmarker bundle that scores them)")
                 _check_keys("blendshapes", bs, BLENDSHAPE_NAMES)
 
-    def rows(self, msg: dict[str, Any]) -> list[Row]:
+    def rows(self, msg: Mapping[str, Any]) -> list[Row]:
         """The rows of one ``frame`` message (none for other types), after :meth:`check`."""
         if msg.get("type") != "frame":
             return []
@@ -178,7 +179,7 @@ class CsvLayout:
             row[f"emotion_{e}"] = float(face["emotions"][e])
         row["top_emotion"] = face["top_emotion"]
 
-    def _default_row(self, msg: dict[str, Any], face: dict[str, Any]) -> Row:
+    def _default_row(self, msg: Mapping[str, Any], face: dict[str, Any]) -> Row:
         pose = face["pose"] or {}
         x0, y0, x1, y1 = (float(v) for v in face["box"])
         row: Row = {
@@ -198,7 +199,7 @@ class CsvLayout:
         self._measurements(row, face)
         return row
 
-    def _openface_rows(self, msg: dict[str, Any]) -> list[Row]:
+    def _openface_rows(self, msg: Mapping[str, Any]) -> list[Row]:
         frame = int(msg["frame_index"]) + 1
         ts = msg["pts"]
         if not msg["faces"]:
@@ -211,6 +212,9 @@ class CsvLayout:
                         "quality": _quality_text(face), "source": msg.get("source")}
             pose = face["pose"]
             if pose is not None:
+                from norface_rt.faces.pose import openface_rotation  # (keeps OpenCV out of
+                # importing this module: the CLI's parser reads CSV_STYLES at start-up)
+
                 rx, ry, rz = openface_rotation(pose["yaw"], pose["pitch"], pose["roll"])
                 row.update(pose_Rx=rx, pose_Ry=ry, pose_Rz=rz)
             occ, inten = face["au_occurrence"], face["au_intensity"]
@@ -335,21 +339,22 @@ class CsvSink(Sink):
             f = self._files[key] = _CsvFile(self.path_for(stream_id), self._layout)
         return f
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._closed:
             raise RuntimeError(f"CsvSink({self.path}) is closed")
-        if msg.get("type") != "frame":
+        msg = as_message(msg)
+        if not isinstance(msg, FrameMessage):
             return
         if self._layout is None:
-            if not msg["faces"] and self.style == "default":
+            if not msg.faces and self.style == "default":
                 return  # nothing to write, nothing learnt
-            first = msg["faces"][0] if msg["faces"] else None
-            self._fix_layout(self._aus or (tuple(first["au_occurrence"]) if first else AU_NAMES),
-                             self._emos or (tuple(first["emotions"]) if first else EMOTION_NAMES))
+            first = msg.faces[0] if msg.faces else None
+            self._fix_layout(self._aus or (tuple(first.au_occurrence) if first else AU_NAMES),
+                             self._emos or (tuple(first.emotions) if first else EMOTION_NAMES))
         assert self._layout is not None
         rows = self._layout.rows(msg)  # checks every face before anything is written
         if rows:
-            self._file_for(msg["stream_id"]).write(rows)
+            self._file_for(msg.stream_id).write(rows)
 
     def close(self) -> None:
         if self._closed:

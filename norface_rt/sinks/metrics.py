@@ -3,8 +3,9 @@
 A sink, because every figure it shows is read off the messages the pipeline publishes: it sees
 each frame (stream, drops, errors, capture-to-publish latency, stage timings) on its own thread
 (:class:`~norface_rt.sinks.worker.SinkWorker`). Queue depths, reconnections and the pipeline's
-status (each stream's state and outages, each output's losses) are not in every message: the CLI
-hands the sink three callables (:meth:`MetricsSink.watch`) that are read at scrape time.
+status (each stream's state and outages, each output's losses) are not in every message: the
+pipeline hands every sink three callables (:meth:`MetricsSink.watch`, a declared hook of
+:class:`~norface_rt.sinks.base.Sink`), which this one reads at scrape time.
 
 Exposed (``norface_`` prefix; label ``stream`` is the stream id):
 
@@ -37,12 +38,16 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import Probe, Sink
+from norface_rt.wire.messages import EosMessage, FrameMessage, Message, as_message
+
+# Where the endpoint listens unless told otherwise (loopback): `run`'s --metrics-host default.
+DEFAULT_HOST = "127.0.0.1"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -66,7 +71,7 @@ class MetricsSink(Sink):
 
     name = "metrics"
 
-    def __init__(self, port: int, host: str = "127.0.0.1", *, window: int = 1000,
+    def __init__(self, port: int, host: str = DEFAULT_HOST, *, window: int = 1000,
                  window_s: float = 10.0) -> None:
         from norface_rt.extras import require
 
@@ -79,9 +84,9 @@ class MetricsSink(Sink):
         self._window = window
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
-        self._queue_depths: Callable[[], Mapping[str, int]] | None = None
-        self._reconnects: Callable[[], Mapping[str, int]] | None = None
-        self._status: Callable[[], Mapping[str, Any]] | None = None
+        self._queue_depths: Probe | None = None
+        self._reconnects: Probe | None = None
+        self._status: Probe | None = None
         self.registry = CollectorRegistry()
         self._latency = Histogram("norface_latency_seconds", "capture-to-publish latency per frame",
                                   ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -101,9 +106,8 @@ class MetricsSink(Sink):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
 
-    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]] | None = None,
-              reconnects: Callable[[], Mapping[str, int]] | None = None,
-              status: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    def watch(self, *, queue_depths: Probe | None = None, reconnects: Probe | None = None,
+              status: Probe | None = None) -> None:
         """Figures that are not in messages, read at each scrape (the pipeline's
         :meth:`~norface_rt.pipeline.runner.Pipeline.queue_depths`, ``reconnects`` and
         ``status``)."""
@@ -112,31 +116,31 @@ class MetricsSink(Sink):
         self._status = status
 
     # ------------------------------------------------------------------ Sink
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        kind = msg.get("type")
-        if kind not in ("frame", "eos"):
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if not isinstance(msg, (FrameMessage, EosMessage)):
             return
-        sid = str(msg["stream_id"])
+        sid = str(msg.stream_id)
         with self._lock:
             st = self._streams.get(sid)
             if st is None:
                 st = self._streams[sid] = _Stream(self._window)
-            st.dropped = int(msg.get("dropped_frames", st.dropped))
-            st.skipped = int(msg.get("skipped_frames", st.skipped))
-            st.lost = int(msg.get("lost_frames", st.lost))
-            if kind == "eos":
+            st.dropped = int(msg.dropped_frames)
+            st.skipped = int(msg.skipped_frames)
+            st.lost = int(msg.lost_frames)
+            if isinstance(msg, EosMessage):
                 return
             now = time.monotonic()
             st.frames += 1
-            st.faces += len(msg.get("faces", ()))
-            st.errors += 1 if msg.get("error") else 0
-            latency = max(0.0, float(msg["emit_time"]) - float(msg["capture_time"]))
+            st.faces += len(msg.faces)
+            st.errors += 1 if msg.error else 0
+            latency = max(0.0, float(msg.emit_time) - float(msg.capture_time))
             st.latencies.append(latency)
             st.arrivals.append(now)
             while st.arrivals and st.arrivals[0] < now - self.window_s:
                 st.arrivals.popleft()
         self._latency.labels(sid).observe(latency)
-        for stage, ms in (msg.get("timings_ms") or {}).items():
+        for stage, ms in msg.timings_ms.items():
             self._stage.labels(str(stage)).observe(float(ms) / 1000.0)
 
     # ------------------------------------------------------------------ collector

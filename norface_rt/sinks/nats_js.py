@@ -7,7 +7,7 @@ replay from a sequence number, so results survive a consumer's or the server's r
 * Subject per stream: ``<prefix>.<stream id>`` (stats: ``<prefix>._stats``); characters a NATS
   subject token cannot hold are written as ``~XX`` (hex of each UTF-8 byte), see
   :func:`subject_token`. The payload is exactly the ZeroMQ payload (one msgpack map,
-  :func:`norface_rt.protocol.encode`), so one decoder serves both.
+  :func:`norface_rt.wire.codec.encode`), so one decoder serves both.
 * Acknowledged and in order: one background event loop publishes the messages one after the
   other and waits for each acknowledgement; a message that is not acknowledged (server
   restarting, connection lost) is sent again, with the same ``Nats-Msg-Id`` header, so the
@@ -37,14 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.protocol import ProtocolError, decode, encode, topic_for
 from norface_rt.sinks.base import MessageDropped, Sink
+from norface_rt.wire.codec import decode, encode
+from norface_rt.wire.messages import Message, StatsMessage, as_message
+from norface_rt.wire.names import NATS_STREAM, NATS_SUBJECT_PREFIX
+from norface_rt.wire.schema import ProtocolError
 
 log = logging.getLogger(__name__)
 
 _TOKEN_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-DEFAULT_STREAM = "NORFACE"
-DEFAULT_PREFIX = "norface"
 
 
 def subject_token(stream_id: str) -> str:
@@ -66,9 +67,10 @@ class NatsJetStreamSink(Sink):
     """Publishes every message to JetStream stream ``stream`` (created when missing)."""
 
     name = "nats"
+    reconnects: int = 0
 
-    def __init__(self, url: str, stream: str = DEFAULT_STREAM, *,
-                 subject_prefix: str = DEFAULT_PREFIX, max_pending: int = 1000,
+    def __init__(self, url: str, stream: str = NATS_STREAM, *,
+                 subject_prefix: str = NATS_SUBJECT_PREFIX, max_pending: int = 1000,
                  connect_timeout: float = 5.0, ack_timeout: float = 2.0, retry_s: float = 60.0,
                  close_timeout: float = 10.0, check_messages: bool = True) -> None:
         from norface_rt.extras import require
@@ -178,7 +180,7 @@ class NatsJetStreamSink(Sink):
                     delay = min(delay * 2, 2.0)
 
     # ------------------------------------------------------------------ Sink
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         """Enqueue for acknowledged publishing; blocks while ``max_pending`` wait (back-pressure)."""
         if self._closed or self._queue is None:
             raise RuntimeError(f"NatsJetStreamSink on {self.url!r} is closed")
@@ -186,13 +188,14 @@ class NatsJetStreamSink(Sink):
             n, self._reported_lost = self.lost - self._reported_lost, self.lost
             raise RuntimeError(f"NATS {self.url}: {n} message(s) were not acknowledged within "
                                f"{self.retry_s:g} s (last error: {self._last_error})")
-        topic = topic_for(msg)
+        msg = as_message(msg)
+        topic = msg.topic
         payload = encode(msg, check=self.check_messages)
-        if msg.get("type") == "stats":
+        if isinstance(msg, StatsMessage):
             self._stats_n += 1
-            msg_id = f"{self._run}:_stats:{self._stats_n}"
+            msg_id = f"{self._run}:{topic}:{self._stats_n}"
         else:
-            msg_id = f"{self._run}:{topic}:{msg['seq']}"
+            msg_id = f"{self._run}:{topic}:{msg.seq}"
         item = (f"{self.prefix}.{subject_token(topic)}", payload, msg_id)
         fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
         while True:  # wait for room in the queue, but give up at once when interrupted
@@ -264,8 +267,8 @@ async def _cancel_others() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def replay(url: str, stream: str = DEFAULT_STREAM, *, from_seq: int = 1,
-           stream_ids: Iterable[str] | None = None, subject_prefix: str = DEFAULT_PREFIX,
+def replay(url: str, stream: str = NATS_STREAM, *, from_seq: int = 1,
+           stream_ids: Iterable[str] | None = None, subject_prefix: str = NATS_SUBJECT_PREFIX,
            timeout: float | None = 10.0, batch: int = 256,
            on_malformed: Callable[[ProtocolError], None] | None = None
            ) -> Generator[tuple[int, dict[str, Any]], None, None]:

@@ -25,6 +25,7 @@ import re
 import sys
 import threading
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from norface_rt.files import slug
 from norface_rt.images import check_rgb_image
 from norface_rt.sinks.base import Sink
 from norface_rt.video import Mp4Writer, available_codec
+from norface_rt.wire.messages import FrameMessage, Message, as_message
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ def _face_panel(panel: np.ndarray, face: dict[str, Any], top: int, u: float, au_
     return base + label_h + int(round(10 * u))
 
 
-def _panel(msg: dict[str, Any], height: int, u: float, fps: float | None) -> np.ndarray:
+def _panel(msg: Mapping[str, Any], height: int, u: float, fps: float | None) -> np.ndarray:
     """The side panel of a frame (see the module doc)."""
     w = int(round(PANEL_WIDTH * u))
     panel = np.empty((height, w, 3), np.uint8)
@@ -263,7 +265,7 @@ def _panel(msg: dict[str, Any], height: int, u: float, fps: float | None) -> np.
     return panel
 
 
-def draw(image: np.ndarray, msg: dict[str, Any], *, fps: float | None = None,
+def draw(image: np.ndarray, msg: Mapping[str, Any], *, fps: float | None = None,
          panel: bool = True) -> np.ndarray:
     """Return a new RGB image with ``msg`` (a ``frame`` message) drawn onto ``image``.
 
@@ -360,20 +362,21 @@ class OverlayVideoSink(Sink):
     def frames(self) -> int:
         return self._writer.frames
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if msg.get("type") != "frame":
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if not isinstance(msg, FrameMessage):
             return
         if self.stream_id is None:
-            self.stream_id = msg["stream_id"]
-        elif msg["stream_id"] != self.stream_id:
+            self.stream_id = msg.stream_id
+        elif msg.stream_id != self.stream_id:
             raise ValueError(f"stream_id: expected {self.stream_id!r} (one stream per overlay "
-                             f"file; use MultiStreamOverlaySink), got {msg['stream_id']!r}")
+                             f"file; use MultiStreamOverlaySink), got {msg.stream_id!r}")
         if image is None:
             raise ValueError("image: expected the frame's RGB pixels for the overlay, got None "
                              "(the pipeline keeps them only for sinks with needs_image=True)")
         check_rgb_image(image)
         # No rate burnt into a file: its frames play at the source's speed, not the analyser's.
-        self._writer.write(draw(image, msg), msg["pts"])
+        self._writer.write(draw(image, msg), msg.pts)
 
     def close(self) -> None:
         if not self._writer.opened:
@@ -406,10 +409,11 @@ class MultiStreamOverlaySink(Sink):
             return self.path
         return self.path.with_name(f"{self.path.stem}-{slug(stream_id, sep='_')}{self.path.suffix}")
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if msg.get("type") != "frame":
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if not isinstance(msg, FrameMessage):
             return
-        sid = msg["stream_id"]
+        sid = msg.stream_id
         sink = self.sinks.get(sid)
         if sink is None:
             p = self.path_for(sid)
@@ -481,12 +485,13 @@ class ShowSink(Sink):
         self.shown = 0  # frames put on screen
         self.replaced = 0  # frames a newer one replaced before the screen showed them
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if msg.get("type") != "frame" or image is None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if not isinstance(msg, FrameMessage) or image is None:
             return
-        sid = msg["stream_id"]
+        sid = msg.stream_id
         meter = self._meters.setdefault(sid, RateMeter())
-        drawn = cv2.cvtColor(draw(image, msg, fps=meter.update(float(msg["emit_time"]))),
+        drawn = cv2.cvtColor(draw(image, msg, fps=meter.update(float(msg.emit_time))),
                              cv2.COLOR_RGB2BGR)
         with self._cond:
             self.received += 1

@@ -18,15 +18,14 @@ queues hold the rest in flight).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from norface_rt.sinks.base import ResultSink
+from norface_rt.sinks.base import BufferPolicy, ResultSink
 from norface_rt.sources.frame_queue import FrameQueue
 from norface_rt.types import FrameResult
+from norface_rt.wire.messages import EosMessage, Message, as_message
 
-Item = FrameResult | dict[str, Any]  # a frame's result, or an ``eos`` message
+Item = FrameResult | EosMessage  # a frame's result, or its stream's end
 
 
 class ResultQueue(ResultSink):
@@ -34,7 +33,7 @@ class ResultQueue(ResultSink):
 
     name = "results"
     # The caller reads at its own pace: back-pressure, never a drop (see the module docstring).
-    buffer_policy = "block"
+    buffer_policy = BufferPolicy.BLOCK
 
     def __init__(self, maxsize: int = 16) -> None:
         self._q: FrameQueue[Item] = FrameQueue(maxsize, "lossless")
@@ -42,8 +41,9 @@ class ResultQueue(ResultSink):
     def write_result(self, result: FrameResult) -> None:
         self._q.put(result)  # blocks while the caller has not read; False once cancelled
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if msg.get("type") == "eos":
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if isinstance(msg, EosMessage):
             self._q.put_final(msg)  # never blocks: an end must reach the caller
 
     def get(self, timeout: float) -> Item | None:

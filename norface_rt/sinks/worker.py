@@ -32,17 +32,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from norface_rt.sinks.base import MessageDropped, ResultSink, Sink
+from norface_rt.sinks.base import BufferPolicy, MessageDropped, ResultSink, Sink
 from norface_rt.types import FrameResult
+from norface_rt.wire.messages import Message
 
 log = logging.getLogger(__name__)
 
-BufferPolicy = Literal["block", "drop"]
-BUFFER_POLICIES: tuple[str, ...] = ("block", "drop")
+# A sink's buffer (messages) and how long a lossless run waits for room in a full one before the
+# sink is marked stalled: the defaults of `run`'s --sink-buffer and --sink-timeout.
+DEFAULT_CAPACITY = 1024
+DEFAULT_STALL_TIMEOUT = 2.0
 # Images kept for one image sink (the overlay) at most, whatever the message count: an 8K frame is
 # 100 MB, so a count alone would not bound memory.
 MAX_IMAGE_BYTES = 256 * 2**20
@@ -61,7 +64,7 @@ class _Item:
     """One buffered message, its frame's pixels (image sinks) and its typed result
     (:class:`~norface_rt.sinks.base.ResultSink`)."""
 
-    msg: dict[str, Any]
+    msg: Message
     image: np.ndarray | None
     result: FrameResult | None
 
@@ -69,20 +72,20 @@ class _Item:
 class SinkWorker:
     """Runs ``sink`` on its own thread behind a buffer of ``capacity`` messages."""
 
-    def __init__(self, sink: Sink, name: str, *, capacity: int = 1024,
-                 policy: BufferPolicy = "block", stall_timeout: float | None = 2.0,
+    def __init__(self, sink: Sink, name: str, *, capacity: int = DEFAULT_CAPACITY,
+                 policy: BufferPolicy | str = BufferPolicy.BLOCK,
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
                  max_image_bytes: int = MAX_IMAGE_BYTES) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity: expected an integer >= 1, got {capacity!r}")
-        if policy not in BUFFER_POLICIES:
-            raise ValueError(f"policy: expected one of {list(BUFFER_POLICIES)}, got {policy!r}")
+        policy = BufferPolicy.parse(policy, "policy")
         if stall_timeout is not None and not stall_timeout > 0:
             raise ValueError(f"stall_timeout: expected a number > 0 (seconds) or None, "
                              f"got {stall_timeout!r}")
         self.sink = sink
         self.name = name
         self.capacity = capacity
-        self.policy: BufferPolicy = policy
+        self.policy = policy
         self.stall_timeout = stall_timeout
         self.max_image_bytes = max_image_bytes
         self._items: deque[_Item | _Close] = deque()
@@ -107,7 +110,7 @@ class SinkWorker:
                                         daemon=True)
         self._thread.start()
 
-    def offer(self, msg: dict[str, Any], image: np.ndarray | None = None, *,
+    def offer(self, msg: Message, image: np.ndarray | None = None, *,
               result: FrameResult | None = None, final: bool = False) -> bool:
         """Hand one message to the sink's buffer; False when it was dropped (counted).
 
@@ -136,7 +139,7 @@ class SinkWorker:
 
     def _wait_for_room(self, nbytes: int) -> bool:
         """Called with the lock held and the buffer full: True once there is room."""
-        if self.policy == "drop" or self.stalled or self._released:
+        if self.policy is BufferPolicy.DROP or self.stalled or self._released:
             return False
         deadline = None if self.stall_timeout is None else time.monotonic() + self.stall_timeout
         while self._full(nbytes):
@@ -261,7 +264,7 @@ class SinkWorker:
             except Exception:  # a broken sink is reported, the others keep receiving
                 self.failed += 1
                 if self.failed <= _LOGGED_FAILURES:
-                    log.exception("output %s failed on a %s message", self.name, msg.get("type"))
+                    log.exception("output %s failed on a %s message", self.name, msg["type"])
             self.last_progress = time.monotonic()
 
     def _tick(self) -> None:

@@ -17,13 +17,13 @@ gigabytes: ``ZMQ_MAXMSGSIZE`` disconnects a peer that sends any message longer t
 and binds a fresh one (``subscription_resets``): memory is freed, well-behaved subscribers
 reconnect and re-subscribe by themselves within about 0.1 s (they see the gap in ``seq``).
 libzmq cannot tell which peer sent a subscription, so it cannot drop only the offender; use
-CURVE (:mod:`norface_rt.sinks.curve`) to keep unknown processes out altogether.
+CURVE (:mod:`norface_rt.wire.curve`) to keep unknown processes out altogether.
 
 :class:`ZmqPush` binds a PUSH socket for consumers that must not miss a message (a PULL socket
-connects): with ``policy="block"`` a consumer that falls behind applies back-pressure to the
+connects): with the ``block`` policy a consumer that falls behind applies back-pressure to the
 pipeline (file sources slow down; live sources drop at their own queue, counted), for at most
-``send_timeout`` seconds per message before messages are dropped and counted; ``policy="drop"``
-never waits and counts what the full queue refuses.
+``send_timeout`` seconds per message before messages are dropped and counted; ``drop`` never
+waits and counts what the full queue refuses.
 """
 
 from __future__ import annotations
@@ -32,14 +32,23 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
-from norface_rt.protocol import DEFAULT_ENDPOINT, encode_multipart
-from norface_rt.sinks.base import MessageDropped, Sink
-from norface_rt.sinks.curve import CurveServer
+from norface_rt.sinks.base import BufferPolicy, MessageDropped, Sink
+from norface_rt.wire.codec import encode_multipart
+from norface_rt.wire.messages import Message
+from norface_rt.wire.names import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_PUSH_HWM,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_SNDHWM,
+)
+
+if TYPE_CHECKING:  # (pyzmq's authenticator, which CURVE needs, imports asyncio)
+    from norface_rt.wire.curve import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,6 @@ MAX_MESSAGE_BYTES = 1024
 MAX_SUBSCRIPTIONS = 1000
 MAX_SUBSCRIPTION_BYTES = 64 * 1024
 SUBSCRIPTION_QUEUE = 16  # inbound queue of the XPUB: only subscriptions travel that way
-PUSH_POLICIES: tuple[str, ...] = ("block", "drop")
 
 _LOCAL_TRANSPORTS = ("ipc", "inproc")
 
@@ -103,7 +111,8 @@ class ZmqPublisher(Sink):
 
     name = "zmq"
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000, linger_ms: int = 500,
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = DEFAULT_SNDHWM,
+                 linger_ms: int = 500,
                  *, allow_remote: bool = False, check_messages: bool = True,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  max_subscriptions: int = MAX_SUBSCRIPTIONS,
@@ -248,7 +257,7 @@ class ZmqPublisher(Sink):
         return True
 
     # ------------------------------------------------------------------ Sink
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         """Publish without blocking; a subscriber whose queue is full misses this message."""
         parts = encode_multipart(msg, check=self.check_messages)
         self._drain()
@@ -300,12 +309,13 @@ class ZmqPush(Sink):
 
     name = "push"
 
-    def __init__(self, endpoint: str, *, hwm: int = 1000, policy: str = "block",
-                 send_timeout: float = 30.0, linger_ms: int = 2000, allow_remote: bool = False,
-                 check_messages: bool = True, curve: CurveServer | None = None) -> None:
+    def __init__(self, endpoint: str, *, hwm: int = DEFAULT_PUSH_HWM,
+                 policy: BufferPolicy | str = BufferPolicy.BLOCK,
+                 send_timeout: float = DEFAULT_PUSH_TIMEOUT, linger_ms: int = 2000,
+                 allow_remote: bool = False, check_messages: bool = True,
+                 curve: CurveServer | None = None) -> None:
         _positive_int("hwm", hwm)
-        if policy not in PUSH_POLICIES:
-            raise ValueError(f"policy: expected one of {list(PUSH_POLICIES)}, got {policy!r}")
+        policy = BufferPolicy.parse(policy, "policy")
         if not send_timeout > 0:
             raise ValueError(f"send_timeout: expected a number > 0 (seconds), got {send_timeout!r}")
         _check_remote(endpoint, allow_remote)
@@ -339,11 +349,11 @@ class ZmqPush(Sink):
                 raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}: {exc}") from exc
             raise
 
-    def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._sock is None:
             raise RuntimeError("ZmqPush is closed")
         parts = encode_multipart(msg, check=self.check_messages)
-        if self.buffer_policy == "drop" or self._peer_gone:
+        if self.buffer_policy is BufferPolicy.DROP or self._peer_gone:
             deadline = time.monotonic()
         else:
             deadline = time.monotonic() + self.send_timeout
@@ -358,7 +368,7 @@ class ZmqPush(Sink):
             left = deadline - time.monotonic()
             if left <= 0 or self._interrupted.is_set():
                 self.dropped += 1
-                if self.buffer_policy == "block" and not self._peer_gone:
+                if self.buffer_policy is BufferPolicy.BLOCK and not self._peer_gone:
                     self._peer_gone = True
                     log.warning("PUSH %s: no consumer took a message for %.0f s; dropping (and "
                                 "counting) until one does", self.endpoint, self.send_timeout)

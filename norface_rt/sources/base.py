@@ -169,6 +169,12 @@ class Source(ABC):
         """One of :data:`STATES`."""
         return self._state
 
+    @property
+    def reconnects(self) -> int | None:
+        """Live sources: successful re-connections so far; None for sources that do not
+        connect (files, folders, arrays)."""
+        return None
+
     def status(self) -> dict[str, Any]:
         """Per-stream fields of the stats message: the state and the counters of frames the
         consumer will never see (subclasses add connection details)."""

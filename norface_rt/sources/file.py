@@ -6,7 +6,8 @@ that fails, so damage is detected where it shows:
 
 * a frame the decoder flags corrupt, a packet the decoder refuses, or a jump in the frame
   timestamps of more than ``GAP_FRAMES`` frame durations (a demuxer that resyncs past garbage,
-  e.g. in MPEG-TS, drops packets without flagging anything) means undecodable frames. By default
+  e.g. in MPEG-TS, drops packets without flagging anything) means undecodable frames (the rules
+  are :class:`~norface_rt.sources.timeline.DecodeTimeline`'s, tested on timestamps alone). By default
   (``skip_corrupt=True``) they are **skipped**: their frame indices stay unused, they are counted
   in ``FramePacket.skipped`` of every later frame and listed in the ``EndOfStream``, and decoding
   carries on, so every decodable frame is delivered. A refused packet's frame is placed by the gap
@@ -46,6 +47,7 @@ import av
 
 from norface_rt.files import slug
 from norface_rt.sources.base import DecodeClock, Source
+from norface_rt.sources.timeline import DecodeTimeline
 from norface_rt.types import FramePacket, Stage
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,6 @@ class VideoInfo:
 
 class _Stopped(Exception):
     """Internal: the consumer asked the source to stop."""
-
-
-GAP_FRAMES = 3.0  # a timestamp jump larger than this many frame durations counts as lost frames
 
 
 class FileSource(Source):
@@ -192,173 +191,9 @@ class FileSource(Source):
     def _decode_pass(self, container: Any, pts_offset: float,
                      clock0: float | None) -> tuple[str | None, float, float | None]:
         """One pass over the file; returns (error, pts just past the last frame, clock0)."""
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frame_dur = 1.0 / self._info.fps if self._info.fps else 0.0
-        skip = self._skip_corrupt
-        first_index = self._next_index
-        decoded = 0
-        demuxed = 0
-        clock = DecodeClock()
-        end_pts = pts_offset
-        gaps: list[tuple[float, float, int]] = []  # (pts before, pts after, index after) of jumps
-        prev_pts: float | None = None
-        # Skip mode: packets the decoder refused whose frames have not been placed yet (their
-        # indices are found from the gap they leave in the timestamps).
-        pending_errors = 0
-        # Skip mode: whether anything was undecodable since the last good frame. A file that
-        # ends in damage was cut off there (truncated): that is an error, not a skip.
-        tail_damage = False
-        after_last_good = self._next_index  # index of the first frame after the last good one
-        start = 0.0  # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
-        if stream.start_time is not None and stream.time_base is not None:
-            start = float(stream.start_time * stream.time_base)
-
-        def frame_pts(frame: Any) -> float | None:
-            if frame.pts is None or frame.time_base is None:
-                return None
-            return float(frame.pts * frame.time_base) - start + pts_offset
-
-        def place_missing(pts: float | None) -> None:
-            """Skip mode: give indices to the frames missing before one shown at ``pts``."""
-            nonlocal pending_errors
-            if pts is None or prev_pts is None or not frame_dur:
-                return
-            missing = round((pts - prev_pts) / frame_dur) - 1
-            if missing > 0 and (pending_errors or pts - prev_pts > GAP_FRAMES * frame_dur):
-                log.warning("source %s: %d frame(s) missing before %.3f s in %s; skipped",
-                            self.stream_id, missing, pts, self._path.name)
-                self._skip(missing)
-                pending_errors = max(0, pending_errors - missing)
-
-        def damaged() -> None:
-            nonlocal tail_damage
-            tail_damage = True
-
-        def deliver(frame: Any) -> None:
-            nonlocal decoded, end_pts, clock0, prev_pts, tail_damage, after_last_good
-            if skip:
-                pts = frame_pts(frame)
-                if (pts is not None and prev_pts is not None and frame_dur
-                        and pts < prev_pts - 0.5 * frame_dur):
-                    # A decoder that lost reference frames may emit one late, after its slot
-                    # was passed (and counted as skipped): keep frame_index in display order.
-                    log.warning("source %s: a frame at %.3f s came out after %.3f s (damaged "
-                                "references); left out", self.stream_id, pts, prev_pts)
-                    return
-                place_missing(pts)
-                tail_damage = False
-            packet = FramePacket.from_av_frame(frame, self.stream_id, self._next_index,
-                                               live=self.live)
-            packet.timings[Stage.DECODE] = clock.take()
-            if packet.pts is None and frame_dur:
-                # containers without timestamps (raw streams)
-                packet.pts = (packet.frame_index - first_index) * frame_dur
-            elif packet.pts is not None:
-                packet.pts -= start
-            if packet.pts is not None:
-                packet.pts += pts_offset
-                end_pts = max(end_pts, packet.pts + frame_dur)
-                # Damage the demuxer skips silently (e.g. garbage inside MPEG-TS) shows up only as
-                # a jump in the timestamps: more than GAP_FRAMES frame durations means frames lost.
-                if (not skip and prev_pts is not None and frame_dur
-                        and packet.pts - prev_pts > GAP_FRAMES * frame_dur):
-                    gaps.append((prev_pts, packet.pts, packet.frame_index))
-                prev_pts = packet.pts
-            if self._realtime:
-                t = packet.pts if packet.pts is not None else 0.0
-                if clock0 is None:
-                    clock0 = time.monotonic() - t
-                if self._wait(clock0 + t - time.monotonic()):
-                    raise _Stopped
-                packet.capture_time = time.time()  # "captured" when a camera would have sent it
-            if not self._emit(packet):
-                raise _Stopped
-            after_last_good = packet.frame_index + 1
-            decoded += 1
-            clock.resume()
-
-        def skip_corrupt_frame(frame: Any) -> None:
-            nonlocal prev_pts
-            pts = frame_pts(frame)
-            place_missing(pts)
-            log.warning("source %s: the decoder reported frame %d of %s corrupt; skipped",
-                        self.stream_id, self._next_index, self._path.name)
-            damaged()
-            self._skip(1)
-            if pts is not None:
-                prev_pts = pts
-
-        def flush_then(reason: str) -> str:
-            """Deliver frames still buffered from intact data (frame threading), then fail."""
-            clock.resume()
-            try:
-                for frame in stream.codec_context.decode(None):
-                    if frame.is_corrupt:
-                        if not skip:
-                            break
-                        skip_corrupt_frame(frame)
-                        continue
-                    if frame.time_base is None:  # a bare flush does not stamp the time base
-                        frame.time_base = stream.time_base
-                    deliver(frame)
-            except av.FFmpegError:
-                pass
-            return f"decode error at frame {self._next_index}: {reason}"
-
-        clock.resume()  # demuxing is decode work: it is counted from here on
-        try:
-            for pkt in container.demux(stream):
-                if self._stopping:
-                    raise _Stopped
-                if pkt.size:
-                    demuxed += 1
-                if pkt.is_corrupt:
-                    if not skip:
-                        where = f" at byte offset {pkt.pos}" if pkt.pos is not None else ""
-                        return (flush_then(f"corrupt packet{where} in {self._path.name} "
-                                           "(file damaged or truncated)"), end_pts, clock0)
-                    damaged()
-                try:
-                    frames = pkt.decode()
-                except av.FFmpegError as exc:
-                    if not skip:
-                        raise
-                    log.warning("source %s: the decoder refused a packet of %s (%s); its frame "
-                                "is skipped", self.stream_id, self._path.name,
-                                exc.strerror or exc)
-                    damaged()
-                    if frame_dur:
-                        pending_errors += 1  # placed by the gap it leaves in the timestamps
-                    else:
-                        self._skip(1)
-                    continue
-                for frame in frames:
-                    if frame.is_corrupt:
-                        if not skip:
-                            return (f"decode error at frame {self._next_index}: the decoder "
-                                    f"reported a corrupt frame in {self._path.name} (file "
-                                    "damaged or truncated)", end_pts, clock0)
-                        skip_corrupt_frame(frame)
-                        continue
-                    deliver(frame)
-        except av.FFmpegError as exc:
-            return flush_then(f"{exc.strerror or exc} ({self._path.name})"), end_pts, clock0
-        if skip and pending_errors:  # refused packets whose frames left no gap before the end
-            self._skip(pending_errors)
-
-        error = self._check_complete(container, decoded, demuxed, end_pts - pts_offset)
-        if error is None and tail_damage:
-            error = (f"decode error at frame {after_last_good}: {self._path.name} ends in "
-                     "undecodable data (file truncated?)")
-        if error is None and gaps:
-            missing = sum(round((b - a) / frame_dur) - 1 for a, b, _ in gaps)
-            a, b, index = gaps[0]
-            error = (f"decode error at frame {index}: about {missing} frame(s) missing from "
-                     f"{self._path.name}: timestamps jump from {a:.3f} s to {b:.3f} s"
-                     + (f" and {len(gaps) - 1} more time(s)" if len(gaps) > 1 else "")
-                     + " (file damaged?); every decodable frame was delivered")
-        return error, end_pts, clock0
+        one = _Pass(self, container, pts_offset, clock0)
+        error = one.run()
+        return error, one.timeline.end_pts, one.clock0
 
     def _check_complete(self, container: Any, decoded: int, demuxed: int,
                         decoded_span: float) -> str | None:
@@ -379,3 +214,149 @@ class FileSource(Source):
                 return (f"{prefix}: stream ended at {decoded_span:.2f} s of the {duration:.2f} s "
                         f"{self._path.name} declares (file truncated?)")
         return None
+
+
+class _Pass:
+    """One pass of a :class:`FileSource` over its container: demux, decode, hand frames on.
+
+    The rules about missing, late and corrupt frames are :class:`DecodeTimeline`'s; this class
+    applies them to what PyAV reports and keeps the source's frame indices in step (every frame
+    the timeline says is missing uses an index through ``Source._skip``)."""
+
+    def __init__(self, source: FileSource, container: Any, pts_offset: float,
+                 clock0: float | None) -> None:
+        self.src = source
+        self.container = container
+        self.stream = container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        fps = source.info.fps
+        self.frame_dur = 1.0 / fps if fps else 0.0
+        self.skip = source._skip_corrupt
+        self.name = source.path.name
+        self.first_index = source._next_index
+        self.pts_offset = pts_offset
+        self.clock0 = clock0  # realtime: monotonic time that corresponds to pts 0
+        self.clock = DecodeClock()
+        self.timeline = DecodeTimeline(self.frame_dur, self.skip, self.first_index,
+                                       end_pts=pts_offset)
+        self.demuxed = 0
+        # pts are made relative to the stream start (MPEG-TS starts near 1.4 s)
+        self.start = 0.0
+        if self.stream.start_time is not None and self.stream.time_base is not None:
+            self.start = float(self.stream.start_time * self.stream.time_base)
+
+    def run(self) -> str | None:
+        self.clock.resume()  # demuxing is decode work: it is counted from here on
+        try:
+            error = self._demux()
+        except av.FFmpegError as exc:
+            return self._flush_then(f"{exc.strerror or exc} ({self.name})")
+        if error is not None:
+            return error
+        if self.skip:  # refused packets whose frames left no gap before the end
+            self.src._skip(self.timeline.unplaced())
+        tl = self.timeline
+        return (self.src._check_complete(self.container, tl.delivered, self.demuxed,
+                                         tl.end_pts - self.pts_offset)
+                or tl.end_error(self.name))
+
+    def _demux(self) -> str | None:
+        for pkt in self.container.demux(self.stream):
+            if self.src._stopping:
+                raise _Stopped
+            if pkt.size:
+                self.demuxed += 1
+            if pkt.is_corrupt:
+                if not self.skip:
+                    where = f" at byte offset {pkt.pos}" if pkt.pos is not None else ""
+                    return self._flush_then(f"corrupt packet{where} in {self.name} (file "
+                                            "damaged or truncated)")
+                self.timeline.corrupt_packet()
+            try:
+                frames = pkt.decode()
+            except av.FFmpegError as exc:
+                if not self.skip:
+                    raise
+                log.warning("source %s: the decoder refused a packet of %s (%s); its frame is "
+                            "skipped", self.src.stream_id, self.name, exc.strerror or exc)
+                self.src._skip(self.timeline.refused_packet())
+                continue
+            for frame in frames:
+                if frame.is_corrupt:
+                    if not self.skip:
+                        return (f"decode error at frame {self.src._next_index}: the decoder "
+                                f"reported a corrupt frame in {self.name} (file damaged or "
+                                "truncated)")
+                    self._skip_corrupt(frame)
+                    continue
+                self._deliver(frame)
+        return None
+
+    def _frame_pts(self, frame: Any) -> float | None:
+        if frame.pts is None or frame.time_base is None:
+            return None
+        return float(frame.pts * frame.time_base) - self.start + self.pts_offset
+
+    def _place_missing(self, pts: float | None) -> None:
+        """Skip mode: give indices to the frames missing before one shown at ``pts``."""
+        missing = self.timeline.missing_before(pts)
+        if missing:
+            log.warning("source %s: %d frame(s) missing before %.3f s in %s; skipped",
+                        self.src.stream_id, missing, pts, self.name)
+            self.src._skip(missing)
+
+    def _deliver(self, frame: Any) -> None:
+        src, tl = self.src, self.timeline
+        if self.skip:
+            pts = self._frame_pts(frame)
+            if tl.is_late(pts):
+                log.warning("source %s: a frame at %.3f s came out after %.3f s (damaged "
+                            "references); left out", src.stream_id, pts, tl.prev_pts)
+                return
+            self._place_missing(pts)
+            tl.good_frame()
+        packet = FramePacket.from_av_frame(frame, src.stream_id, src._next_index, live=src.live)
+        packet.timings[Stage.DECODE] = self.clock.take()
+        if packet.pts is None and self.frame_dur:
+            # containers without timestamps (raw streams)
+            packet.pts = (packet.frame_index - self.first_index) * self.frame_dur
+        elif packet.pts is not None:
+            packet.pts -= self.start
+        if packet.pts is not None:
+            packet.pts += self.pts_offset
+        if src._realtime:
+            t = packet.pts if packet.pts is not None else 0.0
+            if self.clock0 is None:
+                self.clock0 = time.monotonic() - t
+            if src._wait(self.clock0 + t - time.monotonic()):
+                raise _Stopped
+            packet.capture_time = time.time()  # "captured" when a camera would have sent it
+        tl.deliver(packet.frame_index, packet.pts)
+        if not src._emit(packet):
+            raise _Stopped
+        self.clock.resume()
+
+    def _skip_corrupt(self, frame: Any) -> None:
+        pts = self._frame_pts(frame)
+        self._place_missing(pts)
+        log.warning("source %s: the decoder reported frame %d of %s corrupt; skipped",
+                    self.src.stream_id, self.src._next_index, self.name)
+        self.timeline.corrupt_frame(pts)
+        self.src._skip(1)
+
+    def _flush_then(self, reason: str) -> str:
+        """Deliver frames still buffered from intact data (frame threading), then fail."""
+        self.clock.resume()
+        try:
+            for frame in self.stream.codec_context.decode(None):
+                if frame.is_corrupt:
+                    if not self.skip:
+                        break
+                    self._skip_corrupt(frame)
+                    continue
+                if frame.time_base is None:  # a bare flush does not stamp the time base
+                    frame.time_base = self.stream.time_base
+                self._deliver(frame)
+        except av.FFmpegError:
+            pass
+        return f"decode error at frame {self.src._next_index}: {reason}"

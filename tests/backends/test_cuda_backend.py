@@ -209,7 +209,7 @@ def test_bench_measures_on_cuda(model_dir: Path) -> None:
 
 
 def bench_torch_cuda(model_dir: Path) -> dict[str, object]:
-    from norface_rt.bench import measure_backend
+    from norface_rt.tools.bench import measure_backend
     from norface_rt.reference import make_crops as bench_crops
     from norface_rt.reference import reference_outputs
 

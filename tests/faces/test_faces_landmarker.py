@@ -42,18 +42,18 @@ def test_tile_windows_cover_the_frame() -> None:
 
 def test_bad_arguments_are_named(landmarker_path: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model_path"):
-        Landmarker(tmp_path / "missing.task")
+        Landmarker(tmp_path / "missing.task", max_faces=4)
     not_zip = tmp_path / "x.task"
     not_zip.write_bytes(b"not a bundle")
     with pytest.raises(ValueError, match="face_detector.tflite"):
-        Landmarker(not_zip)
+        Landmarker(not_zip, max_faces=4)
     with pytest.raises(ValueError, match="mode must be 'video' or 'image', got 'live'"):
-        Landmarker(landmarker_path, mode="live")  # type: ignore[arg-type]
+        Landmarker(landmarker_path, mode="live", max_faces=4)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_faces must be an int >= 1, got 0"):
         Landmarker(landmarker_path, max_faces=0)
     with pytest.raises(ValueError, match="min_presence must be in"):
-        Landmarker(landmarker_path, min_presence=1.5)
-    with Landmarker(landmarker_path, mode="image") as lm:
+        Landmarker(landmarker_path, min_presence=1.5, max_faces=4)
+    with Landmarker(landmarker_path, mode="image", max_faces=4) as lm:
         with pytest.raises(ValueError, match=r"frame.image: expected an HxWx3 uint8 RGB array, got uint8 array of shape \(10, 10\)"):
             lm.detect(as_packet(np.zeros((10, 10), np.uint8)))
         with pytest.raises(ValueError, match="frame.image: expected an HxWx3 uint8 RGB array, got float32"):
@@ -64,7 +64,7 @@ def test_bad_arguments_are_named(landmarker_path: Path, tmp_path: Path) -> None:
 
 def test_video_mode_single_face(landmarker_path: Path, single_face_frames: list[FramePacket]) -> None:
     assert len(single_face_frames) == 72
-    with Landmarker(landmarker_path, mode="video", confidence_refresh=30) as lm:
+    with Landmarker(landmarker_path, mode="video", confidence_refresh=30, max_faces=4) as lm:
         per_frame = [lm.detect(f) for f in single_face_frames]
         # The same stream reconnecting: pts start again from 0; nothing may break.
         again = [lm.detect(f) for f in single_face_frames[:10]]
@@ -87,7 +87,7 @@ def test_video_mode_single_face(landmarker_path: Path, single_face_frames: list[
 def test_confidence_separates_faces_from_non_faces(landmarker_path: Path, media_dir: Path) -> None:
     cartoon = decode(media_dir / "no_face.mp4", "nf", limit=1)[0].image
     face_img = load_rgb(media_dir / "single_face.jpg")
-    with Landmarker(landmarker_path, mode="image") as lm:
+    with Landmarker(landmarker_path, mode="image", max_faces=4) as lm:
         face = lm.detect(as_packet(face_img))[0]
         assert face.confidence == pytest.approx(lm.score_box(face_img, face.box)) and face.confidence > 0.8
         for box in [(100.0, 100.0, 300.0, 300.0), (400.0, 150.0, 600.0, 350.0), (700.0, 300.0, 900.0, 500.0)]:
@@ -97,7 +97,7 @@ def test_confidence_separates_faces_from_non_faces(landmarker_path: Path, media_
 def test_no_face_video_gives_no_faces(landmarker_path: Path, media_dir: Path) -> None:
     frames = decode(media_dir / "no_face.mp4", "nf", limit=30)
     assert len(frames) == 30
-    with Landmarker(landmarker_path, mode="video") as lm:
+    with Landmarker(landmarker_path, mode="video", max_faces=4) as lm:
         assert [len(lm.detect(f)) for f in frames] == [0] * 30
 
 

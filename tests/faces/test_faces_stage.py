@@ -18,7 +18,7 @@ from norface_rt.types import FramePacket
 
 
 def make_stage(landmarker_path: Path, cfg: ModelConfig) -> FaceStage:
-    return FaceStage(Landmarker(landmarker_path, mode="video"), Tracker(), Aligner(cfg))
+    return FaceStage(Landmarker(landmarker_path, mode="video", max_faces=4), Tracker(), Aligner(cfg))
 
 
 def test_single_face_video_one_track(landmarker_path: Path, single_face_frames: list[FramePacket]) -> None:

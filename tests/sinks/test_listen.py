@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from norface_rt import protocol
-from norface_rt.sinks.listen import ListenResult, format_pretty, run_listen, subscribe
+from norface_rt.wire.listen import ListenResult, format_pretty, run_listen, subscribe
 from norface_rt.sinks.zmq_pub import ZmqPublisher
 from norface_rt.stats import StageStats
 from norface_rt.types import EndOfStream

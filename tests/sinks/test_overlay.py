@@ -8,9 +8,10 @@ import av
 import numpy as np
 import pytest
 
+from norface_rt.protocol import eos_message
 from norface_rt.sinks import overlay
-from norface_rt.sinks.overlay import (MultiStreamOverlaySink, OverlayVideoSink, ShowSink,
-                                      available_codec, draw)
+from norface_rt.sinks.overlay import MultiStreamOverlaySink, OverlayVideoSink, ShowSink, available_codec, draw
+from norface_rt.types import EndOfStream
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -133,7 +134,7 @@ def test_overlay_video_is_playable_with_source_timing(tmp_path: Path, frame_msg)
         msg = frame_msg(seq=i, n_faces=1, width=161, height=121, pts=0.5 + i * 0.04)
         msg["faces"][0]["box"] = [20.0, 15.0, 90.0, 100.0]
         sink.write(msg, _noise(121, 161, i))
-    sink.write({"type": "eos"})  # ignored, not an error
+    sink.write(eos_message(EndOfStream("cam0", n), n))  # ignored, not an error
     sink.close()
     sink.close()
     with av.open(str(path)) as c:

@@ -22,6 +22,8 @@ import pytest
 from norface_rt.config import ModelConfig
 from norface_rt.pipeline.options import SinkOptions
 from norface_rt.sinks.web import HttpViewSink, ServerLimits, message_json, parse_http_address
+from norface_rt.wire.codec import decode, encode
+from norface_rt.wire.messages import EosMessage, FrameMessage, as_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,8 +101,11 @@ class EventClient:
 
 
 def _frame(frame_msg: Callable[..., dict[str, Any]], seq: int, sid: str = "cam0",
-           **kw: Any) -> dict[str, Any]:
-    return frame_msg(seq=seq, stream_id=sid, n_faces=kw.pop("n_faces", 1), **kw)
+           **kw: Any) -> FrameMessage:
+    """A typed frame message, as the pipeline hands it to sinks."""
+    msg = as_message(frame_msg(seq=seq, stream_id=sid, n_faces=kw.pop("n_faces", 1), **kw))
+    assert isinstance(msg, FrameMessage)
+    return msg
 
 
 def test_addresses_are_loopback_unless_asked() -> None:
@@ -136,13 +141,15 @@ def test_page_info_and_events_carry_every_message_in_order(view, frame_msg) -> N
     msgs = [_frame(frame_msg, i) for i in range(40)]
     for i, m in enumerate(msgs):
         sink.write(m, _image(i))
-    eos = {"type": "eos", "schema_version": 2, "stream_id": "cam0", "seq": 40, "frames": 40,
-           "dropped_frames": 0, "error": None, "emit_time": time.time()}
+    eos = EosMessage(stream_id="cam0", seq=40, frames=40, dropped_frames=0, error=None,
+                     emit_time=time.time())
     sink.write(eos)
     got = [ev.next() for _ in range(41)]
     ev.close()
-    # The same JSON as the ZeroMQ / JSONL message, every one, in order, numbered.
-    assert [g["data"] for g in got[:40]] == [json.loads(message_json(m)) for m in msgs]
+    # Every message, in order, numbered, as exactly the dict a ZeroMQ subscriber decodes
+    # (and the JSONL file's line).
+    assert [g["data"] for g in got] == [decode(encode(m)) for m in [*msgs, eos]]
+    assert [g["data"] for g in got] == [json.loads(message_json(m)) for m in [*msgs, eos]]
     assert [g["event"] for g in got] == ["frame"] * 40 + ["eos"]
     assert [int(g["id"]) for g in got] == list(range(1, 42))
     health = json.loads(_get(sink, "/health")[2])

@@ -15,7 +15,7 @@ import pytest
 
 from norface_rt import protocol
 from norface_rt.sinks.base import MessageDropped
-from norface_rt.sinks.curve import CurveServer, make_keypair
+from norface_rt.wire.curve import CurveServer, make_keypair
 from norface_rt.sinks.zmq_pub import ZmqPublisher, ZmqPush
 from norface_rt.types import EndOfStream
 

@@ -62,7 +62,21 @@ def test_shift_moves_content_by_about_the_range() -> None:
     assert float(dev.max()) <= 3.3 and float(dev.max()) > 1.5, dev
 
 
-@pytest.mark.parametrize("bad", [{"shift": -0.1}, {"flip_prob": 2}, {"nope": 1}, {"scale": "x"}])
+def test_grayscale_makes_some_images_grey_and_leaves_the_others() -> None:
+    x = _batch(b=64)
+    cfg = AugmentConfig(shift=0, scale=0, rotate_deg=0, brightness=0, contrast=0, saturation=0,
+                        grayscale_prob=0.5)
+    y = augment_batch(x, cfg, MEAN, STD, torch.Generator().manual_seed(1))
+    grey = (y.amax(dim=1) - y.amin(dim=1)).amax(dim=(1, 2)) < 1e-6
+    assert 16 < int(grey.sum()) < 48
+    torch.testing.assert_close(y[~grey], x[~grey])
+    luma = (x[grey] * torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)).sum(1)
+    # the grey value is the luma of the colour pixel (in [0, 1] pixel units, normalised back)
+    torch.testing.assert_close(y[grey][:, 0], (luma + 1) / 2 * 2 - 1, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [{"shift": -0.1}, {"flip_prob": 2}, {"nope": 1}, {"scale": "x"},
+                                 {"grayscale_prob": 1.5}])
 def test_bad_config_names_the_field(bad: dict) -> None:  # type: ignore[type-arg]
     key = next(iter(bad))
     with pytest.raises((ValueError, TypeError), match=key):

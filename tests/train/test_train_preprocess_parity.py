@@ -34,7 +34,7 @@ def test_train_and_serve_tensors_are_identical(cfg: ModelConfig, media_dir: Path
     from norface_rt.types import FramePacket
 
     image = read_rgb(media_dir / "single_face.jpg")
-    with Landmarker(landmarker_path, mode="image") as lm:
+    with Landmarker(landmarker_path, mode="image", max_faces=4) as lm:
         faces = lm.detect(FramePacket("photo", 0, image, None, 0.0))
     assert faces, "the sample photo has a face"
     real, _ = Aligner(cfg).align(image, [f.points5 for f in faces])

@@ -36,7 +36,8 @@ class AuxConfig:
         if self.kind not in AUX_KINDS:
             raise ValueError(f"aux kind must be one of {AUX_KINDS}, got {self.kind!r}")
         if self.img_size % (2 ** self.stages):
-            raise ValueError(f"img_size must be a multiple of 2**stages={2 ** self.stages}, got {self.img_size}")
+            raise ValueError(f"img_size must be a multiple of 2**stages={2 ** self.stages}, "
+                             f"got {self.img_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +85,7 @@ class AuxNet(nn.Module):
         if k in ("identity", "expression"):
             self.embed = nn.Linear(c, cfg.dim)
             if cfg.num_outputs:
-                self.head = nn.Linear(cfg.dim, cfg.num_outputs)
+                self.head: nn.Module = nn.Linear(cfg.dim, cfg.num_outputs)
         elif k == "landmarks":
             self.head = nn.Linear(c, 68 * 2)
         elif k == "blendshapes":
@@ -119,9 +120,9 @@ class AuxNet(nn.Module):
         """What the aux net's own training loss compares with ground truth."""
         k = self.cfg.kind
         if k == "identity":
-            return self.head(self.embed(self.pooled(x)))  # type: ignore[no-any-return]
+            return self.head(self.embed(self.pooled(x)))
         if k == "expression":
             return torch.sigmoid(self.head(self.embed(self.pooled(x))))
         if k == "perceptual":
-            return self.head(self.pooled(x))  # type: ignore[no-any-return]
-        return self(x)  # type: ignore[no-any-return]
+            return self.head(self.pooled(x))
+        return self(x)

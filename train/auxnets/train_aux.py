@@ -18,8 +18,16 @@ from tqdm import tqdm
 
 from train.auxnets import save_aux
 from train.auxnets.nets import AuxConfig, AuxNet
-from train.common import (MetricLogger, RunConfig, batch_iterator, check_keys, model_config,
-                          resolve_device, seed_everything, to_input)
+from train.common import (
+    MetricLogger,
+    RunConfig,
+    batch_iterator,
+    check_keys,
+    model_config,
+    resolve_device,
+    seed_everything,
+    to_input,
+)
 from train.data.build import build_dataset
 
 NEEDS = {"identity": "subject", "perceptual": "subject", "landmarks": "landmarks",
@@ -62,7 +70,8 @@ def run(config: dict[str, Any]) -> Path:
         # blendshape names: from the config, else from the shards' meta.json (synthetic engine)
         names = list(aux.get("output_names", []) or getattr(dataset, "meta", {}).get("blendshape_names", []))
         if names and len(names) != num_outputs:
-            raise ValueError(f"output_names has {len(names)} names but samples carry {num_outputs} blendshapes")
+            raise ValueError(f"output_names has {len(names)} names but samples carry {num_outputs} "
+                             "blendshapes")
     acfg = AuxConfig(kind=kind, img_size=img_size, width=int(aux.get("width", 32)),
                      stages=int(aux.get("stages", 4)), dim=int(aux.get("dim", 128)),
                      num_outputs=num_outputs, output_names=names)

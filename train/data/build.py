@@ -1,10 +1,12 @@
 """Build a training / test dataset from a config "data" spec (one dict per dataset).
 
   {"kind": "shards", "path": DIR, "resize": false, "include_subjects": [...], "exclude_subjects": [...],
-   "require_geometry": false, "repeat": 1}
+   "require_geometry": false, "repeat": 1, "teachers": FILE, "critic_neutral": P}
      (subject ids match exactly, or as a prefix when they end with "/", e.g. "composite/";
      require_geometry drops samples whose mp_blendshapes MediaPipe could not read; repeat lists
-     the dataset that many times, to oversample a small set inside a concatenation)
+     the dataset that many times, to oversample a small set inside a concatenation; teachers
+     joins the teachers' soft labels of train/data/teacher_labels.py, and critic_neutral drops
+     expression samples the teachers read as neutral with more than P)
   {"kind": "bp4d" | "bp4d+" | "disfa", "root": DIR, "split_file": "bp4d_jaanet_3fold", "fold": 1,
    "subset": "train" | "test", "cache_dir": DIR, "frames_root": DIR (DISFA), "landmarker": FILE}
   {"kind": "affectnet", "root": DIR, "split": "train" | "val", "num_classes": 7 | 8, ...}
@@ -79,7 +81,16 @@ def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
         if repeat < 1:
             raise ValueError(f"data spec repeat must be >= 1, got {repeat}")
         out: Dataset[Any] = ds
-        if include or exclude or require_geometry:
+        table = None
+        critic = spec.get("critic_neutral")
+        if spec.get("teachers"):
+            from train.data.teacher_labels import TeacherLabelled, read_teacher_table
+
+            table = read_teacher_table(spec["teachers"])
+            out = TeacherLabelled(ds, ds.column("key"), table)
+        elif critic is not None:
+            raise ValueError("data spec critic_neutral needs teachers (a teacher label table)")
+        if include or exclude or require_geometry or critic is not None:
             subjects = ds.subjects()
             keep = np.ones(len(subjects), bool)
             if include:
@@ -90,10 +101,14 @@ def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
                 keep &= np.isfinite(ds.column("mp_blendshapes")).all(axis=1)
                 if ds.has_column("mp_neutral"):
                     keep &= np.isfinite(ds.column("mp_neutral")).all(axis=1)
+            if critic is not None and table is not None:
+                from train.data.teacher_labels import critic_keep
+
+                keep &= critic_keep(ds.column("emotion"), ds.column("key"), table, float(critic))
             if not keep.any():
                 raise ValueError(f"data spec {dict(spec)}: no sample left after filtering "
                                  f"(subjects present: {sorted(set(subjects))[:10]}...)")
-            out = Subset(ds, np.flatnonzero(keep).tolist())
+            out = Subset(out, np.flatnonzero(keep).tolist())
         return out if repeat == 1 else ConcatDataset([out] * repeat)
     if "root" not in spec:
         raise ValueError(f"data spec of kind {kind!r} needs 'root', got {sorted(spec)}")
@@ -111,10 +126,10 @@ def build_one(spec: Mapping[str, Any], cfg: ModelConfig) -> Dataset[Any]:
     if not records:
         raise ValueError(f"data spec {dict(spec)} produced no samples")
     detector = mediapipe_detector(spec["landmarker"]) if spec.get("landmarker") else None
-    ds = AlignedDataset(records, cfg, cache_dir=spec.get("cache_dir"), detector=detector)
+    aligned = AlignedDataset(records, cfg, cache_dir=spec.get("cache_dir"), detector=detector)
     if spec.get("prepare", detector is not None):
-        ds.prepare(progress=True)
-    return ds
+        aligned.prepare(progress=True)
+    return aligned
 
 
 def build_dataset(specs: Mapping[str, Any] | Sequence[Mapping[str, Any]], cfg: ModelConfig) -> Dataset[Any]:

@@ -73,7 +73,8 @@ def load_folder(root: str | Path, labels: str = "labels.csv", source: str = "fol
             if emo_text.lstrip("-").isdigit():
                 emotion = int(emo_text)
                 if not (emotion == UNKNOWN_EMOTION or 0 <= emotion < len(EMOTION_NAMES)):
-                    raise ValueError(f"{where}: emotion index must be -1..{len(EMOTION_NAMES) - 1}, got {emotion}")
+                    raise ValueError(f"{where}: emotion index must be -1..{len(EMOTION_NAMES) - 1}, "
+                                     f"got {emotion}")
             else:
                 try:
                     emotion = emotion_from_name(emo_text)

@@ -27,7 +27,7 @@ UNKNOWN_EMOTION = -1
 
 REQUIRED_KEYS = ("image", "au_occurrence", "au_intensity", "emotion", "subject", "source", "key")
 OPTIONAL_ARRAY_KEYS = ("normalized", "landmarks", "normalized_landmarks", "blendshapes",
-                       "mp_blendshapes", "mp_neutral")
+                       "mp_blendshapes", "mp_neutral", "teacher_emotion")
 STRING_KEYS = ("subject", "source", "key")
 
 
@@ -50,7 +50,7 @@ def au_index(number: int | str) -> int:
     return AU_NAMES.index(name)
 
 
-def au_vector(values: Mapping[int | str, float] | None = None) -> np.ndarray:
+def au_vector(values: Mapping[int, float] | Mapping[str, float] | None = None) -> np.ndarray:
     """(A,) float32 vector, NaN everywhere except the given AUs."""
     out = np.full(NUM_AUS, np.nan, dtype=np.float32)
     for k, v in (values or {}).items():

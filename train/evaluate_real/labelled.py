@@ -93,6 +93,16 @@ def predictions(rec: StillRecords | np.ndarray, classes: Sequence[str],
     return restricted_argmax(prob, [cfg.emotion_names.index(c) for c in classes])
 
 
+def teacher_columns(classes: Sequence[str]) -> list[int]:
+    """Columns of ``classes`` in a teacher's probabilities (always our EMOTION_NAMES order)."""
+    return [EMOTION_NAMES.index(c) for c in classes]
+
+
+def teacher_predictions(prob: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """A teacher's top emotion among ``classes`` (index into ``classes``), -1 where no face."""
+    return restricted_argmax(prob, teacher_columns(classes))
+
+
 def reference_aus(blendshapes: Sequence[dict[str, float] | None]) -> np.ndarray:
     """(N, A) MediaPipe-derived AU intensities (order of AU_NAMES), NaN rows where no face."""
     names = next((list(d) for d in blendshapes if d), None)
@@ -198,6 +208,13 @@ def labelled_metrics(lset: LabelledSet, rec: StillRecords, classes: Sequence[str
             continue
         aus[au] = {"rises_for": wanted,
                    **au_separation(sub, ref_au[ok], np.isin(labels[ok], wanted), au, cfg)}
+    teachers: dict[str, Any] = {}
+    for name, prob in rec.teacher_prob.items():
+        tp = teacher_predictions(prob, classes)
+        teachers[name] = {
+            **classification_scores(true[ok], tp[ok], classes),
+            "predicted_counts": {c: int((tp[ok] == i).sum()) for i, c in enumerate(classes)}
+            | {NO_FACE: int((tp[ok] < 0).sum())}}
     return {
         "name": lset.name, "path": str(lset.root), "classes": list(classes),
         "n_unreadable": int((~ok).sum()), "unreadable": rec.errors[:20],
@@ -206,6 +223,7 @@ def labelled_metrics(lset: LabelledSet, rec: StillRecords, classes: Sequence[str
         "predicted_counts": {c: int((pred[ok] == i).sum()) for i, c in enumerate(classes)}
         | {NO_FACE: int((pred[ok] < 0).sum())},
         "au_patterns": aus,
+        "teachers": teachers,
         "seconds": round(rec.seconds, 2),
     }
 
@@ -216,7 +234,8 @@ def _subset(rec: StillRecords, mask: np.ndarray) -> StillRecords:
                         faces_found=rec.faces_found[idx], au_intensity=rec.au_intensity[idx],
                         au_prob=rec.au_prob[idx], emotion_prob=rec.emotion_prob[idx],
                         blendshapes=[rec.blendshapes[i] for i in idx], errors=[],
-                        seconds=rec.seconds)
+                        seconds=rec.seconds,
+                        teacher_prob={k: v[idx] for k, v in rec.teacher_prob.items()})
 
 
 # ---- the London set's held-out people ----------------------------------------------------------
@@ -274,11 +293,17 @@ def london_metrics(ls: LondonSet, rec: StillRecords, classes: Sequence[str],
     labels = np.asarray(ls.labels)
     ref_au = reference_aus(rec.blendshapes)
     ok = rec.readable
+    tpred = {name: teacher_predictions(p, classes) for name, p in rec.teacher_prob.items()}
+    i_neutral, i_happy = classes.index("neutral"), classes.index("happy")
 
     def group(mask: np.ndarray) -> dict[str, Any]:
         m = mask & ok
         neu, smi = m & (labels == "neutral"), m & (labels == "happy")
         sub = _subset(rec, m)
+        teachers = {name: {"neutral_as_neutral": fraction(tp[neu] == i_neutral),
+                           "smiling_as_happy": fraction(tp[smi] == i_happy),
+                           "n_no_face": int((m & (tp < 0)).sum())}
+                    for name, tp in tpred.items()}
         return {
             "people": len({ls.person[i] for i in np.flatnonzero(m)}),
             "n_neutral": int(neu.sum()), "n_smiling": int(smi.sum()),
@@ -287,6 +312,7 @@ def london_metrics(ls: LondonSet, rec: StillRecords, classes: Sequence[str],
             "smiling_as_happy": fraction(pred[smi] == classes.index("happy")),
             "aus": {au: au_separation(sub, ref_au[m], labels[m] == "happy", au, cfg)
                     for au in LONDON_AUS},
+            "teachers": teachers,
         }
 
     everyone = np.ones(len(ls.images), bool)
@@ -367,6 +393,7 @@ class SegmentFrames:
     au_intensity: np.ndarray
     au_prob: np.ndarray
     smile: np.ndarray  # MediaPipe's mouthSmile, mean of both corners
+    teacher_prob: dict[str, np.ndarray] = field(default_factory=dict)  # (F, 8) per teacher
 
 
 def segment_frames(spec: SegmentSpec, rec: MediaRecords) -> SegmentFrames:
@@ -389,7 +416,9 @@ def segment_frames(spec: SegmentSpec, rec: MediaRecords) -> SegmentFrames:
 
     return SegmentFrames(spec, times[in_seg], stack(rec.emotion_prob, e),
                          stack(rec.au_intensity, a), stack(rec.au_prob, a),
-                         np.asarray([smile(i) for i in rows], np.float64))
+                         np.asarray([smile(i) for i in rows], np.float64),
+                         {name: stack(v, len(EMOTION_NAMES))
+                          for name, v in rec.teacher_prob.items()})
 
 
 def segment_metrics(seg: SegmentFrames, classes: Sequence[str], cfg: ModelConfig,
@@ -402,6 +431,12 @@ def segment_metrics(seg: SegmentFrames, classes: Sequence[str], cfg: ModelConfig
     read_as = {c: fraction(pred == i) for i, c in enumerate(classes)}
     read_as[NO_FACE] = fraction(~face)
     s = seg.spec
+    teachers = {}
+    for name, prob in seg.teacher_prob.items():
+        tp = teacher_predictions(prob, classes)
+        t_read = {c: fraction(tp == i) for i, c in enumerate(classes)} | {NO_FACE: fraction(tp < 0)}
+        teachers[name] = {"read_as_label": t_read.get(s.label) if s.label in classes else None,
+                          "read_as": t_read}
     return {
         "segment": s.text, "video": str(video), "start_s": s.start_s, "end_s": s.end_s,
         "label": s.label, "frames": n, "frames_with_face": int(face.sum()),
@@ -409,6 +444,7 @@ def segment_metrics(seg: SegmentFrames, classes: Sequence[str], cfg: ModelConfig
         "read_as": read_as,
         "mean_prob": {name: (float(np.mean(seg.emotion_prob[face, j])) if face.any() else None)
                       for j, name in enumerate(cfg.emotion_names)},
+        "teachers": teachers,
     }
 
 

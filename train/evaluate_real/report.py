@@ -174,24 +174,37 @@ def write_images_csv(sets: Sequence[tuple[str, StillRecords, Sequence[str], np.n
                                            Sequence[str]]],
                      cfg: ModelConfig, path: Path) -> Path:
     """One row per labelled still (set, file, label, top emotion among the scored classes or
-    none, every emotion probability and AU intensity, MediaPipe's reference AUs)."""
+    none, every emotion probability and AU intensity, MediaPipe's reference AUs, and each
+    teacher's top emotion where teachers were scored)."""
+    from train.evaluate_real.labelled import teacher_predictions
+
+    teachers = list(dict.fromkeys(t for _, rec, _, _, _ in sets for t in rec.teacher_prob))
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["set", "path", "label", "predicted", "faces_found",
                     *(f"p_{e}" for e in cfg.emotion_names), *cfg.au_names,
-                    *(f"ref_{a}" for a in AU_NAMES)])
+                    *(f"ref_{a}" for a in AU_NAMES), *(f"teacher_{t}" for t in teachers)])
         for name, rec, labels, pred, classes in sets:
             ref = reference_aus(rec.blendshapes)
+            tpred = {t: teacher_predictions(rec.teacher_prob[t], classes)
+                     for t in teachers if t in rec.teacher_prob}
             for i, p in enumerate(rec.paths):
-                if not rec.readable[i]:
-                    predicted = "unreadable"
-                else:
-                    predicted = classes[pred[i]] if pred[i] >= 0 else NO_FACE
-                w.writerow([name, str(p), labels[i], predicted, int(rec.faces_found[i]),
+                ok = bool(rec.readable[i])
+                w.writerow([name, str(p), labels[i], _top(ok, pred[i], classes),
+                            int(rec.faces_found[i]),
                             *(_cell(v) for v in rec.emotion_prob[i]),
                             *(_cell(v) for v in rec.au_intensity[i]),
-                            *(_cell(v) for v in ref[i])])
+                            *(_cell(v) for v in ref[i]),
+                            *(_top(ok, tpred[t][i], classes) if t in tpred else ""
+                              for t in teachers)])
     return path
+
+
+def _top(readable: bool, pred: int, classes: Sequence[str]) -> str:
+    """A prediction for the CSV: the class, none (no face) or unreadable."""
+    if not readable:
+        return "unreadable"
+    return classes[pred] if pred >= 0 else NO_FACE
 
 
 def _cell(v: float) -> str:

@@ -50,16 +50,33 @@ def labelled_markdown(sets: list[Mapping[str, Any]]) -> list[str]:
              "compete for the top emotion); the largest face of each image is scored and an image "
              "where no face is found counts as wrong (prediction *none*). Balanced accuracy = mean "
              "recall over the classes present.", ""]
-    lines += _head(["set", "images", "no face", "accuracy", "balanced accuracy"])
-    for s in sets:
-        lines.append(_row([s["name"], s["n"], s["n_no_face"], fmt(s["accuracy"]),
-                           fmt(s["balanced_accuracy"])]))
+    teachers = list(dict.fromkeys(t for s in sets for t in s.get("teachers", {})))
+    if teachers:
+        lines += ["Teachers (`--teachers`, train/teachers) are scored on the very same faces: "
+                  "each crops its own box from the face's MediaPipe landmarks; a teacher without a "
+                  "class gives it no probability.", ""]
+        lines += _head(["set", "scored by", "images", "no face", "accuracy",
+                        "balanced accuracy"], align_first=2)
+        for s in sets:
+            lines.append(_row([s["name"], "**model**", s["n"], s["n_no_face"],
+                               fmt(s["accuracy"]), fmt(s["balanced_accuracy"])]))
+            for t, v in s.get("teachers", {}).items():
+                lines.append(_row([s["name"], f"teacher `{t}`", v["n"], v["n_no_face"],
+                                   fmt(v["accuracy"]), fmt(v["balanced_accuracy"])]))
+    else:
+        lines += _head(["set", "images", "no face", "accuracy", "balanced accuracy"])
+        for s in sets:
+            lines.append(_row([s["name"], s["n"], s["n_no_face"], fmt(s["accuracy"]),
+                               fmt(s["balanced_accuracy"])]))
     for s in sets:
         lines += ["", f"### `{s['name']}`", "",
                   f"Skipped folders: {_skipped(s)}. Unreadable images: {s['n_unreadable']}.", ""]
-        lines += _head(["class", "images", "recall", "no face"])
+        st = s.get("teachers", {})
+        lines += _head(["class", "images", "recall", *(f"recall `{t}`" for t in st), "no face"])
         for c, v in s["per_class"].items():
-            lines.append(_row([c, v["n"], fmt(v["recall"]), v["no_face"]]))
+            lines.append(_row([c, v["n"], fmt(v["recall"]),
+                               *(fmt(tv["per_class"][c]["recall"]) for tv in st.values()),
+                               v["no_face"]]))
         conf = s["confusion"]
         lines += ["", "Confusion matrix (rows: true class, columns: top emotion; *none* = no face "
                   "found):", ""]
@@ -115,7 +132,21 @@ def london_markdown(lon: Mapping[str, Any] | None) -> list[str]:
     for key, groups in lon["groups"].items():
         for name, g in groups.items():
             lines.append(_london_row(f"{key.replace('_', ' ')}: {name}", g))
+    teachers = list(lon["all"].get("teachers", {}))
+    if teachers:
+        lines += ["", "Model and teachers on the same photos: neutral read neutral / smiling read "
+                  "happy.", ""]
+        lines += _head(["group", "model", *(f"teacher `{t}`" for t in teachers)])
+        groups = [("**all**", lon["all"])] + [(f"{key.replace('_', ' ')}: {name}", g)
+                                               for key, gs in lon["groups"].items()
+                                               for name, g in gs.items()]
+        for label, g in groups:
+            lines.append(_row([label, _pair(g), *(_pair(g["teachers"][t]) for t in teachers)]))
     return lines
+
+
+def _pair(g: Mapping[str, Any]) -> str:
+    return f"{fmt(g['neutral_as_neutral'], 2)} / {fmt(g['smiling_as_happy'], 2)}"
 
 
 # ---- segments -----------------------------------------------------------------------------------
@@ -136,6 +167,18 @@ def segments_markdown(seg: Mapping[str, Any] | None) -> list[str]:
         lines.append(_row([f"`{s['segment']}`", s["label"], s["frames"], s["frames_with_face"],
                            fmt(s["read_as_label"], 2),
                            *(fmt(s["read_as"][c], 2) for c in [*classes, NO_FACE])]))
+    teachers = list(rows[0].get("teachers", {}))
+    if teachers:
+        lines += ["", "Model and teachers on the same frames: share read as the label / read as "
+                  "happy.", ""]
+        lines += _head(["segment", "label", "model", *(f"teacher `{t}`" for t in teachers)],
+                       align_first=2)
+        for s in rows:
+            def cell(v: Mapping[str, Any]) -> str:
+                return f"{fmt(v['read_as_label'], 2)} / {fmt(v['read_as'].get('happy'), 2)}"
+
+            lines.append(_row([f"`{s['segment']}`", s["label"], cell(s),
+                               *(cell(s["teachers"][t]) for t in teachers)]))
     emos = list(rows[0]["mean_prob"])
     lines += ["", "Mean emotion probabilities over the segment's frames with a face:", ""]
     lines += _head(["segment", *emos])
@@ -203,6 +246,9 @@ def figures(report: Mapping[str, Any]) -> dict[str, str]:
         for au, v in s["au_patterns"].items():
             out[f"{k}: AUC {au} ({' + '.join(v['rises_for'])}), probability / intensity"] = \
                 f"{fmt(v['auc_prob'], 2)} / {fmt(v['auc_intensity'], 2)}"
+        for t, v in s.get("teachers", {}).items():
+            out[f"{k}: teacher {t}: accuracy / balanced accuracy"] = \
+                f"{fmt(v['accuracy'])} / {fmt(v['balanced_accuracy'])}"
     lon = report.get("london")
     if lon:
         groups = [("all", lon["all"])] + [(f"{key.replace('_', ' ')} {name}", g)
@@ -217,6 +263,8 @@ def figures(report: Mapping[str, Any]) -> dict[str, str]:
                 v = g["aus"][au]
                 out[f"{k}: AUC {au} smiling vs neutral, probability / intensity"] = \
                     f"{fmt(v['auc_prob'], 2)} / {fmt(v['auc_intensity'], 2)}"
+            for t, v in g.get("teachers", {}).items():
+                out[f"{k}: teacher {t}: neutral read neutral / smiling read happy"] = _pair(v)
     seg = report.get("segments")
     if seg:
         for s in seg["segments"]:
@@ -224,6 +272,8 @@ def figures(report: Mapping[str, Any]) -> dict[str, str]:
             out[f"{k}: read as {s['label']}"] = fmt(s["read_as_label"], 2)
             if s["label"] != "happy" and "happy" in s["read_as"]:
                 out[f"{k}: read as happy"] = fmt(s["read_as"]["happy"], 2)
+            for t, v in s.get("teachers", {}).items():
+                out[f"{k}: teacher {t}: read as {s['label']}"] = fmt(v["read_as_label"], 2)
         for v in seg["happy_vs_sad"]:
             out[f"{Path(v['video']).name}: AUC AU12 happy vs sad frames, intensity"] = \
                 fmt(v["auc_au12_intensity"])

@@ -7,9 +7,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from norface_rt.cli import positive_int
+
+if TYPE_CHECKING:
+    from train.synth.engine import SampleGenerator, SynthSettings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -35,7 +40,7 @@ def _ensure_textures(args: argparse.Namespace) -> Path:
     return cache
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
+def _settings(args: argparse.Namespace) -> SynthSettings:
     from train.synth.engine import SynthSettings
 
     return SynthSettings(img_size=args.img_size, render_size=args.render_size)
@@ -43,7 +48,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - SynthSettings
 
 
 
-def _write_target(out_dir: str, cache: Path, shared: str | None, settings) -> Path:  # noqa: ANN001
+def _write_target(out_dir: str, cache: Path, shared: str | None, settings: SynthSettings) -> Path:
     """``target.png`` beside the shards: the neutral target crop the normalizer stage and the
     export take as I_t (train/configs/default_cpu_*.json point at it)."""
     import cv2
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="MediaPipe face_landmarker .task: also store the blendshapes "
                                 "MediaPipe reads on each full render (mp_blendshapes, mp_neutral), "
                                 "which models with a geometry input train on")
+            p.add_argument("--resume", action="store_true",
+                           help="keep the shards an interrupted run of the same seed, count and "
+                                "shard size finished, write the rest")
             p.add_argument("--kind", choices=("render", "reenact"), default="render",
                            help="render: the textured ICT head (default); reenact: the permissive "
                                 "photos themselves, warped into the expressions (needs "
@@ -125,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = generate_dataset(args.out, args.count, args.seed, args.workers, cache,
                                 shared=args.shared, shard_size=args.shard_size, settings=settings,
                                 log=lambda m: print(m, file=sys.stderr),
-                                landmarker=args.landmarker, kind=args.kind)
+                                landmarker=args.landmarker, kind=args.kind,
+                                resume=args.resume)
         print(json.dumps({k: meta[k] for k in ("count", "shards", "seconds",
                                                 "samples_per_second")}))
         print(json.dumps(meta["counts"]["emotions"]))
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _bench(gen, count: int, seed: int) -> int:  # noqa: ANN001
+def _bench(gen: SampleGenerator, count: int, seed: int) -> int:
     """Raw renderer throughput (one posed head, no post-processing) and full paired samples."""
     m = gen.model
     rng = np.random.default_rng(seed)

@@ -51,6 +51,7 @@ def procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Flat colour, gradient, smooth blobs or clutter rectangles: cheap and endless."""
     kind = int(rng.integers(4))
     c0 = rng.uniform(0, 255, 3)
+    img: np.ndarray
     if kind == 0:
         img = np.broadcast_to(c0, (size, size, 3)).astype(np.float32)
     elif kind == 1:
@@ -123,11 +124,11 @@ def degrade(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
         out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.3, 1.6)))
     elif rng.random() < 0.12:
         k = int(rng.integers(3, 9))
-        kernel = np.zeros((k, k), np.float32)
+        kernel: np.ndarray = np.zeros((k, k), np.float32)
         kernel[k // 2] = 1.0 / k
         m = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), float(rng.uniform(0, 180)), 1.0)
         kernel = cv2.warpAffine(kernel, m, (k, k))
-        kernel /= max(float(kernel.sum()), 1e-6)
+        kernel = (kernel / max(float(kernel.sum()), 1e-6)).astype(np.float32)
         out = cv2.filter2D(out, -1, kernel)
     if rng.random() < 0.2:
         s = float(rng.uniform(0.35, 0.8))
@@ -141,6 +142,7 @@ def degrade(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     if rng.random() < 0.5:
         q = int(rng.integers(30, 96))
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        if ok:
-            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded[..., ::-1]
     return np.ascontiguousarray(out)

@@ -109,12 +109,14 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
                      shard_size: int = 256, settings: Any = None,
                      log: Callable[[str], None] = print,
                      landmarker: str | os.PathLike[str] | None = None,
-                     kind: str = "render") -> dict[str, Any]:
+                     kind: str = "render", resume: bool = False) -> dict[str, Any]:
     """Generate ``count`` samples into ``out``; returns (and writes) the meta.json content.
 
     With ``landmarker`` (a MediaPipe .task file) every sample also carries ``mp_blendshapes`` and
     ``mp_neutral`` (see :mod:`train.synth.engine`). ``kind="reenact"`` writes re-enacted photos
-    instead of renders (:mod:`train.synth.reenact`; no I_n, no ``mp_neutral``)."""
+    instead of renders (:mod:`train.synth.reenact`; no I_n, no ``mp_neutral``). ``resume`` keeps
+    the shards an interrupted run of the same seed and size finished (each is written atomically
+    and depends only on the seed and its index) and writes the rest."""
     from train.synth.engine import GENERATOR_VERSION, SynthSettings
     from train.synth.reenact import REENACT_VERSION
 
@@ -129,16 +131,24 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = sorted(out_dir.glob("shard-*.npz"))
-    if stale:
-        raise FileExistsError(f"{out_dir} already holds {len(stale)} shards; use an empty directory")
+    if stale and not resume:
+        raise FileExistsError(f"{out_dir} already holds {len(stale)} shards; use an empty directory "
+                              "(or resume an interrupted run of the same seed and size)")
     tasks = [(str(out_dir), int(seed), k, k * shard_size, min(count, (k + 1) * shard_size))
              for k in range((count + shard_size - 1) // shard_size)]
-    workers = min(workers, len(tasks))
+    results: list[dict[str, Any]] = []
+    if resume:
+        done = {p.name for p in stale}
+        for t in [t for t in tasks if f"shard-{t[2]:05d}.npz" in done]:
+            results.append(_shard_stats(out_dir / f"shard-{t[2]:05d}.npz", t))
+        tasks = [t for t in tasks if f"shard-{t[2]:05d}.npz" not in done]
+    workers = max(1, min(workers, len(tasks)))
     sdict = dataclasses.asdict(settings)
     t0 = time.time()
-    results: list[dict[str, Any]] = []
     lm = None if landmarker is None else str(landmarker)
-    if workers == 1:
+    if not tasks:
+        pass  # a resumed run that had finished every shard
+    elif workers == 1:
         gen = _make_generator(kind, shared, str(texture_cache), sdict, lm)
         try:
             for t in tasks:
@@ -186,6 +196,22 @@ def generate_dataset(out: str | os.PathLike[str], count: int, seed: int, workers
         meta["mp_landmarker"] = Path(landmarker).name
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def _shard_stats(path: Path, task: tuple[str, int, int, int, int]) -> dict[str, Any]:
+    """The statistics _make_shard reports, read back from a finished shard (a resumed run);
+    the sampler's categories are not stored, so they count as 'resumed'."""
+    with np.load(path, allow_pickle=False) as z:
+        emotion = z["emotion"]
+        occ = np.nansum(z["au_occurrence"], axis=0)
+    expected = task[4] - task[3]
+    if len(emotion) != expected:
+        raise ValueError(f"{path}: holds {len(emotion)} samples, expected {expected}; not a shard "
+                         "of this run (same seed, count and shard size)")
+    return {"shard": task[2], "n": int(len(emotion)), "seconds": 0.0,
+            "categories": {"resumed": int(len(emotion))},
+            "emotions": {str(k): int(v) for k, v in collections.Counter(emotion.tolist()).items()},
+            "au_positive": occ.tolist()}
 
 
 def _progress(results: list[dict[str, Any]], count: int, t0: float) -> str:
@@ -258,7 +284,7 @@ def relabel_dataset(directory: str | os.PathLike[str],
         arrays["au_occurrence"] = np.stack([lab["au_occurrence"] for lab in labels])
         arrays["emotion"] = np.asarray([lab["emotion"] for lab in labels], np.int64)
         tmp = f.with_name(f.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, f)
         emos.update(str(int(e)) for e in arrays["emotion"])
         au += np.nansum(arrays["au_occurrence"], axis=0)

@@ -206,8 +206,8 @@ def _hair_texture(colour: np.ndarray, t: int, seed: int) -> np.ndarray:
     """Flat hair colour with strand-like streaks (noise smeared along v)."""
     rng = np.random.default_rng(seed)
     noise = rng.normal(0, 1, (t, 2 * t)).astype(np.float32)
-    streak = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.6, sigmaY=t / 40)
-    streak /= max(float(streak.std()), 1e-6)
+    streak: np.ndarray = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.6, sigmaY=t / 40)
+    streak = streak / max(float(streak.std()), 1e-6)
     shade = 1.0 + 0.08 * streak
     return np.clip(colour[None, None, :] * shade[..., None], 0, 255)
 
@@ -219,7 +219,8 @@ class UVUnwrapper:
         import moderngl
 
         self._mgl = moderngl
-        self.ctx = moderngl.create_standalone_context(backend="egl")
+        # (moderngl's stub types **settings as dicts; backend= is a string)
+        self.ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
         self.model = model
         self.tile = int(tile)
         topo = model.topology
@@ -298,7 +299,7 @@ class UVUnwrapper:
         inside = (px >= 0) & (px < fit.width) & (py >= 0) & (py < fit.height)
         visible = covered & inside & (z <= depth[dy, dx] + 0.35)
         if mask_polygon is not None:
-            mask = np.zeros(photo.shape[:2], np.uint8)
+            mask: np.ndarray = np.zeros(photo.shape[:2], np.uint8)
             cv2.fillPoly(mask, [np.round(mask_polygon).astype(np.int32)], 255)
             erode = max(3, int(0.03 * max(photo.shape[:2])))
             mask = cv2.erode(mask, np.ones((erode, erode), np.uint8))

@@ -83,7 +83,7 @@ class FaceModel:
         self.eye_params = self._iris_radius()
 
     @classmethod
-    def from_shared(cls, shared: str | os.PathLike[str] | None = None, **kw: int) -> "FaceModel":
+    def from_shared(cls, shared: str | os.PathLike[str] | None = None, **kw: int) -> FaceModel:
         return cls(shared_root(shared) / ICT_RELPATH, **kw)
 
     # --------------------------------------------------------------------------------- geometry

@@ -190,7 +190,8 @@ class Renderer:
                 "(apt-get install libegl1 libgl1-mesa-dri libegl-mesa0)") from e
         self._mgl = moderngl
         try:
-            self.ctx = moderngl.create_standalone_context(backend="egl")
+            # (moderngl's stub types **settings as dicts; backend= is a string)
+            self.ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 - glcontext raises plain Exception
             raise RuntimeError(
                 f"could not create a headless EGL OpenGL context ({e}); install libegl1 "

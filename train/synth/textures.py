@@ -72,7 +72,7 @@ def list_photos(shared: str | os.PathLike[str] | None,
                 sets: Sequence[str] = SOURCE_SETS) -> list[tuple[str, Path, Path]]:
     """(id, jpg, tem) for every photo with a template in the given sets, sorted by id."""
     root = shared_root(shared) / "faces"
-    out = []
+    out: list[tuple[str, Path, Path]] = []
     for s in sets:
         if s == "london":
             out.extend((p.subject, p.neutral, p.neutral_tem)

@@ -11,85 +11,45 @@ server do nothing for it, and twenty make it do what one does, plus the sending.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from norface_rt.config import EMOTION_COLORS, ModelConfig
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import Probe, Sink
+from norface_rt.sinks.web.address import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_FPS,
+    TOKEN_ENV,
+    HttpAddress,
+    parse_http_address,
+)
 from norface_rt.sinks.web.server import STATS_STREAM, ServerLimits, ViewServer
+from norface_rt.wire.codec import wire_dict
+from norface_rt.wire.messages import FrameMessage, Message, StatsMessage, as_message
+from norface_rt.wire.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_MAX_FPS = 30.0
 DEFAULT_MAX_WIDTH = 960
 DEFAULT_QUALITY = 75
-TOKEN_ENV = "NORFACE_RT_HTTP_TOKEN"
 # The page's files, served from memory: path -> (package file, content type).
 _FILES = {"/": ("index.html", "text/html; charset=utf-8"),
           "/live.js": ("live.js", "text/javascript; charset=utf-8"),
           "/live.css": ("live.css", "text/css; charset=utf-8")}
 
 
-def message_json(msg: Mapping[str, Any]) -> bytes:
-    """The one place a message becomes the event stream's JSON: its wire dict, as the JSONL file
-    writes it (so a browser reads the fields the ZeroMQ subscribers read)."""
-    return json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class HttpAddress:
-    host: str
-    port: int
-
-    @property
-    def loopback(self) -> bool:
-        if self.host in ("localhost", "lo"):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host or interface name: may be reachable from outside
-            return False
-
-
-def parse_http_address(text: str, *, allow_remote: bool = False) -> HttpAddress:
-    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` (port 0: a free one). A bare port, or an empty
-    host, means loopback; ``*`` means every interface, which, like any other address that is not
-    loopback, needs ``allow_remote``."""
-    raw = str(text).strip()
-    host, port_text = DEFAULT_HOST, raw
-    if raw.startswith("["):
-        end = raw.find("]")
-        if end < 0 or raw[end + 1:end + 2] != ":":
-            raise ValueError(f"--http: expected [IPv6]:PORT, got {text!r}")
-        host, port_text = raw[1:end], raw[end + 2:]
-    elif ":" in raw:
-        host, _, port_text = raw.rpartition(":")
-        host = host or DEFAULT_HOST
-    if host == "*":
-        host = "0.0.0.0"
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"--http: expected [HOST:]PORT such as 127.0.0.1:8080, got "
-                         f"{text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--http: port must be in 0..65535, got {port}")
-    addr = HttpAddress(host, port)
-    if not addr.loopback and not allow_remote:
-        raise ValueError(f"--http {text}: {host} is not a loopback address; serving there would "
-                         "show the video to the network. Use 127.0.0.1:PORT, or pass "
-                         "--allow-remote (and --http-token) to do it deliberately.")
-    return addr
+def message_json(msg: Message) -> bytes:
+    """The one place a message becomes the event stream's JSON: its wire dict
+    (:func:`~norface_rt.wire.codec.wire_dict`, what ZeroMQ subscribers decode), as the JSONL
+    file writes it."""
+    return json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode()
 
 
 def _page_files() -> dict[str, tuple[str, bytes]]:
@@ -142,8 +102,8 @@ class HttpViewSink(Sink):
         self.quality = quality
         self.token_required = token is not None
         self._model: dict[str, Any] = {}
-        self._status: Callable[[], Mapping[str, Any]] | None = None
-        self._latest: dict[str, tuple[Mapping[str, Any], np.ndarray]] = {}
+        self._status: Probe | None = None
+        self._latest: dict[str, tuple[FrameMessage, np.ndarray]] = {}
         self._encoded: dict[str, int] = {}  # stream -> seq of the last image encoded
         self._last_encode: dict[str, float] = {}
         self.images = 0  # JPEGs encoded
@@ -162,9 +122,8 @@ class HttpViewSink(Sink):
                        "emotion_names": list(config.emotion_names),
                        "au_intensity_max": float(config.au_intensity_max)}
 
-    def watch(self, *, queue_depths: Callable[[], Mapping[str, int]] | None = None,
-              reconnects: Callable[[], Mapping[str, int]] | None = None,
-              status: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    def watch(self, *, queue_depths: Probe | None = None, reconnects: Probe | None = None,
+              status: Probe | None = None) -> None:
         """The pipeline's status (stream states, outputs' counters) for ``/health`` and the
         page's list of streams."""
         self._status = status
@@ -180,7 +139,6 @@ class HttpViewSink(Sink):
 
     def info(self) -> dict[str, Any]:
         """What the page needs to draw (``/api/info``)."""
-        from norface_rt.protocol import SCHEMA_VERSION
         from norface_rt.sinks.overlay import PALETTE
 
         streams = list((self._pipeline().get("streams") or {}).keys())
@@ -193,15 +151,21 @@ class HttpViewSink(Sink):
                 "max_fps": self.max_fps, "token_required": self.token_required}
 
     # ------------------------------------------------------------------ messages
-    def write(self, msg: Mapping[str, Any], image: np.ndarray | None = None) -> None:
-        kind = str(msg.get("type"))
-        sid = str(msg["stream_id"]) if kind in ("frame", "eos") else STATS_STREAM
-        fields = {k: msg[k] for k in ("frame_index", "dropped_frames", "skipped_frames",
-                                      "lost_frames", "error") if k in msg}
-        self.server.publish(sid, kind, msg.get("seq"), message_json(msg), fields)
-        if kind == "frame" and image is not None:
-            self._latest[sid] = (msg, image)
-            self._maybe_encode(sid)
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if isinstance(msg, StatsMessage):
+            self.server.publish(STATS_STREAM, msg.kind, None, message_json(msg))
+            return
+        # frame or eos: the counters /health shows beside the stream's state
+        fields: dict[str, Any] = {"dropped_frames": msg.dropped_frames, "error": msg.error,
+                                  "skipped_frames": msg.skipped_frames,
+                                  "lost_frames": msg.lost_frames}
+        if isinstance(msg, FrameMessage):
+            fields["frame_index"] = msg.frame_index
+        self.server.publish(msg.stream_id, msg.kind, msg.seq, message_json(msg), fields)
+        if isinstance(msg, FrameMessage) and image is not None:
+            self._latest[msg.stream_id] = (msg, image)
+            self._maybe_encode(msg.stream_id)
 
     def tick(self) -> None:
         """A viewer that arrives while no frame comes (a paused or ended stream) still gets
@@ -213,7 +177,7 @@ class HttpViewSink(Sink):
         if not self.server.wants_image(sid):
             return
         msg, image = self._latest[sid]
-        seq = int(msg["seq"])
+        seq = msg.seq
         if self._encoded.get(sid) == seq:
             return
         now = time.monotonic()
@@ -221,10 +185,10 @@ class HttpViewSink(Sink):
             return  # the next frame (or tick) after the interval gets it
         self._last_encode[sid] = now
         self._encoded[sid] = seq
-        self.server.publish_jpeg(sid, seq, int(msg["frame_index"]), self._jpeg(msg, image))
+        self.server.publish_jpeg(sid, seq, msg.frame_index, self._jpeg(msg, image))
         self.images += 1
 
-    def _jpeg(self, msg: Mapping[str, Any], image: np.ndarray) -> bytes:
+    def _jpeg(self, msg: FrameMessage, image: np.ndarray) -> bytes:
         import cv2
 
         from norface_rt.sinks.overlay import draw
@@ -233,7 +197,7 @@ class HttpViewSink(Sink):
         if w > self.max_width:  # boxes are scaled by draw() to the smaller image
             image = cv2.resize(image, (self.max_width, max(1, round(h * self.max_width / w))),
                                interpolation=cv2.INTER_AREA)
-        drawn = draw(image, dict(msg), panel=False)
+        drawn = draw(image, msg, panel=False)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:

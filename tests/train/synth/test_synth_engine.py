@@ -147,6 +147,19 @@ def test_generate_writes_readable_shards(shared_dir: Path, texture_cache: Path,
     with pytest.raises(FileExistsError, match="already holds"):
         generate_dataset(tmp_path / "one", 2, 3, 1, texture_cache, shared=str(shared_dir),
                          settings=settings, log=lambda m: None)
+    # an interrupted run resumed: the finished shard is kept as it is, the missing one written
+    (tmp_path / "two" / "shard-00001.npz").unlink()
+    kept = (tmp_path / "two" / "shard-00000.npz").stat().st_mtime_ns
+    meta = generate_dataset(tmp_path / "two", 5, 3, 1, texture_cache, shared=str(shared_dir),
+                            shard_size=3, settings=settings, log=lambda m: None, resume=True)
+    assert meta["count"] == 5 and meta["shards"] == 2
+    assert (tmp_path / "two" / "shard-00000.npz").stat().st_mtime_ns == kept
+    with np.load(tmp_path / "one" / "shard-00001.npz") as x, \
+            np.load(tmp_path / "two" / "shard-00001.npz") as y:
+        np.testing.assert_array_equal(x["image"], y["image"])
+    with pytest.raises(ValueError, match="expected 2"):  # shards of another size are refused
+        generate_dataset(tmp_path / "two", 5, 3, 1, texture_cache, shared=str(shared_dir),
+                         shard_size=2, settings=settings, log=lambda m: None, resume=True)
     with pytest.raises(ValueError, match="count must be >= 1, got 0"):
         generate_dataset(tmp_path / "x", 0, 3, 1, texture_cache, settings=settings)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from norface_rt.plot import choose_aus, plot_timeline, read_results, thumbnails
+from norface_rt.tools.plot import choose_aus, plot_timeline, read_results, thumbnails
 
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

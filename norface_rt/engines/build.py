@@ -7,7 +7,7 @@ min=1 / opt=``opt_batch`` / max=``max_batch`` on every input), FP16 enabled unle
 otherwise, a workspace memory-pool limit, and a timing cache read from and written back to disk
 so a rebuild (a new model, other options) re-times only the layers it has not seen.
 
-FP16 and accuracy: ``fp32_layers`` pins precision-sensitive layers (see :mod:`engines.precision`)
+FP16 and accuracy: ``fp32_layers`` pins precision-sensitive layers (see :mod:`norface_rt.engines.precision`)
 to FP32 under ``OBEY_PRECISION_CONSTRAINTS``. ``"auto"`` builds plain FP16 first, compares it with
 ONNX Runtime's CPU FP32 output on fixed random crops, and only rebuilds with the pinned layers when
 the FP16 engine misses the tolerances below; which choice was made, and every measured error, is

@@ -12,7 +12,7 @@ import numpy as np
 
 from norface_rt.config import ModelConfig
 from norface_rt.export import synthetic_target_image
-from norface_rt.normalize import normalize_media
+from norface_rt.tools.normalize import normalize_media
 
 
 def test_model_set_keeps_its_target_image(tiny_model_dir: Path) -> None:

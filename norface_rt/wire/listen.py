@@ -9,7 +9,7 @@ way (the publisher drops them for a subscriber that falls behind, see docs/proto
 are counted (``missed``), reported, and make the exit status 1. Messages before the first one a
 listener saw (it joined late) are not counted. ``--pull`` receives from a PUSH hand-off
 (``norface-rt run --push``) instead, which loses nothing; CURVE keys encrypt and authenticate
-either (:mod:`norface_rt.sinks.curve`).
+either (:mod:`norface_rt.wire.curve`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import zmq
 
-from norface_rt.protocol import STATS_TOPIC, ProtocolError, decode_multipart
-from norface_rt.sinks.curve import CurveClient
+from norface_rt.wire.codec import decode_multipart
+from norface_rt.wire.curve import CurveClient
+from norface_rt.wire.exits import ExitCode
+from norface_rt.wire.names import STATS_TOPIC
+from norface_rt.wire.schema import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +142,73 @@ class ListenResult:
     timed_out: bool = False
     interrupted: bool = False
     ended_streams: set[str] = field(default_factory=set)
-    exit_code: int = 0
+    exit_code: int = ExitCode.OK
+    _last_seq: dict[str, int] = field(default_factory=dict, repr=False)
+    _open_streams: set[str] = field(default_factory=set, repr=False)
 
     def __int__(self) -> int:
-        return self.exit_code
+        return int(self.exit_code)
+
+    def record(self, msg: Mapping[str, Any]) -> None:
+        """Count one received message: a gap in its stream's ``seq`` (messages missed on the
+        way), and whether its stream is running or has ended."""
+        self.received += 1
+        if msg["type"] == "stats":
+            return
+        sid, seq = msg["stream_id"], msg["seq"]
+        prev = self._last_seq.get(sid)
+        self._last_seq[sid] = seq
+        gap = seq - prev - 1 if prev is not None and seq > prev + 1 else 0
+        if gap:
+            self.missed += gap
+            self.missed_by_stream[sid] = self.missed_by_stream.get(sid, 0) + gap
+        if msg["type"] == "frame":
+            self._open_streams.add(sid)
+        elif msg["type"] == "eos":
+            self._open_streams.discard(sid)
+            self.ended_streams.add(sid)
+
+    def satisfied(self, count: int | None, until_eos: bool) -> bool:
+        """Whether the requested stop condition is met: ``count`` messages, or (``until_eos``)
+        every stream seen so far has ended."""
+        if count is not None and self.received >= count:
+            return True
+        return until_eos and bool(self.ended_streams) and not self._open_streams
+
+    def gave_up(self, wanted_more: bool) -> None:
+        """The timeout passed: a failure when more was asked for (or nothing came)."""
+        self.timed_out = True
+        self.exit_code = ExitCode.FAILED if wanted_more or not self.received else ExitCode.OK
+
+    def finish(self, err: TextIO) -> None:
+        """Say what was missed on ``err``; missed messages make a clean listen a failure."""
+        if not self.missed:
+            return
+        print(f"norface-rt listen: missed {self.missed} message(s) (gaps in seq: "
+              + ", ".join(f"{k} {v}" for k, v in self.missed_by_stream.items())
+              + "); the publisher drops messages for a subscriber that falls behind (raise "
+              "--sndhwm, read faster, or use run --push with listen --pull)", file=err, flush=True)
+        if self.exit_code == ExitCode.OK:
+            self.exit_code = ExitCode.FAILED
+
+
+Feed = Callable[[Callable[[ProtocolError], None]], Generator[dict[str, Any], None, None]]
+
+
+def _line(msg: dict[str, Any], fmt: str, res: ListenResult) -> str:
+    if fmt == "jsonl":
+        return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
+    line = format_pretty(msg)
+    if msg["type"] == "eos":
+        line += f"; this listener missed {res.missed_by_stream.get(msg['stream_id'], 0)}"
+    return line
 
 
 def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str = "jsonl",
                topics: Iterable[str] | None = None, count: int | None = None,
                until_eos: bool = False, timeout: float | None = None, *,
                err: TextIO | None = None, curve: CurveClient | None = None,
-               pull: bool = False,
-               messages: Callable[[Callable[[ProtocolError], None]],
-                                  Generator[dict[str, Any], None, None]] | None = None
-               ) -> ListenResult:
+               pull: bool = False, messages: Feed | None = None) -> ListenResult:
     """Print (or write to ``out``) every message from ``endpoint`` until a stop condition.
 
     Stops after ``count`` valid messages, or with ``until_eos`` once every stream seen so far has
@@ -172,7 +228,6 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
         raise ValueError(f"count: expected >= 1 or None, got {count}")
     err_stream = err if err is not None else sys.stderr
     res = ListenResult()
-    open_streams: set[str] = set()
 
     def on_malformed(exc: ProtocolError) -> None:
         res.malformed += 1
@@ -192,58 +247,23 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
     print(f"norface-rt listen: waiting for messages on {endpoint} (topics: {shown}; "
           + (f"giving up after {timeout:g} s of silence" if timeout is not None
              else "Ctrl-C to stop") + ")", file=err_stream, flush=True)
-    last_seq: dict[str, int] = {}
-
-    def count_gap(msg: dict[str, Any]) -> int:
-        if msg["type"] == "stats":
-            return 0
-        sid, seq = msg["stream_id"], msg["seq"]
-        prev = last_seq.get(sid)
-        last_seq[sid] = seq
-        gap = seq - prev - 1 if prev is not None and seq > prev + 1 else 0
-        if gap:
-            res.missed += gap
-            res.missed_by_stream[sid] = res.missed_by_stream.get(sid, 0) + gap
-        return gap
-
     try:
         for msg in gen:
-            count_gap(msg)
-            line = (json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
-                    if fmt == "jsonl" else format_pretty(msg))
-            if fmt == "pretty" and msg["type"] == "eos":
-                line += f"; this listener missed {res.missed_by_stream.get(msg['stream_id'], 0)}"
-            sink.write(line + "\n")
+            res.record(msg)
+            sink.write(_line(msg, fmt, res) + "\n")
             sink.flush()
-            res.received += 1
-            if msg["type"] == "frame":
-                open_streams.add(msg["stream_id"])
-            elif msg["type"] == "eos":
-                open_streams.discard(msg["stream_id"])
-                res.ended_streams.add(msg["stream_id"])
-            if count is not None and res.received >= count:
-                break
-            if until_eos and res.ended_streams and not open_streams:
+            if res.satisfied(count, until_eos):
                 break
     except TimeoutError as exc:
-        res.timed_out = True
-        wanted_more = count is not None or until_eos or res.received == 0
-        res.exit_code = 1 if wanted_more else 0
+        res.gave_up(wanted_more=count is not None or until_eos)
         print(f"norface-rt listen: {exc} (received {res.received}, malformed {res.malformed})",
               file=err_stream, flush=True)
     except KeyboardInterrupt:
         res.interrupted = True
-        res.exit_code = 130
+        res.exit_code = ExitCode.INTERRUPTED
     finally:
         gen.close()
         if own_file:
             sink.close()
-    if res.missed:
-        print(f"norface-rt listen: missed {res.missed} message(s) (gaps in seq: "
-              + ", ".join(f"{k} {v}" for k, v in res.missed_by_stream.items())
-              + "); the publisher drops messages for a subscriber that falls behind (raise "
-              "--sndhwm, read faster, or use run --push with listen --pull)",
-              file=err_stream, flush=True)
-        if res.exit_code == 0:
-            res.exit_code = 1
+    res.finish(err_stream)
     return res

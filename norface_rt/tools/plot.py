@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from norface_rt.config import AU_DESCRIPTIONS, DEFAULT_AU_INTENSITY_MAX, EMOTION_COLORS
-from norface_rt.protocol import ProtocolError, validate
+from norface_rt.wire.schema import ProtocolError, validate
 
 THUMB_PX = 160  # thumbnail side in pixels
 MIN_TRACK_FRAMES = 3

@@ -15,10 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from norface_rt.flags import default_for
 from norface_rt.images import write_rgb
 from norface_rt.model_set import read_target_image
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
 from norface_rt.pipeline.factory import build_face_stage, is_video_source, open_backend
+from norface_rt.pipeline.options import PipelineOptions
 from norface_rt.sources.factory import open_source
 from norface_rt.sources.file import FileSource
 from norface_rt.types import FaceFrame
@@ -61,8 +63,10 @@ def _target_image(model_dir: Path, size: int) -> np.ndarray:
 
 def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
                     model_dir: str | os.PathLike[str] | None = None,
-                    landmarker: str | os.PathLike[str] | None = None, max_faces: int = 4,
-                    backend: str = "onnxruntime", scale: int = 2) -> NormalizeReport:
+                    landmarker: str | os.PathLike[str] | None = None,
+                    max_faces: int = default_for(PipelineOptions, "max_faces"),
+                    backend: str = default_for(PipelineOptions, "backend"),
+                    scale: int) -> NormalizeReport:
     if not 1 <= scale <= 8:
         raise ValueError(f"scale must be in [1, 8], got {scale}")
     mdir = resolve_model_dir(model_dir)

@@ -29,39 +29,52 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from norface_rt.backends.registry import DEFAULT_BACKEND, LOCAL_BACKENDS, backend_spec
+from norface_rt.flags import nonneg_float, option, positive_int
 from norface_rt.reference import make_crops, make_geometry, max_abs_errors, reference_outputs
 
-DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128)
-DEFAULT_REPEATS = 30
-DEFAULT_WARMUP = 3
-DEFAULT_MAX_SECONDS = 15.0  # per (backend, batch) measurement; stops early after >= 3 runs
-DEFAULT_TIMEOUT = 600.0  # per backend child process
 MIN_RUNS = 3
 VERSION_PACKAGES: tuple[str, ...] = ("numpy", "onnxruntime", "torch", "mediapipe", "av")
 
 
 @dataclass
 class BenchOptions:
-    """What to measure. ``max_seconds`` caps the time per (backend, batch): large batches on a
-    2-core CPU would otherwise take minutes for ``repeats`` runs; the runs actually done are
-    reported."""
+    """What to measure (the ``norface-rt bench`` options; its parser is generated from these
+    fields). ``max_seconds`` caps the time per (backend, batch): large batches on a 2-core CPU
+    would otherwise take minutes for ``repeats`` runs; the runs actually done are reported."""
 
     model_dir: Path
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
-    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
-    repeats: int = DEFAULT_REPEATS
-    warmup: int = DEFAULT_WARMUP
-    max_seconds: float = DEFAULT_MAX_SECONDS
-    device: str = "cpu"
-    threads: int | None = None
-    seed: int = 0
-    timeout: float = DEFAULT_TIMEOUT
+    backends: list[str] = option(
+        flag="--backend", default_factory=lambda: [DEFAULT_BACKEND], nargs="+",
+        choices=LOCAL_BACKENDS, metavar="NAME",
+        help="backends to measure: onnxruntime (default), torch, tensorrt, torch-cuda (fp16 + "
+             "CUDA graphs)")
+    device: str = option("cpu", flag="--device", help="torch backend device (cpu, cuda)")
+    threads: int | None = option(
+        None, flag="--threads", parse=positive_int,
+        help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
+    batches: list[int] = option(
+        flag="--batches", default_factory=lambda: [1, 8, 32, 128], nargs="+", parse=positive_int,
+        metavar="N", help="batch sizes (1 = latency)")
+    repeats: int = option(
+        30, flag="--repeats", parse=positive_int,
+        help="timed runs per batch size after warm-up (default %(default)s)")
+    warmup: int = option(
+        3, flag="--warmup", parse=int, help="untimed runs per batch size first (default %(default)s)")
+    # per (backend, batch) measurement; stops early after MIN_RUNS runs
+    max_seconds: float = option(
+        15.0, flag="--max-seconds", parse=nonneg_float,
+        help="stop a batch size's timed runs after S seconds (at least 3 runs)")
+    timeout: float = option(  # per backend child process
+        600.0, flag="--timeout", parse=nonneg_float,
+        help="kill a backend's benchmark process after S seconds")
+    seed: int = option(0, flag="--seed", parse=int, help="seed of the random input faces")
 
     def validate(self) -> None:
         for name, v, lo in (("repeats", self.repeats, 1), ("warmup", self.warmup, 0)):
@@ -71,12 +84,11 @@ class BenchOptions:
             raise ValueError(f"batches must be a non-empty list of integers >= 1, got {self.batches!r}")
         if not self.backends:
             raise ValueError("backends must name at least one backend, got []")
-        from norface_rt.backends import BACKEND_NAMES, REMOTE_BACKENDS
+        from norface_rt.backends.registry import LOCAL_BACKENDS
 
-        local = [b for b in BACKEND_NAMES if b not in REMOTE_BACKENDS]
-        bad = [b for b in self.backends if b not in local]
+        bad = [b for b in self.backends if b not in LOCAL_BACKENDS]
         if bad:
-            raise ValueError(f"backends must be among {local}, got {bad}")
+            raise ValueError(f"backends must be among {list(LOCAL_BACKENDS)}, got {bad}")
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
         if not self.timeout > 0:
@@ -110,14 +122,15 @@ def _current_rss_mb() -> float:
 
 
 def _device_for(name: str, device: str) -> str | None:
-    """``--device`` is the torch backend's device; the CUDA-only backends take it only when it
-    names a GPU (else their default, cuda: without CUDA they report themselves as "not available"
-    instead of quietly measuring the CPU); ONNX Runtime picks its own providers."""
-    if name == "torch":
-        return device
-    if name in ("torch-cuda", "tensorrt"):
-        return device if device.startswith("cuda") else None
-    return None
+    """``--device`` is the device of backends that take one (their row of the backend table
+    names a natural device); those whose natural device is a GPU take it only when it names a GPU
+    (else their default, cuda: without CUDA they report themselves as "not available" instead of
+    quietly measuring the CPU); a backend without a device option (ONNX Runtime) picks its own
+    providers."""
+    natural = backend_spec(name).device
+    if natural is None or (natural.startswith("cuda") and not device.startswith("cuda")):
+        return None
+    return device
 
 
 def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: int, warmup: int,
@@ -133,7 +146,8 @@ def measure_backend(model_dir: str, name: str, batches: Sequence[int], repeats: 
         return {"backend": name, "status": f"not available: {exc}", "rows": []}
     info = backend.describe()
     on_gpu = str(info.get("device") or "").startswith("cuda")
-    cuda = name in ("torch", "torch-cuda") and on_gpu  # torch.cuda's own memory counters apply
+    # torch.cuda's own memory counters apply to the backends that run on PyTorch
+    cuda = backend_spec(name).extra == "torch" and on_gpu
     if cuda:
         import torch
 

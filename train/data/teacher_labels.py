@@ -1,0 +1,86 @@
+"""Teachers' soft labels joined onto a shard dataset, and the teachers as critics of its labels.
+
+The teacher harness (``python -m train teachers label --input SHARDS --out TABLE.npz``) writes one
+row per sample: the sample's own ``key`` and the teachers' ensemble probabilities over our
+emotions (NaN where no face was found). A data spec names that table (``"teachers": FILE``) and
+every sample with a row gets ``teacher_emotion`` (8,) float32, which the classifier distils
+(``classifier.teacher_weight``).
+
+``"critic_neutral": P`` drops samples labelled with an expression (an emotion other than neutral)
+that the teachers read as neutral with probability above P: a render or re-enactment too weak to
+show what its label says would teach the model to call resting faces emotional.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from norface_rt.config import EMOTION_NAMES
+
+TEACHER_KEY = "teacher_emotion"
+
+
+def read_teacher_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """sample key -> ensemble row (8,) float32, for rows with a face (finite)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"teacher label table not found: {p} (python -m train teachers "
+                                "label --input SHARDS --out FILE)")
+    with np.load(p, allow_pickle=False) as z:
+        missing = [k for k in ("sample_key", "ensemble", "emotion_names") if k not in z.files]
+        if missing:
+            raise ValueError(f"{p}: not a teacher label table (missing {missing})")
+        names = tuple(str(n) for n in z["emotion_names"])
+        if names != EMOTION_NAMES:
+            raise ValueError(f"{p}: emotion order {names} differs from {EMOTION_NAMES}")
+        keys = [str(k) for k in z["sample_key"]]
+        ens = np.asarray(z["ensemble"], np.float32)
+    if ens.shape != (len(keys), len(EMOTION_NAMES)):
+        raise ValueError(f"{p}: ensemble must be ({len(keys)}, {len(EMOTION_NAMES)}), got {ens.shape}")
+    if any(not k for k in keys):
+        raise ValueError(f"{p}: rows without a sample key (label shards, not image folders)")
+    return {k: ens[i] for i, k in enumerate(keys) if np.isfinite(ens[i]).all()}
+
+
+class TeacherLabelled(Dataset[dict[str, Any]]):
+    """``base`` with ``teacher_emotion`` added to the samples the table labels."""
+
+    def __init__(self, base: Dataset[dict[str, Any]], keys: np.ndarray,
+                 table: dict[str, np.ndarray]) -> None:
+        self.base = base
+        self.rows: list[np.ndarray | None] = [table.get(str(k)) for k in keys]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.base[i]
+        row = self.rows[i]
+        if row is not None:
+            s = {**s, TEACHER_KEY: row}
+        return s
+
+    @property
+    def labelled(self) -> int:
+        return sum(r is not None for r in self.rows)
+
+
+def critic_keep(emotions: np.ndarray, keys: np.ndarray, table: dict[str, np.ndarray],
+                max_neutral: float) -> np.ndarray:
+    """Mask of samples the critic keeps: everything except samples labelled with an expression
+    whose teacher ensemble gives neutral more than ``max_neutral`` (samples without a teacher
+    row are kept)."""
+    if not 0.0 < max_neutral <= 1.0:
+        raise ValueError(f"critic_neutral must be in (0, 1], got {max_neutral}")
+    neutral = EMOTION_NAMES.index("neutral")
+    keep = np.ones(len(keys), bool)
+    for i, (e, k) in enumerate(zip(emotions, keys)):
+        row = table.get(str(k))
+        if row is not None and int(e) >= 0 and int(e) != neutral and row[neutral] > max_neutral:
+            keep[i] = False
+    return keep
