@@ -11,7 +11,6 @@ server do nothing for it, and twenty make it do what one does, plus the sending.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from norface_rt.sinks.web.address import (
     parse_http_address,
 )
 from norface_rt.sinks.web.server import STATS_STREAM, ServerLimits, ViewServer
-from norface_rt.wire.codec import wire_dict
+from norface_rt.wire.codec import to_json
 from norface_rt.wire.messages import FrameMessage, Message, StatsMessage, as_message
 from norface_rt.wire.schema import SCHEMA_VERSION
 
@@ -45,11 +44,9 @@ _FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 
 
 def message_json(msg: Message) -> bytes:
-    """The one place a message becomes the event stream's JSON: its wire dict
-    (:func:`~norface_rt.wire.codec.wire_dict`, what ZeroMQ subscribers decode), as the JSONL
-    file writes it."""
-    return json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode()
+    """An event's data: the message's one JSON form (:func:`~norface_rt.wire.codec.to_json`,
+    its wire dict, what ZeroMQ subscribers decode and the JSONL file holds), UTF-8."""
+    return to_json(msg).encode()
 
 
 def _page_files() -> dict[str, tuple[str, bytes]]:
