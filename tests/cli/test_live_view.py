@@ -1,6 +1,6 @@
 """``run --http`` end to end: the page in a real headless browser (Debian's Chromium, driven
-through its own chromedriver by selenium; nothing is downloaded), the Python API's live view,
-and the address rules.
+through its own chromedriver by selenium; nothing is downloaded), the Python API's live view
+(``Analyzer(http=...)``), and the address rules.
 
 The browser test opens the page while ``single_face.mp4`` loops at its frame rate, waits for
 the overlay and the charts, checks that the images shown advance and that the event stream
@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -207,22 +208,45 @@ def _sse(url: str, out: list[dict[str, Any]], n: int) -> None:
     c.close()
 
 
-def test_the_python_api_serves_a_live_view_beside_the_loop(media_dir: Path,
-                                                          landmarker_path: Path) -> None:
-    import norface_rt
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
-    with norface_rt.Analyzer(landmarker=landmarker_path) as analyzer:
-        analysis = analyzer.analyze_video(media_dir / "single_face.mp4", http="127.0.0.1:0",
-                                          buffer=4)
-        assert analysis.live_url is not None and analysis.live_url.startswith("http://127.0.0.1:")
-        got: list[dict[str, Any]] = []
-        reader = threading.Thread(target=_sse, args=(analysis.live_url, got, 73))
-        reader.start()
-        frames = [f.frame_index for f in analysis]
-        reader.join(30)
-    assert frames == list(range(72))
-    assert [e["data"]["frame_index"] for e in got[:72]] == frames
-    assert got[72]["event"] == "eos" and got[72]["data"]["frames"] == 72
+
+def test_the_analyzer_serves_each_video_analysis_on_its_address(media_dir: Path,
+                                                                 landmarker_path: Path) -> None:
+    import norface_rt
+    from norface_rt.serving.server import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with norface_rt.Analyzer(landmarker=landmarker_path, http=f"127.0.0.1:{port}") as analyzer:
+        assert len(analyzer.analyze_image(media_dir / "single_face.jpg")) == 1
+        assert not _listening(port)  # one picture: no view
+        for _ in range(2):  # one analysis after the other, at the same address (a notebook's tab)
+            analysis = analyzer.analyze_video(media_dir / "single_face.mp4", buffer=4)
+            assert analysis.live_url == url
+            got: list[dict[str, Any]] = []
+            reader = threading.Thread(target=_sse, args=(url, got, 73))
+            reader.start()
+            frames = [f.frame_index for f in analysis]
+            reader.join(30)
+            assert frames == list(range(72))
+            assert [e["data"]["frame_index"] for e in got[:72]] == frames
+            assert got[72]["event"] == "eos" and got[72]["data"]["frames"] == 72
+            assert not _listening(port)  # closed with its analysis
+        # one call may serve elsewhere
+        with analyzer.analyze_video(media_dir / "single_face.mp4", http="127.0.0.1:0") as other:
+            assert other.live_url is not None and other.live_url != url
+            host, other_port = other.live_url[len("http://"):].rstrip("/").rsplit(":", 1)
+            c = http.client.HTTPConnection(host, int(other_port), timeout=10)
+            c.request("GET", "/health")
+            assert c.getresponse().status == 200
+            c.close()
+        assert not _listening(int(other_port))
 
 
 def test_a_non_loopback_address_needs_allow_remote(media_dir: Path, landmarker_path: Path
