@@ -16,7 +16,10 @@ bounded. Reported in extra_info and printed; docs/live_view.md has the figures a
     python -m pytest benchmarks/test_live_view_bench.py -q -s --benchmark-columns=median,rounds
 
 ``NORFACE_RT_BENCH_LIVE_WINDOW`` sets the window (seconds; default 8, 2 when the benchmarks run
-once with --benchmark-disable).
+once with --benchmark-disable), ``NORFACE_RT_BENCH_LIVE_ROUNDS`` the rounds (default 3). Each run
+also reports the CPU each thread of the process used in the window (``cpu_pct``, % of a core):
+on a loaded machine, where frames/s varies by more than the bars between rounds, the view's own
+threads' share is the steadier measure of what it costs.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ import numpy as np
 
 from norface_rt.pipeline import PipelineOptions, SinkOptions, create_pipeline, make_sinks
 from norface_rt.sinks.base import Sink
+from norface_rt.sinks.web.sink import HttpViewSink
+from norface_rt.wire.messages import FrameMessage, Message
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = ("none", "stalled", "20")
+VIEW_THREADS = ("norface-sink-http", "norface-http")  # the view's sink thread and server loop
 
 
 class FrameClock(Sink):
@@ -46,8 +52,8 @@ class FrameClock(Sink):
     def __init__(self) -> None:
         self.times: list[float] = []
 
-    def write(self, msg: Any, image: np.ndarray | None = None) -> None:
-        if msg["type"] == "frame":
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        if isinstance(msg, FrameMessage):
             self.times.append(time.monotonic())
 
     def close(self) -> None:
@@ -62,11 +68,34 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
+def _cpu_s(pid: int, stat: str | None = None) -> float:
+    """CPU time (user + system) a process (or, with ``stat``, one of its threads) has used."""
+    with open(stat or f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU time (user + system, seconds) each live thread of this process has used so far, by
+    thread name (ONNX Runtime's and MediaPipe's native threads, unnamed here, are summed as
+    ``native``)."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            cpu = _cpu_s(int(task), f"/proc/self/task/{task}/stat")
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+        name = names.get(int(task), "native")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def _cpu_pct(before: dict[str, float], after: dict[str, float], seconds: float
+             ) -> dict[str, float]:
+    """Per thread name: % of one core used between two :func:`_thread_cpu` readings."""
+    return {k: round(100 * (v - before.get(k, 0.0)) / seconds, 1) for k, v in sorted(after.items())
+            if v - before.get(k, 0.0) > 0.001 * seconds}
 
 
 def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: float
@@ -78,16 +107,18 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
 
     def open_sinks() -> list[Sink]:
         if config != "none":
-            sinks.extend(make_sinks(SinkOptions(zmq=None, http="127.0.0.1:0"), 1))
+            sinks.extend(make_sinks(SinkOptions(zmq="none", http="127.0.0.1:0"), 1,
+                                    landmarks=False, blendshapes=False))
         return sinks
 
     pipe = create_pipeline(opts, open_sinks)
+    view = next((s for s in sinks if isinstance(s, HttpViewSink)), None)
     viewers = None
     result: dict[str, Any] = {"config": config}
     try:
         pipe.start()
-        if config != "none":
-            url = sinks[1].url  # type: ignore[attr-defined]
+        if view is not None:
+            url = view.url
             n, stalled = (0, 1) if config == "stalled" else (20, 0)
             viewers = subprocess.Popen(
                 [sys.executable, str(HERE / "live_viewers.py"), url, "cam", "--viewers", str(n),
@@ -98,16 +129,22 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
         time.sleep(1.0)  # past start-up: steady state
         threads0, rss0 = threading.active_count(), _rss_mib()
         cpu0 = _cpu_s(viewers.pid) if viewers is not None else 0.0
+        threads_cpu0 = _thread_cpu()
         t0 = time.monotonic()
         time.sleep(window)
         t1 = time.monotonic()
+        # Where the process's CPU went, thread by thread (the view's: norface-sink-http, which
+        # draws, encodes and serialises, and norface-http, the server's loop).
+        result["cpu_pct"] = _cpu_pct(threads_cpu0, _thread_cpu(), t1 - t0)
         if viewers is not None:  # the viewers' own reading, on the same two cores
             result["viewer_cpu_pct"] = 100 * (_cpu_s(viewers.pid) - cpu0) / (t1 - t0)
         frames = sum(1 for t in clock.times if t0 <= t < t1)
+        view_pct = sum(v for k, v in result["cpu_pct"].items() if k in VIEW_THREADS)
+        result["view_cpu_ms_per_frame"] = round(10 * view_pct * (t1 - t0) / max(frames, 1), 3)
         result.update(fps=frames / (t1 - t0), threads=threading.active_count() - threads0,
                       rss_growth_mib=_rss_mib() - rss0, rss_mib=_rss_mib())
-        if config != "none":
-            st = sinks[1].stats()
+        if view is not None:
+            st = view.stats()
             result.update(images=st["images"], viewer_missed=st["viewer_missed"],
                           events_missed=st["events_missed"])
     finally:
@@ -134,7 +171,8 @@ def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, la
         for config in order:
             runs[config].append(_once(config, clip, default_model_dir, landmarker_path, window))
 
-    benchmark.pedantic(cycle, rounds=3, iterations=1, warmup_rounds=0)
+    rounds_n = int(os.environ.get("NORFACE_RT_BENCH_LIVE_ROUNDS", "3"))
+    benchmark.pedantic(cycle, rounds=rounds_n, iterations=1, warmup_rounds=0)
     fps = {c: statistics.median(r["fps"] for r in runs[c]) for c in CONFIGS}
     ratio = {c: fps[c] / fps["none"] for c in CONFIGS}
     info = benchmark.extra_info
@@ -144,6 +182,9 @@ def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, la
     info["runs"] = runs
     print(f"\nlive view cost ({len(runs['none'])} rounds of {window:g} s, median frames/s): "
           + ", ".join(f"{c}: {fps[c]:.1f} ({100 * (ratio[c] - 1):+.1f} %)" for c in CONFIGS))
+    for c in CONFIGS[1:]:
+        print(f"  the view's threads, median CPU per frame, {c}: "
+              f"{statistics.median(r['view_cpu_ms_per_frame'] for r in runs[c]):.3f} ms")
     for c in CONFIGS:
         for r in runs[c]:
             print(f"  {c}: {json.dumps({k: v for k, v in r.items() if k != 'config'})}")
