@@ -91,6 +91,24 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
+def _switches() -> dict[str, int]:
+    """Voluntary context switches so far of each live thread (a thread that waits for a lock,
+    the interpreter's included, or for work, gives up its core: each is a wake-up to come), by
+    thread name as in :func:`_thread_cpu`."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out: dict[str, int] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/status") as f:
+                n = next(int(line.split()[1]) for line in f
+                         if line.startswith("voluntary_ctxt_switches:"))
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+        name = names.get(int(task), "native")
+        out[name] = out.get(name, 0) + n
+    return out
+
+
 def _cpu_pct(before: dict[str, float], after: dict[str, float], seconds: float
              ) -> dict[str, float]:
     """Per thread name: % of one core used between two :func:`_thread_cpu` readings."""
@@ -129,18 +147,25 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
         time.sleep(1.0)  # past start-up: steady state
         threads0, rss0 = threading.active_count(), _rss_mib()
         cpu0 = _cpu_s(viewers.pid) if viewers is not None else 0.0
-        threads_cpu0 = _thread_cpu()
+        threads_cpu0, switches0 = _thread_cpu(), _switches()
         t0 = time.monotonic()
         time.sleep(window)
         t1 = time.monotonic()
         # Where the process's CPU went, thread by thread (the view's: norface-sink-http, which
         # draws, encodes and serialises, and norface-http, the server's loop).
         result["cpu_pct"] = _cpu_pct(threads_cpu0, _thread_cpu(), t1 - t0)
+        switches = {k: v - switches0.get(k, 0) for k, v in _switches().items()}
         if viewers is not None:  # the viewers' own reading, on the same two cores
             result["viewer_cpu_pct"] = 100 * (_cpu_s(viewers.pid) - cpu0) / (t1 - t0)
         frames = sum(1 for t in clock.times if t0 <= t < t1)
         view_pct = sum(v for k, v in result["cpu_pct"].items() if k in VIEW_THREADS)
         result["view_cpu_ms_per_frame"] = round(10 * view_pct * (t1 - t0) / max(frames, 1), 3)
+        # wake-ups per frame: of the whole process, and of the view's threads
+        result["switches_per_frame"] = round(sum(switches.values()) / max(frames, 1), 2)
+        result["switches_per_frame_by_thread"] = {
+            k: round(v / max(frames, 1), 2) for k, v in sorted(switches.items()) if v}
+        result["view_switches_per_frame"] = round(
+            sum(v for k, v in switches.items() if k in VIEW_THREADS) / max(frames, 1), 2)
         result.update(fps=frames / (t1 - t0), threads=threading.active_count() - threads0,
                       rss_growth_mib=_rss_mib() - rss0, rss_mib=_rss_mib())
         if view is not None:

@@ -8,9 +8,11 @@ stalled viewer then holds a thread), and aiohttp or a WebSocket stack would add 
 dependency for what is here ~300 lines. Only the request head is parsed (GET and HEAD, no
 bodies); header lines go through the standard library's ``http.client.parse_headers``.
 
-Threads: the sink's own thread hands results over with :meth:`ViewServer.publish` and
-:meth:`ViewServer.publish_jpeg` (``loop.call_soon_threadsafe``: never blocks on a client);
-everything else happens on the loop's thread. What a client can cost is capped
+Threads: the sink's own thread hands results over with :meth:`ViewServer.publish` (into an
+inbox: the first message after a quiet spell wakes the loop, which then drains the inbox every
+``EVENT_INTERVAL`` for as long as messages keep coming) and :meth:`ViewServer.publish_jpeg`
+(``loop.call_soon_threadsafe``); neither ever blocks on a client. Everything else happens on
+the loop's thread. What a client can cost is capped
 (:class:`ServerLimits`):
 
 * connections: at most ``max_clients`` at once; more are answered 503 and closed;
@@ -52,8 +54,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
-# How often event clients are woken to send what came meanwhile (seconds): the results reach a
-# page at most this much later, in batches (a page redraws at most 60 times a second anyway).
+# How often, while results flow, the loop takes in what the sink's thread handed over and wakes
+# the event clients to send it in one write (seconds): a result reaches a page at most this
+# much later. At 60 frames/s the loop then wakes 25 times a second instead of once per message
+# and once per batch (85), and each wake-up takes the interpreter lock from the pipeline's
+# threads. (A page redraws at most 60 times a second anyway.)
 EVENT_INTERVAL = 0.04
 STATS_STREAM = "_stats"  # the ring's stream key of stats messages (stream ids never start with _)
 BOUNDARY = b"norface-frame"
@@ -213,7 +218,12 @@ class ViewServer:
         self._ring = MessageRing(self.limits.ring_messages, self.limits.ring_bytes)
         self._streams: dict[str, _Stream] = {}
         self._listeners: set[_Waiter] = set()  # event clients waiting for messages
-        self._notify_at: asyncio.TimerHandle | None = None
+        # Messages from the sink's thread, waiting for the loop (_drain): the lock is held only
+        # to append or swap the list. _drain_due: the loop will drain without being woken (a
+        # wake-up or a timer is on its way).
+        self._inbox: list[tuple[str, str, int | None, bytes, dict[str, Any]]] = []
+        self._inbox_lock = threading.Lock()
+        self._drain_due = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._demand: dict[str, bool] = {}  # stream -> a viewer waits for a newer image
         self._stopping = False
@@ -266,11 +276,17 @@ class ViewServer:
 
     def publish(self, stream_id: str, kind: str, seq: int | None, data: bytes,
                 fields: Mapping[str, Any] | None = None) -> None:
-        """Hand one message (its JSON) to the loop; never blocks."""
+        """Hand one message (its JSON) to the loop; never blocks. Only the first message after
+        a quiet spell wakes the loop; the rest are taken in by its next drain (at most
+        ``EVENT_INTERVAL`` later)."""
+        with self._inbox_lock:
+            self._inbox.append((stream_id, kind, seq, data, dict(fields or {})))
+            if self._drain_due:
+                return
+            self._drain_due = True
         if not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # closed meanwhile
-                self._loop.call_soon_threadsafe(self._on_message, stream_id, kind, seq, data,
-                                                dict(fields or {}))
+                self._loop.call_soon_threadsafe(self._drain)
 
     def publish_jpeg(self, stream_id: str, seq: int, frame_index: int, jpeg: bytes) -> None:
         """Hand one encoded image to the loop; never blocks."""
@@ -303,6 +319,21 @@ class ViewServer:
             return True
         return stream_id in (self._info().get("streams") or [])
 
+    def _drain(self) -> None:
+        """Take in what the sink's thread handed over and wake the event clients once; while
+        messages keep coming, drain again ``EVENT_INTERVAL`` later (no wake-up per message),
+        and once none came, let the next :meth:`publish` wake the loop."""
+        with self._inbox_lock:
+            batch, self._inbox = self._inbox, []
+            self._drain_due = bool(batch) and not self._stopping
+        if not batch:
+            return
+        for item in batch:
+            self._on_message(*item)
+        _wake(self._listeners)
+        if self._drain_due:
+            self._loop.call_later(EVENT_INTERVAL, self._drain)
+
     def _on_message(self, stream_id: str, kind: str, seq: int | None, data: bytes,
                     fields: dict[str, Any]) -> None:
         self._ring.append(stream_id, kind, data)
@@ -324,14 +355,6 @@ class ViewServer:
                 st.ended = True
                 st.error = fields.get("error")
                 _wake(st.waiting)  # viewers waiting for an image that will not come
-        # Event clients are woken at most every EVENT_INTERVAL s, each writing what came
-        # meanwhile in one batch: at 80 frames/s that is a third of the wake-ups and writes.
-        if self._notify_at is None:
-            self._notify_at = self._loop.call_later(EVENT_INTERVAL, self._notify)
-
-    def _notify(self) -> None:
-        self._notify_at = None
-        _wake(self._listeners)
 
     def _on_jpeg(self, stream_id: str, seq: int, frame_index: int, jpeg: bytes) -> None:
         st = self._stream(stream_id)
@@ -658,6 +681,7 @@ class ViewServer:
                          "limits": asdict(self.limits)}}
 
     async def _shutdown(self, grace: float) -> None:
+        self._drain()  # what the sink handed over last goes out before the end
         self._stopping = True
         if self._server is not None:
             self._server.close()
