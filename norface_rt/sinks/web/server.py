@@ -611,12 +611,12 @@ class ViewServer:
                     continue
                 last_no = st.jpeg_no
                 jpeg = st.jpeg
+                # One write (one send) per image: the part's head, the image, and the boundary
+                # right after it (a browser shows a part once the next boundary arrives, so
+                # this one is shown now, not one frame late).
                 writer.write(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n"
-                             b"X-Frame-Index: %d\r\nX-Seq: %d\r\n\r\n"
-                             % (len(jpeg), st.jpeg_frame, st.jpeg_seq))
-                # The boundary right after the image: a browser shows a part once the next
-                # boundary arrives, so this one is shown now, not one frame late.
-                writer.write(jpeg + b"\r\n--" + BOUNDARY + b"\r\n")
+                             b"X-Frame-Index: %d\r\nX-Seq: %d\r\n\r\n%b\r\n--%b\r\n"
+                             % (len(jpeg), st.jpeg_frame, st.jpeg_seq, jpeg, BOUNDARY))
                 viewer.sent += 1
                 self.counters.viewer_frames += 1
                 viewer.busy = True
