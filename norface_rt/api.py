@@ -155,10 +155,11 @@ class Analyzer:
     ``http`` (``[HOST:]PORT``, loopback unless ``allow_remote``; port 0 picks a free one) serves
     the live view of every video analysis while it runs, as ``run --http`` does: open
     :attr:`VideoAnalysis.live_url` in a browser beside the notebook (with a fixed port, every
-    analysis has the same address). ``http_token`` (every request must carry
-    it) and ``http_fps`` are the CLI's too (:meth:`SinkOptions.api_options`). The view never
-    slows the analysis: a viewer that falls behind misses images, counted. One analysis serves
-    a port at a time (close or finish one before the next on the same port).
+    analysis has the same address). ``http_token`` (every request must carry it) and
+    ``http_fps`` are the CLI's too (:meth:`SinkOptions.api_options`). The view never slows the
+    analysis: a viewer that falls behind misses images, counted. One analysis serves a port at
+    a time (close or finish one before the next on the same port); ``analyze_image`` serves
+    none.
 
     Missing model files raise at once (FileNotFoundError naming where they were looked for);
     absurd values raise ValueError naming the option, and an option the API does not take
