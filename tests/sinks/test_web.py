@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from norface_rt.config import ModelConfig
+from norface_rt.config import SERIES_COLORS, ModelConfig
 from norface_rt.pipeline.options import SinkOptions
+from norface_rt.sinks.overlay import UNTRACKED
 from norface_rt.sinks.web import HttpViewSink, ServerLimits, message_json, parse_http_address
 from norface_rt.wire.codec import decode, encode
 from norface_rt.wire.messages import EosMessage, FrameMessage, as_message
@@ -137,6 +138,9 @@ def test_page_info_and_events_carry_every_message_in_order(view, frame_msg) -> N
         assert s == 200 and h["content-type"].startswith(ctype) and len(body) > 500
     info = json.loads(_get(sink, "/api/info")[2])
     assert info["model"]["au_names"][0] == "AU01" and info["emotion_colors"]["happy"]
+    # the page's colours are the package's: plot's series, the overlay's untracked box
+    assert info["series_colors"] == list(SERIES_COLORS)
+    assert info["untracked_color"] == "#{:02x}{:02x}{:02x}".format(*UNTRACKED)
     ev = EventClient(sink)
     msgs = [_frame(frame_msg, i) for i in range(40)]
     for i, m in enumerate(msgs):

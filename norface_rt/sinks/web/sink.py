@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.config import EMOTION_COLORS, ModelConfig
+from norface_rt.config import EMOTION_COLORS, SERIES_COLORS, ModelConfig
 from norface_rt.sinks.base import Probe, Sink
 from norface_rt.sinks.web.address import (
     DEFAULT_HOST,
@@ -136,15 +136,19 @@ class HttpViewSink(Sink):
 
     def info(self) -> dict[str, Any]:
         """What the page needs to draw (``/api/info``)."""
-        from norface_rt.sinks.overlay import PALETTE
+        from norface_rt.sinks.overlay import PALETTE, UNTRACKED
+
+        def hex_rgb(c: tuple[int, int, int]) -> str:
+            return "#{:02x}{:02x}{:02x}".format(*c)
 
         streams = list((self._pipeline().get("streams") or {}).keys())
         for sid in list(self._latest):  # (written by the sink's thread meanwhile)
             if sid not in streams:
                 streams.append(sid)
         return {"streams": streams, "schema_version": SCHEMA_VERSION, "model": self._model,
-                "emotion_colors": EMOTION_COLORS,
-                "track_colors": ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE],
+                "emotion_colors": EMOTION_COLORS, "series_colors": list(SERIES_COLORS),
+                "track_colors": [hex_rgb(c) for c in PALETTE],
+                "untracked_color": hex_rgb(UNTRACKED),
                 "max_fps": self.max_fps, "token_required": self.token_required}
 
     # ------------------------------------------------------------------ messages

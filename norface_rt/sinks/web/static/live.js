@@ -29,11 +29,15 @@
 
   function trackColor(id) {
     const c = live.info.track_colors;
-    return id >= 0 ? c[id % c.length] : "#c8c8c8";
+    return id >= 0 ? c[id % c.length] : live.info.untracked_color;
+  }
+  // The colours are the package's (/api/info), the same as the overlay's and `norface-rt plot`'s.
+  function seriesColor(i) {
+    const c = live.info.series_colors;
+    return c[i % c.length];
   }
   function emotionColor(name, i) {
-    const fallback = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
-    return live.info.emotion_colors[name] || fallback[i % fallback.length];
+    return live.info.emotion_colors[name] || seriesColor(i);
   }
 
   // ---------------------------------------------------------------- streams and their cards
@@ -168,14 +172,17 @@
     return [ctx, w, h];
   }
 
+  // The page's palette lives in live.css; the charts read it from there.
+  const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
   function axes(ctx, w, h, label) {
-    ctx.strokeStyle = "#3a3a44";
+    ctx.strokeStyle = cssVar("--line");
     ctx.lineWidth = 1;
     for (let s = 0; s <= WINDOW_S; s += 10) {
       const x = w - (s / WINDOW_S) * w;
       ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, h); ctx.stroke();
     }
-    ctx.fillStyle = "#9a9aa4";
+    ctx.fillStyle = cssVar("--dim");
     ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
     ctx.fillText(label, 4, 13 * devicePixelRatio);
     ctx.fillText(`-${WINDOW_S} s`, 4, h - 4);
@@ -203,13 +210,12 @@
   function drawAus(cv, tr, now, auMax) {
     const [ctx, w, h] = sizeCanvas(cv);
     const x = (t) => w - ((now - t) / WINDOW_S) * w;
-    const palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"];
     const chosen = chooseAus(tr);
     ctx.lineWidth = 1.6 * devicePixelRatio;
     ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
     chosen.forEach((a, i) => {
       const ys = tr.aus[a];
-      ctx.strokeStyle = palette[i % palette.length];
+      ctx.strokeStyle = seriesColor(i);
       ctx.beginPath();
       for (let j = 0; j < tr.t.length; j++) ctx.lineTo(x(tr.t[j]), h - (ys[j] / auMax) * (h - 4));
       ctx.stroke();
