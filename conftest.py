@@ -98,8 +98,10 @@ def xvfb_display():  # -> str, e.g. ":5"
     if binary is None:
         pytest.skip("Xvfb not found: `apt-get install xvfb` (.ci/install-test-deps.sh does)")
     read_fd, write_fd = os.pipe()
+    # -noreset: by default the server resets when its last client leaves (a run's window
+    # closing), and a test connecting meanwhile (a screenshot, the next run) is refused.
     proc = subprocess.Popen([binary, "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], pass_fds=(write_fd,),
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(write_fd)
     try:
