@@ -17,11 +17,12 @@ of video, and leaving a loop early stops the pipeline's threads. The model is lo
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,16 @@ import numpy as np
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
 from norface_rt.flags import default_for, default_of, options_of
-from norface_rt.pipeline import Pipeline, PipelineOptions, SinkOptions, create_pipeline, open_backend
+from norface_rt.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    SinkOptions,
+    create_pipeline,
+    make_sinks,
+    open_backend,
+)
 from norface_rt.pipeline.factory import check_landmarker_feeds
+from norface_rt.sinks.base import Sink
 from norface_rt.sinks.files import CSV_STYLES, CsvLayout
 from norface_rt.sinks.results import ImageResultQueue, ResultQueue
 from norface_rt.types import FaceResult, FrameResult
@@ -58,8 +67,11 @@ class VideoAnalysis:
     clean end; a :class:`StreamWarning` is issued too) and :attr:`frames` how many frames came.
     """
 
-    def __init__(self, pipeline: Pipeline, sink: ResultQueue, stop_timeout: float) -> None:
+    def __init__(self, pipeline: Pipeline, sink: ResultQueue, stop_timeout: float, *,
+                 live_url: str | None = None) -> None:
         self.pipeline = pipeline
+        # The live view's address when the analysis serves one (Analyzer(http=...)).
+        self.live_url = live_url
         self._sink = sink
         self._stop_timeout = stop_timeout
         self._used = False
@@ -138,22 +150,37 @@ class Analyzer:
     (onnxruntime, torch, torch-cuda, tensorrt) and ``device``/``threads`` choose how the model
     runs; ``max_faces``, ``tiling``, ``baseline`` and ``smooth`` (seconds; None = off) shape the
     face stage and the outputs; ``max_batch`` and ``queue_size`` the pipeline
-    (:meth:`PipelineOptions.api_options` lists them). Missing model files raise at once
-    (FileNotFoundError naming where they were looked for); absurd values raise ValueError
-    naming the option, and an option the API does not take raises TypeError.
+    (:meth:`PipelineOptions.api_options` lists them).
+
+    ``http`` (``[HOST:]PORT``, loopback unless ``allow_remote``; port 0 picks a free one) serves
+    the live view of every video analysis while it runs, as ``run --http`` does: open
+    :attr:`VideoAnalysis.live_url` in a browser beside the notebook (with a fixed port, every
+    analysis has the same address). ``http_token`` (every request must carry it) and
+    ``http_fps`` are the CLI's too (:meth:`SinkOptions.api_options`). The view never slows the
+    analysis: a viewer that falls behind misses images, counted. One analysis serves a port at
+    a time (close or finish one before the next on the same port); ``analyze_image`` serves
+    none.
+
+    Missing model files raise at once (FileNotFoundError naming where they were looked for);
+    absurd values raise ValueError naming the option, and an option the API does not take
+    raises TypeError.
     """
 
     def __init__(self, model_dir: Source | None = None, landmarker: Source | None = None,
                  **options: Any) -> None:
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
 
-        taken = PipelineOptions.api_options()
-        unknown = sorted(set(options) - set(taken))
+        run_taken, view_taken = PipelineOptions.api_options(), SinkOptions.api_options()
+        unknown = sorted(set(options) - set(run_taken) - set(view_taken))
         if unknown:
             raise TypeError(f"Analyzer() got unexpected option(s) {unknown}; it takes "
-                            f"{list(taken)}")
+                            f"{[*run_taken, *view_taken]}")
         self._options: dict[str, Any] = {"model_dir": model_dir, "landmarker": landmarker,
-                                         **options}
+                                         **{k: v for k, v in options.items() if k in run_taken}}
+        # The live view of every video analysis; its only output besides the caller's loop.
+        self._view = SinkOptions(zmq="none", **{k: v for k, v in options.items()
+                                                if k in view_taken})
+        self._view.validate()
         run = PipelineOptions(sources=["<check>"], **self._options)
         run.validate()
         resolved_model = resolve_model_dir(model_dir)
@@ -180,7 +207,8 @@ class Analyzer:
 
     def analyze_video(self, source: Source, *, stream_id: str | None = None,
                       realtime: bool = False, loop: bool = False, keep_images: bool = False,
-                      buffer: int = 16, stop_timeout: float = 5.0) -> VideoAnalysis:
+                      buffer: int = 16, stop_timeout: float = 5.0, http: str | None = None,
+                      http_token: str | None = None) -> VideoAnalysis:
         """The frames of ``source`` (a video file, image file or folder, ``rtsp://`` URL,
         ``/dev/videoN`` or ``webcam:N``), one :class:`FrameResult` each, in order.
 
@@ -188,11 +216,21 @@ class Analyzer:
         most ``buffer`` results ahead of the caller. ``keep_images`` keeps each frame's RGB
         pixels in ``FrameResult.image`` (for drawing; costs a frame of memory per result
         buffered). ``realtime``/``loop`` are the CLI's file options.
+
+        ``http`` / ``http_token``, when given, replace the Analyzer's for this analysis (see
+        :class:`Analyzer`): the live view at :attr:`VideoAnalysis.live_url`.
         """
         if isinstance(source, np.ndarray):
             raise ValueError("source: got an array; use analyze_image for pixels in memory")
+        view = self._view
+        if http is not None or http_token is not None:
+            view = dataclasses.replace(view, http=http if http is not None else view.http,
+                                       http_token=http_token if http_token is not None
+                                       else view.http_token)
+            view.validate()
         return self._analysis([os.fspath(source)], stream_id, realtime=realtime, loop=loop,
-                              keep_images=keep_images, buffer=buffer, stop_timeout=stop_timeout)
+                              keep_images=keep_images, buffer=buffer, stop_timeout=stop_timeout,
+                              view=view)
 
     def analyze_image(self, image: Source | np.ndarray) -> list[FaceResult]:
         """The faces of one picture: an image file, or an HxWx3 uint8 RGB array (as read by
@@ -229,7 +267,7 @@ class Analyzer:
 
     def _analysis(self, sources: list[Any], stream_id: str | None, *, realtime: bool = False,
                   loop: bool = False, keep_images: bool = False, buffer: int = 16,
-                  stop_timeout: float = 5.0) -> VideoAnalysis:
+                  stop_timeout: float = 5.0, view: SinkOptions | None = None) -> VideoAnalysis:
         backend = self._require_backend()
         if not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer: expected an int >= 1 (results held ahead of the caller), "
@@ -239,8 +277,22 @@ class Analyzer:
         opts = PipelineOptions(sources=sources, stream_ids=[stream_id] if stream_id else None,
                                realtime=realtime, loop=loop, sink_buffer=1, **self._options)
         sink = ImageResultQueue(buffer) if keep_images else ResultQueue(buffer)
-        pipeline = create_pipeline(opts, [sink], backend=backend)
-        return VideoAnalysis(pipeline, sink, stop_timeout)
+        outputs: list[Sink] = [sink]
+        live = view if view is not None and view.http is not None else None
+
+        def sinks(stream_ids: Sequence[str]) -> list[Sink]:  # opened once the source has
+            if live is not None:
+                outputs.extend(make_sinks(live, stream_ids, landmarks=opts.landmarks,
+                                          blendshapes=opts.blendshapes))
+            return outputs
+
+        pipeline = create_pipeline(opts, sinks, backend=backend)
+        live_url = None
+        if live is not None:
+            from norface_rt.sinks.web.sink import HttpViewSink
+
+            live_url = next((s.url for s in outputs if isinstance(s, HttpViewSink)), None)
+        return VideoAnalysis(pipeline, sink, stop_timeout, live_url=live_url)
 
     def close(self) -> None:
         """Release the model; harmless to call twice."""
@@ -265,7 +317,7 @@ def _analyzer_signature() -> inspect.Signature:
     editors should show it: the API options with the defaults their fields declare."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter("self", kind)]
-    for f, opt in options_of(PipelineOptions):
+    for f, opt in (*options_of(PipelineOptions), *options_of(SinkOptions)):
         if opt.api:
             params.append(inspect.Parameter(
                 f.name, kind if f.name in ("model_dir", "landmarker") else

@@ -63,6 +63,19 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
 # MediaPipe's face mesh: 478 points (468 + 10 iris points).
 LANDMARK_COUNT = 478
 
+# Colours per emotion in every picture of results (`norface-rt plot`, the live view's charts);
+# other labels, and the AUs a timeline draws, take SERIES_COLORS in turn.
+EMOTION_COLORS: dict[str, str] = {
+    "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
+    "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
+}
+# matplotlib's default colour cycle ("C0".."C9"), spelled out so that the live view's page
+# draws a series in the colour `norface-rt plot` gives it.
+SERIES_COLORS: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
+
 # FACS names of the action units the project knows (labels for plots and docs).
 AU_DESCRIPTIONS: dict[str, str] = {
     "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",

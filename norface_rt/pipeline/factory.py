@@ -181,6 +181,11 @@ def make_sinks(opts: SinkOptions, stream_ids: Sequence[str], *, landmarks: bool,
             from norface_rt.sinks.metrics import MetricsSink
 
             sinks.append(MetricsSink(opts.metrics_port, host=opts.metrics_host))
+        if opts.http is not None:
+            from norface_rt.sinks.web.sink import HttpViewSink
+
+            sinks.append(HttpViewSink(opts.http, token=opts.http_token,
+                                      allow_remote=opts.allow_remote, max_fps=opts.http_fps))
         if opts.nats:
             from norface_rt.sinks.nats_js import NatsJetStreamSink
 

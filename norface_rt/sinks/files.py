@@ -29,7 +29,6 @@ relative depth in the same pixel scale, smaller = nearer; not OpenFace's millime
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
 from norface_rt.files import display_path, open_for_writing, stream_file
 from norface_rt.sinks.base import Sink
-from norface_rt.wire.codec import wire_dict
+from norface_rt.wire.codec import to_json
 from norface_rt.wire.messages import FrameMessage, Message, as_message
 
 CSV_STYLES: tuple[str, ...] = ("default", "openface")
@@ -74,9 +73,7 @@ class JsonlSink(Sink):
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._f is None:
             raise RuntimeError(f"JsonlSink({self.path}) is closed")
-        # allow_nan=False: NaN/Infinity are not JSON; the protocol never produces them.
-        self._f.write(json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False) + "\n")
+        self._f.write(to_json(msg) + "\n")
         self._f.flush()
         self.written += 1
 
