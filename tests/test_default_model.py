@@ -41,6 +41,12 @@ def test_packaged_config_is_trained_and_matches_the_runtime_labels() -> None:
         assert onnx_cfg.model_id == cfg["model_id"] and onnx_cfg.trained
     prov = cfg["provenance"]
     assert "synthetic" in prov["data"] and len(prov["classifier_weights_sha256"]) == 64
+    # the per-track baseline's warm start is live: only frames within this distance of the real
+    # neutral population (99th percentile of the calibration pool) teach a track its neutral
+    radius = cfg["geometry_neutral_radius"]
+    assert radius is not None and 1.0 < radius < 5.0, radius
+    assert all(read_graph_config(MODEL / g).geometry_neutral_radius == radius
+               for g in ("normalizer.onnx", "classifier.onnx"))
 
 
 def test_model_card_names_data_licences_and_measurements() -> None:
