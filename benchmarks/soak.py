@@ -126,7 +126,7 @@ def soak(args: argparse.Namespace) -> int:
     opts = PipelineOptions(sources=[str(media)], stream_ids=["soak"], model_dir=args.model_dir,
                            landmarker=landmarker, realtime=True, loop=True,
                            stats_interval=10.0, threads=args.threads)
-    pipe = create_pipeline(opts, lambda: make_sinks(sink_opts, 1, landmarks=opts.landmarks,
+    pipe = create_pipeline(opts, lambda ids: make_sinks(sink_opts, ids, landmarks=opts.landmarks,
                                                     blendshapes=opts.blendshapes))
     pub = next(s for s in pipe.sinks if isinstance(s, ZmqPublisher))
     push = next(s for s in pipe.sinks if isinstance(s, ZmqPush))

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,9 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
     opts = PipelineOptions(sources=[str(clip)], stream_ids=["cam"], model_dir=model_dir,
                            landmarker=landmarker, loop=True)
 
-    def open_sinks() -> list[Sink]:
+    def open_sinks(stream_ids: Sequence[str]) -> list[Sink]:
         if config != "none":
-            sinks.extend(make_sinks(SinkOptions(zmq="none", http="127.0.0.1:0"), 1,
+            sinks.extend(make_sinks(SinkOptions(zmq="none", http="127.0.0.1:0"), stream_ids,
                                     landmarks=False, blendshapes=False))
         return sinks
 

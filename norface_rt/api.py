@@ -22,7 +22,7 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -249,7 +249,10 @@ class Analyzer:
             if os.path.isdir(path) or (os.path.exists(path) and not is_image_path(path)):
                 raise ValueError(f"image: expected an image file or an HxWx3 uint8 RGB array, got "
                                  f"{path!r}; use analyze_video for videos and folders")
-            src = ImageSource(path, stream_id="image")  # missing or unreadable: raises here
+            src = ImageSource(path, stream_id="image",  # missing or unreadable: raises here
+                              max_pixels=self._options.get("max_image_pixels",
+                                                           default_for(PipelineOptions,
+                                                                       "max_image_pixels")))
         else:
             raise ValueError(f"image: expected a path or an HxWx3 uint8 RGB array, got "
                              f"{type(image).__name__}")
@@ -277,9 +280,9 @@ class Analyzer:
         outputs: list[Sink] = [sink]
         live = view if view is not None and view.http is not None else None
 
-        def sinks() -> list[Sink]:  # opened only once the source has opened
+        def sinks(stream_ids: Sequence[str]) -> list[Sink]:  # opened once the source has
             if live is not None:
-                outputs.extend(make_sinks(live, len(sources), landmarks=opts.landmarks,
+                outputs.extend(make_sinks(live, stream_ids, landmarks=opts.landmarks,
                                           blendshapes=opts.blendshapes))
             return outputs
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from norface_rt.files import read_capped
+
 # The union of the BP4D and DISFA AU sets plus AU43 (eyes closed). Order is the output order of the
 # AU heads; names are what consumers see.
 AU_NAMES: tuple[str, ...] = (
@@ -93,6 +95,10 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "moe_experts": (1, 64), "moe_top_k": (1, 64), "moe_hidden": (1, 16384),
 }
 MAX_LABELS = 256  # AU or emotion names in one model
+
+
+# A model config is a few KB; a larger file is refused before it is read (files.read_capped).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigFileError(ValueError):
@@ -338,9 +344,11 @@ class ModelConfig:
         if not p.is_file():
             raise FileNotFoundError(f"model config not found: {p}")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigFileError(f"{p}: not a valid JSON model config ({exc})") from exc
+            data = json.loads(read_capped(p, MAX_CONFIG_BYTES, "a model config").decode("utf-8"))
+        except ValueError as exc:  # too large (said by read_capped), not UTF-8, not JSON
+            if isinstance(exc, (UnicodeDecodeError, json.JSONDecodeError)):
+                raise ConfigFileError(f"{p}: not a valid JSON model config ({exc})") from exc
+            raise ConfigFileError(str(exc)) from exc
         if not isinstance(data, dict):
             raise ConfigFileError(f"{p}: expected a JSON object (a model config), got "
                                   f"{type(data).__name__}")

@@ -43,6 +43,15 @@ def positive_int(name: str) -> Callable[[str], int]:
     return _number(name, int, "an integer", lambda v: v >= 1, ">= 1")
 
 
+def nonneg_int(name: str) -> Callable[[str], int]:
+    return _number(name, int, "an integer", lambda v: v >= 0, ">= 0")
+
+
+def port(name: str) -> Callable[[str], int]:
+    """A TCP port a run listens on: 1..65535 (0, "any free port", is for tests and the API)."""
+    return _number(name, int, "a port number", lambda v: 1 <= v <= 65535, "in 1..65535")
+
+
 def nonneg_float(name: str) -> Callable[[str], float]:
     return _number(name, float, "a number", lambda v: v >= 0, ">= 0")  # (NaN fails too)
 
@@ -60,7 +69,7 @@ def positive_float(name: str) -> Callable[[str], float]:
 # Parsers made for one flag (they name it in their errors): an option names the factory, the
 # parser generator binds it to the flag.
 NAMED_PARSERS: tuple[Callable[[str], Callable[[str], Any]], ...] = (
-    positive_int, nonneg_float, positive_float)
+    positive_int, nonneg_int, port, nonneg_float, positive_float)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,9 @@ class Option:
     a switch (``store_true``), and ``inverted`` switches (``--no-baseline``) set the field to
     False. ``receives`` marks an output that receives the results (the default-output rule of
     :class:`~norface_rt.pipeline.options.SinkOptions`); ``api`` a run option the Python API's
-    ``Analyzer`` takes too."""
+    ``Analyzer`` takes too. ``check(flag, value)`` refuses a bad value with a ValueError naming
+    the flag, for the command line and the API alike (:func:`check_options`; never called with
+    None)."""
 
     flag: str  # "--max-faces", or the name of a positional argument
     help: str
@@ -84,6 +95,7 @@ class Option:
     inverted: bool = False
     receives: bool = False
     api: bool = False
+    check: Callable[[str, Any], None] | None = None
 
     @property
     def positional(self) -> bool:
@@ -134,3 +146,12 @@ def default_for(cls: type, name: str) -> Any:
         if f.name == name:
             return default_of(f)
     raise KeyError(f"{cls.__name__} has no option field {name!r}")
+
+
+def check_options(obj: Any) -> None:
+    """Run the ``check`` of every option field of ``obj`` whose value is not None (the options
+    classes call it first in ``validate()``, so a value is checked where it is declared)."""
+    for f, opt in options_of(type(obj)):
+        value = getattr(obj, f.name)
+        if value is not None and opt.check is not None:
+            opt.check(opt.flag, value)

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.config import ConfigFileError, ModelConfig
-from norface_rt.files import sha256_file
+from norface_rt.config import MAX_CONFIG_BYTES, ConfigFileError, ModelConfig
+from norface_rt.files import read_capped, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,11 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]
     if not p.is_file():
         return None
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(read_capped(p, MAX_CONFIG_BYTES, "a manifest").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelSetError(f"{p}: not valid JSON ({exc}); the manifest is damaged") from exc
+    except ValueError as exc:  # larger than any manifest (said by read_capped)
+        raise ModelSetError(f"{exc}; the manifest is damaged") from exc
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ModelSetError(f"{p}: expected format {MANIFEST_FORMAT!r}, got "
                             f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r}")
@@ -295,6 +297,71 @@ def read_graph_config(path: str | os.PathLike[str]) -> ModelConfig:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
     return config_from_metadata(sess.get_modelmeta().custom_metadata_map, str(p))
+
+
+# --------------------------------------------------------------------------- weights
+# Bytes per element of each safetensors dtype (the format's own table).
+_SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                       "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+                       "F8_E4M3": 1, "F8_E5M2": 1}
+_MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own bound
+
+
+def check_weights_file(path: str | os.PathLike[str], cfg: ModelConfig) -> int:
+    """Read ``weights.safetensors`` as the format defines it, without torch: the header (8-byte
+    length, then JSON), every tensor's dtype, shape and byte range inside the file (no overlap,
+    no byte left over) and the config embedded in its metadata, which must be ``cfg``. Returns
+    the number of tensors; a file that a reader would refuse is a :class:`ModelSetError` naming
+    it (a truncated file fails here, where only the ONNX graphs were opened before)."""
+    p = Path(path)
+
+    def bad(why: str) -> ModelSetError:
+        return ModelSetError(f"{p}: not a readable safetensors weights file: {why}")
+
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if not 2 <= n <= min(_MAX_SAFETENSORS_HEADER, size - 8):
+            raise bad(f"header of {n} bytes declared in a file of {size} bytes")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise bad(f"header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise bad(f"header is a {type(header).__name__}, not a map")
+    meta = header.pop("__metadata__", None) or {}
+    data = size - 8 - n
+    spans = []
+    for name, t in header.items():
+        try:
+            width = _SAFETENSORS_DTYPES[t["dtype"]]
+            count = int(np.prod(t["shape"], dtype=np.int64))
+            begin, end = (int(v) for v in t["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"tensor {name!r}: malformed entry {t!r}") from exc
+        if not 0 <= begin <= end <= data or end - begin != width * count:
+            raise bad(f"tensor {name!r}: bytes {begin}..{end} of a {data}-byte data section for "
+                      f"{t['dtype']} {t['shape']} (truncated or damaged)")
+        spans.append((begin, end))
+    covered = 0
+    for begin, end in sorted(spans):
+        if begin != covered:
+            raise bad(f"tensor data overlaps or leaves a gap at byte {covered}")
+        covered = end
+    if covered != data:
+        raise bad(f"{data - covered} bytes after the last tensor")
+    if META_CONFIG in meta:
+        try:
+            embedded = ModelConfig.from_json(meta[META_CONFIG])
+        except (TypeError, ValueError) as exc:
+            raise bad(f"invalid embedded config: {exc}") from exc
+        if embedded != cfg:
+            raise ModelSetError(f"{p}: embedded config differs from {CONFIG_FILE} in "
+                                f"{config_diff(embedded, cfg)}")
+    return len(spans)
 
 
 def read_target_image(model_dir: str | os.PathLike[str], size: int) -> np.ndarray | None:

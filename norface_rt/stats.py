@@ -131,6 +131,8 @@ class StageStats:
                          f"{s['dropped_frames']} dropped{more}{err}")
         for name, c in snap.get("sinks", {}).items():
             state = "stalled" if c.get("stalled") else "ok"
+            unconfirmed = (f", {c['unconfirmed']} never confirmed by a consumer"
+                           if c.get("unconfirmed") else "")
             lines.append(f"output {name}: {c['written']} written, {c['dropped']} lost (buffer "
-                         f"full), {c['failed']} failed ({state})")
+                         f"full), {c['failed']} failed{unconfirmed} ({state})")
         return "\n".join(lines)

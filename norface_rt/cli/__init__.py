@@ -27,6 +27,7 @@ from norface_rt.cli import (
 )
 from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
 from norface_rt.cli.native_logs import quiet_native_logs
+from norface_rt.cli.stderr import tolerant_stderr
 from norface_rt.config import ConfigFileError
 from norface_rt.wire.exits import ExitCode, exit_epilog
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with quiet_native_logs(enabled=not args.verbose):
+    with quiet_native_logs(enabled=not args.verbose), tolerant_stderr():
         setup_logging(args.verbose)
         try:
             return COMMANDS[args.command](args)

@@ -36,6 +36,10 @@ def add_parser(sub: Any) -> None:
     lp.add_argument("--pull", action="store_true",
                     help="receive from a lossless PUSH hand-off (`norface-rt run --push`) with a "
                          "PULL socket instead of subscribing")
+    lp.add_argument("--ack", metavar="ENDPOINT",
+                    help="with --pull: confirm each message to the producer's --push-ack "
+                         "endpoint (what this listener held is sent again to another consumer "
+                         "if it dies; default: no confirmations)")
     lp.add_argument("--curve-server-key", metavar="FILE",
                     help="CURVE: the publisher's public key file (server.key; default: no CURVE)")
     lp.add_argument("--curve-secret", metavar="FILE",
@@ -60,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
                 yield msg
     elif args.from_seq != 1:
         return fail("--from-seq needs --nats (a ZeroMQ publisher keeps no history)")
+    if args.ack and not args.pull:
+        return fail("--ack needs --pull (confirmations go to a --push hand-off)")
     try:
         curve = curve_client(args.curve_server_key, args.curve_secret)
         return int(run_listen(args.nats or args.endpoint, out=args.out, fmt=args.format,
                               topics=args.topics, count=args.count, until_eos=args.until_eos,
                               timeout=args.timeout, curve=curve, pull=args.pull,
-                              messages=messages))
+                              ack=args.ack, messages=messages))
     except (FileNotFoundError, ValueError) as exc:
         return fail(str(exc))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from norface_rt.cli.args import add_command, fail
-from norface_rt.config import SIZES, ModelConfig
+from norface_rt.config import SIZES, ConfigFileError, ModelConfig
 from norface_rt.wire.exits import ExitCode
 
 
@@ -87,9 +87,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_loads(model_dir: Path) -> ModelConfig:
-    """Open the set's graphs with ONNX Runtime (checks the manifest when there is one, the
-    config's bounds and its agreement with the graphs); errors name the file."""
+    """Load every file of the set that a manifest vouches for: the graphs with ONNX Runtime
+    (which checks the manifest when there is one, the config's bounds and its agreement with
+    the graphs), the weights as safetensors (every tensor's bytes in place, the embedded config
+    the same) and the target image; errors name the file."""
     from norface_rt.backends import load_backend
+    from norface_rt.model_set import TARGET_FILE, WEIGHTS_FILE, check_weights_file, read_target_image
 
     with load_backend(model_dir) as backend:
-        return backend.config
+        cfg = backend.config
+    if (model_dir / WEIGHTS_FILE).is_file():
+        check_weights_file(model_dir / WEIGHTS_FILE, cfg)
+    try:
+        read_target_image(model_dir, cfg.img_size)
+    except ValueError as exc:
+        raise ConfigFileError(f"{model_dir / TARGET_FILE}: {exc}") from exc
+    return cfg

@@ -88,5 +88,6 @@ def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
         os.dup2(real, fd)  # the pipe's last writer is gone: the relay reads to the end and stops
         thread.join(timeout=2.0)
         if py_stderr is not None:
-            py_stderr.close()
+            with contextlib.suppress(OSError, ValueError):  # (its reader may be gone: EPIPE)
+                py_stderr.close()
         os.close(real)

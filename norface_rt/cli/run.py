@@ -4,21 +4,26 @@ Every option is a field of :class:`~norface_rt.pipeline.options.PipelineOptions`
 :class:`~norface_rt.pipeline.options.SinkOptions` (shared with the Python API) or
 :class:`RunOptions` (what only the command line decides): the parser is generated from them.
 
-SIGINT and SIGTERM end a run within about 10 s whatever an output is doing: sources stop, every
-stream's end-of-stream message goes to each output that can still take it, outputs get a few
-seconds to write what they hold, and an output still blocked then (a pipe nobody reads) is left
-behind with its losses counted. The exit status is 130 (SIGINT) or 143 (SIGTERM); a second
-signal leaves at once.
+SIGINT, SIGTERM and SIGHUP end a run from its first instruction: during start-up (loading the
+model, opening sources and outputs) what was opened is closed again and the run leaves with
+nothing analysed; once it runs, within about 10 s whatever an output is doing: sources stop,
+every stream's end-of-stream message goes to each output that can still take it, outputs get a
+few seconds to write what they hold, and an output still blocked then (a pipe nobody reads) is
+left behind with its losses counted. The exit status is 130 (SIGINT), 143 (SIGTERM) or 129
+(SIGHUP, a terminal that closed); a second signal leaves at once. Progress and log lines go to
+a stderr that may go away (:mod:`norface_rt.cli.stderr`): that never ends a run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -26,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from norface_rt.backends.registry import backend_spec
 from norface_rt.cli.args import add_command, add_options, fail, options_from
-from norface_rt.flags import nonneg_float, option, positive_float
+from norface_rt.files import check_output_file
+from norface_rt.flags import check_options, nonneg_float, nonneg_int, option, positive_float
 from norface_rt.pipeline.options import (
     FUSED_REMOVED,
     OUTPUTS,
@@ -57,7 +63,7 @@ STOP_STAGES_S = 3.5
 STOP_SINKS_S = 3.5
 
 
-__all__ = ["RunOptions", "add_parser", "report", "run", "zmq_endpoint"]
+__all__ = ["RunOptions", "StartupInterrupted", "add_parser", "report", "run", "zmq_endpoint"]
 
 
 @dataclass
@@ -70,13 +76,13 @@ class RunOptions:
         help="no longer available (model sets ship the two graphs only); kept so old command "
              "lines get a clear error")
     wait_subscribers: int = option(
-        0, flag="--wait-subscribers", parse=int, metavar="N", group=OUTPUTS,
+        0, flag="--wait-subscribers", parse=nonneg_int, metavar="N", group=OUTPUTS,
         help="wait until N subscribers are connected before reading sources")
     wait_timeout: float = option(
         10.0, flag="--wait-timeout", parse=nonneg_float, group=OUTPUTS,
         help="longest wait for --wait-subscribers, in seconds")
     stats_json: str | None = option(
-        None, flag="--stats-json", group=OUTPUTS,
+        None, flag="--stats-json", group=OUTPUTS, check=check_output_file,
         help="write the final per-stage stats to this JSON file")
     progress: bool = option(
         True, flag="--no-progress", inverted=True, help="no progress bar or progress lines")
@@ -104,28 +110,41 @@ def add_parser(sub: Any) -> None:
         add_options(r, cls, groups=groups, grouped=True)
 
 
-def _wait_for_subscribers(sinks: list[Sink], n: int, timeout: float) -> None:
+def _wait_for_subscribers(sinks: list[Sink], n: int, timeout: float, signals: _Signals) -> None:
+    """Wait for ``n`` subscriptions on each publisher, in short steps, so a signal ends the
+    wait at once."""
+    import time
+
     from norface_rt.sinks.zmq_pub import ZmqPublisher
 
     for pub in (s for s in sinks if isinstance(s, ZmqPublisher)):
-        if not pub.wait_for_subscribers(n, timeout):
-            log.warning("only some of %d subscribers connected within %.1f s; continuing",
-                        n, timeout)
+        deadline = time.monotonic() + timeout
+        while not pub.wait_for_subscribers(n, min(0.2, max(0.0, deadline - time.monotonic()))):
+            if signals.received:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("only some of %d subscribers connected within %.1f s; continuing",
+                            n, timeout)
+                break
 
 
-def _open(opts: PipelineOptions, sink_opts: SinkOptions) -> tuple[Pipeline, list[Sink]]:
-    """Build the pipeline: model and sources open first (fail fast), outputs only then, so a
-    run that cannot start leaves no output files behind (what opened is closed again)."""
+def _open(opts: PipelineOptions, sink_opts: SinkOptions, cli: RunOptions
+          ) -> tuple[Pipeline, list[Sink]]:
+    """Build the pipeline: every option checked first, model and sources open next (fail
+    fast), outputs only then, so a run that cannot start leaves no output files behind (what
+    opened is closed again)."""
     from norface_rt.pipeline import create_pipeline, make_sinks
 
     sinks: list[Sink] = []
 
-    def open_sinks() -> list[Sink]:
-        sinks.extend(make_sinks(sink_opts, len(opts.sources), landmarks=opts.landmarks,
-                                blendshapes=opts.blendshapes))
+    def open_sinks(stream_ids: Sequence[str]) -> list[Sink]:
+        also = [("--stats-json", cli.stats_json)] if cli.stats_json else []
+        sinks.extend(make_sinks(sink_opts, stream_ids, landmarks=opts.landmarks,
+                                blendshapes=opts.blendshapes, also_written=also))
         return sinks
 
     try:
+        check_options(cli)
         opts.validate()
         sink_opts.validate()
         spec = backend_spec(opts.backend)
@@ -141,11 +160,12 @@ def _open(opts: PipelineOptions, sink_opts: SinkOptions) -> tuple[Pipeline, list
         raise
 
 
-def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: RunOptions) -> None:
+def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: RunOptions,
+              signals: _Signals) -> None:
     """Wait for subscribers when asked (only now: a missing model was reported without the
     wait), then say where results go and whether the model means anything."""
     if cli.wait_subscribers > 0:
-        _wait_for_subscribers(sinks, cli.wait_subscribers, cli.wait_timeout)
+        _wait_for_subscribers(sinks, cli.wait_subscribers, cli.wait_timeout, signals)
     if sink_opts.endpoint is not None:
         print(f"norface-rt: publishing on {sink_opts.endpoint}", file=sys.stderr)
     if sink_opts.http is not None:
@@ -170,17 +190,31 @@ def _progress(pipe: Pipeline, cli: RunOptions) -> Progress | None:
     return progress
 
 
-class _Signals:
-    """SIGINT / SIGTERM while a run lasts: the first asks the pipeline to hurry (bounding the
-    wait for outputs, also when it has begun) and ends the run; a second leaves at once."""
+class StartupInterrupted(BaseException):  # noqa: N818  (a signal, like KeyboardInterrupt)
+    """A signal arrived while the run was starting: unwinds start-up like KeyboardInterrupt
+    (everything opened so far is closed on the way out)."""
 
-    def __init__(self, pipe: Pipeline) -> None:
-        self.pipe = pipe
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT / SIGTERM / SIGHUP for the whole of a run. Before the pipeline exists (loading
+    the model, opening sources and outputs) the first one unwinds start-up
+    (:class:`StartupInterrupted`); once :meth:`attach` has handed over the pipeline, it asks the
+    pipeline to hurry (bounding the wait for outputs, also when it has begun) and ends the run.
+    A second signal leaves at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.pipe: Pipeline | None = None
         self.received: list[int] = []
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in self.SIGNALS:
             self._old[signum] = signal.signal(signum, self._on_signal)
         return self
 
@@ -189,11 +223,19 @@ class _Signals:
         for signum, old in self._old.items():
             signal.signal(signum, old)
 
+    def attach(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        if self.received:
+            pipe.hurry(STOP_SINKS_S)
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.received:  # a second signal: leave at once
-            os.write(2, b"norface-rt: second signal, leaving at once\n")
+            with contextlib.suppress(OSError):  # (stderr's reader may be gone)
+                os.write(2, b"norface-rt: second signal, leaving at once\n")
             os._exit(ExitCode.for_signal(signum))
         self.received.append(signum)
+        if self.pipe is None:
+            raise StartupInterrupted(signum)
         self.pipe.hurry(STOP_SINKS_S)
 
 
@@ -226,18 +268,23 @@ def _drive(pipe: Pipeline, signals: _Signals) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    cli = options_from(RunOptions, args)
-    if cli.fused:
-        return fail(FUSED_REMOVED)
-    opts = options_from(PipelineOptions, args)
-    sink_opts = options_from(SinkOptions, args)
-    try:
-        pipe, sinks = _open(opts, sink_opts)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
-        return fail(str(exc))
-    _announce(pipe, sinks, sink_opts, cli)
-    progress = _progress(pipe, cli)
-    with _Signals(pipe) as signals:
+    with _Signals() as signals:  # from the first instruction: loading the model takes seconds
+        cli = options_from(RunOptions, args)
+        if cli.fused:
+            return fail(FUSED_REMOVED)
+        opts = options_from(PipelineOptions, args)
+        sink_opts = options_from(SinkOptions, args)
+        try:
+            pipe, sinks = _open(opts, sink_opts, cli)
+            signals.attach(pipe)
+        except StartupInterrupted as exc:
+            print(f"norface-rt: {exc} during start-up: nothing was analysed",
+                  file=sys.stderr)
+            return ExitCode.for_signal(exc.signum)
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:  # said plainly, exit 2
+            return fail(str(exc))
+        _announce(pipe, sinks, sink_opts, cli, signals)
+        progress = _progress(pipe, cli)
         try:
             code = _drive(pipe, signals)
         finally:
@@ -264,6 +311,11 @@ def report(pipe: Pipeline, stats_json: str | os.PathLike[str] | None, code: int)
         if s.get("skipped_frames"):
             print(f"norface-rt: stream {sid}: {s['skipped_frames']} undecodable frame(s) skipped "
                   "(their indices are in its end-of-stream message)", file=sys.stderr)
+    for w in pipe.workers:
+        if w.name == "push" and not getattr(w.sink, "acknowledged", True):
+            print(f"norface-rt: --push without --push-ack: {w.written} message(s) handed to PULL "
+                  "consumers, none confirmed (what a consumer held when it died is lost "
+                  "unseen; docs/reliability.md, Guarantees)", file=sys.stderr)
     if code == ExitCode.OK and any(s.get("error") for s in snap["streams"].values()):
         code = ExitCode.FAILED
     losses = {name: n for name, n in pipe.sink_losses.items() if n}

@@ -116,23 +116,40 @@ class TimestampGuard:
         return ts
 
 
+# Tiling's bounds: no window smaller than MIN_TILE_PX (a frame whose short side is smaller is
+# not tiled: a face cannot fit a thinner strip), and at most MAX_TILES windows besides the full
+# frame (each is a MediaPipe graph of its own), spread further apart when a very long frame
+# would need more. Without them a 157-byte 20000x1 PNG asked for 1,249 windows.
+MIN_TILE_PX = 64
+MAX_TILES = 64
+
+
 def tile_windows(width: int, height: int, tiling: float | None) -> list[Window]:
-    """The full frame, plus overlapping square windows when ``tiling`` is set (see module doc)."""
+    """The full frame, plus overlapping square windows when ``tiling`` is set (see module doc),
+    within :data:`MIN_TILE_PX` and :data:`MAX_TILES`."""
     windows: list[Window] = [(0, 0, width, height)]
-    if tiling is None:
+    if tiling is None or min(width, height) < MIN_TILE_PX:
         return windows
-    side = max(32, int(round(min(width, height) * tiling)))
+    side = max(MIN_TILE_PX, int(round(min(width, height) * tiling)))
     if side >= max(width, height):
         return windows
 
-    def starts(length: int) -> list[int]:
-        if side >= length:
+    def count(length: int) -> int:
+        return 1 if side >= length else math.ceil((length - side) / (side / 2.0)) + 1
+
+    def starts(length: int, n: int) -> list[int]:
+        if n == 1:
             return [0]
-        n = math.ceil((length - side) / (side / 2.0)) + 1
         return sorted({int(round(i * (length - side) / (n - 1))) for i in range(n)})
 
-    for y in starts(height):
-        for x in starts(width):
+    nx, ny = count(width), count(height)
+    while nx * ny > MAX_TILES:
+        if nx >= ny:
+            nx -= 1
+        else:
+            ny -= 1
+    for y in starts(height, ny):
+        for x in starts(width, nx):
             win = (x, y, min(width, x + side), min(height, y + side))
             if win != windows[0]:
                 windows.append(win)

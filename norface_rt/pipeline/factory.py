@@ -20,6 +20,7 @@ import numpy as np
 from norface_rt.backends import DEFAULT_BACKEND, backend_spec, connect_backend, load_backend
 from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
+from norface_rt.files import check_distinct_files
 from norface_rt.flags import default_for
 from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
@@ -140,13 +141,22 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
                          "face_landmarker_v2_with_blendshapes.task)")
 
 
-def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
-               blendshapes: bool) -> list[Sink]:
-    """The sinks ``opts`` asks for, for ``n_sources`` streams whose messages carry landmarks /
-    blendshapes as the run options say (the CSV's columns follow them); output folders are
-    created (asking for out/results.csv means "make out/ if needed"). On error, sinks already
-    opened are closed again."""
+def make_sinks(opts: SinkOptions, stream_ids: Sequence[str], *, landmarks: bool,
+               blendshapes: bool, also_written: Sequence[tuple[str, str | os.PathLike[str]]] = ()
+               ) -> list[Sink]:
+    """The sinks ``opts`` asks for, for the streams ``stream_ids`` whose messages carry
+    landmarks / blendshapes as the run options say (the CSV's columns follow them).
+
+    Everything is checked before anything is opened: the options, and that no two outputs
+    (nor ``also_written``, files the caller writes itself, such as ``--stats-json``) would write
+    one file, counting the per-stream files of these streams. Outputs that can fail on what
+    other programs hold (a busy port, a NATS server that is away) are opened first, files last,
+    so a run refused at start-up leaves no empty files behind; output folders are created
+    (asking for out/results.csv means "make out/ if needed"). On error, sinks already opened
+    are closed again."""
     opts.validate()
+    check_distinct_files([*opts.output_files(stream_ids), *also_written])
+    multiple = len(stream_ids) > 1
     curve = None
     if opts.curve_secret is not None:
         from norface_rt.wire.curve import CurveServer
@@ -155,9 +165,6 @@ def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
                             Path(opts.curve_clients) if opts.curve_clients else None)
     sinks: list[Sink] = []
     try:
-        for path in (opts.jsonl, opts.csv, opts.overlay):
-            if path:
-                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         endpoint = opts.endpoint
         if endpoint is not None:
             from norface_rt.sinks.zmq_pub import ZmqPublisher
@@ -169,7 +176,27 @@ def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
 
             sinks.append(ZmqPush(opts.push, hwm=opts.push_hwm, policy=opts.push_policy,
                                  send_timeout=opts.push_timeout, allow_remote=opts.allow_remote,
-                                 curve=curve))
+                                 curve=curve, ack_endpoint=opts.push_ack))
+        if opts.metrics_port is not None:
+            from norface_rt.sinks.metrics import MetricsSink
+
+            sinks.append(MetricsSink(opts.metrics_port, host=opts.metrics_host))
+        if opts.http is not None:
+            from norface_rt.sinks.web.sink import HttpViewSink
+
+            sinks.append(HttpViewSink(opts.http, token=opts.http_token,
+                                      allow_remote=opts.allow_remote, max_fps=opts.http_fps))
+        if opts.nats:
+            from norface_rt.sinks.nats_js import NatsJetStreamSink
+
+            sinks.append(NatsJetStreamSink(opts.nats, opts.nats_stream, subject_prefix=opts.nats_prefix))
+        if opts.show:
+            from norface_rt.sinks.overlay import ShowSink
+
+            sinks.append(ShowSink())
+        for path in (opts.jsonl, opts.csv, opts.overlay):
+            if path:
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         if opts.jsonl:
             from norface_rt.sinks.files import JsonlSink
 
@@ -178,28 +205,11 @@ def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
             from norface_rt.sinks.files import CsvSink
 
             sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=landmarks,
-                                 blendshapes=blendshapes, multiple=n_sources > 1))
+                                 blendshapes=blendshapes, multiple=multiple))
         if opts.overlay:
             from norface_rt.sinks.overlay import MultiStreamOverlaySink
 
-            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=n_sources > 1))
-        if opts.show:
-            from norface_rt.sinks.overlay import ShowSink
-
-            sinks.append(ShowSink())
-        if opts.nats:
-            from norface_rt.sinks.nats_js import NatsJetStreamSink
-
-            sinks.append(NatsJetStreamSink(opts.nats, opts.nats_stream, subject_prefix=opts.nats_prefix))
-        if opts.http is not None:
-            from norface_rt.sinks.web.sink import HttpViewSink
-
-            sinks.append(HttpViewSink(opts.http, token=opts.http_token,
-                                      allow_remote=opts.allow_remote, max_fps=opts.http_fps))
-        if opts.metrics_port is not None:
-            from norface_rt.sinks.metrics import MetricsSink
-
-            sinks.append(MetricsSink(opts.metrics_port, host=opts.metrics_host))
+            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=multiple))
     except BaseException:
         for s in sinks:
             s.close()
@@ -241,6 +251,7 @@ def open_sources(opts: PipelineOptions) -> list[Source]:
     wanted: dict[str, Any] = {"skip_corrupt": opts.skip_corrupt,
                               "max_reconnect_time": opts.reconnect_timeout,
                               "max_reconnect_tries": opts.reconnect_tries,
+                              "max_pixels": opts.max_image_pixels,
                               **opts.source_kwargs}
     if opts.realtime:
         wanted["realtime"] = True
@@ -262,7 +273,7 @@ def open_sources(opts: PipelineOptions) -> list[Source]:
 
 
 def create_pipeline(opts: PipelineOptions,
-                    sinks: Sequence[Sink] | Callable[[], Sequence[Sink]], *,
+                    sinks: Sequence[Sink] | Callable[[Sequence[str]], Sequence[Sink]], *,
                     backend: Backend | None = None) -> Pipeline:
     """Resolve models, open backend and sources, and wire them into a :class:`Pipeline`.
 
@@ -293,7 +304,8 @@ def create_pipeline(opts: PipelineOptions,
         opened = sources = open_sources(opts)
         cfg = backend.config
         by_id = {s.stream_id: s for s in sources}
-        made = list(sinks()) if callable(sinks) else list(sinks)
+        made = (list(sinks([s.stream_id for s in sources])) if callable(sinks)
+                else list(sinks))
 
         def face_stage(stream_id: str) -> FaceStage:
             return build_face_stage(landmarker_path, cfg, video=is_video_source(by_id[stream_id]),

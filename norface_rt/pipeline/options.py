@@ -16,11 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 from norface_rt.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_spec
 from norface_rt.backends.triton_backend import DEFAULT_RETRY_S, DEFAULT_TIMEOUT_S
+from norface_rt.files import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_LIMIT,
+    check_output_file,
+    stream_file,
+)
 from norface_rt.flags import (
     api_options,
+    check_options,
     nonneg_float,
     option,
     options_of,
+    port,
     positive_float,
     positive_int,
 )
@@ -40,6 +48,8 @@ from norface_rt.wire.names import (
     NATS_STREAM,
     NATS_SUBJECT_PREFIX,
     TRITON_MODEL,
+    check_endpoint,
+    check_stream_id,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +57,31 @@ if TYPE_CHECKING:
 
 FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
 OUTPUTS = "outputs"  # the --help group of everything about where results go
+
+
+def check_stream_ids(flag: str, ids: Sequence[str]) -> None:
+    """Each id usable as a topic (:func:`~norface_rt.wire.names.check_stream_id`), and each once
+    (two streams with one id would mix their messages and files)."""
+    for sid in ids:
+        check_stream_id(flag, sid)
+    twice = sorted({sid for sid in ids if list(ids).count(sid) > 1})
+    if twice:
+        raise ValueError(f"{flag}: expected a different id for each source, got {twice} more "
+                         "than once")
+
+
+def check_port(flag: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{flag}: expected a port in 1..65535, got {value!r}")
+
+
+def check_zmq_endpoint(flag: str, value: str) -> None:
+    if value.strip().lower() != "none":
+        check_endpoint(flag, value)
+
+
+def check_seekable_file(flag: str, value: str | os.PathLike[str]) -> None:
+    check_output_file(flag, value, regular=True)
 
 
 @dataclass
@@ -58,8 +93,9 @@ class PipelineOptions:
         flag="sources", nargs="+", metavar="SOURCE",
         help="video file, image file or folder, rtsp://..., /dev/videoN or webcam:N")
     stream_ids: Sequence[str] | None = option(
-        None, flag="--stream-id", append=True, metavar="ID",
-        help="stream id per source, in order (default: derived from the source)")
+        None, flag="--stream-id", append=True, metavar="ID", check=check_stream_ids,
+        help="stream id per source, in order (default: derived from the source; ids starting "
+             "with _ are reserved)")
     model_dir: str | os.PathLike[str] | None = option(
         None, flag="--model-dir", api=True,
         help="Norface model set (default: $NORFACE_RT_MODEL_DIR, the user cache, then the "
@@ -124,6 +160,12 @@ class PipelineOptions:
         None, flag="--smooth", parse=nonneg_float, metavar="SECONDS", api=True,
         help="smooth each tracked face's AU and emotion outputs over time with this time "
              "constant (exponential; videos only; default: off)")
+    # Image files: the most pixels one may declare (checked from its header before decoding;
+    # the file-size cap follows from it, norface_rt.images.max_file_bytes).
+    max_image_pixels: int = option(
+        DEFAULT_MAX_PIXELS, flag="--max-image-pixels", parse=positive_int, metavar="N", api=True,
+        help="image files declaring more pixels than this (or larger than such an image can be) "
+             "are refused as unreadable, before decoding")
     max_batch: int = option(
         16, flag="--max-batch", parse=positive_int, api=True,
         help="faces per inference call across all streams")
@@ -172,6 +214,7 @@ class PipelineOptions:
     source_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        check_options(self)
         if not self.sources:
             raise ValueError("sources: expected at least one SOURCE (file, folder, rtsp:// URL or "
                              "/dev/videoN)")
@@ -183,6 +226,9 @@ class PipelineOptions:
         spec = backend_spec(self.backend)
         if not 1 <= self.max_faces <= 64:
             raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
+        if not 1 <= self.max_image_pixels <= MAX_PIXELS_LIMIT:
+            raise ValueError(f"--max-image-pixels must be in [1, {MAX_PIXELS_LIMIT}], got "
+                             f"{self.max_image_pixels}")
         if not 1 <= self.max_batch <= 1024:
             raise ValueError(f"--max-batch must be in [1, 1024], got {self.max_batch}")
         if not 1 <= self.queue_size <= 1024:
@@ -246,7 +292,7 @@ class SinkOptions:
     CLI and the library agree."""
 
     zmq: str | None = option(
-        None, flag="--zmq", metavar="ENDPOINT", group=OUTPUTS,
+        None, flag="--zmq", metavar="ENDPOINT", group=OUTPUTS, check=check_zmq_endpoint,
         help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no other output "
              "is given, else none)")
     allow_remote: bool = option(
@@ -257,10 +303,10 @@ class SinkOptions:
         DEFAULT_SNDHWM, flag="--sndhwm", parse=positive_int, group=OUTPUTS,
         help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
     jsonl: str | os.PathLike[str] | None = option(
-        None, flag="--jsonl", group=OUTPUTS, receives=True,
+        None, flag="--jsonl", group=OUTPUTS, receives=True, check=check_output_file,
         help="write every message as JSON lines to this file")
     csv: str | os.PathLike[str] | None = option(
-        None, flag="--csv", group=OUTPUTS, receives=True,
+        None, flag="--csv", group=OUTPUTS, receives=True, check=check_output_file,
         help="write one row per face per frame to this file (columns: --csv-style)")
     # CSV layout (norface_rt.sinks.files.CSV_STYLES); its optional columns follow the messages'
     # (PipelineOptions.landmarks / blendshapes).
@@ -269,7 +315,7 @@ class SinkOptions:
         help="default: py-feat-like columns; openface: OpenFace 2.0 names and conventions "
              "(docs/protocol.md compares them)")
     overlay: str | os.PathLike[str] | None = option(
-        None, flag="--overlay", group=OUTPUTS, receives=True,
+        None, flag="--overlay", group=OUTPUTS, receives=True, check=check_seekable_file,
         help="write an annotated mp4 (one file per stream if several)")
     show: bool = option(
         False, flag="--show", group=OUTPUTS, receives=True,
@@ -306,7 +352,7 @@ class SinkOptions:
         help="subjects are PREFIX.<stream id> (default %(default)s)")
     # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
     metrics_port: int | None = option(
-        None, flag="--metrics-port", parse=int, metavar="PORT", group=OUTPUTS,
+        None, flag="--metrics-port", parse=port, metavar="PORT", group=OUTPUTS, check=check_port,
         help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)")
     metrics_host: str = option(
         METRICS_HOST, flag="--metrics-host", group=OUTPUTS,
@@ -315,8 +361,16 @@ class SinkOptions:
     # happens when it is full (block: back-pressure for up to push_timeout s; drop).
     push: str | None = option(
         None, flag="--push", metavar="ENDPOINT", group=OUTPUTS, receives=True,
-        help="lossless hand-off: bind a ZeroMQ PUSH socket here (consumers connect PULL, e.g. "
-             "`norface-rt listen --pull ENDPOINT`)")
+        check=check_endpoint,
+        help="hand-off with back-pressure: bind a ZeroMQ PUSH socket here (consumers connect "
+             "PULL, e.g. `norface-rt listen --pull ENDPOINT`); lossless across consumer crashes "
+             "with --push-ack")
+    push_ack: str | None = option(
+        None, flag="--push-ack", metavar="ENDPOINT", group=OUTPUTS, check=check_endpoint,
+        help="with --push: consumers confirm each message to a PULL socket bound here; what a "
+             "consumer that dies held is sent again, what none confirmed by the end is counted "
+             "as lost (`norface-rt listen --pull ENDPOINT --ack ACK_ENDPOINT`; default: "
+             "unconfirmed)")
     push_hwm: int = option(
         DEFAULT_PUSH_HWM, flag="--push-hwm", parse=positive_int, metavar="N", group=OUTPUTS,
         help="messages queued for the PULL consumers")
@@ -340,9 +394,13 @@ class SinkOptions:
              "(default: any consumer that knows the server's public key)")
 
     def validate(self) -> None:
+        check_options(self)
         if self.curve_clients is not None and self.curve_secret is None:
             raise ValueError("--curve-clients needs --curve-secret (the publisher's own secret "
                              "key file, from `norface-rt keys make`)")
+        if self.push_ack is not None and self.push is None:
+            raise ValueError("--push-ack needs --push (it receives the confirmations of the PULL "
+                             "consumers of that endpoint)")
         BufferPolicy.parse(self.push_policy, "--push-policy")
         if not 1 <= self.push_hwm <= 10_000_000:
             raise ValueError(f"--push-hwm must be in [1, 10000000], got {self.push_hwm}")
@@ -358,6 +416,23 @@ class SinkOptions:
         """The output options the Python API's ``Analyzer`` takes: the live view's (its other
         outputs are the caller's loop)."""
         return api_options(cls)
+
+    def output_files(self, stream_ids: Sequence[str]) -> list[tuple[str, str | os.PathLike[str]]]:
+        """Every file the outputs will write for these streams, with the flag that asks for it
+        (per-stream files for overlay videos and the OpenFace CSV of several streams)."""
+        files: list[tuple[str, str | os.PathLike[str]]] = []
+        several = len(stream_ids) > 1
+        for flag, path, per_stream in (
+                ("--jsonl", self.jsonl, False), ("--csv", self.csv, self.csv_style != "default"),
+                ("--overlay", self.overlay, True)):
+            if not path:
+                continue
+            if per_stream and several:
+                files.extend((f"{flag} (stream {sid!r})", stream_file(path, sid))
+                             for sid in stream_ids)
+            else:
+                files.append((flag, path))
+        return files
 
     @classmethod
     def receivers(cls) -> tuple[str, ...]:

@@ -65,7 +65,8 @@ class Sink(ABC):
     with ``main_thread`` has work that must run on the process's main thread (a GUI's events):
     its owner calls :meth:`pump` there while the pipeline runs, and once more after it stopped.
     A sink that shows the pipeline's live figures implements :meth:`watch`; one that talks to a
-    server counts its ``reconnects``.
+    server counts its ``reconnects``; one whose receivers acknowledge counts what none confirmed
+    (:attr:`unconfirmed`).
     """
 
     needs_image: ClassVar[bool] = False
@@ -94,6 +95,13 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release resources; calling it twice is harmless."""
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages this sink handed on that no receiver confirmed by the time it closed (a
+        sink whose receivers acknowledge: PUSH with ``--push-ack``, NATS); the pipeline counts
+        them among the sink's losses. Default: none."""
+        return 0
 
     def bind_model(self, config: ModelConfig) -> None:  # noqa: B027  (optional hook)
         """Called once by the pipeline, before any message, with the model's configuration:

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
-from norface_rt.files import slug
+from norface_rt.files import display_path, open_for_writing, stream_file
 from norface_rt.sinks.base import Sink
 from norface_rt.wire.codec import to_json
 from norface_rt.wire.messages import FrameMessage, Message, as_message
@@ -51,10 +51,13 @@ OPENFACE_BASE_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success
 
 
 def _open_text(path: str | Path, append: bool) -> TextIO:
+    """An output text file; a FIFO is opened without blocking (an error when nobody reads it)."""
     p = Path(path)
     if p.parent and not p.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {p.parent} (for {p})")
-    return open(p, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
+        raise FileNotFoundError(f"output directory does not exist: {display_path(p.parent)} "
+                                f"(for {display_path(p)})")
+    fd = open_for_writing(p, append=append)
+    return open(fd, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
 
 
 class JsonlSink(Sink):
@@ -232,11 +235,11 @@ def _check_keys(field: str, got: dict[str, Any], expected: Sequence[str]) -> Non
 class _CsvFile:
     """One CSV file of a layout: header first, then rows, flushed per frame."""
 
-    def __init__(self, path: Path, layout: CsvLayout) -> None:
+    def __init__(self, path: Path, layout: CsvLayout, opened: TextIO | None = None) -> None:
         self.path = path
         self.layout = layout
         self.columns = layout.columns
-        self._f: TextIO | None = _open_text(path, append=False)
+        self._f: TextIO | None = opened or _open_text(path, append=False)
         self._w = csv.writer(self._f, lineterminator="\n")
         self._w.writerow(self.columns)
         self.rows = 0
@@ -289,9 +292,10 @@ class CsvSink(Sink):
         self._layout: CsvLayout | None = None
         self._files: dict[str, _CsvFile] = {}
         self._closed = False
-        if style == "default":
-            # One file for every stream, created now so an unwritable path fails before the run.
-            _open_text(self.path, append=False).close()
+        # One file for every stream (default style), opened now so an unwritable path (or a
+        # FIFO nobody reads) fails before the run; kept open for the header and the rows.
+        self._opened: TextIO | None = (_open_text(self.path, append=False)
+                                       if style == "default" else None)
         if self._aus is not None and self._emos is not None:
             self._fix_layout(self._aus, self._emos)
 
@@ -326,14 +330,15 @@ class CsvSink(Sink):
     def path_for(self, stream_id: str) -> Path:
         if self.style == "default" or (not self.multiple and not self._files):
             return self.path
-        return self.path.with_name(f"{self.path.stem}-{slug(stream_id, sep='_')}{self.path.suffix}")
+        return stream_file(self.path, stream_id)
 
     def _file_for(self, stream_id: str) -> _CsvFile:
         key = "" if self.style == "default" else stream_id
         f = self._files.get(key)
         if f is None:
             assert self._layout is not None
-            f = self._files[key] = _CsvFile(self.path_for(stream_id), self._layout)
+            opened, self._opened = (self._opened, None) if key == "" else (None, self._opened)
+            f = self._files[key] = _CsvFile(self.path_for(stream_id), self._layout, opened)
         return f
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:

@@ -31,15 +31,25 @@ Exposed (``norface_`` prefix; label ``stream`` is the stream id):
 
 The registry is this sink's own (not the process-global one), so two pipelines in one process
 do not mix their figures; the HTTP server listens on loopback unless told otherwise.
+
+What a client can make the endpoint hold is bounded (:class:`BoundedMetricsServer`): at most
+``MAX_CONNECTIONS`` at a time, each a thread (further ones are closed at once and counted), a
+connection that sends nothing for ``IDLE_TIMEOUT_S`` is closed, and so is one still open
+``REQUEST_DEADLINE_S`` after it was accepted however slowly it trickles bytes (slowloris). A
+scrape takes milliseconds; a flood of idle connections costs a bounded number of threads and
+leaves the endpoint answering once they are gone.
 """
 
 from __future__ import annotations
 
 import collections
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
 
@@ -52,6 +62,81 @@ DEFAULT_HOST = "127.0.0.1"
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0)
 QUANTILES = (0.5, 0.95, 0.99)
+
+
+# What one metrics endpoint may hold for its clients (see the module docstring).
+MAX_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 5.0
+REQUEST_DEADLINE_S = 10.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """A scrape's handler: no access log; a client that sends nothing for the idle timeout is
+    dropped (the socket's timeout, set by ``StreamRequestHandler.setup``)."""
+
+    timeout = IDLE_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base's name)
+        """Log nothing."""
+
+
+class BoundedMetricsServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``max_connections`` of them; every connection is
+    closed after ``deadline`` seconds (checked every ``poll`` seconds of ``serve_forever``)."""
+
+    daemon_threads = True
+    request_queue_size = 128  # (socketserver's 5 makes a flood stall good clients' connects)
+
+    def __init__(self, address: tuple[str, int], app: Any, *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S,
+                 deadline: float = REQUEST_DEADLINE_S) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        handler = type("_Handler", (_QuietHandler,), {"timeout": idle_timeout})
+        super().__init__(address, handler)
+        self.set_app(app)
+        self.max_connections = max_connections
+        self.deadline = deadline
+        self.refused = 0  # connections closed at once: the cap was reached
+        self.expired = 0  # connections closed at their deadline
+        self._open: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            full = len(self._open) >= self.max_connections
+            if not full:
+                self._open[request] = time.monotonic()
+        if full:
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        """Between accepts: end the connections that have outlived their deadline (their
+        thread, blocked in a read, returns at once)."""
+        now = time.monotonic()
+        with self._lock:
+            late = [sock for sock, t in self._open.items() if now - t > self.deadline]
+        for sock in late:
+            self.expired += 1
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or went away is not worth a traceback."""
 
 
 class _Stream:
@@ -72,11 +157,13 @@ class MetricsSink(Sink):
     name = "metrics"
 
     def __init__(self, port: int, host: str = DEFAULT_HOST, *, window: int = 1000,
-                 window_s: float = 10.0) -> None:
+                 window_s: float = 10.0, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT_S, deadline: float = REQUEST_DEADLINE_S
+                 ) -> None:
         from norface_rt.extras import require
 
         require("metrics", "--metrics-port")
-        from prometheus_client import CollectorRegistry, Histogram, start_http_server
+        from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 
         if not 0 <= port <= 65535:
             raise ValueError(f"--metrics-port: expected 0..65535, got {port}")
@@ -93,18 +180,28 @@ class MetricsSink(Sink):
         self._stage = Histogram("norface_stage_seconds", "time of each pipeline stage per frame",
                                 ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
         self.registry.register(self)  # collect() below: counters, gauges read at scrape time
-        self._server: Any = None
+        self._server: BoundedMetricsServer | None = None
         try:
-            self._server, self._server_thread = start_http_server(port, addr=host,
-                                                                  registry=self.registry)
+            self._server = BoundedMetricsServer((host, port), make_wsgi_app(self.registry),
+                                                max_connections=max_connections,
+                                                idle_timeout=idle_timeout, deadline=deadline)
         except OSError as exc:
             raise RuntimeError(f"--metrics-port {port}: cannot listen on {host}:{port}: {exc}") from exc
+        self._server_thread = threading.Thread(target=self._server.serve_forever,
+                                               kwargs={"poll_interval": 0.5},
+                                               name="norface-metrics", daemon=True)
+        self._server_thread.start()
         self.port = int(self._server.server_address[1])
         self.host = host
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
+
+    def stats(self) -> dict[str, Any]:
+        server = self._server
+        return {} if server is None else {"connections_refused": server.refused,
+                                          "connections_expired": server.expired}
 
     def watch(self, *, queue_depths: Probe | None = None, reconnects: Probe | None = None,
               status: Probe | None = None) -> None:

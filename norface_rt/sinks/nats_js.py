@@ -111,8 +111,9 @@ class NatsJetStreamSink(Sink):
                                              self._loop).result(connect_timeout + 10)
         except Exception as exc:
             self._stop_loop()
+            why = str(exc) if isinstance(exc, ConnectionError) else f"{type(exc).__name__}: {exc}"
             raise RuntimeError(f"--nats {url}: cannot use JetStream stream {stream!r}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{why.rstrip(': ')}") from None
 
     # ------------------------------------------------------------------ event loop side
     async def _open(self, max_pending: int, connect_timeout: float) -> None:
@@ -127,10 +128,23 @@ class NatsJetStreamSink(Sink):
         async def disconnected() -> None:
             log.warning("NATS %s: disconnected; reconnecting", self.url)
 
-        self._nc = await nats.connect(self.url, connect_timeout=connect_timeout,
-                                      allow_reconnect=True, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=0.25, reconnected_cb=reconnected,
-                                      disconnected_cb=disconnected)
+        async def error(exc: Exception) -> None:  # one line each (nats-py logs a traceback)
+            self._last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            log.debug("NATS %s: %s", self.url, self._last_error)
+
+        # nats-py retries the first connection as long as reconnects are allowed (forever here,
+        # so that a server restart mid-run is ridden out): the first one gets connect_timeout
+        # in all, and fails with the last reason then.
+        try:
+            self._nc = await asyncio.wait_for(
+                nats.connect(self.url, connect_timeout=min(connect_timeout, 2.0),
+                             allow_reconnect=True, max_reconnect_attempts=-1,
+                             reconnect_time_wait=0.25, reconnected_cb=reconnected,
+                             disconnected_cb=disconnected, error_cb=error),
+                connect_timeout)
+        except TimeoutError:
+            raise ConnectionError(f"no NATS server answered within {connect_timeout:g} s ("
+                                  f"{self._last_error or 'no answer'})") from None
         self._js = self._nc.jetstream()
         subjects = [f"{self.prefix}.>"]
         try:
@@ -212,6 +226,12 @@ class NatsJetStreamSink(Sink):
         """Shutdown: a ``write`` waiting for room in the queue gives up (the message counts as
         dropped)."""
         self._interrupted.set()
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages the server never acknowledged that no ``write`` has reported yet (those
+        still queued at close, and the last ones to time out)."""
+        return self.lost - self._reported_lost if self._closed else 0
 
     def stats(self) -> dict[str, Any]:
         return {"acked": self.acked, "resent": self.resent, "unacknowledged": self.lost,

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from norface_rt.config import DEFAULT_AU_INTENSITY_MAX
-from norface_rt.files import slug
+from norface_rt.files import stream_file
 from norface_rt.images import check_rgb_image
 from norface_rt.sinks.base import Sink
 from norface_rt.video import Mp4Writer, available_codec
@@ -407,7 +407,7 @@ class MultiStreamOverlaySink(Sink):
     def path_for(self, stream_id: str) -> Path:
         if not self.multiple and not self.sinks:
             return self.path
-        return self.path.with_name(f"{self.path.stem}-{slug(stream_id, sep='_')}{self.path.suffix}")
+        return stream_file(self.path, stream_id)
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         msg = as_message(msg)

@@ -15,8 +15,10 @@ messages to buffers (:meth:`SinkWorker.offer`), with a policy for a full buffer:
            sources need.
 
 End-of-stream messages are never dropped: they may exceed the bound by one slot each. Every loss
-is counted per sink (``dropped``: never handed to the sink; ``failed``: the sink raised), and the
-pipeline reports the counts in stats, end-of-stream messages and the CLI summary.
+is counted per sink (``dropped``: never handed to the sink; ``failed``: the sink raised;
+``unconfirmed``: handed on, but no receiver confirmed it by the time the sink closed, for sinks
+whose receivers acknowledge), and the pipeline reports the counts in stats, end-of-stream
+messages and the CLI summary.
 
 Shutdown is bounded whatever a sink is doing: :meth:`SinkWorker.finish` asks the thread to write
 what is buffered and close the sink, and :meth:`SinkWorker.join` waits with a deadline. A thread
@@ -214,8 +216,16 @@ class SinkWorker:
             return sum(1 for it in self._items if not isinstance(it, _Close))
 
     @property
+    def unconfirmed(self) -> int:
+        """What the sink handed on and no receiver confirmed (known once it is closed)."""
+        try:
+            return int(self.sink.unconfirmed)
+        except Exception:  # counting must never take the sink down
+            return 0
+
+    @property
     def losses(self) -> int:
-        return self.dropped + self.failed
+        return self.dropped + self.failed + self.unconfirmed
 
     def counters(self) -> dict[str, Any]:
         """The sink's entry in the stats message (``sinks``)."""
@@ -224,8 +234,9 @@ class SinkWorker:
                      if isinstance(v, (bool, int, float))}
         except Exception:  # stats must never take the sink down
             extra = {}
+        unconfirmed = {"unconfirmed": n} if (n := self.unconfirmed) else {}
         return {**extra, "written": self.written, "dropped": self.dropped, "failed": self.failed,
-                "queued": self.queued, "stalled": self.stalled or self.abandoned}
+                **unconfirmed, "queued": self.queued, "stalled": self.stalled or self.abandoned}
 
     # ------------------------------------------------------------------ sink thread
     def _run(self) -> None:

@@ -28,14 +28,18 @@ waits and counts what the full queue refuses.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ipaddress
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from norface_rt.sinks.base import BufferPolicy, MessageDropped, Sink
 from norface_rt.wire.codec import encode_multipart
@@ -45,6 +49,7 @@ from norface_rt.wire.names import (
     DEFAULT_PUSH_HWM,
     DEFAULT_PUSH_TIMEOUT,
     DEFAULT_SNDHWM,
+    DELIVERY_ID_BYTES,
 )
 
 if TYPE_CHECKING:  # (pyzmq's authenticator, which CURVE needs, imports asyncio)
@@ -305,7 +310,21 @@ class ZmqPublisher(Sink):
 class ZmqPush(Sink):
     """Hands every message, in order, to consumers that connect a PULL socket (load-balanced
     between several); see the module docstring for the policies. ``dropped`` counts what the
-    policy gave up on (the pipeline counts it as that sink's loss)."""
+    policy gave up on (the pipeline counts it as that sink's loss).
+
+    With ``ack_endpoint`` (``--push-ack``) consumers confirm what they have processed, and
+    nothing a consumer held is lost when it dies: each message goes out as ``[topic, payload,
+    delivery id]`` (:data:`DELIVERY_ID_BYTES`: 8 bytes naming this run, then the message's
+    sequence number, big-endian) and stays in a replay buffer, keyed by sequence number, until
+    a consumer sends its delivery id back to a PULL socket bound at ``ack_endpoint`` (one
+    message may carry several ids, concatenated). When a consumer disconnects (socket monitor),
+    every message still unconfirmed is sent again, oldest first, to the consumers left (so a
+    consumer may see a message twice: delivery ids tell). The buffer holds at most ``replay``
+    messages; when it is full, ``write`` waits for confirmations as it waits for room (the
+    ``block`` policy, at most ``send_timeout``). At close it waits up to ``send_timeout`` for
+    the last confirmations; what none confirmed is counted (``unconfirmed``) as this output's
+    loss.
+    """
 
     name = "push"
 
@@ -313,12 +332,15 @@ class ZmqPush(Sink):
                  policy: BufferPolicy | str = BufferPolicy.BLOCK,
                  send_timeout: float = DEFAULT_PUSH_TIMEOUT, linger_ms: int = 2000,
                  allow_remote: bool = False, check_messages: bool = True,
-                 curve: CurveServer | None = None) -> None:
+                 curve: CurveServer | None = None, ack_endpoint: str | None = None,
+                 replay: int | None = None) -> None:
         _positive_int("hwm", hwm)
         policy = BufferPolicy.parse(policy, "policy")
         if not send_timeout > 0:
             raise ValueError(f"send_timeout: expected a number > 0 (seconds), got {send_timeout!r}")
         _check_remote(endpoint, allow_remote)
+        if ack_endpoint is not None:
+            _check_remote(ack_endpoint, allow_remote)
         self.buffer_policy = policy
         self.hwm = hwm
         self.send_timeout = float(send_timeout)
@@ -327,10 +349,21 @@ class ZmqPush(Sink):
         self.check_messages = check_messages
         self.sent = 0
         self.dropped = 0
+        self.acknowledged = ack_endpoint is not None
+        self.replay = _positive_int("replay", replay) if replay is not None else replay_size(hwm)
+        self.acked = 0
+        self.resent = 0
+        self.disconnects = 0
+        self._token = os.urandom(8)  # acks of another run (a consumer kept from it) are ignored
+        self._next_id = 0
+        self._unacked: collections.OrderedDict[int, list[bytes]] = collections.OrderedDict()
+        self._resend: collections.deque[int] = collections.deque()
         self._peer_gone = False  # a send timed out: drop at once until one succeeds again
         self._interrupted = threading.Event()
         self._ctx = zmq.Context(io_threads=1)
         self._auth = None
+        self._acks: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
         self._sock: zmq.Socket[bytes] | None = self._ctx.socket(zmq.PUSH)
         try:
             if curve is not None:
@@ -341,13 +374,41 @@ class ZmqPush(Sink):
             self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # PULL peers send nothing
             if endpoint.startswith("tcp://["):
                 self._sock.setsockopt(zmq.IPV6, 1)
+            if self.acknowledged:
+                self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             self._sock.bind(endpoint)
             self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if ack_endpoint is not None:
+                self._acks = self._ctx.socket(zmq.PULL)
+                if curve is not None:
+                    curve.apply(self._acks)
+                self._acks.setsockopt(zmq.LINGER, 0)
+                # an ack message is delivery ids, at most a replay buffer's worth
+                self._acks.setsockopt(zmq.MAXMSGSIZE, DELIVERY_ID_BYTES * max(self.replay, 64))
+                if ack_endpoint.startswith("tcp://["):
+                    self._acks.setsockopt(zmq.IPV6, 1)
+                self._acks.bind(ack_endpoint)
+                self.ack_endpoint: str | None = self._acks.getsockopt_string(zmq.LAST_ENDPOINT)
+            else:
+                self.ack_endpoint = None
         except BaseException as exc:
             self.close(linger=0)
             if isinstance(exc, zmq.ZMQError):
-                raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}: {exc}") from exc
+                raise RuntimeError(f"cannot bind ZeroMQ endpoint {endpoint!r}"
+                                   + (f" or {ack_endpoint!r}" if ack_endpoint else "")
+                                   + f": {exc}") from exc
             raise
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages sent that no consumer has confirmed (all of them count as lost once the
+        sink is closed)."""
+        return len(self._unacked) if self._sock is None else 0
+
+    @property
+    def pending(self) -> int:
+        """Messages sent and not yet confirmed (the replay buffer)."""
+        return len(self._unacked)
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._sock is None:
@@ -357,35 +418,151 @@ class ZmqPush(Sink):
             deadline = time.monotonic()
         else:
             deadline = time.monotonic() + self.send_timeout
+        if self.acknowledged:
+            self._service()
+            while len(self._unacked) >= self.replay:  # room in the replay buffer first
+                if self._expired(deadline):
+                    self._give_up("no consumer confirmed its messages")
+                self._wait_for_acks(deadline)
+                self._service()
+                self._send_resends()
+            parts.append(self._token + self._next_id.to_bytes(8, "big"))
+        self._send(parts, deadline)
+        if self.acknowledged:
+            self._unacked[self._next_id] = parts
+            self._next_id += 1
+
+    def _send(self, parts: list[bytes], deadline: float) -> None:
+        """Send ``parts`` within ``deadline``; with acknowledgements, only after every message
+        a departed consumer held has gone out again (oldest first)."""
+        assert self._sock is not None
         while True:
+            if self.acknowledged:
+                self._service()
+                self._send_resends()
+            if not self._resend:
+                try:
+                    self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+                    self.sent += 1
+                    self._peer_gone = False
+                    return
+                except zmq.Again:
+                    pass
+            if self._expired(deadline):
+                self._give_up("no PULL consumer took the message in time")
+            left = deadline - time.monotonic()
+            self._sock.poll(timeout=int(min(left, 0.1) * 1000) + 1, flags=zmq.POLLOUT)
+
+    def _expired(self, deadline: float) -> bool:
+        return deadline - time.monotonic() <= 0 or self._interrupted.is_set()
+
+    def _give_up(self, why: str) -> None:
+        self.dropped += 1
+        if self.buffer_policy is BufferPolicy.BLOCK and not self._peer_gone:
+            self._peer_gone = True
+            log.warning("PUSH %s: %s for %.0f s; dropping (and counting) until one does",
+                        self.endpoint, why, self.send_timeout)
+        raise MessageDropped(why)
+
+    # ------------------------------------------------------------------ acknowledgements
+    def _service(self) -> None:
+        """Read the confirmations and disconnections that have arrived (never blocks)."""
+        if self._acks is not None:
+            while True:
+                try:
+                    data = self._acks.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                for i in range(0, len(data) - DELIVERY_ID_BYTES + 1, DELIVERY_ID_BYTES):
+                    if data[i:i + 8] != self._token:
+                        continue
+                    if self._unacked.pop(int.from_bytes(data[i + 8:i + 16], "big"),
+                                         None) is not None:
+                        self.acked += 1
+        if self._monitor is not None:
+            lost_one = False
+            while True:
+                try:
+                    event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    lost_one = True
+            if lost_one:
+                self.disconnects += 1
+                self._resend = collections.deque(self._unacked)  # every unconfirmed, in order
+                if self._resend:
+                    log.warning("PUSH %s: a consumer went away; sending the %d message(s) no "
+                                "consumer has confirmed again", self.endpoint, len(self._resend))
+
+    def _send_resends(self) -> bool:
+        """Send what a departed consumer may have held, oldest first, while consumers take it;
+        True when something went out."""
+        assert self._sock is not None
+        progress = False
+        while self._resend:
+            parts = self._unacked.get(self._resend[0])
+            if parts is None:  # confirmed meanwhile
+                self._resend.popleft()
+                continue
             try:
                 self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
-                self.sent += 1
-                self._peer_gone = False
-                return
             except zmq.Again:
-                pass
-            left = deadline - time.monotonic()
-            if left <= 0 or self._interrupted.is_set():
-                self.dropped += 1
-                if self.buffer_policy is BufferPolicy.BLOCK and not self._peer_gone:
-                    self._peer_gone = True
-                    log.warning("PUSH %s: no consumer took a message for %.0f s; dropping (and "
-                                "counting) until one does", self.endpoint, self.send_timeout)
-                raise MessageDropped("no PULL consumer took the message in time")
-            self._sock.poll(timeout=int(min(left, 0.1) * 1000) + 1, flags=zmq.POLLOUT)
+                return progress
+            self._resend.popleft()
+            self.resent += 1
+            progress = True
+        return progress
+
+    def _wait_for_acks(self, deadline: float) -> None:
+        left = max(0.0, min(deadline - time.monotonic(), 0.1))
+        poller = zmq.Poller()
+        assert self._acks is not None and self._sock is not None
+        poller.register(self._acks, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        if self._resend:
+            poller.register(self._sock, zmq.POLLOUT)
+        poller.poll(int(left * 1000) + 1)
+
+    def tick(self) -> None:
+        """Idle: read confirmations, and send again what a departed consumer held."""
+        if self.acknowledged and self._sock is not None:
+            self._service()
+            self._send_resends()
 
     def interrupt(self) -> None:
         self._interrupted.set()
 
     def stats(self) -> dict[str, Any]:
-        return {"sent": self.sent}
+        if not self.acknowledged:
+            return {"sent": self.sent}
+        return {"sent": self.sent, "acked": self.acked, "resent": self.resent,
+                "pending": len(self._unacked)}
 
     def close(self, linger: int | None = None) -> None:
-        """Close, letting queued messages leave for ``linger_ms`` (not after an interrupt)."""
+        """Wait (at most ``send_timeout``, not after an interrupt) for the confirmations still
+        due, then close, letting queued messages leave for ``linger_ms``."""
+        if self.acknowledged and self._sock is not None and linger is None:
+            deadline = time.monotonic() + self.send_timeout
+            while self._unacked and not self._expired(deadline):
+                self._service()
+                self._send_resends()
+                if self._unacked:
+                    self._wait_for_acks(deadline)
+            if self._unacked:
+                log.error("PUSH %s: %d message(s) were never confirmed by a consumer (counted "
+                          "as lost)", self.endpoint, len(self._unacked))
         if linger is None:
             linger = 0 if self._interrupted.is_set() else self.linger_ms
+        for sock in (self._monitor, self._acks):
+            if sock is not None:
+                sock.close(linger=0)
+        self._monitor = self._acks = None
         if self._sock is not None:
+            if self.acknowledged:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._sock.disable_monitor()
             self._sock.close(linger=linger)
             self._sock = None
         if self._auth is not None:
@@ -393,3 +570,9 @@ class ZmqPush(Sink):
             self._auth = None
         if not self._ctx.closed:
             self._ctx.term()
+
+
+def replay_size(hwm: int) -> int:
+    """Unconfirmed messages an acknowledged PUSH keeps for sending again: what its own queue
+    and a consumer's may hold together, at least 64."""
+    return max(64, 2 * hwm)

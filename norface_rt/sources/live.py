@@ -211,8 +211,9 @@ class RTSPSource(_LiveSource):
     (``pts`` is the server's and may restart); ``reconnects`` counts successful re-connections
     after a lost stream. With ``reconnect=False`` the first failure ends the stream with
     ``EndOfStream(error=...)``; otherwise retries go on (backoff ``initial_backoff`` doubling up
-    to ``max_backoff``) until the next retry would start more than ``max_reconnect_time``
-    seconds after the stream was lost, or ``max_reconnect_tries`` attempts in a row have failed
+    to ``max_backoff``, the last one shortened so that a final try starts ``max_reconnect_time``
+    seconds after the stream was lost: it gives up when that try fails too), or until
+    ``max_reconnect_tries`` attempts in a row have failed
     (None: no limit, for unattended cameras that may reboot). An HTTP-style refusal
     (401/403/404, unknown protocol) before the first successful connection is final.
     """
@@ -304,16 +305,19 @@ class RTSPSource(_LiveSource):
             failures += 0 if got else 1
             now = time.monotonic()
             lost_since = now if lost_since is None else lost_since
-            if (self._max_reconnect_time is not None
-                    and now - lost_since + backoff > self._max_reconnect_time):
-                return (f"gave up reconnecting to {self._safe_url} after "
-                        f"{now - lost_since:.1f} s without frames: {self._last_error}")
+            wait = backoff
+            if self._max_reconnect_time is not None:
+                left = lost_since + self._max_reconnect_time - now
+                if left <= 0:  # the last try was at the limit (or after it)
+                    return (f"gave up reconnecting to {self._safe_url} after "
+                            f"{now - lost_since:.1f} s without frames: {self._last_error}")
+                wait = min(backoff, left)  # a final try at the limit, never one beyond it
             if self._max_reconnect_tries is not None and failures >= self._max_reconnect_tries:
                 return (f"gave up reconnecting to {self._safe_url} after {failures} failed "
                         f"attempt(s) in {now - lost_since:.1f} s: {self._last_error}")
             log.warning("source %s: %s; retrying in %.2f s", self.stream_id, self._last_error,
-                        backoff)
-            if self._wait(backoff):
+                        wait)
+            if self._wait(wait):
                 return None
             backoff = min(backoff * 2.0, self._max_backoff)
         return None

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
+    HUNG_UP = 128 + signal.SIGHUP  # 129
     INTERRUPTED = 128 + signal.SIGINT  # 130
     TERMINATED = 128 + signal.SIGTERM  # 143
 
@@ -32,6 +33,7 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILED: "a stream or download ended with an error, or an output lost messages",
     ExitCode.USAGE: "bad arguments or missing or damaged model files",
+    ExitCode.HUNG_UP: "hung up (SIGHUP: its terminal closed)",
     ExitCode.INTERRUPTED: "interrupted (SIGINT)",
     ExitCode.TERMINATED: "terminated (SIGTERM)",
 }

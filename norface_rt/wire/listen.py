@@ -14,6 +14,8 @@ either (:mod:`norface_rt.wire.curve`).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import logging
 import sys
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from norface_rt.wire.codec import decode_multipart
+from norface_rt.wire.codec import MAX_PAYLOAD_BYTES, decode_multipart
 from norface_rt.wire.curve import CurveClient
 from norface_rt.wire.exits import ExitCode
 from norface_rt.wire.names import STATS_TOPIC
@@ -34,6 +37,13 @@ from norface_rt.wire.schema import ProtocolError
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "pretty")
+# Delivery ids a PULL consumer remembers to recognise a message sent again (16 bytes each).
+_REMEMBERED = 100_000
+# The longest ZeroMQ message a listener takes: a payload at its limit, a topic at its own.
+MAX_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 4096
+# A dropped connection that libzmq has not retried within this long (it retries after 0.1 s)
+# was given up by libzmq.
+_GIVEN_UP_S = 1.0
 _POLL_MS = 200  # wake-up period while waiting, so Ctrl-C and deadlines are honoured promptly
 
 
@@ -44,7 +54,7 @@ def _warn(exc: ProtocolError) -> None:
 def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | None = 10.0, *,
               rcvhwm: int = 1000,
               on_malformed: Callable[[ProtocolError], None] | None = None,
-              curve: CurveClient | None = None, pull: bool = False
+              curve: CurveClient | None = None, pull: bool = False, ack: str | None = None
               ) -> Generator[dict[str, Any], None, None]:
     """Yield decoded, validated messages from a norface-rt publisher at ``endpoint``.
 
@@ -54,8 +64,13 @@ def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | Non
     raised naming the endpoint. Malformed messages go to ``on_malformed`` (default: a logged
     warning) and are skipped. The socket is closed when the generator is closed or exhausted.
     ``curve``: the keys of a CURVE-secured publisher; ``pull``: connect a PULL socket to a PUSH
-    hand-off instead (``topics`` then do not apply: it delivers everything).
+    hand-off instead (``topics`` then do not apply: it delivers everything). ``ack`` (with
+    ``pull``): the producer's ``--push-ack`` endpoint; each message's delivery id is sent there
+    once the caller has taken the message (asked for the next one, or closed the generator), and
+    a message sent again after another consumer died is yielded only once.
     """
+    if ack is not None and not pull:
+        raise ValueError("ack: confirmations go to a PUSH hand-off; use it with pull=True")
     topic_list = list(topics) or [""]
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout: expected >= 0 seconds or None, got {timeout}")
@@ -64,9 +79,14 @@ def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | Non
     report = on_malformed or _warn
     ctx = zmq.Context(io_threads=1)
     sock: zmq.Socket[bytes] = ctx.socket(zmq.PULL if pull else zmq.SUB)
+    confirm = _Confirmations(ctx, ack, curve) if ack is not None else None
+    monitor: zmq.Socket[bytes] | None = None
     try:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
+        # A peer that sends anything longer than a payload may be (plus its topic) is
+        # disconnected by libzmq when the length arrives, before any of it is held in memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if endpoint.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
         if curve is not None:
@@ -74,27 +94,132 @@ def subscribe(endpoint: str, topics: Iterable[str] = ("",), timeout: float | Non
         if not pull:
             for t in topic_list:
                 sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        # libzmq gives up on a connection whose peer broke the protocol (a message over
+        # MAXMSGSIZE) instead of reconnecting: watch for a dropped connection that libzmq does
+        # not retry, and connect again (one it retries is left to it: disconnecting a socket
+        # whose pipe still holds messages can abort libzmq in the middle of a multipart read).
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+                                          | zmq.EVENT_CONNECTED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             raise ValueError(f"endpoint: cannot connect to {endpoint!r}: {exc}") from exc
         last = time.monotonic()
+        warned = reconnected = False
+        dropped_at: float | None = None  # a connection was dropped and libzmq has not retried
         while True:
-            if not sock.poll(_POLL_MS, zmq.POLLIN):
+            ready = dict(poller.poll(_POLL_MS))
+            if monitor in ready:
+                dropped_at = _connection_events(monitor, dropped_at)
+            if dropped_at is not None and time.monotonic() - dropped_at > _GIVEN_UP_S:
+                _reconnect(sock, endpoint, quiet=reconnected)
+                reconnected, dropped_at = True, None
+            if sock not in ready:
                 if timeout is not None and time.monotonic() - last >= timeout:
                     raise TimeoutError(f"no message from {endpoint} within {timeout:g} s")
                 continue
             parts = sock.recv_multipart(zmq.NOBLOCK)
             last = time.monotonic()
+            delivery = parts.pop() if pull and len(parts) == 3 else None
+            if delivery is not None and confirm is None and not warned:
+                warned = True
+                log.warning("the producer asks for confirmations (run --push-ack): without "
+                            "them it counts every message as unconfirmed")
+            if confirm is not None and delivery is not None and not confirm.first(delivery):
+                confirm.send(delivery)  # sent again after a consumer died: seen already
+                continue
             try:
                 _, msg = decode_multipart(parts)
             except ProtocolError as exc:
                 report(exc)
+                if confirm is not None and delivery is not None:
+                    confirm.send(delivery)  # it will never read better
                 continue
-            yield msg
+            try:
+                yield msg
+            except GeneratorExit:  # the caller took it and stopped
+                if confirm is not None and delivery is not None:
+                    confirm.send(delivery)
+                raise
+            if confirm is not None and delivery is not None:
+                confirm.send(delivery)
     finally:
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            monitor.close(linger=0)
         sock.close(linger=0)
+        if confirm is not None:
+            confirm.close()
         ctx.term()
+
+
+def _connection_events(monitor: zmq.Socket[bytes], dropped_at: float | None) -> float | None:
+    """Read the monitor's events: when the last connection was dropped and has not been retried
+    or made again since (None: libzmq is on it, or nothing was dropped)."""
+    while True:
+        try:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+        except zmq.Again:
+            return dropped_at
+        if event == zmq.EVENT_DISCONNECTED:
+            dropped_at = time.monotonic() if dropped_at is None else dropped_at
+        else:  # retried or connected: libzmq reconnects by itself
+            dropped_at = None
+
+
+def _reconnect(sock: zmq.Socket[bytes], endpoint: str, *, quiet: bool) -> None:
+    """libzmq gave up on a dropped connection (its peer broke the protocol): connect afresh."""
+    (log.debug if quiet else log.warning)(
+        "the connection to %s was dropped and not retried (the publisher sent a message longer "
+        "than %d bytes, which is refused); connecting again", endpoint, MAX_MESSAGE_BYTES)
+    with contextlib.suppress(zmq.ZMQError):
+        sock.disconnect(endpoint)
+    sock.connect(endpoint)
+
+
+class _Confirmations:
+    """A PULL consumer's confirmations to an acknowledged PUSH (``run --push-ack``): delivery
+    ids go back on a PUSH socket connected to the ack endpoint, and the ids seen recently
+    (:data:`_REMEMBERED`) tell a message sent again from one seen already."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str,
+                 curve: CurveClient | None) -> None:
+        self.sock: zmq.Socket[bytes] = ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 2000)  # the last confirmations leave before exit
+        if endpoint.startswith("tcp://["):
+            self.sock.setsockopt(zmq.IPV6, 1)
+        if curve is not None:
+            curve.apply(self.sock)
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            raise ValueError(f"ack: cannot connect to {endpoint!r}: {exc}") from exc
+        self._seen: set[bytes] = set()
+        self._order: collections.deque[bytes] = collections.deque()
+
+    def first(self, delivery: bytes) -> bool:
+        """True the first time ``delivery`` is seen (it is remembered from then on)."""
+        if delivery in self._seen:
+            return False
+        self._seen.add(delivery)
+        self._order.append(delivery)
+        if len(self._order) > _REMEMBERED:
+            self._seen.discard(self._order.popleft())
+        return True
+
+    def send(self, delivery: bytes) -> None:
+        try:
+            self.sock.send(delivery, zmq.NOBLOCK)
+        except zmq.Again:  # the producer is gone: nobody to confirm to
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def format_pretty(msg: dict[str, Any]) -> str:
@@ -143,6 +268,7 @@ class ListenResult:
     interrupted: bool = False
     ended_streams: set[str] = field(default_factory=set)
     exit_code: int = ExitCode.OK
+    count_gaps: bool = True
     _last_seq: dict[str, int] = field(default_factory=dict, repr=False)
     _open_streams: set[str] = field(default_factory=set, repr=False)
 
@@ -158,7 +284,7 @@ class ListenResult:
         sid, seq = msg["stream_id"], msg["seq"]
         prev = self._last_seq.get(sid)
         self._last_seq[sid] = seq
-        gap = seq - prev - 1 if prev is not None and seq > prev + 1 else 0
+        gap = seq - prev - 1 if self.count_gaps and prev is not None and seq > prev + 1 else 0
         if gap:
             self.missed += gap
             self.missed_by_stream[sid] = self.missed_by_stream.get(sid, 0) + gap
@@ -208,7 +334,8 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
                topics: Iterable[str] | None = None, count: int | None = None,
                until_eos: bool = False, timeout: float | None = None, *,
                err: TextIO | None = None, curve: CurveClient | None = None,
-               pull: bool = False, messages: Feed | None = None) -> ListenResult:
+               pull: bool = False, ack: str | None = None,
+               messages: Feed | None = None) -> ListenResult:
     """Print (or write to ``out``) every message from ``endpoint`` until a stop condition.
 
     Stops after ``count`` valid messages, or with ``until_eos`` once every stream seen so far has
@@ -227,7 +354,10 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
     if count is not None and count < 1:
         raise ValueError(f"count: expected >= 1 or None, got {count}")
     err_stream = err if err is not None else sys.stderr
-    res = ListenResult()
+    # Consumers that confirm share the messages with the others and get again what a departed
+    # one held: their gaps in seq are other consumers' messages (the producer counts what no
+    # consumer confirmed).
+    res = ListenResult(count_gaps=ack is None)
 
     def on_malformed(exc: ProtocolError) -> None:
         res.malformed += 1
@@ -242,7 +372,7 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
         sink = out if out is not None else sys.stdout
     gen = (messages(on_malformed) if messages is not None
            else subscribe(endpoint, topics or ("",), timeout, on_malformed=on_malformed,
-                          curve=curve, pull=pull))
+                          curve=curve, pull=pull, ack=ack))
     shown = "all (PULL)" if pull else ", ".join(t or "all" for t in (topics or ("",)))
     print(f"norface-rt listen: waiting for messages on {endpoint} (topics: {shown}; "
           + (f"giving up after {timeout:g} s of silence" if timeout is not None

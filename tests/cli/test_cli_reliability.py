@@ -87,12 +87,14 @@ def test_a_jsonl_pipe_nobody_reads_stalls_only_itself(model_args, media_dir, tmp
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                      (signal.SIGHUP, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_ends_the_run_within_10_s_whatever_an_output_does(
         model_args, media_dir, tmp_path, sig, code) -> None:
     """A file paced in real time, its JSONL going into a pipe nobody reads: the signal ends the
     process within 10 s with 130 / 143; the subscriber gets an end of stream that says the file
-    was interrupted and counts exactly the frames published."""
+    was interrupted and counts exactly the frames published. SIGHUP (a terminal that closes)
+    killed the run at once before issue 22."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     listener = norface("listen", endpoint, "--until-eos", "--out", str(tmp_path / "zmq.jsonl"),
                        "--timeout", "120", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faces_helpers import as_packet, decode, load_rgb
-from norface_rt.faces.landmarker import Landmarker, TimestampGuard, tile_windows
+from norface_rt.faces.landmarker import MAX_TILES, MIN_TILE_PX, Landmarker, TimestampGuard, tile_windows
 from norface_rt.faces.tracker import Tracker
 from norface_rt.types import FramePacket
 
@@ -26,6 +26,18 @@ def test_timestamps_stay_strictly_increasing_when_the_clock_restarts() -> None:
     ts = [g.next(p, i) for i, p in enumerate(pts)]
     assert all(b > a for a, b in zip(ts, ts[1:])), ts
     assert ts[3] - ts[2] == 33 and ts[4] - ts[3] == 33  # spacing kept across the restart
+
+
+def test_tiling_is_bounded_by_a_minimum_tile_size_and_a_window_count() -> None:
+    """A 20000x1 strip asked for 1,249 windows (each a MediaPipe graph); a frame thinner than a
+    tile is not tiled, and a very long one gets at most MAX_TILES windows, still spanning it."""
+    assert tile_windows(20000, 1, 1.0) == [(0, 0, 20000, 1)]
+    assert tile_windows(MIN_TILE_PX - 1, 4000, 0.2) == [(0, 0, MIN_TILE_PX - 1, 4000)]
+    wins = tile_windows(20000, 200, 1.0)
+    assert len(wins) == 1 + MAX_TILES
+    assert min(w[0] for w in wins[1:]) == 0 and max(w[2] for w in wins[1:]) == 20000
+    assert all(w[2] - w[0] >= MIN_TILE_PX for w in wins)
+    assert len(tile_windows(1000, 667, 0.2)) <= 1 + MAX_TILES
 
 
 def test_tile_windows_cover_the_frame() -> None:

@@ -184,3 +184,51 @@ def test_a_listener_that_falls_behind_reports_what_it_missed(frame_msg, tmp_path
     assert lines[-1].endswith(f"; this listener missed {missed}")
     assert f"missed {missed} message(s) (gaps in seq: cam0 {missed})" in err
     assert proc.returncode == 1
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The high-water mark of a process's resident memory since its exec (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("VmHWM not found")
+
+
+def test_a_rogue_publishers_huge_message_is_refused_before_it_is_held(raw_pub, frame_msg,
+                                                                      tmp_path: Path) -> None:
+    """Issue 22, point 12: `listen` received a 600 MiB message from a rogue publisher before
+    refusing it (+1.18 GB): its SUB socket set no maximum message size. A real `norface-rt
+    listen` process and a 200 MiB message: libzmq drops the connection when the length
+    arrives, the listener connects again by itself, takes the next (valid) message, and its
+    peak RSS stays far below the message's size."""
+    import subprocess
+    import sys
+
+    sock, endpoint = raw_pub
+    proc = subprocess.Popen([sys.executable, "-m", "norface_rt", "listen", endpoint, "--count",
+                             "1", "--timeout", "60", "--out", str(tmp_path / "got.jsonl")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_subscribed(sock)
+        sock.send_multipart([b"cam0", bytes(200 * 2**20)])
+        # a listener that was disconnected (libzmq reports its unsubscription) subscribes
+        # again when it reconnects
+        notes = []
+        deadline = time.monotonic() + 10
+        while b"\x01" not in notes and time.monotonic() < deadline:
+            if sock.poll(200):
+                notes.append(sock.recv()[:1])
+        assert b"\x01" in notes, f"the listener never came back: {notes}"
+        peak = _peak_rss_mib(proc.pid)  # (before it exits: after the rogue message)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            sock.send_multipart(protocol.encode_multipart(frame_msg(seq=0)))
+            time.sleep(0.2)
+        rc = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    assert peak < 150, f"the listener's peak RSS was {peak:.0f} MiB"
+    assert [json.loads(line)["type"] for line in (tmp_path / "got.jsonl").read_text().splitlines()] \
+        == ["frame"]

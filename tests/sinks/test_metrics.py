@@ -99,3 +99,86 @@ def test_metrics_endpoint_during_a_live_run(media_dir, landmarker_path, nats_ser
         raise AssertionError("the endpoint outlived its process")
     except OSError:
         pass
+
+
+def _connect_idle(port: int, n: int) -> list:
+    import socket
+
+    conns = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conns.append(c)
+    return conns
+
+
+def _closed_by_peer(conn, within: float) -> bool:
+    """True when the server closes ``conn`` within ``within`` seconds (EOF or a reset)."""
+    conn.settimeout(within)
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_an_idle_connection_flood_costs_a_bounded_number_of_threads() -> None:
+    """Issue 22, point 11: each idle connection to --metrics-port held a thread, without a cap
+    (292 connections, 323 threads). 300 idle connections (real sockets, never a byte sent)
+    now cost at most MAX_CONNECTIONS threads; the rest are closed at once."""
+    import threading
+
+    from norface_rt.sinks.metrics import MAX_CONNECTIONS, MetricsSink
+
+    sink = MetricsSink(0)
+    before = threading.active_count()
+    conns = _connect_idle(sink.port, 300)
+    try:
+        time.sleep(1.0)  # the server accepts (and refuses) what it can
+        during = threading.active_count()
+        assert during <= before + MAX_CONNECTIONS + 2, f"{during - before} threads for 300 idle"
+        refused = sum(_closed_by_peer(c, 0.01) for c in conns[-50:])
+        assert refused == 50  # beyond the cap: closed at once
+    finally:
+        for c in conns:
+            c.close()
+        sink.close()
+
+
+def test_idle_and_slowloris_connections_are_closed_and_the_endpoint_answers_again() -> None:
+    """An idle connection is closed after the idle timeout, one that trickles a byte now and
+    then (slowloris) at its deadline; then scrapes are answered."""
+    import threading
+
+    from norface_rt.sinks.metrics import MetricsSink
+
+    sink = MetricsSink(0, idle_timeout=1.0, deadline=2.0, max_connections=8)
+    try:
+        idle = _connect_idle(sink.port, 8)  # the cap is full: a scrape now is refused
+        slow = []
+
+        def trickle() -> None:
+            (c,) = _connect_idle(sink.port, 1)
+            slow.append(c)
+            try:
+                for b in b"GET /metrics HTTP/1.1\r\n":
+                    c.sendall(bytes([b]))
+                    time.sleep(0.4)  # under the idle timeout, every time
+            except OSError:
+                pass  # closed by the server: what is expected
+
+        assert all(_closed_by_peer(c, 3.0) for c in idle)  # idle: closed after ~1 s
+        t0 = time.monotonic()
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        while not slow:
+            time.sleep(0.01)
+        assert _closed_by_peer(slow[0], 6.0)
+        assert time.monotonic() - t0 < 4.0  # its deadline (2 s), not the 9 s it would trickle
+        samples = scrape(sink.url)
+        assert "norface_frames" in samples
+        assert sink.stats()["connections_expired"] >= 1
+        for c in idle + slow:
+            c.close()
+    finally:
+        sink.close()

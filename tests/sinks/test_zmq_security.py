@@ -226,3 +226,77 @@ def test_push_block_policy_loses_nothing_to_a_slow_consumer(frame_msg) -> None:
     lines = out.split("\n")
     assert [int(x.split()[1]) for x in lines if x] == list(range(301)), err
     assert push.dropped == 0 and push.sent == 301
+
+
+# A peer that makes the publisher reset again and again: an XSUB files 2000 subscriptions (past
+# the bound of 1000), and, like every XSUB that is in use (polled), sends them all again each
+# time it reconnects.
+LOOPER = textwrap.dedent("""
+    import sys, time, zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.XSUB)
+    s.setsockopt(zmq.SNDHWM, 0)
+    s.connect(sys.argv[1])
+    for i in range(2000):
+        s.send(b"\\x01" + b"loop-%06d" % i)
+    print("sent", flush=True)
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        if s.poll(100):
+            s.recv_multipart()
+""")
+
+
+def _loss_under_looping_resets(frame_msg, curve: CurveServer | None, listen_args: list[str],
+                               out: Path) -> tuple[int, int, int]:
+    """Publish 200 messages a second for 2.5 s while a LOOPER peer is connected; returns
+    (messages sent during the attack, of them received by a good `norface-rt listen`,
+    subscription resets)."""
+    with ZmqPublisher("tcp://127.0.0.1:*", linger_ms=0, curve=curve) as pub:
+        good = _listen(pub.endpoint, "--until-eos", "--timeout", "5", "--out", str(out),
+                       *listen_args)
+        looper = None
+        try:
+            assert pub.wait_for_subscribers(1, timeout=30), "the good listener never subscribed"
+            seq, _ = _publish_for(pub, 0.5, 0, frame_msg)
+            looper = subprocess.Popen([sys.executable, "-c", LOOPER, pub.endpoint, "6"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            assert looper.stdout is not None and looper.stdout.readline().strip() == "sent"
+            first = seq
+            seq, _ = _publish_for(pub, 2.5, seq, frame_msg)
+            looper.kill()
+            end = seq
+            deadline = time.monotonic() + 10
+            while good.poll() is None and time.monotonic() < deadline:  # the end, until it lands
+                pub.write(protocol.eos_message(EndOfStream("cam0", end), seq))
+                seq += 1
+                time.sleep(0.05)
+            good.communicate(timeout=60)
+        finally:
+            for proc in (good, looper):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+        resets = pub.subscription_resets
+    got = {m["seq"] for m in map(json.loads, out.read_text().splitlines())
+           if m["type"] == "frame"}
+    return end - first, sum(1 for s in got if first <= s < end), resets
+
+
+def test_a_peer_looping_subscription_resets_costs_good_subscribers_and_curve_keeps_it_out(
+        tmp_path: Path, frame_msg) -> None:
+    """Issue 22, point 20: a peer that floods subscriptions and reconnects (every XSUB resends
+    its subscriptions) makes the publisher reset again and again; each reset costs a good
+    subscriber what was published while it reconnected (a documented trade-off: libzmq cannot
+    tell which peer subscribed). With CURVE the peer never completes a handshake, so no
+    subscription of its reaches the publisher: no reset, nothing lost."""
+    sent, got, resets = _loss_under_looping_resets(frame_msg, None, [], tmp_path / "plain.jsonl")
+    assert resets >= 2 and got < sent, (sent, got, resets)
+    print(f"\nwithout CURVE: {resets} resets in 2.5 s, the good subscriber received {got} of "
+          f"{sent} ({100 * (sent - got) / sent:.0f} % lost)")
+    k = _keys(tmp_path)
+    sent, got, resets = _loss_under_looping_resets(
+        frame_msg, CurveServer(k["server_secret"], k["clients"]),
+        ["--curve-server-key", str(k["server_public"]), "--curve-secret", str(k["alice"])],
+        tmp_path / "curve.jsonl")
+    print(f"with CURVE: {resets} resets, the good subscriber received {got} of {sent}")
+    assert resets == 0 and got == sent, (sent, got, resets)

@@ -115,6 +115,28 @@ def test_refused_connection_retries_then_gives_up_after_max_reconnect_time(
     assert "Connection refused" in eos.error
 
 
+def test_the_reconnect_timeout_is_honoured_to_the_second(drain: Drain) -> None:
+    """Issue 22, point 10: `--reconnect-timeout 10` gave up after 7.8 s, because the last try
+    was the last backoff step before the limit. The default backoff (0.25 s doubling) against a
+    port that refuses: tries at 0, 0.25, 0.75, 1.75 s, then a final one at the limit, 3 s,
+    instead of giving up at 1.75 s."""
+    import re
+
+    with socket.socket() as s:  # a port that is certainly closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = RTSPSource(f"rtsp://127.0.0.1:{port}/x", max_reconnect_time=3.0)
+    t0 = time.monotonic()
+    with src:
+        _, eos = drain(src, deadline_s=20.0)
+    took = time.monotonic() - t0
+    assert eos.error is not None and "Connection refused" in eos.error
+    m = re.search(r"gave up reconnecting to \S+ after ([0-9.]+) s without frames", eos.error)
+    assert m is not None, eos.error
+    assert float(m.group(1)) >= 2.95  # (printed to 0.1 s)
+    assert 3.0 <= took < 8.0
+
+
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """Accepts TCP connections and never answers: an RTSP open blocks until its timeout."""
