@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 
 from norface_rt.tools.download import download_landmarker
 from norface_rt.files import sha256_file
-from norface_rt.paths import (LANDMARKER_SHA256, ModelNotFoundError, resolve_landmarker,
-                              resolve_model_dir)
+from norface_rt.paths import (LANDMARKER_SHA256, ModelNotFoundError, packaged_landmarker,
+                              packaged_landmarker_dir, resolve_landmarker, resolve_model_dir)
 
 
 def test_download_checks_sha256_and_is_idempotent(landmarker_path: Path, tmp_path: Path) -> None:
@@ -56,6 +57,11 @@ def test_landmarker_order(landmarker_path: Path, tmp_path: Path,
     monkeypatch.setenv("NORFACE_RT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NORFACE_RT_LANDMARKER", raising=False)
     monkeypatch.delenv("NORFACE_RT_SHARED_MODELS", raising=False)
+    # nothing configured: the bundle shipped inside the package
+    assert resolve_landmarker() == packaged_landmarker_dir() / landmarker_path.name
+    with pytest.raises(ModelNotFoundError, match="--landmarker"):
+        resolve_landmarker(tmp_path / "flagged.task")  # an explicit flag never falls back
+    monkeypatch.setattr("norface_rt.paths.packaged_landmarker_dir", lambda: tmp_path / "none")
     with pytest.raises(ModelNotFoundError, match="models download"):
         resolve_landmarker()
     monkeypatch.setenv("NORFACE_RT_SHARED_MODELS", str(landmarker_path.parent))
@@ -63,3 +69,35 @@ def test_landmarker_order(landmarker_path: Path, tmp_path: Path,
     monkeypatch.setenv("NORFACE_RT_LANDMARKER", str(landmarker_path))
     assert resolve_landmarker() == landmarker_path
     assert resolve_landmarker(landmarker_path) == landmarker_path
+
+
+def test_the_package_ships_the_landmarker_with_its_licence_and_manifest(
+        landmarker_path: Path) -> None:
+    d = packaged_landmarker_dir()
+    bundled = packaged_landmarker()
+    assert bundled is not None and bundled.parent == d
+    assert sha256_file(bundled) == LANDMARKER_SHA256 == sha256_file(landmarker_path)
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["files"][bundled.name]["sha256"] == LANDMARKER_SHA256
+    assert manifest["files"][bundled.name]["license"] == "Apache-2.0"
+    licence = (d / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    notice = (d / "NOTICE").read_text()
+    assert "MediaPipe" in notice and "0179f0c4566ae78e02e1198cb73c60e4668395b5" in notice
+    # the folder holds that file, its licence and its manifest, nothing else
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ["LICENSE", "NOTICE", "manifest.json", bundled.name])
+
+
+def test_a_damaged_bundled_landmarker_is_refused(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "landmarker"
+    shutil.copytree(packaged_landmarker_dir(), copy)
+    monkeypatch.setattr("norface_rt.paths.packaged_landmarker_dir", lambda: copy)
+    assert packaged_landmarker() == copy / "face_landmarker_v2_with_blendshapes.task"
+    task = copy / "face_landmarker_v2_with_blendshapes.task"
+    data = bytearray(task.read_bytes())
+    data[1000] ^= 0xFF
+    task.write_bytes(bytes(data))
+    with pytest.raises(ModelNotFoundError, match="damaged or was altered"):
+        packaged_landmarker()

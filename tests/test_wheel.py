@@ -46,6 +46,9 @@ def test_wheel_installs_one_package_without_torch_and_runs(tmp_path: Path, media
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"norface_rt"}, f"the wheel installs {sorted(tops)}"
     assert "norface_rt/assets/model/classifier.onnx" in names
+    # the MediaPipe bundle ships with its licence, notice and manifest (Apache-2.0)
+    for name in ("face_landmarker_v2_with_blendshapes.task", "LICENSE", "NOTICE", "manifest.json"):
+        assert f"norface_rt/assets/landmarker/{name}" in names, name
     assert not any(n.endswith("norface.onnx") for n in names), "each graph ships once"
 
     venv = tmp_path / "venv"
@@ -67,9 +70,12 @@ def test_wheel_installs_one_package_without_torch_and_runs(tmp_path: Path, media
            if k not in ("NORFACE_RT_MODEL_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
     env["NORFACE_RT_CACHE"] = str(tmp_path / "empty-cache")  # the packaged model is what runs
     out = tmp_path / "out" / "results.jsonl"
+    # README's first command: no --landmarker (the bundled one), no network
+    env.pop("NORFACE_RT_LANDMARKER", None)
+    env.pop("NORFACE_RT_SHARED_MODELS", None)
     res = _run([str(venv / "bin" / "norface-rt"), "run", str(media_dir / "single_face.mp4"),
-                "--landmarker", str(landmarker_path), "--jsonl", str(out), "--zmq", "none",
-                "--no-progress"], cwd=tmp_path, env=env, timeout=600)
+                "--jsonl", str(out), "--zmq", "none", "--no-progress"], cwd=tmp_path, env=env,
+               timeout=600)
     assert "UNTRAINED" not in res.stderr.upper()
     msgs = [json.loads(line) for line in out.read_text().splitlines()]
     frames = [m for m in msgs if m["type"] == "frame"]

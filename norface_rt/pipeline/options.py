@@ -56,8 +56,8 @@ class PipelineOptions:
              "packaged model)")
     landmarker: str | os.PathLike[str] | None = option(
         None, flag="--landmarker", api=True,
-        help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, then the user "
-             "cache)")
+        help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, the user cache, "
+             "then the bundle shipped with norface-rt)")
     backend: str = option(
         DEFAULT_BACKEND, flag="--backend", choices=tuple(BACKENDS), api=True,
         help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt the "
