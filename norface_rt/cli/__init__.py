@@ -25,7 +25,14 @@ from norface_rt.cli import (
     triton_repo,
     triton_server,
 )
-from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
+from norface_rt.cli.args import (
+    ArgumentParser,
+    HelpFormatter,
+    fail,
+    nonneg_float,
+    positive_int,
+    setup_logging,
+)
 from norface_rt.cli.native_logs import quiet_native_logs
 from norface_rt.config import ConfigFileError
 from norface_rt.wire.exits import ExitCode, exit_epilog
@@ -38,8 +45,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="norface-rt", formatter_class=HelpFormatter,
         description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.",
         epilog=exit_epilog(note="`norface-rt COMMAND --help` describes each command."))
@@ -55,9 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; arguments the chosen command does not know are refused by that command,
+    with the closest option it has (argparse would report them from the top level, which knows
+    none of the command's options)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser.unknown_options(extras, sub.choices[args.command])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     with quiet_native_logs(enabled=not args.verbose):
         setup_logging(args.verbose)
         try:

@@ -99,6 +99,11 @@ class Sink(ABC):
         """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
         return {}
 
+    def destination(self) -> str | None:
+        """Where this output's results went, for the end-of-run line (files written, an
+        endpoint); None: nothing worth naming."""
+        return None
+
     def interrupt(self) -> None:  # noqa: B027  (an optional hook)
         """Called from another thread at shutdown when ``write`` may be blocked waiting for a
         peer: make it give up soon. Sinks whose writes cannot block need nothing here."""

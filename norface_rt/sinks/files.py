@@ -39,7 +39,7 @@ import numpy as np
 
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
 from norface_rt.files import slug
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import MessageDropped, Sink
 from norface_rt.wire.codec import wire_dict
 from norface_rt.wire.messages import FrameMessage, Message, as_message
 
@@ -58,28 +58,72 @@ def _open_text(path: str | Path, append: bool) -> TextIO:
     return open(p, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
 
 
+STDOUT = "-"  # the path that means standard output (--jsonl -)
+
+
 class JsonlSink(Sink):
-    """Writes each message as one compact JSON line; flushed per message so a crash loses nothing."""
+    """Writes each message as one compact JSON line; flushed per message so a crash loses nothing.
+
+    ``path`` ``-`` writes to standard output (a pipe: ``norface-rt run clip.mp4 --jsonl - | jq``),
+    which is left open at the end."""
 
     name = "jsonl"
 
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
+        import sys
+
+        self.to_stdout = str(path) == STDOUT
+        self.reader_gone = False
         self.path = Path(path)
-        self._f: TextIO | None = _open_text(self.path, append)
+        self._f: TextIO | None = sys.stdout if self.to_stdout else _open_text(self.path, append)
         self.written = 0
+
+    def destination(self) -> str:
+        return "stdout" if self.to_stdout else str(self.path)
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._f is None:
+            if self.reader_gone:
+                raise MessageDropped()
             raise RuntimeError(f"JsonlSink({self.path}) is closed")
         # allow_nan=False: NaN/Infinity are not JSON; the protocol never produces them.
-        self._f.write(json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False) + "\n")
-        self._f.flush()
+        line = json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+        except BrokenPipeError:
+            if not self.to_stdout:
+                raise
+            self._reader_left()
+            raise MessageDropped() from None
         self.written += 1
+
+    def _reader_left(self) -> None:
+        """stdout's reader closed the pipe (``| head``): say so once, stop writing there (the
+        rest is counted as lost) and point stdout at /dev/null, so that flushing it at exit
+        raises nothing."""
+        import logging
+        import os
+        import sys
+
+        logging.getLogger(__name__).warning(
+            "stdout was closed by its reader after %d message(s); the rest are not written",
+            self.written)
+        self.reader_gone = True
+        self._f = None
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            if self.to_stdout:
+                self._f.flush()
+            else:
+                self._f.close()
             self._f = None
 
 
@@ -311,6 +355,9 @@ class CsvSink(Sink):
     def paths(self) -> list[Path]:
         """The files written so far."""
         return [f.path for f in self._files.values()]
+
+    def destination(self) -> str:
+        return ", ".join(map(str, self.paths or [self.path]))
 
     def bind_model(self, config: ModelConfig) -> None:
         if self._layout is None:

@@ -421,6 +421,9 @@ class MultiStreamOverlaySink(Sink):
             sink = self.sinks[sid] = OverlayVideoSink(p, self.fps, stream_id=sid, codec=self.codec)
         sink.write(msg, image)
 
+    def destination(self) -> str:
+        return ", ".join(str(s.path) for s in self.sinks.values()) or str(self.path)
+
     def close(self) -> None:
         errors = []
         for sink in self.sinks.values():

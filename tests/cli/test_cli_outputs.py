@@ -60,10 +60,15 @@ def test_a_file_only_run_opens_no_socket_while_another_process_holds_5556(
     assert "publishing on" not in res.stderr
     assert [json.loads(x)["type"] for x in (tmp_path / "r.jsonl").read_text().splitlines()] == \
         ["frame", "eos"]
-    # Without any output flag the run still publishes on the default endpoint: here that port
-    # is taken, so it says so (and only the bind fails, cleanly).
+    # Without any output flag and stdout a pipe, the JSON lines on stdout are the output: no
+    # socket either, so the busy port does not matter.
     res = cli("run", str(media_dir / "single_face.jpg"), *model_args(tiny_model_dir, landmarker_path),
               "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["type"] for x in res.stdout.splitlines()] == ["frame", "eos"]
+    # Publishing there explicitly fails on the busy port, saying so (only the bind, cleanly).
+    res = cli("run", str(media_dir / "single_face.jpg"), *model_args(tiny_model_dir, landmarker_path),
+              "--zmq", DEFAULT_ENDPOINT, "--no-progress")
     assert res.returncode == 2 and f"cannot bind ZeroMQ endpoint '{DEFAULT_ENDPOINT}'" in res.stderr
     assert "Traceback" not in res.stderr
     # --zmq none keeps working: no socket, no output, success
@@ -230,3 +235,128 @@ def test_quiet_native_logs_filters_descriptor_2_only(capfd) -> None:
     with quiet_native_logs(enabled=False):
         os.write(2, b"W0000 00:00:1796041744.334663   29161 x.cc:1] verbose keeps it\n")
     assert "verbose keeps it" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- no silent runs
+
+def _run_on_a_terminal(args: list[str], timeout: float = 240) -> tuple[int, str, str]:
+    """``norface-rt ARGS`` with stdout on a pseudo-terminal, as a person at a terminal runs it:
+    (exit status, what the terminal showed, stderr)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "norface_rt", *args], stdout=slave,
+                            stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed its end
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif proc.poll() is not None:
+                break
+        err = proc.stderr.read() if proc.stderr else ""
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return code, shown.decode(errors="replace").replace("\r\n", "\n"), err
+
+
+def test_a_run_without_outputs_shows_a_summary_on_the_terminal_and_says_nobody_listened(
+        landmarker_path, media_dir) -> None:
+    """Issue 21, point 1: results never go only to a port nobody listens to."""
+    code, shown, err = _run_on_a_terminal(
+        ["run", str(media_dir / "single_face.mp4"), "--landmarker", str(landmarker_path)])
+    assert code == 0, err
+    lines = [x for x in shown.splitlines() if x.startswith("single_face ")]
+    assert lines[0].startswith("single_face  0:00.0  frame 1/72  1 face: #0 "), shown
+    assert lines[-1] == "single_face  ended after 72 frames", shown
+    assert "no output chosen" in err and "--jsonl FILE" in err
+    assert f"nobody subscribed to {DEFAULT_ENDPOINT}: its 73 message(s) reached no one" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_run_without_outputs_writes_json_lines_to_a_pipe(landmarker_path, media_dir) -> None:
+    res = cli("run", str(media_dir / "single_face.mp4"), "--landmarker", str(landmarker_path))
+    assert res.returncode == 0, res.stderr
+    msgs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [m["frame_index"] for m in msgs if m["type"] == "frame"] == list(range(72))
+    assert msgs[-1]["type"] == "eos" and msgs[-1]["error"] is None
+    assert "every message as a JSON line on stdout" in res.stderr
+    assert "publishing on" not in res.stderr  # the pipe is the output: no socket
+
+
+def test_a_publisher_nobody_subscribed_to_says_so(landmarker_path, media_dir, tmp_path) -> None:
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    res = cli("run", str(media_dir / "single_face.jpg"), "--landmarker", str(landmarker_path),
+              "--zmq", endpoint, "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert f"nobody subscribed to {endpoint}: its 2 message(s) reached no one" in res.stderr
+    assert res.stdout == ""  # an output was chosen: nothing else is added
+
+
+def test_quiet_and_stats(landmarker_path, media_dir, tmp_path) -> None:
+    """Issue 21, point 8: one line at the end by default, the latency table only with --stats,
+    nothing but problems with --quiet."""
+    base = ["run", str(media_dir / "single_face.jpg"), "--landmarker", str(landmarker_path),
+            "--jsonl", str(tmp_path / "r.jsonl")]
+    plain = cli(*base, "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr.strip().splitlines() == [
+        x for x in plain.stderr.strip().splitlines() if x.startswith("norface-rt: 1 frames, 1 faces")]
+    assert f"-> {tmp_path / 'r.jsonl'}" in plain.stderr and "p50 ms" not in plain.stderr
+    stats = cli(*base, "--no-progress", "--stats")
+    assert stats.returncode == 0 and "p50 ms" in stats.stderr and "output jsonl: 2 written" in \
+        stats.stderr
+    quiet = cli(*base, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_run_help_lists_options_in_named_groups_without_dead_ones() -> None:
+    """Issue 21, point 8: every option of `run --help` sits in a named group; --fused is gone."""
+    parser = next(a for a in build_parser()._actions
+                  if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    titles = [g.title for g in parser._action_groups if g._group_actions]
+    assert titles == ["options", "input", "faces", "model", "outputs", "transport",
+                      "live sources", "GPU", "serving"], titles
+    ungrouped = [a.option_strings for a in parser._action_groups[1]._group_actions]
+    assert ungrouped == [["-h", "--help"], ["-v", "--verbose"]], ungrouped
+    flags = {f for a in parser._actions for f in a.option_strings}
+    assert "--fused" not in flags and {"--quiet", "--stats"} <= flags
+    text = parser.format_help()
+    assert text.startswith("usage: norface-rt run [options] SOURCE [SOURCE ...]\n")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run", "x.mp4", "--max-facs", "3"], "(did you mean --max-faces?)"),
+    (["run", "x.mp4", "--backend", "onnx"], "did you mean 'onnxruntime'?"),
+    (["rn", "x.mp4"], "did you mean 'run'?"),
+    (["listen", "--untill-eos"], "(did you mean --until-eos?)"),
+])
+def test_argument_errors_are_short_and_suggest_the_closest(argv, expected, capsys) -> None:
+    from norface_rt.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "error:" in err[0] and expected in err[0], err
+    assert "--help` lists the options" in err[1] and not any(x.startswith("usage:") for x in err)
