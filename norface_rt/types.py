@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from norface_rt.config import DEFAULT_AU_INTENSITY_MAX, ModelConfig
-from norface_rt.wire.messages import EosMessage, FaceMessage, FrameMessage, Pose, wire_landmarks
+from norface_rt.wire.messages import (
+    EosMessage,
+    FaceMessage,
+    FrameMessage,
+    GazeMessage,
+    Pose,
+    wire_landmarks,
+)
 
 
 class Stage(StrEnum):
@@ -143,6 +150,19 @@ class HeadPose:
     roll: float
 
 
+@dataclass(frozen=True, slots=True)
+class Gaze:
+    """Eye gaze in OpenFace 2.2's conventions (:mod:`norface_rt.faces.gaze`): unit vectors in
+    OpenCV's camera frame (x right, y down, z away from the camera) of the eye leftmost in the
+    image (``eye_0``) and the other (``eye_1``), and ``angle_x`` / ``angle_y`` (radians) of their
+    mean: > 0 looking towards image right / down, 0 / 0 looking into the camera."""
+
+    eye_0: tuple[float, float, float]
+    eye_1: tuple[float, float, float]
+    angle_x: float
+    angle_y: float
+
+
 @dataclass(slots=True)
 class Face:
     """One detected face in image pixel coordinates."""
@@ -156,6 +176,9 @@ class Face:
     track_id: int = -1
     # Why its numbers deserve less trust (set by the face stage: norface_rt.faces.quality).
     quality: FaceQuality | None = None
+    gaze: Gaze | None = None
+    # The head's position in millimetres, OpenCV camera frame (norface_rt.faces.camera).
+    position_mm: tuple[float, float, float] | None = None
 
 
 @dataclass(slots=True)
@@ -252,6 +275,10 @@ class FaceResult:
     landmarks: np.ndarray | None = None
     blendshapes: dict[str, float] | None = None
     quality: FaceQuality | None = None
+    gaze: Gaze | None = None
+    # The head's position (x, y, z millimetres, OpenCV camera frame: norface_rt.faces.camera);
+    # not on the wire, written by the OpenFace-style CSV (pose_Tx/Ty/Tz, X_i/Y_i/Z_i).
+    position_mm: tuple[float, float, float] | None = None
 
     @classmethod
     def from_output(cls, face: Face, out: ModelOutput, row: int, cfg: ModelConfig) -> FaceResult:
@@ -264,7 +291,8 @@ class FaceResult:
             au_intensity=dict(zip(cfg.au_names, map(float, out.au_intensity[row]))),
             emotions=dict(zip(cfg.emotion_names, map(float, emo))),
             top_emotion=cfg.emotion_names[int(np.argmax(emo))], model_id=str(cfg.model_id),
-            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=face.quality)
+            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=face.quality,
+            gaze=face.gaze, position_mm=face.position_mm)
 
     def to_wire(self, *, landmarks: bool = False, blendshapes: bool = False) -> FaceMessage:
         """This face as a frame message carries it; ``landmarks`` / ``blendshapes`` add those
@@ -278,7 +306,9 @@ class FaceResult:
             quality=None if self.quality is None else self.quality.issues,
             landmarks=(wire_landmarks(self.landmarks)
                        if landmarks and self.landmarks is not None else None),
-            blendshapes=self.blendshapes if blendshapes else None)
+            blendshapes=self.blendshapes if blendshapes else None,
+            gaze=None if self.gaze is None else GazeMessage(
+                self.gaze.eye_0, self.gaze.eye_1, self.gaze.angle_x, self.gaze.angle_y))
 
     def to_dict(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
         """The face's dict in a frame message."""
