@@ -50,7 +50,8 @@ def frame_message_v2(**kw: Any) -> dict[str, Any]:
     """A frame with every optional field of schema version 2 (2.1: a face's gaze)."""
     rng = np.random.default_rng(5)
     faces = [_face(i, HeadPose(12.0, -4.0, 1.5)) for i in range(2)]
-    faces[0].gaze = Gaze((0.1, -0.05, -math.sqrt(1 - 0.0125)), (0.0, 0.0, -1.0), 0.05, -0.025)
+    faces[0].gaze = Gaze((0.1, -0.05, -math.sqrt(1 - 0.0125)), (0.0, 0.0, -1.0), 0.05, -0.025,
+                         (40.5, 60.25), (95.0, 61.0))
     for f, issues in zip(faces, [(), ("small_face", "extreme_pose")]):
         f.landmarks = (rng.random((478, 3)) * 300).astype(np.float32)
         f.blendshapes = dict(zip(BLENDSHAPE_NAMES, map(float, rng.random(len(BLENDSHAPE_NAMES)))))
@@ -200,6 +201,7 @@ BROKEN = [
     ("frame_v2", _set(("faces", 0, "gaze", "angle_x"), "0.1"), "faces[0].gaze.angle_x"),
     ("frame_v2", _set(("faces", 0, "gaze", "angle_y"), 4.0), "faces[0].gaze.angle_y"),
     ("frame_v2", _set(("faces", 0, "gaze"), [0.0, 0.1]), "faces[0].gaze"),
+    ("frame_v2", _set(("faces", 0, "gaze", "pupil_1"), [1.0]), "faces[0].gaze.pupil_1"),
     ("frame_v2", _set(("schema_minor",), -1), "schema_minor"),
     ("frame_v2", _set(("height",), 0), "height"),  # no pixels without an error saying why
     ("stats", _delete(("stages",)), "stages"),

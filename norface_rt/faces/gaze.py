@@ -123,7 +123,11 @@ def gaze_from_landmarks(landmarks: np.ndarray, rotation_cv: np.ndarray) -> Gaze 
     else:
         g0, g1 = g_left, g_right
     mean = (g0 + g1) / 2.0
+    first, second = ((RIGHT_IRIS_CENTER, LEFT_IRIS_CENTER) if g0 is g_right
+                     else (LEFT_IRIS_CENTER, RIGHT_IRIS_CENTER))
     return Gaze(eye_0=(float(g0[0]), float(g0[1]), float(g0[2])),
                 eye_1=(float(g1[0]), float(g1[1]), float(g1[2])),
                 angle_x=math.atan2(float(mean[0]), -float(mean[2])),
-                angle_y=math.atan2(float(mean[1]), -float(mean[2])))
+                angle_y=math.atan2(float(mean[1]), -float(mean[2])),
+                pupil_0=(float(pts[first, 0]), float(pts[first, 1])),
+                pupil_1=(float(pts[second, 0]), float(pts[second, 1])))

@@ -117,16 +117,21 @@ class GazeMessage(NamedTuple):
     eye_1: Sequence[float]
     angle_x: float
     angle_y: float
+    pupil_0: Sequence[float]  # [x, y] of that eye's iris centre in the frame (pixels)
+    pupil_1: Sequence[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {"eye_0": [round(float(v), GAZE_DECIMALS) for v in self.eye_0],
                 "eye_1": [round(float(v), GAZE_DECIMALS) for v in self.eye_1],
                 "angle_x": round(float(self.angle_x), GAZE_DECIMALS),
-                "angle_y": round(float(self.angle_y), GAZE_DECIMALS)}
+                "angle_y": round(float(self.angle_y), GAZE_DECIMALS),
+                "pupil_0": [round(float(v), LANDMARK_DECIMALS) for v in self.pupil_0],
+                "pupil_1": [round(float(v), LANDMARK_DECIMALS) for v in self.pupil_1]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GazeMessage:
-        return cls(tuple(d["eye_0"]), tuple(d["eye_1"]), d["angle_x"], d["angle_y"])
+        return cls(tuple(d["eye_0"]), tuple(d["eye_1"]), d["angle_x"], d["angle_y"],
+                   tuple(d["pupil_0"]), tuple(d["pupil_1"]))
 
 
 def _floats(values: Mapping[str, Any]) -> dict[str, float]:

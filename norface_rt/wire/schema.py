@@ -191,7 +191,11 @@ def _validate_face(face: Any, path: str, au_intensity_max: float) -> None:
 
 def _validate_gaze(gaze: Any, path: str) -> None:
     if not isinstance(gaze, dict):
-        fail(path, "map {eye_0, eye_1, angle_x, angle_y}", gaze)
+        fail(path, "map {eye_0, eye_1, angle_x, angle_y, pupil_0, pupil_1}", gaze)
+    for pupil in ("pupil_0", "pupil_1"):
+        v = _get(gaze, pupil, f"{path}.")
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_num(c) for c in v):
+            fail(f"{path}.{pupil}", "[x, y] of 2 finite numbers (pixels)", v)
     for eye in ("eye_0", "eye_1"):
         v = _get(gaze, eye, f"{path}.")
         if (not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_is_num(c) for c in v)
