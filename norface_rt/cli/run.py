@@ -122,12 +122,16 @@ def _open(opts: PipelineOptions, sink_opts: SinkOptions, *, summary: bool = Fals
     run that cannot start leaves no output files behind (what opened is closed again).
     ``summary`` adds the terminal's per-second summary lines (:mod:`norface_rt.sinks.console`)."""
     from norface_rt.pipeline import create_pipeline, make_sinks
+    from norface_rt.sinks.overlay import is_image_overlay
+    from norface_rt.sources.images import is_image_path
 
     sinks: list[Sink] = []
+    one_image = (len(opts.sources) == 1 and isinstance(opts.sources[0], (str, os.PathLike))
+                 and is_image_path(opts.sources[0]) and not os.path.isdir(opts.sources[0]))
 
     def open_sinks() -> list[Sink]:
         sinks.extend(make_sinks(sink_opts, len(opts.sources), landmarks=opts.landmarks,
-                                blendshapes=opts.blendshapes))
+                                blendshapes=opts.blendshapes, one_image=one_image))
         if summary:
             from norface_rt.sinks.console import SummarySink
 
@@ -143,11 +147,19 @@ def _open(opts: PipelineOptions, sink_opts: SinkOptions, *, summary: bool = Fals
             from norface_rt.paths import resolve_model_dir
 
             ensure_engines(resolve_model_dir(opts.model_dir), device=opts.device or spec.device or 0)
-        return create_pipeline(opts, open_sinks), sinks
+        pipe = create_pipeline(opts, open_sinks)
     except BaseException:
         for s in sinks:
             s.close()
         raise
+    videos = [src.stream_id for src in pipe.sources if not src.stills]
+    if sink_opts.overlay and is_image_overlay(sink_opts.overlay) and videos:
+        pipe.stop(timeout=1.0)
+        pipe.backend.close()
+        raise ValueError(f"--overlay {sink_opts.overlay}: a picture per input is for photos and "
+                         f"image folders, and {', '.join(videos)} is a video: write --overlay "
+                         "FILE.mp4 for videos")
+    return pipe, sinks
 
 
 def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: RunOptions,
@@ -257,8 +269,11 @@ def _console(sink_opts: SinkOptions, cli: RunOptions) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from norface_rt.sources.factory import expand_sources
+
     cli = options_from(RunOptions, args)
-    opts = options_from(PipelineOptions, args)
+    # a folder of videos is a stream per video
+    opts = options_from(PipelineOptions, args, sources=expand_sources(args.sources))
     sink_opts = options_from(SinkOptions, args)
     console = _console(sink_opts, cli)
     if console == STDOUT_JSONL:

@@ -23,7 +23,7 @@ from norface_rt.config import ModelConfig
 from norface_rt.flags import default_for
 from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
-from norface_rt.pipeline.options import PipelineOptions, SinkOptions
+from norface_rt.pipeline.options import PipelineOptions, SinkOptions, max_faces_for
 from norface_rt.pipeline.runner import Pipeline
 from norface_rt.sinks.base import Sink
 from norface_rt.sources.base import Source
@@ -87,7 +87,7 @@ def is_video_source(src: Source) -> bool:
 
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
-                     max_faces: int,
+                     max_faces: int | None,
                      tiling: float | None = default_for(PipelineOptions, "tiling"),
                      warp_crops: bool = True,
                      baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
@@ -96,12 +96,14 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
     model with a geometry input, also its geometry reader, with a per-track neutral baseline
     in videos unless ``baseline`` is False (a still has no second look at the same person).
     ``max_faces``, ``tiling`` and ``baseline`` are the run options of those names
-    (:class:`PipelineOptions` declares their defaults)."""
+    (:class:`PipelineOptions` declares their defaults; ``max_faces`` None keeps the default of
+    the stream's kind, :func:`~norface_rt.pipeline.options.max_faces_for`)."""
     from norface_rt.faces.landmarker import Landmarker
 
     if tiling is None and not video:
         tiling = 1.0
-    lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
+    lm = Landmarker(Path(landmarker), max_faces=max_faces_for(max_faces, video=video),
+                    mode="video" if video else "image",
                     tiling=tiling)
     return assemble_face_stage(lm, cfg, video=video, warp_crops=warp_crops, baseline=baseline)
 
@@ -124,7 +126,8 @@ def assemble_face_stage(finder: FaceFinder, cfg: ModelConfig, *, video: bool,
                             neutral_radius=cfg.geometry_neutral_radius)
               if video and baseline else None)
         geometry = GeometryReader(cfg.blendshape_names, tb)
-    return FaceStage(finder, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry)
+    return FaceStage(finder, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry,
+                     stills=not video)
 
 
 def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig) -> None:
@@ -141,11 +144,12 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
 
 
 def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
-               blendshapes: bool) -> list[Sink]:
+               blendshapes: bool, one_image: bool = False) -> list[Sink]:
     """The sinks ``opts`` asks for, for ``n_sources`` streams whose messages carry landmarks /
     blendshapes as the run options say (the CSV's columns follow them); output folders are
-    created (asking for out/results.csv means "make out/ if needed"). On error, sinks already
-    opened are closed again."""
+    created (asking for out/results.csv means "make out/ if needed"). ``one_image``: the run's
+    only input is one image file, so a picture overlay is written to its path itself. On error,
+    sinks already opened are closed again."""
     opts.validate()
     curve = None
     if opts.curve_secret is not None:
@@ -180,9 +184,18 @@ def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
             sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=landmarks,
                                  blendshapes=blendshapes, multiple=n_sources > 1))
         if opts.overlay:
-            from norface_rt.sinks.overlay import MultiStreamOverlaySink
+            from norface_rt.sinks.overlay import (
+                MultiStreamOverlaySink,
+                OverlayImageSink,
+                is_image_overlay,
+            )
 
-            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=n_sources > 1))
+            if is_image_overlay(opts.overlay):  # stills: a picture per input
+                sinks.append(OverlayImageSink(Path(opts.overlay), single=one_image,
+                                              panel=opts.overlay_panel))
+            else:
+                sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=n_sources > 1,
+                                                    panel=opts.overlay_panel))
         if opts.show:
             from norface_rt.sinks.overlay import ShowSink
 

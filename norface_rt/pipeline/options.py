@@ -46,6 +46,18 @@ GPU = "GPU"
 SERVING = "serving"
 GROUPS: tuple[str, ...] = (INPUT, FACES, MODEL, OUTPUTS, TRANSPORT, LIVE, GPU, SERVING)
 
+# Faces kept per frame when --max-faces is not given: a video's latency grows with every face, a
+# still has none to keep, so it keeps every face up to the most a frame may hold.
+VIDEO_MAX_FACES = 4
+MAX_FACES = 64
+
+
+def max_faces_for(max_faces: int | None, *, video: bool) -> int:
+    """The faces a stream keeps: ``max_faces`` when given, else the default of its kind."""
+    if max_faces is not None:
+        return max_faces
+    return VIDEO_MAX_FACES if video else MAX_FACES
+
 
 @dataclass
 class PipelineOptions:
@@ -89,8 +101,9 @@ class PipelineOptions:
     # None: the backend's natural device (its row of the backend table).
     device: str | None = option(
         None, flag="--device", group=GPU, api=True,
-        help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); default "
-             "cpu for torch, cuda for torch-cuda and tensorrt")
+        help="cpu, cuda or cuda:N: onnxruntime (cuda needs ONNX Runtime's CUDA build instead of "
+             "the CPU build: README, 'GPU'; default: that build's GPU when installed, else cpu), "
+             "torch (default cpu), torch-cuda and tensorrt (default cuda)")
     # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
     device_align: bool = option(
         False, flag="--device-align", group=GPU,
@@ -99,10 +112,13 @@ class PipelineOptions:
     threads: int | None = option(
         None, flag="--threads", group=MODEL, parse=positive_int, api=True,
         help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
-    max_faces: int = option(
-        4, flag="--max-faces", group=FACES, parse=positive_int, api=True,
-        help="most faces per frame: the largest are kept, and messages count the faces left out "
-             "(faces_cut) with a warning")
+    # None: VIDEO_MAX_FACES for videos and cameras (latency grows with every face), no cap for
+    # stills (MAX_FACES, the most a frame may ask for).
+    max_faces: int | None = option(
+        None, flag="--max-faces", parse=positive_int, group=FACES, api=True,
+        help=f"most faces per frame: the largest are kept, and messages count the faces left out "
+             f"(faces_cut) with a warning (default: {VIDEO_MAX_FACES} for videos and cameras, "
+             f"none for photos and image folders, up to {MAX_FACES})")
     # MediaPipe's bundled detector is short-range: faces in wide/group shots are found only when the
     # frame is also scanned in square tiles (side = tiling * min(width, height)). Costs ~3x per frame,
     # so it is on by default only for still images.
@@ -179,8 +195,8 @@ class PipelineOptions:
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         spec = backend_spec(self.backend)
-        if not 1 <= self.max_faces <= 64:
-            raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
+        if self.max_faces is not None and not 1 <= self.max_faces <= MAX_FACES:
+            raise ValueError(f"--max-faces must be in [1, {MAX_FACES}], got {self.max_faces}")
         if not 1 <= self.max_batch <= 1024:
             raise ValueError(f"--max-batch must be in [1, 1024], got {self.max_batch}")
         if not 1 <= self.queue_size <= 1024:
@@ -263,11 +279,20 @@ class SinkOptions:
     # (PipelineOptions.landmarks / blendshapes).
     csv_style: str = option(
         CSV_STYLES[0], flag="--csv-style", choices=CSV_STYLES, group=OUTPUTS,
-        help="default: py-feat-like columns; openface: OpenFace 2.0 names and conventions "
-             "(docs/protocol.md compares them)")
+        help="default: py-feat-like columns; openface: OpenFace 2.2's columns, order and "
+             "decimals, with gaze, head position and the 68 iBUG points (docs/protocol.md "
+             "compares them)")
     overlay: str | os.PathLike[str] | None = option(
         None, flag="--overlay", group=OUTPUTS, receives=True,
-        help="write an annotated mp4 (one file per stream if several)")
+        help="write the frames annotated: a video (.mp4; one file per stream if several) or, for "
+             "photos and image folders, a picture per input (.png, .jpg, .webp; named after "
+             "each input unless the input is one image)")
+    # The overlay's side panel (emotions, AU bars per face) widens the picture; without it the
+    # output has the source's size, with boxes, tags and gaze only.
+    overlay_panel: bool = option(
+        True, flag="--no-panel", inverted=True, group=OUTPUTS,
+        help="overlay: draw on the frame only, at the source's size, without the side panel of "
+             "emotions and AU bars (default: with the panel, wider than the source)")
     show: bool = option(
         False, flag="--show", group=OUTPUTS, receives=True,
         help="show the annotated frames in a window (q or Esc ends the run; needs a display and "

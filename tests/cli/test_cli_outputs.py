@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from norface_rt.cli import build_parser
-from norface_rt.cli.native_logs import NATIVE_NOISE
+from norface_rt.native_logs import NATIVE_NOISE
 from norface_rt.cli.progress import Progress, total_frames
 from norface_rt.cli.run import zmq_endpoint
 from norface_rt.protocol import DEFAULT_ENDPOINT
@@ -176,7 +176,7 @@ def test_every_option_of_every_command_has_help_and_states_its_default() -> None
     assert not missing, f"options without help: {missing}"
     assert not no_default, f"options whose help hides the default: {no_default}"
     help_text = cli("run", "--help", timeout=60).stdout
-    assert "--csv-style {default,openface}" in help_text and "(default: 4)" in help_text
+    assert "--csv-style {default,openface}" in help_text and "(default: 4 for videos" in help_text
 
 
 def test_max_faces_cut_is_warned_and_counted(tiny_model_dir, landmarker_path, media_dir,
@@ -216,7 +216,7 @@ def test_listen_says_it_is_waiting() -> None:
 def test_quiet_native_logs_filters_descriptor_2_only(capfd) -> None:
     import logging
 
-    from norface_rt.cli.native_logs import quiet_native_logs
+    from norface_rt.native_logs import quiet_native_logs
 
     with quiet_native_logs():
         os.write(2, b"W0000 00:00:1796041744.334663   29161 x.cc:1] native noise\n")
@@ -360,3 +360,59 @@ def test_argument_errors_are_short_and_suggest_the_closest(argv, expected, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "error:" in err[0] and expected in err[0], err
     assert "--help` lists the options" in err[1] and not any(x.startswith("usage:") for x in err)
+
+
+# ----------------------------------------------------------------------------- stills as stills
+
+def test_an_overlay_of_a_photo_is_a_picture(landmarker_path, media_dir, tmp_path) -> None:
+    """Issue 21, point 2: `--overlay out.png` on a photo used to crash in libx264 (exit 1)."""
+    import cv2
+
+    for name in ("out.png", "out.jpg", "out.webp"):
+        res = cli("run", str(media_dir / "multi_face.jpg"), "--landmarker", str(landmarker_path),
+                  "--overlay", str(tmp_path / name), "--quiet")
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+        img = cv2.imread(str(tmp_path / name))
+        assert img is not None and img.shape[0] == 667 and img.shape[1] > 1000  # frame + panel
+    res = cli("run", str(media_dir / "multi_face.jpg"), "--landmarker", str(landmarker_path),
+              "--overlay", str(tmp_path / "bare.png"), "--no-panel", "--quiet")
+    assert res.returncode == 0 and cv2.imread(str(tmp_path / "bare.png")).shape == (667, 1000, 3)
+
+
+def test_an_overlay_of_a_folder_is_a_picture_per_input(landmarker_path, media_dir,
+                                                       tmp_path) -> None:
+    import shutil
+
+    import cv2
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("single_face.jpg", "astronaut.png"):
+        shutil.copy(media_dir / name, photos / name)
+    res = cli("run", str(photos), "--landmarker", str(landmarker_path), "--overlay",
+              str(tmp_path / "out" / "ov.jpg"), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ov-astronaut.jpg",
+                                                                    "ov-single_face.jpg"]
+    assert cv2.imread(str(tmp_path / "out" / "ov-astronaut.jpg")).shape[0] == 512
+    res = cli("run", str(media_dir / "single_face.mp4"), "--landmarker", str(landmarker_path),
+              "--overlay", str(tmp_path / "v.png"), "--no-progress")
+    assert res.returncode == 2 and "write --overlay FILE.mp4 for videos" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "v.png").exists()
+
+
+def test_a_folder_of_videos_is_a_stream_per_video(landmarker_path, media_dir, tmp_path) -> None:
+    """Issue 21, point 9: a folder of videos used to be refused ("no images in folder")."""
+    import shutil
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(media_dir / "single_face.mp4", videos / "a.mp4")
+    shutil.copy(media_dir / "no_face.mp4", videos / "b.mp4")
+    res = cli("run", str(videos), "--landmarker", str(landmarker_path), "--jsonl",
+              str(tmp_path / "r.jsonl"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    ends = [m for m in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())
+            if m["type"] == "eos"]
+    assert sorted((m["stream_id"], m["frames"], m["error"]) for m in ends) == [
+        ("a", 72, None), ("b", 95, None)]
