@@ -33,8 +33,8 @@ from norface_rt.cli.args import (
     positive_int,
     setup_logging,
 )
-from norface_rt.cli.native_logs import quiet_native_logs
 from norface_rt.config import ConfigFileError
+from norface_rt.native_logs import quiet_native_logs
 from norface_rt.wire.exits import ExitCode, exit_epilog
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
