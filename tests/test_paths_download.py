@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -101,3 +102,29 @@ def test_a_damaged_bundled_landmarker_is_refused(tmp_path: Path,
     task.write_bytes(bytes(data))
     with pytest.raises(ModelNotFoundError, match="damaged or was altered"):
         packaged_landmarker()
+
+
+def test_run_and_analyzer_need_no_landmarker_flag(media_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, point 5: with no flag, no environment variable and an empty cache, the CLI and
+    the Python API find the landmarker shipped in the package (they used to stop with "not
+    found" and ask for --landmarker or a download)."""
+    import subprocess
+    import sys
+
+    import norface_rt
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NORFACE_RT_LANDMARKER", "NORFACE_RT_SHARED_MODELS")}
+    env["NORFACE_RT_CACHE"] = str(tmp_path / "empty-cache")
+    res = subprocess.run([sys.executable, "-m", "norface_rt", "run",
+                          str(media_dir / "single_face.jpg"), "--jsonl", str(tmp_path / "r.jsonl"),
+                          "--quiet"], capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr
+    frame = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert len(frame["faces"]) == 1
+    for name in ("NORFACE_RT_LANDMARKER", "NORFACE_RT_SHARED_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NORFACE_RT_CACHE", str(tmp_path / "empty-cache"))
+    with norface_rt.Analyzer() as analyzer:
+        assert len(analyzer.analyze_image(media_dir / "single_face.jpg")) == 1

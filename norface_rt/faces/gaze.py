@@ -64,41 +64,40 @@ NEUTRAL_IRIS_OFFSET: tuple[tuple[float, float], tuple[float, float]] = ((-1.51, 
 MIN_EYE_OPENING = 0.08
 _MAX_SIN = 0.95  # offsets beyond 95 % of the radius are clipped (a mesh outlier, not an eye)
 
-# MediaPipe's metric camera frame (OpenGL: y up, z towards the viewer) to OpenCV's.
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+# MediaPipe's metric camera frame (OpenGL: y up, z towards the viewer) to OpenCV's: conjugating
+# a rotation by it moves the rotation between the two.
+GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 
 
 def head_rotation_cv(matrix: np.ndarray) -> np.ndarray:
     """The head rotation of a facial transformation matrix (MediaPipe, OpenGL camera frame) in
     OpenCV's camera frame: maps the head's own axes (x towards the subject's left, y down, z into
     the head) to the camera's."""
-    m = np.asarray(matrix, dtype=np.float64)[:3, :3]
-    u, _, vt = np.linalg.svd(m)  # the nearest rotation (the matrix may carry float noise)
-    r = u @ vt
-    if np.linalg.det(r) < 0:
-        u[:, -1] *= -1.0
-        r = u @ vt
-    return _GL_TO_CV @ r @ _GL_TO_CV
+    from norface_rt.faces.pose import head_rotation
+
+    return GL_TO_CV @ head_rotation(matrix) @ GL_TO_CV
 
 
-def _eye_direction(q: np.ndarray, corners: tuple[int, int], lids: tuple[int, int], iris: int,
-                   neutral: tuple[float, float]) -> np.ndarray | None:
-    """One eye's gaze in the head's frame from head-frame landmarks ``q`` (None: eye closed)."""
-    width = float(np.linalg.norm(q[corners[0]] - q[corners[1]]))
-    if not width > 0:
-        return None
-    opening = float(np.linalg.norm(q[lids[0]] - q[lids[1]]))
-    if opening < MIN_EYE_OPENING * width:
+# The points one eye's gaze is read from, in this order: corners (outer, inner), lids (upper,
+# lower), iris centre; for the subject's right eye, then the left.
+_EYE_POINTS = (*RIGHT_EYE_CORNERS, *RIGHT_EYE_LIDS, RIGHT_IRIS_CENTER,
+               *LEFT_EYE_CORNERS, *LEFT_EYE_LIDS, LEFT_IRIS_CENTER)
+
+
+def _eye_direction(q: np.ndarray, neutral: tuple[float, float]) -> np.ndarray | None:
+    """One eye's gaze in the head's frame from its five head-frame points ``q`` (corners, lids,
+    iris; see :data:`_EYE_POINTS`); None when the eye is nearly closed."""
+    outer, inner, upper, lower, iris = q
+    width = math.dist(outer, inner)
+    if not width > 0 or math.dist(upper, lower) < MIN_EYE_OPENING * width:
         return None
     mm = CANONICAL_EYE_WIDTH_MM / width  # millimetres per landmark unit for this eye
-    middle = (q[corners[0], :2] + q[corners[1], :2]) / 2.0
-    d = (q[iris, :2] - middle) * mm - np.asarray(neutral)
-    s = d / IRIS_ROTATION_RADIUS_MM
-    norm = float(np.hypot(s[0], s[1]))
+    sx = ((iris[0] - (outer[0] + inner[0]) / 2.0) * mm - neutral[0]) / IRIS_ROTATION_RADIUS_MM
+    sy = ((iris[1] - (outer[1] + inner[1]) / 2.0) * mm - neutral[1]) / IRIS_ROTATION_RADIUS_MM
+    norm = math.hypot(sx, sy)
     if norm > _MAX_SIN:
-        s *= _MAX_SIN / norm
-        norm = _MAX_SIN
-    return np.array([s[0], s[1], -math.sqrt(1.0 - norm * norm)])
+        sx, sy, norm = sx * _MAX_SIN / norm, sy * _MAX_SIN / norm, _MAX_SIN
+    return np.array([sx, sy, -math.sqrt(1.0 - norm * norm)])
 
 
 def gaze_from_landmarks(landmarks: np.ndarray, rotation_cv: np.ndarray) -> Gaze | None:
@@ -109,11 +108,11 @@ def gaze_from_landmarks(landmarks: np.ndarray, rotation_cv: np.ndarray) -> Gaze 
     if pts.ndim != 2 or pts.shape[0] < IRIS_POINTS or pts.shape[1] < 3:
         return None
     r = np.asarray(rotation_cv, dtype=np.float64)
-    q = pts[:, :3] @ r  # each row r.T @ p: the head's frame (its origin does not matter here)
-    right = _eye_direction(q, RIGHT_EYE_CORNERS, RIGHT_EYE_LIDS, RIGHT_IRIS_CENTER,
-                           NEUTRAL_IRIS_OFFSET[0])
-    left = _eye_direction(q, LEFT_EYE_CORNERS, LEFT_EYE_LIDS, LEFT_IRIS_CENTER,
-                          NEUTRAL_IRIS_OFFSET[1])
+    # each row r.T @ p: the head's frame (its origin does not matter here); plain floats, as the
+    # face stage runs this for every face of every frame
+    q = (pts[list(_EYE_POINTS), :3] @ r).tolist()
+    right = _eye_direction(q[:5], NEUTRAL_IRIS_OFFSET[0])
+    left = _eye_direction(q[5:], NEUTRAL_IRIS_OFFSET[1])
     if right is None or left is None:
         return None
     g_right, g_left = r @ right, r @ left

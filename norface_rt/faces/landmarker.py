@@ -63,8 +63,8 @@ from mediapipe.tasks.python.vision import (
 
 from norface_rt.faces.align import points5_from_mediapipe
 from norface_rt.faces.camera import head_position_mm
-from norface_rt.faces.gaze import gaze_from_landmarks, head_rotation_cv
-from norface_rt.faces.pose import head_pose_from_matrix
+from norface_rt.faces.gaze import GL_TO_CV, gaze_from_landmarks
+from norface_rt.faces.pose import head_pose_from_rotation, head_rotation
 from norface_rt.faces.tracker import box_iou
 from norface_rt.images import check_rgb_image
 from norface_rt.types import Face, FramePacket
@@ -177,11 +177,12 @@ def faces_from_mediapipe(result: Any, width: int, height: int, *,
         if i < len(result.facial_transformation_matrixes):
             matrix = np.asarray(result.facial_transformation_matrixes[i])
             try:
-                pose = head_pose_from_matrix(matrix)
+                rotation = head_rotation(matrix)
             except ValueError:
-                pose = None  # degenerate matrix: report "unknown" rather than a wrong angle
-            if pose is not None:
-                gaze = gaze_from_landmarks(pts, head_rotation_cv(matrix))
+                rotation = None  # degenerate matrix: report "unknown" rather than a wrong angle
+            if rotation is not None:
+                pose = head_pose_from_rotation(rotation)
+                gaze = gaze_from_landmarks(pts, GL_TO_CV @ rotation @ GL_TO_CV)
                 position = head_position_mm(matrix, (int(ox), int(oy), int(ox) + width,
                                                      int(oy) + height), (fw, fh))
         landmarks = pts.astype(np.float32)
