@@ -284,6 +284,16 @@ def test_harness_labels_a_training_shard(fer_teacher: Teacher, media_dir: Path, 
         assert np.isnan(z["prob_fer"][1]).all()
         box = z["box_fer"][0]
         assert box[0] < 20 and box[2] > 92  # the face fills the crop
+    # aligned crops: the face is found once and frames every crop (the grey one too), cached apart
+    aligned = tmp_path / "aligned_labels.npz"
+    s = _label(["--teacher", "fer", "--aligned-crops", "--input", str(shards), "--out",
+                str(tmp_path / "cache"), "--export", str(aligned), "--landmarker",
+                str(landmarker_path)], capsys)
+    assert s["images"] == 2 and s["with_face"] == 2 and s["labels_computed"] == 2
+    with np.load(aligned) as z, np.load(export) as per_crop:
+        np.testing.assert_allclose(z["box_fer"][0], z["box_fer"][1])
+        np.testing.assert_allclose(z["box_fer"][0], per_crop["box_fer"][0], atol=1.0)
+        assert EMOTION_NAMES[int(z["prob_fer"][0].argmax())] == "happy"
 
 
 def test_label_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

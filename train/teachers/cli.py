@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "per teacher in our emotion order, boxes, ensemble mean, agreement)")
     lab.add_argument("--limit", type=int, default=None, metavar="N",
                      help="only the first N images of each input (smoke runs)")
+    lab.add_argument("--aligned-crops", action="store_true",
+                     help="shard inputs of aligned face crops: find the face once (median "
+                          "landmarks of the first 32 crops) and frame every crop with it, "
+                          "instead of running MediaPipe on each (several times faster)")
     _common(lab)
     ver = sub.add_parser("verify", help="compare the ports with each teacher's own code (Keras; "
                          "face-api's JavaScript) on permissive photos")
@@ -158,6 +162,10 @@ def _label(args: argparse.Namespace) -> int:
     tables = []
     try:
         for d, kind, items in inputs:
+            if args.aligned_crops:
+                if kind != "shards":
+                    raise ValueError(f"--aligned-crops: {d} is not a shard folder")
+                labeler.use_aligned_landmarks(items)
             table = labeler.label(items, progress=timed_progress(Path(d).name))
             tables.append(table)
             print(f"teachers: {d} ({kind}): {json.dumps(summary(table))}", flush=True)
