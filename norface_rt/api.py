@@ -16,7 +16,7 @@ and result types, and reads its typed results from a bounded queue
 of video, and leaving a loop early stops the pipeline's threads. The model is loaded once per
 :class:`Analyzer`; pictures (``analyze_image``, ``analyze_images``) go through one still-image
 pipeline that the analyzer keeps running between calls (:class:`~norface_rt.sources.feed.FeedSource`),
-so a photo costs what it costs in a folder, not a pipeline's start-up. MediaPipe's native log
+so a photo costs its analysis, not a pipeline's start-up. MediaPipe's native log
 lines are kept off stderr while the analyzer works (``native_logs=True`` keeps them), and
 ``close()`` (or the end of a ``with`` block) stops everything it started.
 """

@@ -2,8 +2,8 @@
 
 What keeps the Python API's pipeline warm across ``Analyzer.analyze_image`` calls: the pipeline
 (its MediaPipe graphs, threads and queues) is built once around this source, and each call puts
-one picture in and takes one result out, so a photo costs what it costs in a folder instead of a
-pipeline's start-up every time. Pictures are image files (read and decoded here, on the source's
+one picture in and takes one result out, so a photo costs its analysis instead of a pipeline's
+start-up every time. Pictures are image files (read and decoded here, on the source's
 thread, as :class:`~norface_rt.sources.images.ImageSource` reads a folder's) or HxWx3 uint8 RGB
 arrays (checked by the caller). A file that cannot be decoded travels as a flagged frame without
 pixels, as in a folder. The stream ends only when :meth:`finish` is called (cleanly).
