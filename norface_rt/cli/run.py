@@ -273,7 +273,14 @@ def run(args: argparse.Namespace) -> int:
 
     cli = options_from(RunOptions, args)
     # a folder of videos is a stream per video
-    opts = options_from(PipelineOptions, args, sources=expand_sources(args.sources))
+    sources = expand_sources(args.sources)
+    if (args.stream_ids is not None and len(sources) != len(args.sources)
+            and len(args.stream_ids) != len(sources)):
+        return fail(f"--stream-id: a folder of videos is one stream per video: {len(sources)} "
+                    f"streams here ({', '.join(Path(s).name for s in sources)}); give one "
+                    f"--stream-id per stream, in that order, or none (each is named after its "
+                    f"file), got {len(args.stream_ids)}")
+    opts = options_from(PipelineOptions, args, sources=sources)
     sink_opts = options_from(SinkOptions, args)
     console = _console(sink_opts, cli)
     if console == STDOUT_JSONL:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from norface_rt.cli import build_parser
-from norface_rt.native_logs import NATIVE_NOISE
 from norface_rt.cli.progress import Progress, total_frames
 from norface_rt.cli.run import zmq_endpoint
+from norface_rt.native_logs import NATIVE_NOISE
 from norface_rt.protocol import DEFAULT_ENDPOINT
 
 
@@ -416,3 +416,20 @@ def test_a_folder_of_videos_is_a_stream_per_video(landmarker_path, media_dir, tm
             if m["type"] == "eos"]
     assert sorted((m["stream_id"], m["frames"], m["error"]) for m in ends) == [
         ("a", 72, None), ("b", 95, None)]
+
+
+def test_stream_ids_for_a_folder_of_videos_count_its_videos(media_dir, tmp_path, capsys) -> None:
+    """One --stream-id for a folder of two videos is refused at once, saying why (the folder is
+    two streams) and which they are, instead of "expected one per source (2), got 1"."""
+    import shutil
+
+    from norface_rt.cli import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(media_dir / "no_face.mp4", videos / "a.mp4")
+    shutil.copy(media_dir / "no_face.mp4", videos / "b.mp4")
+    assert main(["run", str(videos), "--stream-id", "lobby", "--zmq", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("norface-rt: error: --stream-id: a folder of videos is one stream per "
+                          "video: 2 streams here (a.mp4, b.mp4)") and err.endswith("got 1"), err

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from faces_helpers import as_packet, decode, load_rgb
+
 from norface_rt.faces import gaze as G
 
 EYE_WIDTH_PX = 60.0  # a synthetic eye, corner to corner
