@@ -75,3 +75,45 @@ def start_triton(triton_env):  # noqa: ANN001, ANN201
                             **(ports or {})).start(timeout=180)
 
     return start
+
+
+# --------------------------------------------------------------------------- artifacts, X server
+@pytest.fixture(scope="session")
+def artifact_dir() -> Path:
+    """Where tests leave pictures for people to look at (screenshots of the live views):
+    ``$NORFACE_RT_TEST_ARTIFACTS``, default ``<repo>/test-artifacts`` (not committed)."""
+    d = Path(os.environ.get("NORFACE_RT_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():  # -> str, e.g. ":5"
+    """A real X server (Debian's ``xvfb``, installed by .ci/install-test-deps.sh) on a free
+    display number, for the session; skipped with the install command where it is missing."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("Xvfb")
+    if binary is None:
+        pytest.skip("Xvfb not found: `apt-get install xvfb` (.ci/install-test-deps.sh does)")
+    read_fd, write_fd = os.pipe()
+    # -noreset: by default the server resets when its last client leaves (a run's window
+    # closing), and a test connecting meanwhile (a screenshot, the next run) is refused.
+    proc = subprocess.Popen([binary, "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as r:
+            number = r.readline().strip().decode()  # written once the server accepts clients
+        if not number.isdigit():
+            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
+            pytest.skip(f"Xvfb did not start: {err.strip()[-300:]}")
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need: the RTSP source tests (tests/rtsp_server.py runs under the
-# system python3 with GStreamer's RTSP server) and the synthetic renderer (headless EGL). Debian/Ubuntu only; idempotent: apt is skipped when
+# system python3 with GStreamer's RTSP server), the synthetic renderer (headless EGL), the --show
+# window test (an X server and XTEST) and the live view's browser test (Chromium and its driver;
+# the tests never download a browser). Debian/Ubuntu only; idempotent: apt is skipped when
 # everything is already installed. Called by .ci/run; safe to run by hand (uses sudo if not root).
 set -euo pipefail
 
@@ -14,6 +16,8 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly       # x264enc
   gstreamer1.0-libav              # avdec_h264 / avdec_h265 to decode the test media
   libegl1 libgl1-mesa-dri libegl-mesa0  # headless EGL + llvmpipe for the synthetic renderer (moderngl)
+  xvfb libxtst6                   # a real X server and key presses for the --show test
+  chromium chromium-driver        # a real browser for the --http live view test (selenium drives it)
 )
 
 missing=()
@@ -30,7 +34,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 else
-  echo "RTSP test dependencies already installed"
+  echo "system test dependencies already installed"
 fi
 
 /usr/bin/python3 - <<'PY'

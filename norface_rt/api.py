@@ -23,6 +23,7 @@ lines are kept off stderr while the analyzer works (``native_logs=True`` keeps t
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -38,8 +39,16 @@ from norface_rt.backends.base import Backend
 from norface_rt.config import ModelConfig
 from norface_rt.flags import default_for, default_of, options_of
 from norface_rt.native_logs import shared_filter
-from norface_rt.pipeline import Pipeline, PipelineOptions, SinkOptions, create_pipeline, open_backend
+from norface_rt.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    SinkOptions,
+    create_pipeline,
+    make_sinks,
+    open_backend,
+)
 from norface_rt.pipeline.factory import check_landmarker_feeds
+from norface_rt.sinks.base import Sink
 from norface_rt.sinks.files import CSV_STYLES, CsvLayout
 from norface_rt.sinks.results import ImageResultQueue, ResultQueue
 from norface_rt.types import FaceResult, FrameResult
@@ -86,8 +95,10 @@ class VideoAnalysis:
     """
 
     def __init__(self, pipeline: Pipeline, sink: ResultQueue, stop_timeout: float, *,
-                 progress: bool = False, quiet: bool = True) -> None:
+                 progress: bool = False, quiet: bool = True, live_url: str | None = None) -> None:
         self.pipeline = pipeline
+        # The live view's address when the analysis serves one (Analyzer(http=...)).
+        self.live_url = live_url
         self._sink = sink
         self._stop_timeout = stop_timeout
         self._progress = progress
@@ -225,28 +236,43 @@ class Analyzer:
     (:meth:`PipelineOptions.api_options` lists them). Besides: ``progress`` shows a progress bar
     for ``analyze_images`` and ``analyze_video`` (each call may say otherwise), and
     ``native_logs`` keeps MediaPipe's native log lines on stderr (off: filtered while the
-    analyzer works). Missing model files raise at once (FileNotFoundError naming where they were
-    looked for); absurd values raise ValueError naming the option, and an option the API does not
-    take raises TypeError. ``close()`` (or leaving a ``with`` block) stops the analyzer's
-    pipelines, open analyses included, and releases the model.
+    analyzer works).
+
+    ``http`` (``[HOST:]PORT``, loopback unless ``allow_remote``; port 0 picks a free one) serves
+    the live view of every video analysis while it runs, as ``run --http`` does: open
+    :attr:`VideoAnalysis.live_url` in a browser beside the notebook (with a fixed port, every
+    analysis has the same address). ``http_token`` (every request must carry it) and
+    ``http_fps`` are the CLI's too (:meth:`SinkOptions.api_options`). The view never slows the
+    analysis: a viewer that falls behind misses images, counted. One analysis serves a port at
+    a time (close or finish one before the next on the same port); ``analyze_image`` and
+    ``analyze_images`` serve none.
+
+    Missing model files raise at once (FileNotFoundError naming where they were looked for);
+    absurd values raise ValueError naming the option, and an option the API does not take
+    raises TypeError. ``close()`` (or leaving a ``with`` block) stops the analyzer's pipelines,
+    open analyses included, and releases the model.
     """
 
     def __init__(self, model_dir: Source | None = None, landmarker: Source | None = None, *,
                  progress: bool = False, native_logs: bool = False, **options: Any) -> None:
         from norface_rt.paths import resolve_landmarker, resolve_model_dir
 
-        taken = PipelineOptions.api_options()
-        unknown = sorted(set(options) - set(taken))
+        run_taken, view_taken = PipelineOptions.api_options(), SinkOptions.api_options()
+        unknown = sorted(set(options) - set(run_taken) - set(view_taken))
         if unknown:
             raise TypeError(f"Analyzer() got unexpected option(s) {unknown}; it takes "
-                            f"{list(taken)} and progress, native_logs")
+                            f"{[*run_taken, *view_taken]} and progress, native_logs")
         self.progress = bool(progress)
         self._quiet = not native_logs
         self._stills: _Stills | None = None
         self._analyses: weakref.WeakSet[VideoAnalysis] = weakref.WeakSet()
         self._backend: Backend | None = None
         self._options: dict[str, Any] = {"model_dir": model_dir, "landmarker": landmarker,
-                                         **options}
+                                         **{k: v for k, v in options.items() if k in run_taken}}
+        # The live view of every video analysis; its only output besides the caller's loop.
+        self._view = SinkOptions(zmq="none", **{k: v for k, v in options.items()
+                                                if k in view_taken})
+        self._view.validate()
         run = PipelineOptions(sources=["<check>"], **self._options)
         run.validate()
         resolved_model = resolve_model_dir(model_dir)
@@ -273,7 +299,8 @@ class Analyzer:
     def analyze_video(self, source: Source, *, stream_id: str | None = None,
                       realtime: bool = False, loop: bool = False, keep_images: bool = False,
                       buffer: int = 16, stop_timeout: float = 5.0,
-                      progress: bool | None = None) -> VideoAnalysis:
+                      progress: bool | None = None, http: str | None = None,
+                      http_token: str | None = None) -> VideoAnalysis:
         """The frames of ``source`` (a video file, image file or folder, ``rtsp://`` URL,
         ``/dev/videoN`` or ``webcam:N``), one :class:`FrameResult` each, in order.
 
@@ -282,13 +309,23 @@ class Analyzer:
         pixels in ``FrameResult.image`` (for drawing; costs a frame of memory per result
         buffered). ``realtime``/``loop`` are the CLI's file options; ``progress`` shows a bar
         (frames done of the source's length when it knows it; default: the analyzer's).
+
+        ``http`` / ``http_token``, when given, replace the Analyzer's for this analysis (see
+        :class:`Analyzer`): the live view at :attr:`VideoAnalysis.live_url`.
         """
         if isinstance(source, np.ndarray):
             raise ValueError("source: got an array; use analyze_image for pixels in memory")
+        view = self._view
+        if http is not None or http_token is not None:
+            view = dataclasses.replace(view, http=http if http is not None else view.http,
+                                       http_token=http_token if http_token is not None
+                                       else view.http_token)
+            view.validate()
         analysis = self._analysis([os.fspath(source)], stream_id, realtime=realtime, loop=loop,
                                   keep_images=keep_images, buffer=buffer,
                                   stop_timeout=stop_timeout,
-                                  progress=self.progress if progress is None else progress)
+                                  progress=self.progress if progress is None else progress,
+                                  view=view)
         self._analyses.add(analysis)
         return analysis
 
@@ -384,7 +421,8 @@ class Analyzer:
 
     def _analysis(self, sources: list[Any], stream_id: str | None, *, realtime: bool = False,
                   loop: bool = False, keep_images: bool = False, buffer: int = 16,
-                  stop_timeout: float = 5.0, progress: bool = False) -> VideoAnalysis:
+                  stop_timeout: float = 5.0, progress: bool = False,
+                  view: SinkOptions | None = None) -> VideoAnalysis:
         backend = self._require_backend()
         if not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f"buffer: expected an int >= 1 (results held ahead of the caller), "
@@ -394,8 +432,23 @@ class Analyzer:
         opts = PipelineOptions(sources=sources, stream_ids=[stream_id] if stream_id else None,
                                realtime=realtime, loop=loop, sink_buffer=1, **self._options)
         sink = ImageResultQueue(buffer) if keep_images else ResultQueue(buffer)
-        pipeline = create_pipeline(opts, [sink], backend=backend)
-        return VideoAnalysis(pipeline, sink, stop_timeout, progress=progress, quiet=self._quiet)
+        outputs: list[Sink] = [sink]
+        live = view if view is not None and view.http is not None else None
+
+        def sinks() -> list[Sink]:  # opened only once the source has opened
+            if live is not None:
+                outputs.extend(make_sinks(live, len(sources), landmarks=opts.landmarks,
+                                          blendshapes=opts.blendshapes))
+            return outputs
+
+        pipeline = create_pipeline(opts, sinks, backend=backend)
+        live_url = None
+        if live is not None:
+            from norface_rt.sinks.web.sink import HttpViewSink
+
+            live_url = next((s.url for s in outputs if isinstance(s, HttpViewSink)), None)
+        return VideoAnalysis(pipeline, sink, stop_timeout, progress=progress, quiet=self._quiet,
+                             live_url=live_url)
 
     def close(self) -> None:
         """Stop the still pipeline and every analysis still open, then release the model;
@@ -434,7 +487,7 @@ def _analyzer_signature() -> inspect.Signature:
     editors should show it: the API options with the defaults their fields declare."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter("self", kind)]
-    for f, opt in options_of(PipelineOptions):
+    for f, opt in (*options_of(PipelineOptions), *options_of(SinkOptions)):
         if opt.api:
             params.append(inspect.Parameter(
                 f.name, kind if f.name in ("model_dir", "landmarker") else

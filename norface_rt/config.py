@@ -61,6 +61,20 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
 # MediaPipe's face mesh: 478 points (468 + 10 iris points).
 LANDMARK_COUNT = 478
 
+# Colours per emotion in every picture of results (`norface-rt plot`, the live view's charts);
+# other labels, and the AUs a timeline draws, take SERIES_COLORS in turn.
+EMOTION_COLORS: dict[str, str] = {
+    "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
+    "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
+}
+# The other series' colours, in turn (spelled out so that the live view's page draws a series in
+# the colour `norface-rt plot` gives it): none close to an emotion's, so an AU line never reads
+# as the emotion area beside it (with matplotlib's default cycle AU12 took fear's purple).
+SERIES_COLORS: tuple[str, ...] = (
+    "#00a0a0", "#d4147a", "#1f1f1f", "#1a2a8c", "#9a9a10", "#00c8e8", "#f58fbf", "#00524a",
+    "#00ff80", "#a0d040",
+)
+
 # FACS names of the action units the project knows (labels for plots and docs).
 AU_DESCRIPTIONS: dict[str, str] = {
     "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer",

@@ -107,6 +107,11 @@ def options_of(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Option]]:
             yield f, opt
 
 
+def api_options(cls: type) -> tuple[str, ...]:
+    """The fields of an options class that the Python API's ``Analyzer`` takes too (``api``)."""
+    return tuple(f.name for f, opt in options_of(cls) if opt.api)
+
+
 def default_of(f: dataclasses.Field[Any]) -> Any:
     """A field's declared default (a fresh one for a default factory)."""
     if f.default_factory is not MISSING:

@@ -197,12 +197,16 @@ def emotion_ce(logits: Tensor, target: Tensor) -> Tensor:
 
 def soft_emotion_ce(logits: Tensor, target: Tensor, rows: Tensor) -> Tensor:
     """Cross-entropy to soft labels (distillation) over the rows marked in ``rows``; targets are
-    renormalised to sum to 1 (a teacher with no class for an emotion gives it no mass)."""
+    renormalised to sum to 1. A NaN target ("no opinion": no teacher has that class) leaves that
+    class out of the student's softmax too, so the teacher neither pushes it down nor up."""
     if not bool(rows.any()):
         return logits.sum() * 0.0
-    t = target[rows].clamp(min=0)
+    t = target[rows]
+    has = torch.isfinite(t)
+    t = torch.where(has, t.clamp(min=0), torch.zeros_like(t))
     t = t / t.sum(dim=1, keepdim=True).clamp(min=1e-8)
-    return -(t * F.log_softmax(logits[rows], dim=1)).sum(dim=1).mean()
+    logp = F.log_softmax(logits[rows].masked_fill(~has, float("-inf")), dim=1)
+    return -torch.where(has, t * logp, torch.zeros_like(logp)).sum(dim=1).mean()
 
 
 def au_bce(logits: Tensor, target: Tensor, pos_weight: Tensor | None = None) -> Tensor:

@@ -184,6 +184,12 @@ def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: Ru
         elif console == STDOUT_JSONL:
             print("norface-rt: no output chosen: every message as a JSON line on stdout; "
                   "--jsonl FILE, --csv FILE or --overlay FILE saves the results", file=sys.stderr)
+    if sink_opts.http is not None:  # even with --quiet: the page's address is the output
+        from norface_rt.sinks.web.sink import HttpViewSink
+
+        for view in (s for s in sinks if isinstance(s, HttpViewSink)):
+            print(f"norface-rt: live view on {view.url}"
+                  + (" (add ?token=TOKEN)" if view.token_required else ""), file=sys.stderr)
     if not pipe.backend.config.trained:
         print("norface-rt: WARNING: this model is UNTRAINED (random weights); results are flagged "
               "'untrained' and carry no meaning.", file=sys.stderr)
@@ -233,9 +239,12 @@ def _drive(pipe: Pipeline, signals: _Signals) -> int:
     code: int = ExitCode.OK
     try:
         pipe.start()
-        while not pipe.wait(timeout=0.2):
-            if signals.received or pipe.quit_requested:  # (q / Esc in the --show window)
+        # A window's events must be handled on this (the main) thread: pump() does that while
+        # it waits; without a window it only waits.
+        while not pipe.wait(timeout=0.0):
+            if signals.received or pipe.quit_requested:  # (q / Esc, or a closed --show window)
                 break
+            pipe.pump(0.02 if pipe.pumps else 0.2)
     except Exception as exc:
         code = fail(str(exc), ExitCode.FAILED)
     finally:
@@ -248,6 +257,7 @@ def _drive(pipe: Pipeline, signals: _Signals) -> int:
                 pipe.backend.close()  # a remote backend unregisters its shared memory
             except Exception:
                 log.exception("closing the backend failed")
+        pipe.pump(0.0)  # windows are destroyed on the thread that made them
     return ExitCode.for_signal(signals.received[0]) if signals.received else code
 
 

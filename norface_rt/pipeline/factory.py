@@ -204,6 +204,11 @@ def make_sinks(opts: SinkOptions, n_sources: int, *, landmarks: bool,
             from norface_rt.sinks.nats_js import NatsJetStreamSink
 
             sinks.append(NatsJetStreamSink(opts.nats, opts.nats_stream, subject_prefix=opts.nats_prefix))
+        if opts.http is not None:
+            from norface_rt.sinks.web.sink import HttpViewSink
+
+            sinks.append(HttpViewSink(opts.http, token=opts.http_token,
+                                      allow_remote=opts.allow_remote, max_fps=opts.http_fps))
         if opts.metrics_port is not None:
             from norface_rt.sinks.metrics import MetricsSink
 

@@ -16,10 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from norface_rt.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_spec
 from norface_rt.backends.triton_backend import DEFAULT_RETRY_S, DEFAULT_TIMEOUT_S
-from norface_rt.flags import nonneg_float, option, options_of, positive_float, positive_int
+from norface_rt.flags import (
+    api_options,
+    nonneg_float,
+    option,
+    options_of,
+    positive_float,
+    positive_int,
+)
 from norface_rt.sinks.base import BufferPolicy
 from norface_rt.sinks.files import CSV_STYLES
 from norface_rt.sinks.metrics import DEFAULT_HOST as METRICS_HOST
+from norface_rt.sinks.web.address import DEFAULT_MAX_FPS as HTTP_MAX_FPS
+from norface_rt.sinks.web.address import TOKEN_ENV as HTTP_TOKEN_ENV
+from norface_rt.sinks.web.address import parse_http_address
 from norface_rt.sinks.worker import DEFAULT_CAPACITY, DEFAULT_STALL_TIMEOUT
 from norface_rt.wire.names import (
     DEFAULT_ENDPOINT,
@@ -238,7 +248,7 @@ class PipelineOptions:
     def api_options(cls) -> tuple[str, ...]:
         """The run options the Python API's ``Analyzer`` takes (besides the sources it is given
         call by call)."""
-        return tuple(f.name for f, opt in options_of(cls) if opt.api)
+        return api_options(cls)
 
 
 def zmq_endpoint(zmq: str | None, *, files: bool) -> str | None:
@@ -264,8 +274,9 @@ class SinkOptions:
         help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no other output "
              "is given, else none)")
     allow_remote: bool = option(
-        False, flag="--allow-remote", group=TRANSPORT,
-        help="allow binding a non-loopback address such as tcp://*:5556")
+        False, flag="--allow-remote", group=TRANSPORT, api=True,
+        help="allow binding a non-loopback address such as tcp://*:5556 (--zmq, --push) or "
+             "0.0.0.0:8080 (--http)")
     sndhwm: int = option(
         DEFAULT_SNDHWM, flag="--sndhwm", parse=positive_int, group=TRANSPORT,
         help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
@@ -297,6 +308,24 @@ class SinkOptions:
         False, flag="--show", group=OUTPUTS, receives=True,
         help="show the annotated frames in a window (q or Esc ends the run; needs a display and "
              "an OpenCV with GUI)")
+    # The live view (sinks/web): [HOST:]PORT to serve on (None: off; loopback unless
+    # allow_remote), the token every request must carry (None: $NORFACE_RT_HTTP_TOKEN or none),
+    # and the most images per second sent per stream. The Python API takes them too
+    # (Analyzer(http=...) serves every video analysis).
+    http: str | None = option(
+        None, flag="--http", metavar="[HOST:]PORT", group=OUTPUTS, receives=True, api=True,
+        help="serve a live view on http://HOST:PORT/ (the annotated video, each face's bars and "
+             "timelines, results as Server-Sent Events, /health; docs/live_view.md); HOST "
+             "defaults to 127.0.0.1, other addresses need --allow-remote; port 0 picks a free "
+             "one (default: off)")
+    http_token: str | None = option(
+        None, flag="--http-token", metavar="TOKEN", group=OUTPUTS, api=True,
+        help=f"with --http: every request must carry ?token=TOKEN (or Authorization: Bearer "
+             f"TOKEN); default: ${HTTP_TOKEN_ENV}, else none")
+    http_fps: float = option(
+        HTTP_MAX_FPS, flag="--http-fps", parse=positive_float, group=OUTPUTS, api=True,
+        help="with --http: most images per second sent per stream (the results stream carries "
+             "every frame; default %(default)g)")
     # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
     nats: str | None = option(
         None, flag="--nats", metavar="URL", group=TRANSPORT, receives=True,
@@ -352,6 +381,16 @@ class SinkOptions:
             raise ValueError(f"--push-hwm must be in [1, 10000000], got {self.push_hwm}")
         if not self.push_timeout > 0:
             raise ValueError(f"--push-timeout must be > 0 seconds, got {self.push_timeout}")
+        if self.http is not None:
+            parse_http_address(self.http, allow_remote=self.allow_remote)
+        if not 0 < self.http_fps <= 1000:
+            raise ValueError(f"--http-fps must be in (0, 1000], got {self.http_fps}")
+
+    @classmethod
+    def api_options(cls) -> tuple[str, ...]:
+        """The output options the Python API's ``Analyzer`` takes: the live view's (its other
+        outputs are the caller's loop)."""
+        return api_options(cls)
 
     @classmethod
     def receivers(cls) -> tuple[str, ...]:

@@ -160,7 +160,7 @@ class Pipeline:
         self._sink_deadline = float("inf")  # when stop() gives up on sinks (hurry() brings it in)
         self.workers = self._make_workers(sink_buffer)
         self.stats.attach(self.status)
-        for sink in self.sinks:  # what a metrics endpoint shows besides the messages
+        for sink in self.sinks:  # the metrics endpoint and the live view show these
             sink.watch(queue_depths=self.queue_depths, reconnects=self.reconnects,
                        status=self.status)
 
@@ -178,7 +178,7 @@ class Pipeline:
             asked = (None if sink.buffer_policy is None
                      else BufferPolicy.parse(sink.buffer_policy, f"{base}.buffer_policy"))
             workers.append(SinkWorker(
-                sink, base if n == 0 else f"{base}-{n}", capacity=capacity,
+                sink, base if n == 0 else f"{base}-{n}", capacity=max(capacity, sink.min_buffer),
                 policy=asked or (BufferPolicy.BLOCK if lossless else BufferPolicy.DROP),
                 # a sink that asks for blocking gets back-pressure without a stall limit
                 stall_timeout=None if asked is BufferPolicy.BLOCK
@@ -362,6 +362,26 @@ class Pipeline:
         return counts
 
     @property
+    def pumps(self) -> bool:
+        """True when a sink has work for the main thread (:meth:`pump`): a window."""
+        return any(s.main_thread for s in self.sinks)
+
+    def pump(self, timeout: float) -> None:
+        """On the process's main thread: let the sinks that need it (``main_thread``: a GUI
+        window) do their share, waiting at most ``timeout`` seconds; without such a sink, just
+        wait for the end that long. Call it in the wait loop, and once more after :meth:`stop`
+        so that windows are destroyed by the thread that made them."""
+        mains = [s for s in self.sinks if s.main_thread]
+        if not mains:
+            self._done.wait(timeout)
+            return
+        for sink in mains:
+            try:
+                sink.pump(timeout / len(mains))
+            except Exception:  # a broken window must not end the run's bookkeeping
+                log.exception("output %s failed on the main thread", sink.name)
+
+    @property
     def quit_requested(self) -> bool:
         """True when a sink asked to end the run (q / Esc in a ``--show`` window)."""
         return any(s.quit_requested for s in self.sinks)
@@ -528,7 +548,7 @@ class Pipeline:
         """Hand ``msg`` to every sink's buffer (never blocks beyond a sink's stall timeout, except
         for a sink that asked for back-pressure). A :class:`ResultSink` gets every message, with
         the frame's typed ``result``; a sink with ``needs_image`` gets the frames that have
-        pixels."""
+        pixels, and the other messages too when it declares ``every_message``."""
         for w in self.workers:
             if isinstance(w.sink, ResultSink):
                 w.offer(msg, image if w.sink.needs_image else None, result=result, final=final)
@@ -536,3 +556,5 @@ class Pipeline:
                 w.offer(msg, final=final)
             elif isinstance(msg, FrameMessage) and image is not None:
                 w.offer(msg, image)
+            elif w.sink.every_message:
+                w.offer(msg, final=final)

@@ -1,8 +1,8 @@
 """Output sinks: ZeroMQ publisher and PUSH hand-off, JSONL/CSV files, overlay video / window,
-NATS JetStream, the metrics endpoint, and the per-sink thread + buffer the pipeline runs each one
-behind (``SinkWorker``). Sinks receive the typed messages of :mod:`norface_rt.wire`; the
-subscribing side (``subscribe``, ``run_listen``) lives in :mod:`norface_rt.wire.listen` and is
-also reachable here.
+the live view in a browser (``web``), NATS JetStream, the metrics endpoint, and the per-sink
+thread + buffer the pipeline runs each one behind (``SinkWorker``). Sinks receive the typed
+messages of :mod:`norface_rt.wire`; the subscribing side (``subscribe``, ``run_listen``) lives in
+:mod:`norface_rt.wire.listen` and is also reachable here.
 
 Submodules are imported lazily (PEP 562) so that, for example, ``norface-rt listen`` does not pay
 for importing OpenCV and PyAV.
@@ -24,6 +24,7 @@ _LAZY = {
     "OverlayVideoSink": "norface_rt.sinks.overlay",
     "MultiStreamOverlaySink": "norface_rt.sinks.overlay",
     "ShowSink": "norface_rt.sinks.overlay",
+    "HttpViewSink": "norface_rt.sinks.web.sink",
     "draw": "norface_rt.sinks.overlay",
     "subscribe": "norface_rt.wire.listen",
     "run_listen": "norface_rt.wire.listen",

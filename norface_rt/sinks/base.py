@@ -59,12 +59,21 @@ class Sink(ABC):
 
     Capabilities are declared, not guessed: a sink that draws pixels sets ``needs_image = True``;
     the pipeline then keeps the frame image and calls ``write(msg, image)`` for ``frame`` messages
-    only (RGB uint8, HxWx3), and ``write(msg)`` for the rest. A sink that lets a person end the run
-    (a window) sets ``quit_requested`` when asked to. A sink that shows the pipeline's live
-    figures implements :meth:`watch`; one that talks to a server counts its ``reconnects``.
+    only (RGB uint8, HxWx3); with ``every_message`` too it also gets ``write(msg)`` for the rest
+    (end-of-stream, stats, and frames without pixels), otherwise only the frames with pixels. A
+    sink that lets a person end the run (a window) sets ``quit_requested`` when asked to. A sink
+    with ``main_thread`` has work that must run on the process's main thread (a GUI's events):
+    its owner calls :meth:`pump` there while the pipeline runs, and once more after it stopped.
+    A sink that shows the pipeline's live figures implements :meth:`watch`; one that talks to a
+    server counts its ``reconnects``.
     """
 
     needs_image: ClassVar[bool] = False
+    every_message: ClassVar[bool] = False
+    main_thread: ClassVar[bool] = False
+    # The fewest messages its buffer holds, whatever the run's --sink-buffer (a sink that must
+    # never make the publish thread wait, such as the live view).
+    min_buffer: ClassVar[int] = 1
     quit_requested: bool = False
     # Short name in stats and summaries ("zmq", "jsonl", ...); None: the class name.
     name: str | None = None
@@ -104,6 +113,10 @@ class Sink(ABC):
         endpoint); None: nothing worth naming."""
         return None
 
+    def pump(self, timeout: float) -> None:  # noqa: B027  (an optional hook)
+        """``main_thread`` sinks: do the main thread's share of the work, waiting at most
+        ``timeout`` seconds for some; after :meth:`close`, release what the main thread owns."""
+
     def interrupt(self) -> None:  # noqa: B027  (an optional hook)
         """Called from another thread at shutdown when ``write`` may be blocked waiting for a
         peer: make it give up soon. Sinks whose writes cannot block need nothing here."""
@@ -111,8 +124,8 @@ class Sink(ABC):
     def watch(self, *, queue_depths: Probe, reconnects: Probe,  # noqa: B027  (optional hook)
               status: Probe) -> None:
         """Called once by the pipeline before it starts, with its live figures (read at any
-        time from the sink's own thread): a sink that shows them (the metrics endpoint) keeps
-        the callables. Default: nothing."""
+        time, from any thread: the metrics endpoint's scrapes, the live view's server): a sink
+        that shows them keeps the callables. Default: nothing."""
 
     def __enter__(self) -> Sink:
         return self

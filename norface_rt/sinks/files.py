@@ -30,7 +30,6 @@ written to it. Two styles (:data:`CSV_STYLES`), laid out by :class:`CsvLayout`, 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMAR
 from norface_rt.files import slug
 from norface_rt.sinks.base import MessageDropped, ResultSink, Sink
 from norface_rt.types import FaceResult, FrameResult
-from norface_rt.wire.codec import wire_dict
+from norface_rt.wire.codec import to_json
 from norface_rt.wire.messages import LANDMARK_DECIMALS, FrameMessage, Message, as_message
 
 CSV_STYLES: tuple[str, ...] = ("default", "openface")
@@ -86,9 +85,7 @@ class JsonlSink(Sink):
             if self.reader_gone:
                 raise MessageDropped()
             raise RuntimeError(f"JsonlSink({self.path}) is closed")
-        # allow_nan=False: NaN/Infinity are not JSON; the protocol never produces them.
-        line = json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False) + "\n"
+        line = to_json(msg) + "\n"
         try:
             self._f.write(line)
             self._f.flush()

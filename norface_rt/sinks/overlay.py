@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sys
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -554,14 +555,24 @@ def gui_unavailable_reason() -> str | None:
 
 
 class ShowSink(Sink):
-    """Shows annotated frames in one window per stream (``--show``). Press q or Esc to ask to quit.
+    """Shows annotated frames in one window per stream (``--show``). q or Esc asks to quit, and
+    so does closing a window.
 
-    The check happens at construction so a headless machine fails before the pipeline starts, not
-    on the first frame (Qt would otherwise abort the whole process without a display).
+    OpenCV's GUI backends (Qt, GTK) expect every window call to come from the thread that pumps
+    their events, which must be the process's main thread; the pipeline calls :meth:`write` on
+    the sink's own thread. So the work is split: :meth:`write` draws the frame (the costly part)
+    and leaves it in a slot of one frame per stream, and the owner's main thread calls
+    :meth:`pump` in its wait loop, which shows what the slots hold and handles keys and closed
+    windows. A slot keeps the newest frame: when the display falls behind the pipeline (a file
+    read faster than the screen refreshes), the frame it never showed is counted
+    (``replaced``), not queued, so a window can neither stall the run nor grow memory. The
+    check for a display happens at construction so a headless machine fails before the
+    pipeline starts (Qt would otherwise abort the whole process without a display).
     """
 
     name = "show"
     needs_image = True
+    main_thread = True
 
     def __init__(self, title: str = "norface-rt") -> None:
         reason = gui_unavailable_reason()
@@ -569,8 +580,14 @@ class ShowSink(Sink):
             raise RuntimeError(f"cannot show video: {reason}")
         self.title = title
         self.quit_requested = False
-        self._windows: set[str] = set()
+        self._windows: set[str] = set()  # opened by pump(), main thread only
         self._meters: dict[str, RateMeter] = {}
+        self._slots: dict[str, np.ndarray] = {}  # window name -> newest drawn BGR frame
+        self._cond = threading.Condition()
+        self._closed = False
+        self.received = 0  # frames handed to the window sink
+        self.shown = 0  # frames put on screen
+        self.replaced = 0  # frames a newer one replaced before the screen showed them
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         msg = as_message(msg)
@@ -578,18 +595,64 @@ class ShowSink(Sink):
             return
         sid = msg.stream_id
         meter = self._meters.setdefault(sid, RateMeter())
-        drawn = draw(image, msg, fps=meter.update(float(msg.emit_time)))
-        name = f"{self.title}: {sid}"
-        self._windows.add(name)
-        cv2.imshow(name, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        drawn = cv2.cvtColor(draw(image, msg, fps=meter.update(float(msg.emit_time))),
+                             cv2.COLOR_RGB2BGR)
+        with self._cond:
+            self.received += 1
+            if self._slots.get(f"{self.title}: {sid}") is not None:
+                self.replaced += 1
+            self._slots[f"{self.title}: {sid}"] = drawn
+            self._cond.notify_all()
+
+    def pump(self, timeout: float) -> None:
+        """On the main thread: wait up to ``timeout`` seconds for a frame, show what the slots
+        hold, and let the GUI handle its events (keys, a closed window). After :meth:`close`,
+        destroys the windows instead."""
+        with self._cond:
+            if not self._slots and not self._closed:
+                self._cond.wait(timeout)
+            frames, self._slots = self._slots, {}
+            closed = self._closed
+        if closed:
+            self._destroy()
+            return
+        for name, bgr in frames.items():
+            cv2.imshow(name, bgr)
+            self._windows.add(name)
+            self.shown += 1
+        if not self._windows:
+            return
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             self.quit_requested = True
+        for name in self._windows:
+            try:
+                visible = cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE)
+            except cv2.error:  # the window is gone
+                visible = -1
+            if visible < 1:
+                log.warning("window %r closed: ending the run", name)
+                self.quit_requested = True
+
+    def stats(self) -> dict[str, Any]:
+        return {"shown": self.shown, "replaced": self.replaced}
 
     def close(self) -> None:
+        """Called on the sink's thread: no GUI call here, the next :meth:`pump` (main thread)
+        destroys the windows."""
+        with self._cond:
+            self._closed = True
+            if self._slots:
+                self.replaced += len(self._slots)
+                self._slots = {}
+            self._cond.notify_all()
+
+    def _destroy(self) -> None:
         for name in self._windows:
             try:
                 cv2.destroyWindow(name)
             except cv2.error:
                 pass
+        if self._windows:
+            cv2.waitKey(1)  # let the GUI process the destruction
         self._windows.clear()

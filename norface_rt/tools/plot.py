@@ -22,18 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from norface_rt.config import AU_DESCRIPTIONS, DEFAULT_AU_INTENSITY_MAX
+from norface_rt.config import (
+    AU_DESCRIPTIONS,
+    DEFAULT_AU_INTENSITY_MAX,
+    EMOTION_COLORS,
+    SERIES_COLORS,
+)
 from norface_rt.wire.schema import ProtocolError, validate
 
-# Colours per emotion (others cycle through a qualitative map).
-EMOTION_COLORS: dict[str, str] = {
-    "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
-    "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
-}
-# Colours of the AU lines: none close to an emotion's (a line must never read as the emotion
-# area beside it: AU12 used to take fear's purple), cycled when more AUs are drawn.
-AU_COLORS: tuple[str, ...] = ("#00a0a0", "#d4147a", "#1f1f1f", "#1a2a8c", "#9a9a10", "#00c8e8",
-                              "#f58fbf", "#00524a", "#00ff80", "#a0d040")
 THUMB_PX = 160  # thumbnail side in pixels
 MIN_TRACK_FRAMES = 3
 
@@ -298,8 +294,9 @@ def plot_timeline(results: str | os.PathLike[str], out: str | os.PathLike[str], 
                             bottom=foot_in / height_in)
     one_stream = len({t.stream_id for t in shown}) == 1
     emo_names = list(dict.fromkeys(e for t in shown for e in t.emotions))
-    palette = [EMOTION_COLORS.get(e, f"C{i % 10}") for i, e in enumerate(emo_names)]
-    au_colors = {a: AU_COLORS[i % len(AU_COLORS)] for i, a in enumerate(au_list)}
+    palette = [EMOTION_COLORS.get(e, SERIES_COLORS[i % len(SERIES_COLORS)])
+               for i, e in enumerate(emo_names)]
+    au_colors = {a: SERIES_COLORS[i % len(SERIES_COLORS)] for i, a in enumerate(au_list)}
     unit = "time (s)" if run.time_unit == "s" else "frame"
     for row, tr in enumerate(shown):
         ax_img = fig.add_subplot(grid[row, 0])

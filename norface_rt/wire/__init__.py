@@ -4,7 +4,8 @@
   types with ``to_dict`` / ``from_dict`` (what sinks receive);
 * :mod:`norface_rt.wire.schema` -- the schema version and the validator (the rules of
   ``docs/schema/*.json``);
-* :mod:`norface_rt.wire.codec` -- msgpack payloads and ZeroMQ's ``[topic, payload]`` framing;
+* :mod:`norface_rt.wire.codec` -- msgpack payloads and ZeroMQ's ``[topic, payload]`` framing,
+  and the messages' one JSON form (``to_json``: JSONL files, the live view's events);
 * :mod:`norface_rt.wire.names` -- endpoints, topics, NATS and Triton names peers agree on;
 * :mod:`norface_rt.wire.exits` -- the commands' exit codes;
 * :mod:`norface_rt.wire.listen` and :mod:`norface_rt.wire.curve` -- the subscribing side and
@@ -24,6 +25,7 @@ from norface_rt.wire.codec import (
     decode_multipart,
     encode,
     encode_multipart,
+    to_json,
     topic_for,
     wire_dict,
 )
@@ -60,4 +62,4 @@ __all__ = ["DEFAULT_ENDPOINT", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "NATS_STREA
            "TRITON_MODEL", "TRITON_URL", "EosMessage", "ExitCode", "FaceMessage", "FrameMessage",
            "Message", "Pose", "ProtocolError", "StatsMessage", "WireMessage", "as_message",
            "decode", "decode_message", "decode_multipart", "encode", "encode_multipart",
-           "exit_epilog", "message_from_dict", "topic_for", "validate", "wire_dict"]
+           "exit_epilog", "message_from_dict", "to_json", "topic_for", "validate", "wire_dict"]

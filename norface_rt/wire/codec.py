@@ -13,6 +13,7 @@ faster, but either is a few microseconds of a frame's 10 ms or more (docs/protoc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,14 @@ def wire_dict(msg: WireMessage | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(msg, WireMessage):
         return msg.to_dict()
     return msg  # type: ignore[return-value]  # validate() names a non-dict as such
+
+
+def to_json(msg: WireMessage | Mapping[str, Any]) -> str:
+    """A message as one compact line of JSON: its wire dict (:func:`wire_dict`), the fields a
+    ZeroMQ subscriber decodes, in their order. Non-ASCII text is kept as it is; NaN and
+    infinities, which JSON lacks and the protocol never produces, raise ValueError. The JSONL
+    file and the live view's event stream both write this."""
+    return json.dumps(wire_dict(msg), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def encode(msg: WireMessage | Mapping[str, Any], *, check: bool = True) -> bytes:

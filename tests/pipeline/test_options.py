@@ -85,12 +85,15 @@ def test_the_api_forwards_to_the_same_class() -> None:
     # the analyzer's own switches (what it shows and keeps on stderr), not run options
     own = {name: shown.pop(name) for name in ("progress", "native_logs")}
     assert all(p.default is False and p.kind is p.KEYWORD_ONLY for p in own.values())
-    api = {f.name: f for f, opt in options_of(PipelineOptions) if opt.api}
-    assert set(shown) == set(api) == set(PipelineOptions.api_options())
+    api = {f.name: f for cls in (PipelineOptions, SinkOptions) for f, opt in options_of(cls)
+           if opt.api}
+    assert set(shown) == set(api) == {*PipelineOptions.api_options(), *SinkOptions.api_options()}
     for name, p in shown.items():
         assert p.default == default_of(api[name]), name
     assert {"backend", "device", "threads", "max_faces", "max_batch", "queue_size", "tiling",
             "baseline", "smooth"} <= set(api)
+    # of the outputs, only the live view: the caller's loop receives the results
+    assert set(SinkOptions.api_options()) == {"http", "http_token", "http_fps", "allow_remote"}
 
 
 def test_the_api_refuses_an_option_it_does_not_take() -> None:
@@ -98,6 +101,13 @@ def test_the_api_refuses_an_option_it_does_not_take() -> None:
         Analyzer(realtime=True)
     with pytest.raises(ValueError, match="--max-faces must be in"):  # the options' own check
         Analyzer(max_faces=100)
+    # the live view's options are checked by the same class, before the model is loaded
+    with pytest.raises(ValueError, match="not a loopback address.*--allow-remote"):
+        Analyzer(http="0.0.0.0:8080")
+    with pytest.raises(ValueError, match=r"--http-fps must be in \(0, 1000\], got 0"):
+        Analyzer(http="127.0.0.1:0", http_fps=0)
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['jsonl'\]"):
+        Analyzer(jsonl="out.jsonl")
 
 
 def test_the_default_output_rule_is_the_options() -> None:
@@ -107,8 +117,8 @@ def test_the_default_output_rule_is_the_options() -> None:
     assert SinkOptions(metrics_port=9400).endpoint == DEFAULT_ENDPOINT  # metrics receive nothing
     assert SinkOptions(jsonl="r.jsonl", zmq="tcp://127.0.0.1:6000").endpoint == "tcp://127.0.0.1:6000"
     assert SinkOptions(zmq="None").endpoint is None and not SinkOptions(zmq="none").publishes
-    assert SinkOptions.receivers() == ("--jsonl", "--csv", "--overlay", "--show", "--nats",
-                                       "--push")
+    assert SinkOptions.receivers() == ("--jsonl", "--csv", "--overlay", "--show", "--http",
+                                       "--nats", "--push")
     assert zmq_endpoint(None, files=False) == DEFAULT_ENDPOINT
 
 

@@ -1,7 +1,10 @@
-"""The whole pipeline on a live RTSP stream: the camera dies, comes back, and results resume."""
+"""The whole pipeline on a live RTSP stream: the camera dies, comes back, and results resume
+(and the live view's health says so meanwhile)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import time
 from typing import Any
@@ -90,3 +93,54 @@ def test_pipeline_reconnects_to_a_restarted_rtsp_server(rtsp_server: Any, tiny_m
     assert abs((after["lost_frames"] - before["lost_frames"]) / 30.0 - missed_s) < 1.5
     assert eos[0]["reconnects"] >= 1 and eos[0]["lost_frames"] >= after["lost_frames"]
     assert eos[0]["outage_s"] > 3.0
+
+
+def _health(view: Any) -> dict[str, Any]:
+    c = http.client.HTTPConnection("127.0.0.1", view.server.port, timeout=10)
+    try:
+        c.request("GET", "/health")
+        r = c.getresponse()
+        assert r.status == 200
+        return dict(json.loads(r.read()))
+    finally:
+        c.close()
+
+
+def _health_until(view: Any, state: str, timeout: float) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    health = _health(view)
+    while health.get("streams", {}).get("cam", {}).get("state") != state \
+            and time.monotonic() < end:
+        time.sleep(0.2)
+        health = _health(view)
+    return health
+
+
+def test_the_live_views_health_shows_a_camera_outage(rtsp_server: Any, tiny_model_dir,
+                                                      landmarker_path) -> None:
+    """/health follows the source through an outage: running, reconnecting (the run degraded,
+    the outage in the source's counters), running again."""
+    from norface_rt.sinks.web.sink import HttpViewSink
+
+    sink = Counter()
+    view = HttpViewSink("127.0.0.1:0")
+    opts = PipelineOptions(sources=[rtsp_server.url], stream_ids=["cam"], model_dir=tiny_model_dir,
+                           landmarker=landmarker_path,
+                           source_kwargs={"open_timeout": 5.0, "read_timeout": 2.0,
+                                          "initial_backoff": 0.25, "max_backoff": 1.0})
+    pipe = create_pipeline(opts, [sink, view])
+    pipe.start()
+    try:
+        assert sink.wait_frames(5, 30), "no frames from the RTSP stream"
+        up = _health_until(view, "running", 10)
+        assert up["status"] == "ok" and up["streams"]["cam"]["state"] == "running", up
+        rtsp_server.kill()
+        down = _health_until(view, "reconnecting", 15)
+        cam = down["streams"]["cam"]
+        assert down["status"] == "degraded" and cam["state"] == "reconnecting", down
+        assert cam["error"] and cam["source_state"] == "retrying", cam
+        rtsp_server.start()
+        back = _health_until(view, "running", 40)
+        assert back["status"] == "ok" and back["streams"]["cam"]["reconnects"] >= 1, back
+    finally:
+        pipe.stop(timeout=10)

@@ -108,10 +108,10 @@ def test_au_lines_never_take_an_emotions_colour() -> None:
     """Issue 21, point 9: AU12's line had fear's purple."""
     from matplotlib.colors import to_rgb
 
-    from norface_rt.tools.plot import AU_COLORS, EMOTION_COLORS
+    from norface_rt.config import EMOTION_COLORS, SERIES_COLORS
 
-    for au in AU_COLORS:
+    for au in SERIES_COLORS:  # the AU lines' colours (and the live view's)
         for emotion, colour in EMOTION_COLORS.items():
             distance = sum((a - b) ** 2 for a, b in zip(to_rgb(au), to_rgb(colour))) ** 0.5
             assert distance > 0.25, (au, emotion, colour)
-    assert len(set(AU_COLORS)) == len(AU_COLORS)
+    assert len(set(SERIES_COLORS)) == len(SERIES_COLORS)

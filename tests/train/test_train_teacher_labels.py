@@ -3,6 +3,7 @@ distillation run whose teacher loss falls (the student learns what the teacher s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,16 @@ E = len(EMOTION_NAMES)
 TINY_MODEL_CFG = model_config(TINY_MODEL)
 
 
-def teacher_table(path: Path, keys: list[str], rows: np.ndarray) -> Path:
-    """A table as the harness writes it (train/teachers/harness.py, LabelTable.save)."""
+def teacher_table(path: Path, keys: list[str], rows: np.ndarray,
+                  no_mass: dict[str, list[str]] | None = None) -> Path:
+    """A table as the harness writes it (train/teachers/harness.py, LabelTable.save); ``no_mass``:
+    teacher name -> the emotions it has no class for (its record's ``no_mass``)."""
+    extra = ({"teachers": np.asarray(json.dumps({n: {"name": n, "no_mass": m}
+                                                 for n, m in no_mass.items()}))}
+             if no_mass is not None else {})
     np.savez_compressed(path, sample_key=np.asarray(keys), ensemble=rows.astype(np.float32),
                         emotion_names=np.asarray(EMOTION_NAMES),
-                        ref=np.asarray([f"shard#{i}" for i in range(len(keys))]))
+                        ref=np.asarray([f"shard#{i}" for i in range(len(keys))]), **extra)
     return path
 
 
@@ -77,6 +83,30 @@ def test_soft_cross_entropy_is_the_hard_one_for_one_hot_targets() -> None:
     hard = torch.nn.functional.cross_entropy(logits[rows], torch.tensor([0, 1, 3, 4]))
     torch.testing.assert_close(soft_emotion_ce(logits, target, rows), hard)
     assert float(soft_emotion_ce(logits, target, torch.zeros(5, dtype=torch.bool))) == 0.0
+
+
+def test_an_emotion_no_teacher_has_is_no_opinion(tmp_path: Path) -> None:
+    """Contempt, which FER2013-style teachers lack: NaN in the rows (not 0), the critic keeps
+    contempt-labelled faces the teachers call neutral, and distillation leaves its logit alone."""
+    keys = ["a", "b", "c"]
+    rows = one_hot([0, 0, 1])
+    table = teacher_table(tmp_path / "t.npz", keys, rows,
+                          no_mass={"fer": ["contempt"], "faceapi": ["contempt", "fear"]})
+    read = read_teacher_table(table)
+    c, f = EMOTION_NAMES.index("contempt"), EMOTION_NAMES.index("fear")
+    assert np.isnan(read["a"][c]) and np.isfinite(read["a"][f])  # fear: fer has it
+    happy = EMOTION_NAMES.index("happy")
+    keep = critic_keep(np.asarray([c, happy, happy]), np.asarray(keys), read, 0.6)
+    assert keep.tolist() == [True, False, True]
+    target = torch.from_numpy(np.stack([read[k] for k in keys]))
+    logits = torch.zeros(3, E, requires_grad=True)
+    loss = soft_emotion_ce(logits, target, torch.ones(3, dtype=torch.bool))
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert float(logits.grad[:, c].abs().max()) == 0.0  # the teachers neither lower nor raise it
+    # the same as a 7-way cross-entropy over the classes the teachers have
+    ref = torch.nn.functional.cross_entropy(torch.zeros(3, E - 1), torch.tensor([0, 0, 1]))
+    torch.testing.assert_close(loss.detach(), ref)
 
 
 def test_distillation_teaches_what_the_teacher_says(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ of a newer producer kept, and a read-only mapping view for code written against 
 from __future__ import annotations
 
 import copy
+import json
 
 import msgpack
 import numpy as np
@@ -28,6 +29,7 @@ from norface_rt.wire import (
     encode_multipart,
     exit_epilog,
     message_from_dict,
+    to_json,
 )
 
 
@@ -114,6 +116,20 @@ def test_a_message_dict_given_to_a_sink_is_read_and_checked() -> None:
         message_from_dict({"type": ["frame"], "schema_version": 2})
     with pytest.raises(ProtocolError, match="message: expected map"):
         message_from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_the_json_form_is_the_decoded_dict_and_refuses_nan() -> None:
+    r = _result()
+    msgs = [r.to_wire(landmarks=True), EndOfStream("cam0", 10).to_wire(10, emit_time=1.0),
+            StatsMessage.from_snapshot(StageStats().snapshot(), emit_time=2.0)]
+    for msg in msgs:
+        text = to_json(msg)
+        assert "\n" not in text and ": " not in text  # one compact line
+        assert json.loads(text) == msgpack.unpackb(encode(msg), raw=False)
+    assert to_json(r.to_message()) == to_json(msgs[0].__class__.from_dict(r.to_message()))
+    bad = dict(r.to_message(), capture_time=float("nan"))
+    with pytest.raises(ValueError):
+        to_json(bad)
 
 
 def test_exit_codes_and_their_epilog_come_from_one_enum() -> None:
