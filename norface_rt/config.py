@@ -69,11 +69,12 @@ EMOTION_COLORS: dict[str, str] = {
     "neutral": "#b0b0b0", "happy": "#f2c12e", "sad": "#3b6fb6", "surprise": "#f08a24",
     "fear": "#8e5ab5", "disgust": "#4c9a2a", "anger": "#d1342f", "contempt": "#8c5a3c",
 }
-# matplotlib's default colour cycle ("C0".."C9"), spelled out so that the live view's page
-# draws a series in the colour `norface-rt plot` gives it.
+# The other series' colours, in turn (spelled out so that the live view's page draws a series in
+# the colour `norface-rt plot` gives it): none close to an emotion's, so an AU line never reads
+# as the emotion area beside it (with matplotlib's default cycle AU12 took fear's purple).
 SERIES_COLORS: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+    "#00a0a0", "#d4147a", "#1f1f1f", "#1a2a8c", "#9a9a10", "#00c8e8", "#f58fbf", "#00524a",
+    "#00ff80", "#a0d040",
 )
 
 # FACS names of the action units the project knows (labels for plots and docs).

@@ -14,7 +14,6 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "torch": ("torch", "safetensors"),
     "export": ("torch", "safetensors", "onnx"),
     "tensorrt": ("tensorrt", "torch"),
-    "gpu": ("onnxruntime",),
     # norface_rt.to_dataframe (the Python API's table of results)
     "pandas": ("pandas",),
     # norface-rt plot (timelines of a run's emotions and AUs)
@@ -29,6 +28,27 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 # TensorRT wheels come from NVIDIA's package index and need an NVIDIA driver.
 TENSORRT_NOTE = ("TensorRT needs an NVIDIA GPU and driver; its wheels come from NVIDIA's index "
                  "(add --extra-index-url https://pypi.nvidia.com). See docs/gpu.md.")
+
+
+# ONNX Runtime's CUDA build is another distribution (onnxruntime-gpu) of the same module: it
+# replaces the CPU build (the default install's), which pip cannot do through an extra. Both at
+# once overwrite each other's files, a combination ONNX Runtime documents as broken.
+ORT_CUDA_COMMANDS = ('pip uninstall -y onnxruntime onnxruntime-gpu && '
+                     'pip install "onnxruntime-gpu>=1.18"')
+
+
+def onnxruntime_builds() -> list[str]:
+    """The ONNX Runtime distributions installed here (``onnxruntime``, ``onnxruntime-gpu``)."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
 
 
 class MissingExtra(ImportError):

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from norface_rt.config import DEFAULT_AU_INTENSITY_MAX, ModelConfig
-from norface_rt.wire.messages import EosMessage, FaceMessage, FrameMessage, Pose, wire_landmarks
+from norface_rt.wire.messages import (
+    EosMessage,
+    FaceMessage,
+    FrameMessage,
+    GazeMessage,
+    Pose,
+    wire_landmarks,
+)
 
 
 class Stage(StrEnum):
@@ -143,6 +150,22 @@ class HeadPose:
     roll: float
 
 
+@dataclass(frozen=True, slots=True)
+class Gaze:
+    """Eye gaze in OpenFace 2.2's conventions (:mod:`norface_rt.faces.gaze`): unit vectors in
+    OpenCV's camera frame (x right, y down, z away from the camera) of the eye leftmost in the
+    image (``eye_0``) and the other (``eye_1``), and ``angle_x`` / ``angle_y`` (radians) of their
+    mean: > 0 looking towards image right / down, 0 / 0 looking into the camera. ``pupil_0`` /
+    ``pupil_1``: where those eyes' iris centres are in the frame (pixels), to draw from."""
+
+    eye_0: tuple[float, float, float]
+    eye_1: tuple[float, float, float]
+    angle_x: float
+    angle_y: float
+    pupil_0: tuple[float, float] = (0.0, 0.0)
+    pupil_1: tuple[float, float] = (0.0, 0.0)
+
+
 @dataclass(slots=True)
 class Face:
     """One detected face in image pixel coordinates."""
@@ -156,6 +179,9 @@ class Face:
     track_id: int = -1
     # Why its numbers deserve less trust (set by the face stage: norface_rt.faces.quality).
     quality: FaceQuality | None = None
+    gaze: Gaze | None = None
+    # The head's position in millimetres, OpenCV camera frame (norface_rt.faces.camera).
+    position_mm: tuple[float, float, float] | None = None
 
 
 @dataclass(slots=True)
@@ -252,6 +278,10 @@ class FaceResult:
     landmarks: np.ndarray | None = None
     blendshapes: dict[str, float] | None = None
     quality: FaceQuality | None = None
+    gaze: Gaze | None = None
+    # The head's position (x, y, z millimetres, OpenCV camera frame: norface_rt.faces.camera);
+    # not on the wire, written by the OpenFace-style CSV (pose_Tx/Ty/Tz, X_i/Y_i/Z_i).
+    position_mm: tuple[float, float, float] | None = None
 
     @classmethod
     def from_output(cls, face: Face, out: ModelOutput, row: int, cfg: ModelConfig) -> FaceResult:
@@ -264,7 +294,8 @@ class FaceResult:
             au_intensity=dict(zip(cfg.au_names, map(float, out.au_intensity[row]))),
             emotions=dict(zip(cfg.emotion_names, map(float, emo))),
             top_emotion=cfg.emotion_names[int(np.argmax(emo))], model_id=str(cfg.model_id),
-            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=face.quality)
+            landmarks=face.landmarks, blendshapes=face.blendshapes, quality=face.quality,
+            gaze=face.gaze, position_mm=face.position_mm)
 
     def to_wire(self, *, landmarks: bool = False, blendshapes: bool = False) -> FaceMessage:
         """This face as a frame message carries it; ``landmarks`` / ``blendshapes`` add those
@@ -278,11 +309,37 @@ class FaceResult:
             quality=None if self.quality is None else self.quality.issues,
             landmarks=(wire_landmarks(self.landmarks)
                        if landmarks and self.landmarks is not None else None),
-            blendshapes=self.blendshapes if blendshapes else None)
+            blendshapes=self.blendshapes if blendshapes else None,
+            gaze=None if self.gaze is None else GazeMessage(
+                self.gaze.eye_0, self.gaze.eye_1, self.gaze.angle_x, self.gaze.angle_y,
+                self.gaze.pupil_0, self.gaze.pupil_1))
 
     def to_dict(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
         """The face's dict in a frame message."""
         return self.to_wire(landmarks=landmarks, blendshapes=blendshapes).to_dict()
+
+    @classmethod
+    def from_message(cls, face: Mapping[str, Any]) -> FaceResult:
+        """A face of a received frame message (a JSONL line's): what the message carries;
+        ``position_mm`` never travels, and ``landmarks`` / ``blendshapes`` / ``gaze`` only when
+        the producer sent them."""
+        pose, quality, gaze = face.get("pose"), face.get("quality"), face.get("gaze")
+        lms = face.get("landmarks")
+        return cls(
+            track_id=int(face["track_id"]), box=tuple(float(v) for v in face["box"]),  # type: ignore[arg-type]
+            confidence=float(face["confidence"]),
+            pose=None if pose is None else HeadPose(pose["yaw"], pose["pitch"], pose["roll"]),
+            au_occurrence=dict(face["au_occurrence"]), au_intensity=dict(face["au_intensity"]),
+            emotions=dict(face["emotions"]), top_emotion=face["top_emotion"],
+            model_id=face["model_id"],
+            landmarks=None if lms is None else np.asarray(lms, dtype=np.float32),
+            blendshapes=None if face.get("blendshapes") is None else dict(face["blendshapes"]),
+            quality=None if quality is None else FaceQuality(tuple(quality["issues"])),
+            gaze=None if gaze is None else Gaze(
+                tuple(gaze["eye_0"]), tuple(gaze["eye_1"]),
+                gaze["angle_x"], gaze["angle_y"],
+                tuple(gaze.get("pupil_0", (0.0, 0.0))),
+                tuple(gaze.get("pupil_1", (0.0, 0.0)))))
 
 
 @dataclass(slots=True)
@@ -344,3 +401,20 @@ class FrameResult:
     def to_message(self, *, landmarks: bool = False, blendshapes: bool = False) -> dict[str, Any]:
         """The ``frame`` message dict (:meth:`to_wire`'s)."""
         return self.to_wire(landmarks=landmarks, blendshapes=blendshapes).to_dict()
+
+    @classmethod
+    def from_message(cls, msg: Mapping[str, Any]) -> FrameResult:
+        """The result a received ``frame`` message (a dict or a typed message) describes, for
+        code that works on results (tables of a JSONL file): timings back in seconds."""
+        return cls(
+            stream_id=msg["stream_id"], seq=int(msg["seq"]), frame_index=int(msg["frame_index"]),
+            pts=msg["pts"], capture_time=float(msg["capture_time"]), width=int(msg["width"]),
+            height=int(msg["height"]), dropped=int(msg["dropped_frames"]),
+            faces=[FaceResult.from_message(f) for f in msg["faces"]],
+            untrained=bool(msg["untrained"]),
+            timings={Stage(k) if k in Stage._value2member_map_ else k: float(v) / 1000.0
+                     for k, v in msg["timings_ms"].items()},
+            emit_time=msg.get("emit_time"), error=msg.get("error"),
+            au_intensity_max=float(msg.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX)),
+            source=msg.get("source"), faces_cut=int(msg.get("faces_cut", 0)),
+            skipped=int(msg.get("skipped_frames", 0)), lost=int(msg.get("lost_frames", 0)))

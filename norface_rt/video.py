@@ -20,11 +20,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 
 from norface_rt.images import check_rgb_image
+from norface_rt.pyav import av
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,24 @@ def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout)
 
 
+# Threads of the shared analyzer's still pipeline, which runs as long as the analyzer is open:
+# not what the video tests look for.
+STILL_THREADS: set[int | None] = set()
+
+
 @pytest.fixture(scope="module")
-def analyzer(tiny_model_dir: Path, landmarker_path: Path):
+def analyzer(tiny_model_dir: Path, landmarker_path: Path, media_dir: Path):
     with norface_rt.Analyzer(tiny_model_dir, landmarker_path, max_faces=8) as a:
+        before = {t.ident for t in threading.enumerate()}
+        a.analyze_image(media_dir / "single_face.jpg")  # starts the still pipeline
+        STILL_THREADS.update(t.ident for t in threading.enumerate() if t.ident not in before)
         yield a
 
 
 def pipeline_threads() -> list[str]:
     return [t.name for t in threading.enumerate()
-            if t.name.startswith(("norface-", "source-")) and t.is_alive()]
+            if t.name.startswith(("norface-", "source-")) and t.is_alive()
+            and t.ident not in STILL_THREADS]
 
 
 def test_import_stays_light() -> None:
@@ -251,3 +260,117 @@ def test_to_dataframe_without_pandas_names_the_extra(monkeypatch, analyzer) -> N
     monkeypatch.setitem(extras.EXTRA_MODULES, "pandas", ("no_such_module_for_this_test",))
     with pytest.raises(extras.MissingExtra, match=r"pip install 'norface-rt\[pandas\]'"):
         norface_rt.to_dataframe([])
+
+
+# ----------------------------------------------------------------------------- issue 21, point 7
+
+def test_analyze_image_keeps_one_warm_pipeline_across_calls(analyzer, media_dir: Path) -> None:
+    """A photo costs what it costs in a folder: successive calls go through the same running
+    pipeline (same threads, same MediaPipe graphs) instead of building one per call."""
+    first = analyzer.analyze_image(media_dir / "single_face.jpg")
+    stills = analyzer._stills
+    threads = {t.ident for t in threading.enumerate() if t.name.startswith("norface-")}
+    for _ in range(3):
+        again = analyzer.analyze_image(media_dir / "single_face.jpg")
+        assert [f.to_dict() for f in again] == [f.to_dict() for f in first]
+    assert analyzer._stills is stills and stills.pipeline.alive_threads
+    assert {t.ident for t in threading.enumerate() if t.name.startswith("norface-")} == threads
+    assert first.frame.source == str(media_dir / "single_face.jpg") and first.faces_cut == 0
+
+
+def test_analyze_images_streams_many_pictures_in_order(analyzer, media_dir, tmp_path) -> None:
+    from norface_rt.images import read_rgb
+
+    (tmp_path / "bad.jpg").write_bytes(b"not a picture")
+    paths = [media_dir / "single_face.jpg", tmp_path / "bad.jpg", media_dir / "astronaut.png",
+             read_rgb(media_dir / "grace_hopper_512x512.jpg")] * 4
+    frames = list(analyzer.analyze_images(paths))
+    assert len(frames) == 16 and all(isinstance(f, FrameResult) for f in frames)
+    assert [f.source for f in frames[:4]] == [str(paths[0]), str(paths[1]), str(paths[2]), None]
+    assert frames[1].error and "cannot decode image" in frames[1].error and not frames[1].faces
+    assert all(len(frames[i].faces) == 1 for i in (0, 2, 3))
+    assert [f.to_dict() for f in frames[4].faces] == [f.to_dict() for f in frames[0].faces]
+    # leaving early leaves nothing behind for the next call
+    for _ in analyzer.analyze_images(paths):
+        break
+    assert len(analyzer.analyze_image(media_dir / "multi_face.jpg")) == 5
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):  # checked before anything runs
+        analyzer.analyze_images([media_dir / "single_face.jpg", tmp_path / "missing.jpg"])
+
+
+def test_to_dataframe_takes_any_result(analyzer, media_dir: Path) -> None:
+    faces = analyzer.analyze_image(media_dir / "multi_face.jpg")
+    df = norface_rt.to_dataframe(faces)  # one picture's faces (it used to be refused)
+    assert len(df) == 5 and df["source"].tolist() == [str(media_dir / "multi_face.jpg")] * 5
+    assert len(norface_rt.to_dataframe(list(faces))) == 5  # a plain list of faces
+    assert len(norface_rt.to_dataframe(faces[0])) == 1
+    assert len(norface_rt.to_dataframe(faces.frame, style="openface")) == 5
+    frames = analyzer.analyze_images([media_dir / "single_face.jpg", media_dir / "astronaut.png"])
+    of = norface_rt.to_dataframe(frames, style="openface")
+    assert of["frame"].tolist() == [1, 2] and str(of["face_id"].dtype) == "int64"
+    assert (of["timestamp"] == 0).all()  # stills: timestamp 0, as OpenFace writes
+
+
+def test_progress_bar_is_opt_in(tiny_model_dir, landmarker_path, media_dir, capfd) -> None:
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path) as quiet:
+        list(quiet.analyze_video(media_dir / "single_face.mp4"))
+        assert "72/72" not in capfd.readouterr().err
+        list(quiet.analyze_video(media_dir / "single_face.mp4", progress=True))
+        assert "72/72" in capfd.readouterr().err
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path, progress=True) as shown:
+        list(shown.analyze_images([media_dir / "single_face.jpg"] * 3))
+        assert "3/3" in capfd.readouterr().err
+
+
+NATIVE = ("INFO: Created TensorFlow Lite", "W0000 ", "INFO: [")
+
+
+def test_mediapipes_native_log_lines_stay_off_stderr(tiny_model_dir, landmarker_path,
+                                                     media_dir) -> None:
+    code = ("import sys, norface_rt\n"
+            "with norface_rt.Analyzer(sys.argv[1], sys.argv[2], native_logs=sys.argv[4] == '1') "
+            "as a:\n"
+            "    a.analyze_image(sys.argv[3])\n"
+            "    list(a.analyze_video(sys.argv[3]))\n"
+            "print('python line', file=sys.stderr)\n")
+    args = [str(tiny_model_dir), str(landmarker_path), str(media_dir / "single_face.jpg")]
+    quiet = subprocess.run([sys.executable, "-c", code, *args, "0"], capture_output=True,
+                           text=True, timeout=240)
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [x for x in quiet.stderr.splitlines() if x.startswith(NATIVE)], quiet.stderr
+    assert "python line" in quiet.stderr
+    kept = subprocess.run([sys.executable, "-c", code, *args, "1"], capture_output=True,
+                          text=True, timeout=240)
+    assert [x for x in kept.stderr.splitlines() if x.startswith(NATIVE)], kept.stderr
+
+
+def test_closing_the_analyzer_stops_everything_it_started(tiny_model_dir, landmarker_path,
+                                                          media_dir) -> None:
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path) as a:
+        a.analyze_image(media_dir / "single_face.jpg")  # the still pipeline runs
+        analysis = a.analyze_video(media_dir / "single_face.mp4")
+        next(iter(analysis))  # a video analysis left open mid-way
+        assert pipeline_threads()
+    assert not pipeline_threads()
+    with pytest.raises(RuntimeError, match="closed"):
+        a.analyze_image(media_dir / "single_face.jpg")
+
+
+# ----------------------------------------------------------------------------- issue 21, point 3
+
+def test_stills_keep_every_face_unless_asked(tiny_model_dir, landmarker_path, media_dir,
+                                             tmp_path) -> None:
+    """The five-person photo gives five faces by default (the cap of 4 is for videos); a cap
+    that cuts says so in the result."""
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path) as a:
+        assert len(a.analyze_image(media_dir / "multi_face.jpg")) == 5
+    with norface_rt.Analyzer(tiny_model_dir, landmarker_path, max_faces=3) as capped:
+        with pytest.warns(UserWarning, match="left out"):
+            faces = capped.analyze_image(media_dir / "multi_face.jpg")
+        assert len(faces) == 3 and faces.faces_cut >= 1
+    res = cli("run", str(media_dir / "multi_face.jpg"), "--model-dir", str(tiny_model_dir),
+              "--landmarker", str(landmarker_path), "--jsonl", str(tmp_path / "r.jsonl"),
+              "--quiet")
+    assert res.returncode == 0 and "--max-faces" not in res.stderr, res.stderr
+    frame = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert len(frame["faces"]) == 5 and frame["faces_cut"] == 0

@@ -19,7 +19,7 @@ from norface_rt.config import AU_NAMES, EMOTION_NAMES
 from norface_rt.protocol import ProtocolError
 from norface_rt.stats import StageStats
 from norface_rt.config import BLENDSHAPE_NAMES
-from norface_rt.types import EndOfStream, FaceQuality, FaceResult, FrameResult, HeadPose
+from norface_rt.types import EndOfStream, FaceQuality, FaceResult, FrameResult, Gaze, HeadPose
 from norface_rt.wire import SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
@@ -47,9 +47,11 @@ def frame_message(n_faces: int = 2, **kw: Any) -> dict[str, Any]:
 
 
 def frame_message_v2(**kw: Any) -> dict[str, Any]:
-    """A frame with every optional field of schema version 2."""
+    """A frame with every optional field of schema version 2 (2.1: a face's gaze)."""
     rng = np.random.default_rng(5)
     faces = [_face(i, HeadPose(12.0, -4.0, 1.5)) for i in range(2)]
+    faces[0].gaze = Gaze((0.1, -0.05, -math.sqrt(1 - 0.0125)), (0.0, 0.0, -1.0), 0.05, -0.025,
+                         (40.5, 60.25), (95.0, 61.0))
     for f, issues in zip(faces, [(), ("small_face", "extreme_pose")]):
         f.landmarks = (rng.random((478, 3)) * 300).astype(np.float32)
         f.blendshapes = dict(zip(BLENDSHAPE_NAMES, map(float, rng.random(len(BLENDSHAPE_NAMES)))))
@@ -194,6 +196,13 @@ BROKEN = [
     ("frame_v2", _set(("faces", 0, "quality"), {"ok": False, "issues": [3]}), "faces[0].quality"),
     ("frame_v2", _set(("faces_cut",), -1), "faces_cut"),
     ("frame_v2", _set(("source",), 42), "source"),
+    ("frame_v2", _delete(("faces", 0, "gaze", "eye_1")), "faces[0].gaze.eye_1"),
+    ("frame_v2", _set(("faces", 0, "gaze", "eye_0"), [0.0, 1.0]), "faces[0].gaze.eye_0"),
+    ("frame_v2", _set(("faces", 0, "gaze", "angle_x"), "0.1"), "faces[0].gaze.angle_x"),
+    ("frame_v2", _set(("faces", 0, "gaze", "angle_y"), 4.0), "faces[0].gaze.angle_y"),
+    ("frame_v2", _set(("faces", 0, "gaze"), [0.0, 0.1]), "faces[0].gaze"),
+    ("frame_v2", _set(("faces", 0, "gaze", "pupil_1"), [1.0]), "faces[0].gaze.pupil_1"),
+    ("frame_v2", _set(("schema_minor",), -1), "schema_minor"),
     ("frame_v2", _set(("height",), 0), "height"),  # no pixels without an error saying why
     ("stats", _delete(("stages",)), "stages"),
     ("stats", _set(("fps",), -1.0), "fps"),
@@ -239,7 +248,7 @@ def test_error_names_expected_and_actual() -> None:
 def test_unknown_extra_fields_are_allowed(validators: Any) -> None:
     msg = frame_message()
     msg["new_field_in_a_later_release"] = {"x": 1}
-    msg["faces"][0]["gaze"] = [0.1, 0.2]
+    msg["faces"][0]["pupil_mm"] = [0.1, 0.2]
     assert protocol.decode(protocol.encode(msg)) == msg
     validators["frame"].validate(json.loads(json.dumps(msg)))
 
@@ -422,3 +431,13 @@ def test_messages_without_the_reliability_fields_still_validate(validators: Any)
             del msg[k]
         validators[msg["type"]].validate(json.loads(json.dumps(msg)))
         protocol.decode(protocol.encode(msg))
+
+
+def test_gaze_vectors_must_be_unit_vectors() -> None:
+    """A rule beyond the JSON Schema: each eye's gaze is a unit vector."""
+    msg = frame_message_v2()
+    assert msg["schema_minor"] == 1 and msg["faces"][0]["gaze"]["angle_x"] == 0.05
+    protocol.validate(msg)
+    msg["faces"][0]["gaze"]["eye_0"] = [0.0, 0.0, -2.0]
+    with pytest.raises(ProtocolError, match=r"faces\[0\]\.gaze\.eye_0: expected \[x, y, z\] unit"):
+        protocol.validate(msg)

@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: the default, CPU-first runtime (CUDA EP used when the GPU build is present).
+"""ONNX Runtime backend: the default runtime, on the CPU, or on a GPU with ONNX Runtime's CUDA build.
+
+``device``: ``cpu``; ``cuda`` or ``cuda:N`` (CUDA execution provider on GPU N, CPU as fallback for
+operators it lacks), which needs the CUDA build (``onnxruntime-gpu``) installed *instead of* the
+CPU build (:data:`norface_rt.extras.ORT_CUDA_COMMANDS`); ``auto`` or None, the CUDA build's GPU 0
+when it is installed, else the CPU.
 
 It runs a model set's two graphs (:mod:`norface_rt.model_set`) in sequence, one session each, so
 it can report how long normalization and classification take. A model set written before v0.2
@@ -8,6 +13,7 @@ that only holds the joined graph ``norface.onnx`` still loads and reports one ``
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +52,33 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
+
+
+def providers_for(device: str | None) -> list[Any]:
+    """ONNX Runtime's providers for a ``--device`` value (see the module doc); a CUDA device
+    without the CUDA build is a ValueError giving the commands that install it."""
+    if device is None or device == "auto":
+        return list(default_providers())
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    m = _CUDA_DEVICE.fullmatch(device)
+    if m is None:
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N for the onnxruntime backend, "
+                         f"got {device!r}")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        from norface_rt.extras import ORT_CUDA_COMMANDS, onnxruntime_builds
+
+        builds = onnxruntime_builds()
+        both = " (both its CPU and CUDA builds are installed, which ONNX Runtime documents as " \
+               "broken)" if len(builds) == 2 else ""
+        raise ValueError(f"--device {device}: this ONNX Runtime has no CUDAExecutionProvider"
+                         f"{both}; its CUDA build replaces the CPU build: {ORT_CUDA_COMMANDS} "
+                         "(README, \"GPU\"), or run on the CPU (--device cpu)")
+    return [("CUDAExecutionProvider", {"device_id": int(m.group(1) or 0)}),
+            "CPUExecutionProvider"]
+
+
 class OrtBackend(Backend):
     """Runs a model set's ONNX graphs; the config comes from the ONNX metadata, never the caller.
 
@@ -57,8 +90,8 @@ class OrtBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | os.PathLike[str], providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None) -> None:
+    def __init__(self, model: str | os.PathLike[str], providers: Sequence[Any] | None = None,
+                 intra_op_threads: int | None = None, device: str | None = None) -> None:
         p = Path(model)
         if intra_op_threads is not None and intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = ORT default), got {intra_op_threads}")
@@ -73,8 +106,12 @@ class OrtBackend(Backend):
         if intra_op_threads is not None:
             opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
-        chosen = list(providers) if providers is not None else default_providers()
-        unknown = [pr for pr in chosen if pr not in ort.get_available_providers()]
+        if providers is not None and device not in (None, "auto"):
+            raise ValueError(f"give providers or device, not both (got {list(providers)} and "
+                             f"{device!r})")
+        chosen = list(providers) if providers is not None else providers_for(device)
+        unknown = [pr for pr in (c[0] if isinstance(c, tuple) else c for c in chosen)
+                   if pr not in ort.get_available_providers()]
         if unknown:
             raise ValueError(
                 f"providers: {unknown} not available; this onnxruntime offers {ort.get_available_providers()}"
@@ -117,10 +154,13 @@ class OrtBackend(Backend):
             self._check_shapes(sess, path, self.config)
         self._sessions = sessions
         self.providers: list[str] = sessions[0].get_providers()
+        self.device = "cpu"
+        if self.providers[0] == "CUDAExecutionProvider":
+            opt = sessions[0].get_provider_options().get("CUDAExecutionProvider", {})
+            self.device = f"cuda:{opt.get('device_id', 0)}"
 
     def describe(self) -> dict[str, Any]:
-        device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        return {"device": device, "providers": list(self.providers), "split": self.split}
+        return {"device": self.device, "providers": list(self.providers), "split": self.split}
 
     @staticmethod
     def _session(path: Path, opts: ort.SessionOptions, providers: list[str]

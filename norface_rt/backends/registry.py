@@ -31,8 +31,8 @@ class BackendSpec:
     # True: the model runs on a server (connect_backend(url)); False: a local model set
     # (load_backend(model_dir)).
     remote: bool
-    # The device it runs on when none is given (None: it takes no device option: ONNX Runtime
-    # picks its providers, a server its own GPUs).
+    # The device it runs on when none is given (None: it takes no device option: a server uses
+    # its own GPUs; "auto": the library picks, ONNX Runtime its CUDA build's GPU when installed).
     device: str | None
     # The constructor option that receives ``threads`` (None: it takes none).
     threads_option: str | None
@@ -63,7 +63,7 @@ class BackendSpec:
 
 BACKENDS: Mapping[str, BackendSpec] = MappingProxyType({s.name: s for s in (
     BackendSpec("onnxruntime", "norface_rt.backends.onnx_backend", "OrtBackend", extra=None,
-                check_extra=False, remote=False, device=None, threads_option="intra_op_threads"),
+                check_extra=False, remote=False, device="auto", threads_option="intra_op_threads"),
     BackendSpec("torch", "norface_rt.backends.torch_backend", "TorchBackend", extra="torch",
                 check_extra=True, remote=False, device="cpu", threads_option="num_threads"),
     BackendSpec("tensorrt", "norface_rt.backends.tensorrt", "TrtBackend", extra="tensorrt",

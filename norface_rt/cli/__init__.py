@@ -25,10 +25,17 @@ from norface_rt.cli import (
     triton_repo,
     triton_server,
 )
-from norface_rt.cli.args import HelpFormatter, fail, nonneg_float, positive_int, setup_logging
-from norface_rt.cli.native_logs import quiet_native_logs
+from norface_rt.cli.args import (
+    ArgumentParser,
+    HelpFormatter,
+    fail,
+    nonneg_float,
+    positive_int,
+    setup_logging,
+)
 from norface_rt.cli.stderr import tolerant_stderr
 from norface_rt.config import ConfigFileError
+from norface_rt.native_logs import quiet_native_logs
 from norface_rt.wire.exits import ExitCode, exit_epilog
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -39,8 +46,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="norface-rt", formatter_class=HelpFormatter,
         description="Real-time facial expression analysis (FACS AUs, emotions) per tracked face.",
         epilog=exit_epilog(note="`norface-rt COMMAND --help` describes each command."))
@@ -56,9 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; arguments the chosen command does not know are refused by that command,
+    with the closest option it has (argparse would report them from the top level, which knows
+    none of the command's options)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser.unknown_options(extras, sub.choices[args.command])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     with quiet_native_logs(enabled=not args.verbose), tolerant_stderr():
         setup_logging(args.verbose)
         try:

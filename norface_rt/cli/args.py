@@ -7,9 +7,12 @@ they serve; they are re-exported here for ``python -m train``."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from norface_rt.flags import (
     NAMED_PARSERS,
@@ -32,10 +35,58 @@ def setup_logging(verbosity: int) -> None:
 
 def fail(message: str, code: int = ExitCode.USAGE) -> int:
     """Print ``norface-rt: error: message`` to stderr and return ``code`` (the exit status)."""
-    import sys
-
     print(f"norface-rt: error: {message}", file=sys.stderr)
     return code
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<given>.*?)' \(choose from (?P<choices>.*)\)")
+
+
+def did_you_mean(given: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a misspelled ``given`` most likely meant: the only one it begins, else the
+    closest by spelling (None when none is close)."""
+    names = list(candidates)
+    starts = [c for c in names if c.startswith(given)]
+    if given and len(starts) == 1:
+        return starts[0]
+    found = difflib.get_close_matches(given, names, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with short errors: one line naming the problem, a "did you mean" for a misspelled
+    option, choice or command, and where the full help is (instead of the whole usage, which for
+    ``run`` is dozens of lines above the one that matters). Exit status 2, as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        m = _INVALID_CHOICE.search(message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group("choices"))
+            close = did_you_mean(m.group("given"), choices)
+            if close:
+                hint = f"; did you mean {close!r}?"
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n"
+                     f"(`{self.prog} --help` lists the options)\n")
+
+    def unknown_options(self, extras: Sequence[str], command: argparse.ArgumentParser) -> NoReturn:
+        """Refuse arguments ``command`` (the sub-command's parser) did not recognise, suggesting
+        the closest of its options for each misspelled one."""
+        flags = [f for a in command._actions for f in a.option_strings if f.startswith("--")]
+        hints = {}
+        for token in extras:
+            if token.startswith("-"):
+                given = token.split("=", 1)[0]
+                close = did_you_mean(given, flags)
+                if close:
+                    hints[given] = close
+        hint = ""
+        if len(hints) == 1:
+            hint = f" (did you mean {next(iter(hints.values()))}?)"
+        elif hints:
+            hint = " (did you mean " + ", ".join(f"{v} for {k}" for k, v in hints.items()) + "?)"
+        command.exit(2, f"{command.prog}: error: unrecognized arguments: {' '.join(extras)}{hint}\n"
+                        f"(`{command.prog} --help` lists the options)\n")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -125,5 +176,5 @@ def options_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
     return cls(**kw, **given)
 
 
-__all__ = ["HelpFormatter", "add_command", "add_options", "fail", "nonneg_float",
-           "options_from", "positive_float", "positive_int", "setup_logging"]
+__all__ = ["ArgumentParser", "HelpFormatter", "add_command", "add_options", "did_you_mean", "fail",
+           "nonneg_float", "options_from", "positive_float", "positive_int", "setup_logging"]

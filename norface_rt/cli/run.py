@@ -34,12 +34,14 @@ from norface_rt.cli.args import add_command, add_options, fail, options_from
 from norface_rt.files import check_output_file
 from norface_rt.flags import check_options, nonneg_float, nonneg_int, option, positive_float
 from norface_rt.pipeline.options import (
-    FUSED_REMOVED,
+    GROUPS,
     OUTPUTS,
+    TRANSPORT,
     PipelineOptions,
     SinkOptions,
     zmq_endpoint,
 )
+from norface_rt.sinks.files import STDOUT
 from norface_rt.wire.exits import ExitCode, exit_epilog
 from norface_rt.wire.names import DEFAULT_ENDPOINT
 
@@ -68,26 +70,29 @@ __all__ = ["RunOptions", "StartupInterrupted", "add_parser", "report", "run", "z
 
 @dataclass
 class RunOptions:
-    """What only the command line decides about a run: progress output, waiting for
-    subscribers, the stats file, and an old flag kept for its error message."""
+    """What only the command line decides about a run: what the terminal shows (progress, the
+    end-of-run line, the latency table), waiting for subscribers and the stats file."""
 
-    fused: bool = option(
-        False, flag="--fused",
-        help="no longer available (model sets ship the two graphs only); kept so old command "
-             "lines get a clear error")
     wait_subscribers: int = option(
-        0, flag="--wait-subscribers", parse=nonneg_int, metavar="N", group=OUTPUTS,
+        0, flag="--wait-subscribers", parse=nonneg_int, metavar="N", group=TRANSPORT,
         help="wait until N subscribers are connected before reading sources")
     wait_timeout: float = option(
-        10.0, flag="--wait-timeout", parse=nonneg_float, group=OUTPUTS,
+        10.0, flag="--wait-timeout", parse=nonneg_float, group=TRANSPORT,
         help="longest wait for --wait-subscribers, in seconds")
+    quiet: bool = option(
+        False, flag="--quiet", group=OUTPUTS,
+        help="print only warnings and errors (no progress, no summary lines)")
+    stats: bool = option(
+        False, flag="--stats", group=OUTPUTS,
+        help="print the per-stage latency table and each output's counters at the end")
     stats_json: str | None = option(
         None, flag="--stats-json", group=OUTPUTS, check=check_output_file,
         help="write the final per-stage stats to this JSON file")
     progress: bool = option(
-        True, flag="--no-progress", inverted=True, help="no progress bar or progress lines")
+        True, flag="--no-progress", inverted=True, group=OUTPUTS,
+        help="no progress bar or progress lines")
     progress_interval: float = option(
-        10.0, flag="--progress-interval", parse=positive_float, metavar="SECONDS",
+        10.0, flag="--progress-interval", parse=positive_float, metavar="SECONDS", group=OUTPUTS,
         help="when stderr is not a terminal, print a progress line this often")
 
 
@@ -100,14 +105,12 @@ def _outputs_description() -> str:
 
 def add_parser(sub: Any) -> None:
     r = add_command(sub, "run", help="analyse video files, image folders, RTSP streams or webcams",
-                    epilog=RUN_EPILOG)
-    groups = {OUTPUTS: r.add_argument_group(OUTPUTS, _outputs_description())}
-    # what to analyse and how, then where results go
-    ungrouped: tuple[type, ...] = (PipelineOptions, RunOptions)
-    for cls in ungrouped:
-        add_options(r, cls, groups=groups, grouped=False)
-    for cls in (SinkOptions, PipelineOptions, RunOptions):
-        add_options(r, cls, groups=groups, grouped=True)
+                    epilog=RUN_EPILOG, usage="%(prog)s [options] SOURCE [SOURCE ...]")
+    # Every option names its group (its field's metadata); the groups are listed in this order.
+    descriptions = {OUTPUTS: _outputs_description()}
+    groups = {g: r.add_argument_group(g, descriptions.get(g)) for g in GROUPS}
+    for cls in (PipelineOptions, SinkOptions, RunOptions):
+        add_options(r, cls, groups=groups)
 
 
 def _wait_for_subscribers(sinks: list[Sink], n: int, timeout: float, signals: _Signals) -> None:
@@ -128,19 +131,29 @@ def _wait_for_subscribers(sinks: list[Sink], n: int, timeout: float, signals: _S
                 break
 
 
-def _open(opts: PipelineOptions, sink_opts: SinkOptions, cli: RunOptions
-          ) -> tuple[Pipeline, list[Sink]]:
+def _open(opts: PipelineOptions, sink_opts: SinkOptions, cli: RunOptions, *,
+          summary: bool = False) -> tuple[Pipeline, list[Sink]]:
     """Build the pipeline: every option checked first, model and sources open next (fail
     fast), outputs only then, so a run that cannot start leaves no output files behind (what
-    opened is closed again)."""
+    opened is closed again). ``summary`` adds the terminal's per-second summary lines
+    (:mod:`norface_rt.sinks.console`)."""
     from norface_rt.pipeline import create_pipeline, make_sinks
+    from norface_rt.sinks.overlay import is_image_overlay
+    from norface_rt.sources.images import is_image_path
 
     sinks: list[Sink] = []
+    one_image = (len(opts.sources) == 1 and isinstance(opts.sources[0], (str, os.PathLike))
+                 and is_image_path(opts.sources[0]) and not os.path.isdir(opts.sources[0]))
 
     def open_sinks(stream_ids: Sequence[str]) -> list[Sink]:
         also = [("--stats-json", cli.stats_json)] if cli.stats_json else []
         sinks.extend(make_sinks(sink_opts, stream_ids, landmarks=opts.landmarks,
-                                blendshapes=opts.blendshapes, also_written=also))
+                                blendshapes=opts.blendshapes, also_written=also,
+                                one_image=one_image))
+        if summary:
+            from norface_rt.sinks.console import SummarySink
+
+            sinks.append(SummarySink(sys.stdout))
         return sinks
 
     try:
@@ -153,22 +166,44 @@ def _open(opts: PipelineOptions, sink_opts: SinkOptions, cli: RunOptions
             from norface_rt.paths import resolve_model_dir
 
             ensure_engines(resolve_model_dir(opts.model_dir), device=opts.device or spec.device or 0)
-        return create_pipeline(opts, open_sinks), sinks
+        pipe = create_pipeline(opts, open_sinks)
     except BaseException:
         for s in sinks:
             s.close()
         raise
+    videos = [src.stream_id for src in pipe.sources if not src.stills]
+    if sink_opts.overlay and is_image_overlay(sink_opts.overlay) and videos:
+        pipe.stop(timeout=1.0)
+        pipe.backend.close()
+        raise ValueError(f"--overlay {sink_opts.overlay}: a picture per input is for photos and "
+                         f"image folders, and {', '.join(videos)} is a video: write --overlay "
+                         "FILE.mp4 for videos")
+    return pipe, sinks
 
 
 def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: RunOptions,
-              signals: _Signals) -> None:
+              signals: _Signals, console: str | None) -> None:
     """Wait for subscribers when asked (only now: a missing model was reported without the
     wait), then say where results go and whether the model means anything."""
+    from norface_rt.sinks.console import SummarySink
+
     if cli.wait_subscribers > 0:
         _wait_for_subscribers(sinks, cli.wait_subscribers, cli.wait_timeout, signals)
-    if sink_opts.endpoint is not None:
-        print(f"norface-rt: publishing on {sink_opts.endpoint}", file=sys.stderr)
-    if sink_opts.http is not None:
+    for sink in sinks:
+        if isinstance(sink, SummarySink):
+            sink.totals = {src.stream_id: src.expected_frames for src in pipe.sources}
+    if not cli.quiet:
+        if sink_opts.endpoint is not None:
+            print(f"norface-rt: publishing on {sink_opts.endpoint}", file=sys.stderr)
+        if console == SUMMARY:
+            print("norface-rt: no output chosen: a summary of each stream every second below "
+                  f"(`norface-rt listen {sink_opts.endpoint}` in another terminal prints every "
+                  "message); --jsonl FILE, --csv FILE or --overlay FILE saves the results",
+                  file=sys.stderr)
+        elif console == STDOUT_JSONL:
+            print("norface-rt: no output chosen: every message as a JSON line on stdout; "
+                  "--jsonl FILE, --csv FILE or --overlay FILE saves the results", file=sys.stderr)
+    if sink_opts.http is not None:  # even with --quiet: the page's address is the output
         from norface_rt.sinks.web.sink import HttpViewSink
 
         for view in (s for s in sinks if isinstance(s, HttpViewSink)):
@@ -179,8 +214,8 @@ def _announce(pipe: Pipeline, sinks: list[Sink], sink_opts: SinkOptions, cli: Ru
               "'untrained' and carry no meaning.", file=sys.stderr)
 
 
-def _progress(pipe: Pipeline, cli: RunOptions) -> Progress | None:
-    if not cli.progress:
+def _progress(pipe: Pipeline, cli: RunOptions, console: str | None) -> Progress | None:
+    if not cli.progress or cli.quiet or console == SUMMARY:  # (the summary lines say how far)
         return None
     from norface_rt.cli.progress import Progress, total_frames
 
@@ -267,15 +302,43 @@ def _drive(pipe: Pipeline, signals: _Signals) -> int:
     return ExitCode.for_signal(signals.received[0]) if signals.received else code
 
 
+# What a run with no output chosen shows (see _console): summary lines on a terminal, or every
+# message as a JSON line when stdout is a pipe or a file.
+SUMMARY = "summary"
+STDOUT_JSONL = "stdout"
+
+
+def _console(sink_opts: SinkOptions, cli: RunOptions) -> str | None:
+    """How a run given no output shows its results (None: it was given one). It still publishes
+    on the default endpoint on a terminal; when stdout is a pipe the JSON lines are the output
+    (``--jsonl -``), so no socket is bound."""
+    if sink_opts.chosen:
+        return None
+    if not sys.stdout.isatty():
+        return STDOUT_JSONL
+    return None if cli.quiet else SUMMARY
+
+
 def run(args: argparse.Namespace) -> int:
+    from norface_rt.sources.factory import expand_sources
+
     with _Signals() as signals:  # from the first instruction: loading the model takes seconds
         cli = options_from(RunOptions, args)
-        if cli.fused:
-            return fail(FUSED_REMOVED)
-        opts = options_from(PipelineOptions, args)
+        # a folder of videos is a stream per video
+        sources = expand_sources(args.sources)
+        if (args.stream_ids is not None and len(sources) != len(args.sources)
+                and len(args.stream_ids) != len(sources)):
+            return fail(f"--stream-id: a folder of videos is one stream per video: {len(sources)} "
+                        f"streams here ({', '.join(Path(s).name for s in sources)}); give one "
+                        f"--stream-id per stream, in that order, or none (each is named after "
+                        f"its file), got {len(args.stream_ids)}")
+        opts = options_from(PipelineOptions, args, sources=sources)
         sink_opts = options_from(SinkOptions, args)
+        console = _console(sink_opts, cli)
+        if console == STDOUT_JSONL:
+            sink_opts.jsonl = STDOUT
         try:
-            pipe, sinks = _open(opts, sink_opts, cli)
+            pipe, sinks = _open(opts, sink_opts, cli, summary=console == SUMMARY)
             signals.attach(pipe)
         except StartupInterrupted as exc:
             print(f"norface-rt: {exc} during start-up: nothing was analysed",
@@ -283,14 +346,14 @@ def run(args: argparse.Namespace) -> int:
             return ExitCode.for_signal(exc.signum)
         except (OSError, ValueError, RuntimeError, ImportError) as exc:  # said plainly, exit 2
             return fail(str(exc))
-        _announce(pipe, sinks, sink_opts, cli, signals)
-        progress = _progress(pipe, cli)
+        _announce(pipe, sinks, sink_opts, cli, signals, console)
+        progress = _progress(pipe, cli, console)
         try:
             code = _drive(pipe, signals)
         finally:
             if progress is not None:
                 progress.close()
-        code = report(pipe, cli.stats_json, code)
+        code = report(pipe, cli, code)
     if pipe.stuck_sinks or pipe.alive_threads:
         # A thread blocked in write(2) on a pipe nobody reads can be neither woken nor joined,
         # and interpreter shutdown would wait on the file it holds: leave without it.
@@ -299,15 +362,34 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def report(pipe: Pipeline, stats_json: str | os.PathLike[str] | None, code: int) -> int:
-    """Print the summary (per-stage times, streams, outputs), write ``stats_json``, and return
-    the exit status: 1 when it was 0 but a stream ended with an error or an output lost
-    messages."""
+def _done_line(pipe: Pipeline, snap: dict[str, Any]) -> str:
+    """The end-of-run line: how much was analysed how fast, and where the results went."""
+    line = (f"norface-rt: {snap['frames']} frames, {snap['faces']} faces in "
+            f"{snap['elapsed_s']:.1f} s ({snap['fps']:.1f} frames/s)")
+    where = [d for d in (w.sink.destination() for w in pipe.workers) if d]
+    return line + (" -> " + "; ".join(where) if where else "")
+
+
+def report(pipe: Pipeline, cli: RunOptions, code: int) -> int:
+    """Print the end of the run (one line; with ``--stats`` the per-stage latency table, streams
+    and outputs; nothing but problems with ``--quiet``), write ``--stats-json``, and return the
+    exit status: 1 when it was 0 but a stream ended with an error or an output lost messages."""
+    from norface_rt.sinks.zmq_pub import ZmqPublisher
+
     snap = pipe.stats.snapshot()
-    print(pipe.stats.summary_table(), file=sys.stderr)
-    if stats_json:
-        Path(stats_json).write_text(json.dumps(snap, indent=2) + "\n")
+    if cli.stats:
+        print(pipe.stats.summary_table(), file=sys.stderr)
+    elif not cli.quiet:
+        print(_done_line(pipe, snap), file=sys.stderr)
+    if cli.stats_json:
+        Path(cli.stats_json).write_text(json.dumps(snap, indent=2) + "\n")
+    for w in pipe.workers:
+        note = w.sink.unheard_note() if isinstance(w.sink, ZmqPublisher) else None
+        if note:
+            print(f"norface-rt: {note}", file=sys.stderr)
     for sid, s in snap["streams"].items():
+        if s.get("error") and not cli.stats:
+            print(f"norface-rt: stream {sid} ended with an error: {s['error']}", file=sys.stderr)
         if s.get("skipped_frames"):
             print(f"norface-rt: stream {sid}: {s['skipped_frames']} undecodable frame(s) skipped "
                   "(their indices are in its end-of-stream message)", file=sys.stderr)

@@ -11,6 +11,9 @@ Face fields, as produced here:
   The mesh spans upper forehead to chin and ear to ear, so it already covers the whole face.
 * ``blendshapes``: MediaPipe's 52 ARKit-style scores (plus ``_neutral``) by category name.
 * ``pose``: :func:`norface_rt.faces.pose.head_pose_from_matrix` of the facial transformation matrix.
+* ``gaze``: :func:`norface_rt.faces.gaze.gaze_from_landmarks` (iris points and head rotation).
+* ``position_mm``: :func:`norface_rt.faces.camera.head_position_mm` of the matrix, in the whole
+  frame's camera.
 * ``points5``: :func:`norface_rt.faces.align.points5_from_mediapipe`.
 * ``confidence``: FaceLandmarker reports no score, so it is measured: the score of MediaPipe's own
   BlazeFace detector (``face_detector.tflite`` inside the same ``.task`` bundle) run on a 128x128
@@ -59,7 +62,9 @@ from mediapipe.tasks.python.vision import (
 )
 
 from norface_rt.faces.align import points5_from_mediapipe
-from norface_rt.faces.pose import head_pose_from_matrix
+from norface_rt.faces.camera import head_position_mm
+from norface_rt.faces.gaze import GL_TO_CV, gaze_from_landmarks
+from norface_rt.faces.pose import head_pose_from_rotation, head_rotation
 from norface_rt.faces.tracker import box_iou
 from norface_rt.images import check_rgb_image
 from norface_rt.types import Face, FramePacket
@@ -185,16 +190,22 @@ def faces_from_mediapipe(result: Any, width: int, height: int, *,
         blend = None
         if i < len(result.face_blendshapes):
             blend = {c.category_name: float(c.score) for c in result.face_blendshapes[i]}
-        pose = None
+        pose = gaze = position = None
         if i < len(result.facial_transformation_matrixes):
+            matrix = np.asarray(result.facial_transformation_matrixes[i])
             try:
-                pose = head_pose_from_matrix(np.asarray(result.facial_transformation_matrixes[i]))
+                rotation = head_rotation(matrix)
             except ValueError:
-                pose = None  # degenerate matrix: report "unknown" rather than a wrong angle
+                rotation = None  # degenerate matrix: report "unknown" rather than a wrong angle
+            if rotation is not None:
+                pose = head_pose_from_rotation(rotation)
+                gaze = gaze_from_landmarks(pts, GL_TO_CV @ rotation @ GL_TO_CV)
+                position = head_position_mm(matrix, (int(ox), int(oy), int(ox) + width,
+                                                     int(oy) + height), (fw, fh))
         landmarks = pts.astype(np.float32)
         faces.append(Face(box=box, confidence=float(confidences[i]) if confidences is not None else 0.0,
                           landmarks=landmarks, points5=points5_from_mediapipe(landmarks),
-                          pose=pose, blendshapes=blend))
+                          pose=pose, blendshapes=blend, gaze=gaze, position_mm=position))
     return faces
 
 

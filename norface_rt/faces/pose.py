@@ -61,8 +61,9 @@ def _nearest_rotation(m: np.ndarray) -> np.ndarray:
     return r
 
 
-def head_pose_from_matrix(m: np.ndarray) -> HeadPose:
-    """Decompose a 4x4 (or 3x3) face-to-camera transform into the convention of this module."""
+def head_rotation(m: np.ndarray) -> np.ndarray:
+    """The head rotation of a 4x4 (or 3x3) face-to-camera transform (MediaPipe's OpenGL frame),
+    projected onto SO(3); a ValueError for a matrix that holds none."""
     a = np.asarray(m, dtype=np.float64)
     if a.shape not in ((4, 4), (3, 3)):
         raise ValueError(f"transformation matrix must have shape (4, 4) or (3, 3), got {a.shape}")
@@ -72,7 +73,16 @@ def head_pose_from_matrix(m: np.ndarray) -> HeadPose:
     if np.linalg.det(rot) <= 0:
         raise ValueError("transformation matrix rotation block must have det > 0, got "
                          f"{np.linalg.det(rot):.3g}")
-    r = _nearest_rotation(rot)
+    return _nearest_rotation(rot)
+
+
+def head_pose_from_matrix(m: np.ndarray) -> HeadPose:
+    """Decompose a 4x4 (or 3x3) face-to-camera transform into the convention of this module."""
+    return head_pose_from_rotation(head_rotation(m))
+
+
+def head_pose_from_rotation(r: np.ndarray) -> HeadPose:
+    """:func:`head_pose_from_matrix` of a rotation already projected (:func:`head_rotation`)."""
     yaw = math.asin(max(-1.0, min(1.0, -r[2, 0])))
     rx = math.atan2(r[2, 1], r[2, 2])
     rz = math.atan2(r[1, 0], r[0, 0])

@@ -10,6 +10,8 @@ Edge cases, by design:
   mesh; the crop is simply more distorted; ``pose`` and the quality flag tell consumers why.
 * More faces than ``max_faces``: the landmarker keeps the largest and says how many it left out
   (``FaceFrame.faces_cut``).
+* Stills (``stills=True``: photos, image folders): unrelated pictures, so each one's faces are
+  numbered afresh from 0 (a tracker would match faces of unrelated photos by their position).
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ class FaceStage:
     faces' geometry vectors."""
 
     def __init__(self, landmarker: FaceFinder, tracker: Tracker, aligner: Aligner,
-                 warp_crops: bool = True, geometry: GeometryReader | None = None) -> None:
+                 warp_crops: bool = True, geometry: GeometryReader | None = None,
+                 stills: bool = False) -> None:
         self.landmarker = landmarker
         self.tracker = tracker
+        self.stills = stills
         self.aligner = aligner
         # False when the backend warps on its own device: only the matrices are computed here.
         self.warp_crops = warp_crops
@@ -86,6 +90,8 @@ class FaceStage:
         quality flags; ``[Stage.ALIGN]`` the crops (or only their matrices when the backend warps
         them)."""
         t0 = time.perf_counter()
+        if self.stills:
+            self.tracker = Tracker()  # every picture's faces from 0: see the module doc
         faces = self.tracker.update(self.landmarker.detect(frame))
         for face in faces:
             face.quality = assess(face)

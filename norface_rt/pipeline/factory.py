@@ -24,7 +24,7 @@ from norface_rt.files import check_distinct_files
 from norface_rt.flags import default_for
 from norface_rt.model_set import load_config, verify_model_set
 from norface_rt.paths import resolve_landmarker, resolve_model_dir
-from norface_rt.pipeline.options import PipelineOptions, SinkOptions
+from norface_rt.pipeline.options import PipelineOptions, SinkOptions, max_faces_for
 from norface_rt.pipeline.runner import Pipeline
 from norface_rt.sinks.base import Sink
 from norface_rt.sources.base import Source
@@ -88,7 +88,7 @@ def is_video_source(src: Source) -> bool:
 
 
 def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, video: bool,
-                     max_faces: int,
+                     max_faces: int | None,
                      tiling: float | None = default_for(PipelineOptions, "tiling"),
                      warp_crops: bool = True,
                      baseline: bool = default_for(PipelineOptions, "baseline")) -> FaceStage:
@@ -97,12 +97,14 @@ def build_face_stage(landmarker: str | os.PathLike[str], cfg: ModelConfig, *, vi
     model with a geometry input, also its geometry reader, with a per-track neutral baseline
     in videos unless ``baseline`` is False (a still has no second look at the same person).
     ``max_faces``, ``tiling`` and ``baseline`` are the run options of those names
-    (:class:`PipelineOptions` declares their defaults)."""
+    (:class:`PipelineOptions` declares their defaults; ``max_faces`` None keeps the default of
+    the stream's kind, :func:`~norface_rt.pipeline.options.max_faces_for`)."""
     from norface_rt.faces.landmarker import Landmarker
 
     if tiling is None and not video:
         tiling = 1.0
-    lm = Landmarker(Path(landmarker), max_faces=max_faces, mode="video" if video else "image",
+    lm = Landmarker(Path(landmarker), max_faces=max_faces_for(max_faces, video=video),
+                    mode="video" if video else "image",
                     tiling=tiling)
     return assemble_face_stage(lm, cfg, video=video, warp_crops=warp_crops, baseline=baseline)
 
@@ -125,7 +127,8 @@ def assemble_face_stage(finder: FaceFinder, cfg: ModelConfig, *, video: bool,
                             neutral_radius=cfg.geometry_neutral_radius)
               if video and baseline else None)
         geometry = GeometryReader(cfg.blendshape_names, tb)
-    return FaceStage(finder, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry)
+    return FaceStage(finder, Tracker(), Aligner(cfg), warp_crops=warp_crops, geometry=geometry,
+                     stills=not video)
 
 
 def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig) -> None:
@@ -142,10 +145,12 @@ def check_landmarker_feeds(landmarker: str | os.PathLike[str], cfg: ModelConfig)
 
 
 def make_sinks(opts: SinkOptions, stream_ids: Sequence[str], *, landmarks: bool,
-               blendshapes: bool, also_written: Sequence[tuple[str, str | os.PathLike[str]]] = ()
-               ) -> list[Sink]:
+               blendshapes: bool, also_written: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+               one_image: bool = False) -> list[Sink]:
     """The sinks ``opts`` asks for, for the streams ``stream_ids`` whose messages carry
     landmarks / blendshapes as the run options say (the CSV's columns follow them).
+    ``one_image``: the run's only input is one image file, so a picture overlay is written to
+    its path itself.
 
     Everything is checked before anything is opened: the options, and that no two outputs
     (nor ``also_written``, files the caller writes itself, such as ``--stats-json``) would write
@@ -207,9 +212,18 @@ def make_sinks(opts: SinkOptions, stream_ids: Sequence[str], *, landmarks: bool,
             sinks.append(CsvSink(Path(opts.csv), style=opts.csv_style, landmarks=landmarks,
                                  blendshapes=blendshapes, multiple=multiple))
         if opts.overlay:
-            from norface_rt.sinks.overlay import MultiStreamOverlaySink
+            from norface_rt.sinks.overlay import (
+                MultiStreamOverlaySink,
+                OverlayImageSink,
+                is_image_overlay,
+            )
 
-            sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=multiple))
+            if is_image_overlay(opts.overlay):  # stills: a picture per input
+                sinks.append(OverlayImageSink(Path(opts.overlay), single=one_image,
+                                              panel=opts.overlay_panel))
+            else:
+                sinks.append(MultiStreamOverlaySink(Path(opts.overlay), multiple=multiple,
+                                                    panel=opts.overlay_panel))
     except BaseException:
         for s in sinks:
             s.close()

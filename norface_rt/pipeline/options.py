@@ -32,7 +32,6 @@ from norface_rt.flags import (
     positive_float,
     positive_int,
 )
-from norface_rt.model_set import JOINED_GRAPH_GONE
 from norface_rt.sinks.base import BufferPolicy
 from norface_rt.sinks.files import CSV_STYLES
 from norface_rt.sinks.metrics import DEFAULT_HOST as METRICS_HOST
@@ -55,8 +54,29 @@ from norface_rt.wire.names import (
 if TYPE_CHECKING:
     from norface_rt.sources.base import Source
 
-FUSED_REMOVED = f"--fused is no longer available: {JOINED_GRAPH_GONE}; drop the flag"
-OUTPUTS = "outputs"  # the --help group of everything about where results go
+# The --help groups of `norface-rt run`, in the order they are listed (an option names its group
+# in its field's metadata; cli/run.py lays the groups out in this order).
+INPUT = "input"
+FACES = "faces"
+MODEL = "model"
+OUTPUTS = "outputs"
+TRANSPORT = "transport"
+LIVE = "live sources"
+GPU = "GPU"
+SERVING = "serving"
+GROUPS: tuple[str, ...] = (INPUT, FACES, MODEL, OUTPUTS, TRANSPORT, LIVE, GPU, SERVING)
+
+# Faces kept per frame when --max-faces is not given: a video's latency grows with every face, a
+# still has none to keep, so it keeps every face up to the most a frame may hold.
+VIDEO_MAX_FACES = 4
+MAX_FACES = 64
+
+
+def max_faces_for(max_faces: int | None, *, video: bool) -> int:
+    """The faces a stream keeps: ``max_faces`` when given, else the default of its kind."""
+    if max_faces is not None:
+        return max_faces
+    return VIDEO_MAX_FACES if video else MAX_FACES
 
 
 def check_stream_ids(flag: str, ids: Sequence[str]) -> None:
@@ -90,87 +110,91 @@ class PipelineOptions:
 
     # Paths, URLs or devices as the CLI takes them; the Python API may pass Source objects.
     sources: Sequence[str | os.PathLike[str] | Source] = option(
-        flag="sources", nargs="+", metavar="SOURCE",
+        flag="sources", group=INPUT, nargs="+", metavar="SOURCE",
         help="video file, image file or folder, rtsp://..., /dev/videoN or webcam:N")
     stream_ids: Sequence[str] | None = option(
-        None, flag="--stream-id", append=True, metavar="ID", check=check_stream_ids,
+        None, flag="--stream-id", group=INPUT, append=True, metavar="ID", check=check_stream_ids,
         help="stream id per source, in order (default: derived from the source; ids starting "
              "with _ are reserved)")
     model_dir: str | os.PathLike[str] | None = option(
-        None, flag="--model-dir", api=True,
+        None, flag="--model-dir", group=MODEL, api=True,
         help="Norface model set (default: $NORFACE_RT_MODEL_DIR, the user cache, then the "
              "packaged model)")
     landmarker: str | os.PathLike[str] | None = option(
-        None, flag="--landmarker", api=True,
-        help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, then the user "
-             "cache)")
+        None, flag="--landmarker", group=MODEL, api=True,
+        help="MediaPipe face_landmarker .task (default: $NORFACE_RT_LANDMARKER, the user cache, "
+             "then the bundle shipped with norface-rt)")
     backend: str = option(
-        DEFAULT_BACKEND, flag="--backend", choices=tuple(BACKENDS), api=True,
+        DEFAULT_BACKEND, flag="--backend", group=MODEL, choices=tuple(BACKENDS), api=True,
         help="inference backend (torch / torch-cuda need the 'torch' extra, tensorrt the "
              "'tensorrt' extra)")
     # --backend triton: the server's gRPC endpoint, the ensemble's name, one request's timeout
     # and how long one batch is retried while the server is away (seconds).
     triton_url: str | None = option(
-        None, flag="--triton-url", metavar="grpc://HOST:PORT",
+        None, flag="--triton-url", group=SERVING, metavar="grpc://HOST:PORT",
         help="with --backend triton: the Triton server's gRPC endpoint (the model and its "
              "config come from the server; docs/scaling.md)")
     triton_model: str = option(
-        TRITON_MODEL, flag="--triton-model",
+        TRITON_MODEL, flag="--triton-model", group=SERVING,
         help="with --backend triton: the ensemble's name (default %(default)s)")
     triton_timeout: float = option(
-        DEFAULT_TIMEOUT_S, flag="--triton-timeout", parse=nonneg_float,
+        DEFAULT_TIMEOUT_S, flag="--triton-timeout", group=SERVING, parse=nonneg_float,
         help="with --backend triton: seconds one request may take (default %(default)g)")
     triton_retry: float = option(
-        DEFAULT_RETRY_S, flag="--triton-retry", parse=nonneg_float,
+        DEFAULT_RETRY_S, flag="--triton-retry", group=SERVING, parse=nonneg_float,
         help="with --backend triton: seconds a batch is retried while the server is down, "
              "restarting or overloaded, before its frames are flagged (default %(default)g)")
     # None: the backend's natural device (its row of the backend table).
     device: str | None = option(
-        None, flag="--device", api=True,
-        help="device of the torch / torch-cuda / tensorrt backends (cpu, cuda, cuda:N); default "
-             "cpu for torch, cuda for torch-cuda and tensorrt")
+        None, flag="--device", group=GPU, api=True,
+        help="cpu, cuda or cuda:N: onnxruntime (cuda needs ONNX Runtime's CUDA build instead of "
+             "the CPU build: README, 'GPU'; default: that build's GPU when installed, else cpu), "
+             "torch (default cpu), torch-cuda and tensorrt (default cuda)")
     # Warp faces on the backend's device from the uploaded frame (torch-cuda) instead of on the CPU.
     device_align: bool = option(
-        False, flag="--device-align",
+        False, flag="--device-align", group=GPU,
         help="with --backend torch-cuda: upload each frame once and warp its faces on the GPU "
              "instead of copying aligned crops")
     threads: int | None = option(
-        None, flag="--threads", parse=positive_int, api=True,
+        None, flag="--threads", group=MODEL, parse=positive_int, api=True,
         help="ONNX Runtime intra-op / torch threads (default: the library's choice)")
-    max_faces: int = option(
-        4, flag="--max-faces", parse=positive_int, api=True,
-        help="most faces per frame: the largest are kept, and messages count the faces left out "
-             "(faces_cut) with a warning")
+    # None: VIDEO_MAX_FACES for videos and cameras (latency grows with every face), no cap for
+    # stills (MAX_FACES, the most a frame may ask for).
+    max_faces: int | None = option(
+        None, flag="--max-faces", parse=positive_int, group=FACES, api=True,
+        help=f"most faces per frame: the largest are kept, and messages count the faces left out "
+             f"(faces_cut) with a warning (default: {VIDEO_MAX_FACES} for videos and cameras, "
+             f"none for photos and image folders, up to {MAX_FACES})")
     # MediaPipe's bundled detector is short-range: faces in wide/group shots are found only when the
     # frame is also scanned in square tiles (side = tiling * min(width, height)). Costs ~3x per frame,
     # so it is on by default only for still images.
     tiling: float | None = option(
-        None, flag="--tiling", parse=float, api=True,
+        None, flag="--tiling", group=FACES, parse=float, api=True,
         help="also scan square tiles of this fraction of the short side for small faces (group "
              "shots; default 1.0 for images, off for video)")
     # Models with a geometry input: remove each tracked person's resting-face offset in videos
     # (norface_rt.faces.geometry.TrackBaseline). Stills never have one.
     baseline: bool = option(
-        True, flag="--no-baseline", inverted=True, api=True,
+        True, flag="--no-baseline", group=FACES, inverted=True, api=True,
         help="models with a geometry input: do not remove each tracked person's resting-face "
              "offset in videos (default: removed, bounded; see docs/training.md)")
     # Time constant (seconds) of per-track exponential smoothing of AU and emotion outputs
     # (norface_rt.smoothing); None or 0 = off.
     smooth: float | None = option(
-        None, flag="--smooth", parse=nonneg_float, metavar="SECONDS", api=True,
+        None, flag="--smooth", group=FACES, parse=nonneg_float, metavar="SECONDS", api=True,
         help="smooth each tracked face's AU and emotion outputs over time with this time "
              "constant (exponential; videos only; default: off)")
     # Image files: the most pixels one may declare (checked from its header before decoding;
     # the file-size cap follows from it, norface_rt.images.max_file_bytes).
     max_image_pixels: int = option(
-        DEFAULT_MAX_PIXELS, flag="--max-image-pixels", parse=positive_int, metavar="N", api=True,
+        DEFAULT_MAX_PIXELS, flag="--max-image-pixels", group=INPUT, parse=positive_int, metavar="N", api=True,
         help="image files declaring more pixels than this (or larger than such an image can be) "
              "are refused as unreadable, before decoding")
     max_batch: int = option(
-        16, flag="--max-batch", parse=positive_int, api=True,
+        16, flag="--max-batch", group=MODEL, parse=positive_int, api=True,
         help="faces per inference call across all streams")
     queue_size: int = option(
-        8, flag="--queue-size", parse=positive_int, api=True,
+        8, flag="--queue-size", group=MODEL, parse=positive_int, api=True,
         help="frames each pipeline queue holds (bounds memory and latency)")
     # Optional face fields of frame messages (FaceResult always holds them): MediaPipe's 478
     # landmarks and its 52 blendshape scores; the CSV's columns follow them.
@@ -194,21 +218,21 @@ class PipelineOptions:
         group=OUTPUTS,
         help="file runs: how long to wait for a full output before marking it stalled")
     realtime: bool = option(
-        False, flag="--realtime",
+        False, flag="--realtime", group=LIVE,
         help="pace file sources at their frame rate and treat them as live (drop-oldest)")
-    loop: bool = option(False, flag="--loop", help="loop file sources forever")
+    loop: bool = option(False, flag="--loop", group=INPUT, help="loop file sources forever")
     # Files: skip undecodable frames and carry on (False: end the stream at the first one).
     skip_corrupt: bool = option(
-        True, flag="--stop-on-decode-error", inverted=True,
+        True, flag="--stop-on-decode-error", group=INPUT, inverted=True,
         help="end a file at its first undecodable frame (exit 1) instead of skipping it, "
              "counting it and carrying on (the default)")
     # RTSP: give up reconnecting after this many seconds without frames / failed attempts in a
     # row (None: retry forever, for unattended cameras that may reboot).
     reconnect_timeout: float | None = option(
-        None, flag="--reconnect-timeout", parse=nonneg_float, metavar="S",
+        None, flag="--reconnect-timeout", group=LIVE, parse=nonneg_float, metavar="S",
         help="RTSP: give up after S seconds without frames (default: keep retrying)")
     reconnect_tries: int | None = option(
-        None, flag="--reconnect-tries", parse=positive_int, metavar="N",
+        None, flag="--reconnect-tries", group=LIVE, parse=positive_int, metavar="N",
         help="RTSP: give up after N failed attempts in a row (default: keep retrying)")
     # Constructor options for the sources that accept them (e.g. open_timeout for RTSP).
     source_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -224,8 +248,8 @@ class PipelineOptions:
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         spec = backend_spec(self.backend)
-        if not 1 <= self.max_faces <= 64:
-            raise ValueError(f"--max-faces must be in [1, 64], got {self.max_faces}")
+        if self.max_faces is not None and not 1 <= self.max_faces <= MAX_FACES:
+            raise ValueError(f"--max-faces must be in [1, {MAX_FACES}], got {self.max_faces}")
         if not 1 <= self.max_image_pixels <= MAX_PIXELS_LIMIT:
             raise ValueError(f"--max-image-pixels must be in [1, {MAX_PIXELS_LIMIT}], got "
                              f"{self.max_image_pixels}")
@@ -292,15 +316,15 @@ class SinkOptions:
     CLI and the library agree."""
 
     zmq: str | None = option(
-        None, flag="--zmq", metavar="ENDPOINT", group=OUTPUTS, check=check_zmq_endpoint,
+        None, flag="--zmq", metavar="ENDPOINT", group=TRANSPORT, check=check_zmq_endpoint,
         help=f"ZeroMQ PUB endpoint, or 'none' (default: {DEFAULT_ENDPOINT} when no other output "
              "is given, else none)")
     allow_remote: bool = option(
-        False, flag="--allow-remote", group=OUTPUTS, api=True,
+        False, flag="--allow-remote", group=TRANSPORT, api=True,
         help="allow binding a non-loopback address such as tcp://*:5556 (--zmq, --push) or "
              "0.0.0.0:8080 (--http)")
     sndhwm: int = option(
-        DEFAULT_SNDHWM, flag="--sndhwm", parse=positive_int, group=OUTPUTS,
+        DEFAULT_SNDHWM, flag="--sndhwm", parse=positive_int, group=TRANSPORT,
         help="ZeroMQ send high-water mark (messages kept per slow subscriber)")
     jsonl: str | os.PathLike[str] | None = option(
         None, flag="--jsonl", group=OUTPUTS, receives=True, check=check_output_file,
@@ -312,11 +336,20 @@ class SinkOptions:
     # (PipelineOptions.landmarks / blendshapes).
     csv_style: str = option(
         CSV_STYLES[0], flag="--csv-style", choices=CSV_STYLES, group=OUTPUTS,
-        help="default: py-feat-like columns; openface: OpenFace 2.0 names and conventions "
-             "(docs/protocol.md compares them)")
+        help="default: py-feat-like columns; openface: OpenFace 2.2's columns, order and "
+             "decimals, with gaze, head position and the 68 iBUG points (docs/protocol.md "
+             "compares them)")
     overlay: str | os.PathLike[str] | None = option(
         None, flag="--overlay", group=OUTPUTS, receives=True, check=check_seekable_file,
-        help="write an annotated mp4 (one file per stream if several)")
+        help="write the frames annotated: a video (.mp4; one file per stream if several) or, for "
+             "photos and image folders, a picture per input (.png, .jpg, .webp; named after "
+             "each input unless the input is one image)")
+    # The overlay's side panel (emotions, AU bars per face) widens the picture; without it the
+    # output has the source's size, with boxes, tags and gaze only.
+    overlay_panel: bool = option(
+        True, flag="--no-panel", inverted=True, group=OUTPUTS,
+        help="overlay: draw on the frame only, at the source's size, without the side panel of "
+             "emotions and AU bars (default: with the panel, wider than the source)")
     show: bool = option(
         False, flag="--show", group=OUTPUTS, receives=True,
         help="show the annotated frames in a window (q or Esc ends the run; needs a display and "
@@ -341,55 +374,55 @@ class SinkOptions:
              "every frame; default %(default)g)")
     # NATS JetStream results feed (sinks/nats_js.py): server URL, stream, subject prefix.
     nats: str | None = option(
-        None, flag="--nats", metavar="URL", group=OUTPUTS, receives=True,
+        None, flag="--nats", metavar="URL", group=TRANSPORT, receives=True,
         help="also publish every message to NATS JetStream (nats://HOST:4222), acknowledged and "
              "replayable")
     nats_stream: str = option(
-        NATS_STREAM, flag="--nats-stream", group=OUTPUTS,
+        NATS_STREAM, flag="--nats-stream", group=TRANSPORT,
         help="JetStream stream name (created if missing; default %(default)s)")
     nats_prefix: str = option(
-        NATS_SUBJECT_PREFIX, flag="--nats-subject-prefix", group=OUTPUTS,
+        NATS_SUBJECT_PREFIX, flag="--nats-subject-prefix", group=TRANSPORT,
         help="subjects are PREFIX.<stream id> (default %(default)s)")
     # Prometheus endpoint (sinks/metrics.py): port (None: off) and address.
     metrics_port: int | None = option(
-        None, flag="--metrics-port", parse=port, metavar="PORT", group=OUTPUTS, check=check_port,
+        None, flag="--metrics-port", parse=port, metavar="PORT", group=SERVING, check=check_port,
         help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)")
     metrics_host: str = option(
-        METRICS_HOST, flag="--metrics-host", group=OUTPUTS,
+        METRICS_HOST, flag="--metrics-host", group=SERVING,
         help="address of the metrics endpoint (default loopback)")
     # Lossless hand-off: a PUSH socket bound here (consumers connect PULL), its queue and what
     # happens when it is full (block: back-pressure for up to push_timeout s; drop).
     push: str | None = option(
-        None, flag="--push", metavar="ENDPOINT", group=OUTPUTS, receives=True,
+        None, flag="--push", metavar="ENDPOINT", group=TRANSPORT, receives=True,
         check=check_endpoint,
         help="hand-off with back-pressure: bind a ZeroMQ PUSH socket here (consumers connect "
              "PULL, e.g. `norface-rt listen --pull ENDPOINT`); lossless across consumer crashes "
              "with --push-ack")
     push_ack: str | None = option(
-        None, flag="--push-ack", metavar="ENDPOINT", group=OUTPUTS, check=check_endpoint,
+        None, flag="--push-ack", metavar="ENDPOINT", group=TRANSPORT, check=check_endpoint,
         help="with --push: consumers confirm each message to a PULL socket bound here; what a "
              "consumer that dies held is sent again, what none confirmed by the end is counted "
              "as lost (`norface-rt listen --pull ENDPOINT --ack ACK_ENDPOINT`; default: "
              "unconfirmed)")
     push_hwm: int = option(
-        DEFAULT_PUSH_HWM, flag="--push-hwm", parse=positive_int, metavar="N", group=OUTPUTS,
+        DEFAULT_PUSH_HWM, flag="--push-hwm", parse=positive_int, metavar="N", group=TRANSPORT,
         help="messages queued for the PULL consumers")
     push_policy: BufferPolicy = option(
         BufferPolicy.BLOCK, flag="--push-policy", choices=tuple(p.value for p in BufferPolicy),
-        parse=BufferPolicy, group=OUTPUTS,
+        parse=BufferPolicy, group=TRANSPORT,
         help="when the PUSH queue is full: block (back-pressure, up to --push-timeout per "
              "message) or drop (counted)")
     push_timeout: float = option(
         DEFAULT_PUSH_TIMEOUT, flag="--push-timeout", parse=positive_float, metavar="S",
-        group=OUTPUTS, help="longest wait for a PULL consumer before dropping")
+        group=TRANSPORT, help="longest wait for a PULL consumer before dropping")
     # CURVE for --zmq and --push: this server's secret key file, and the folder of subscriber
     # public keys it accepts (None: encryption only).
     curve_secret: str | os.PathLike[str] | None = option(
-        None, flag="--curve-secret", metavar="FILE", group=OUTPUTS,
+        None, flag="--curve-secret", metavar="FILE", group=TRANSPORT,
         help="encrypt --zmq/--push with CURVE using this server secret key file (`norface-rt "
              "keys make`; default: no encryption)")
     curve_clients: str | os.PathLike[str] | None = option(
-        None, flag="--curve-clients", metavar="DIR", group=OUTPUTS,
+        None, flag="--curve-clients", metavar="DIR", group=TRANSPORT,
         help="with --curve-secret: accept only consumers whose public key (*.key) is in DIR "
              "(default: any consumer that knows the server's public key)")
 
@@ -449,3 +482,11 @@ class SinkOptions:
     @property
     def publishes(self) -> bool:
         return self.endpoint is not None
+
+    @property
+    def chosen(self) -> bool:
+        """Whether any output was asked for (``--zmq`` included). A run without one still
+        publishes on the default endpoint; the CLI also shows it on the terminal (or writes JSON
+        lines to stdout when that is a pipe), so results never go only where nobody looks."""
+        return self.zmq is not None or any(
+            getattr(self, f.name) for f, opt in options_of(type(self)) if opt.receives)

@@ -116,6 +116,11 @@ class Sink(ABC):
         """Sink-specific counters for its entry in the stats message (numbers or booleans)."""
         return {}
 
+    def destination(self) -> str | None:
+        """Where this output's results went, for the end-of-run line (files written, an
+        endpoint); None: nothing worth naming."""
+        return None
+
     def pump(self, timeout: float) -> None:  # noqa: B027  (an optional hook)
         """``main_thread`` sinks: do the main thread's share of the work, waiting at most
         ``timeout`` seconds for some; after :meth:`close`, release what the main thread owns."""

@@ -12,17 +12,18 @@ written to it. Two styles (:data:`CSV_STYLES`), laid out by :class:`CsvLayout`, 
   label order ``AUxx_c`` (0/1: probability >= ``occurrence_threshold``, default 0.5, what
   OpenFace's ``_c`` means), ``AUxx_p`` (the probability), ``AUxx_r`` (intensity 0..5), then
   ``emotion_<name>``, [blendshapes], ``top_emotion, untrained``.
-``openface`` (OpenFace 2.0 names and conventions, so scripts written for OpenFace read it):
-  ``frame`` (from 1)``, face_id, timestamp, confidence, success, pose_Rx, pose_Ry, pose_Rz``
-  (radians, OpenFace's axes and signs: :func:`norface_rt.faces.pose.openface_rotation`),
-  [landmarks], ``AUxx_r`` for every AU, then ``AUxx_c``; then, after the OpenFace columns,
-  ``emotion_<name>, top_emotion, quality, source``, [blendshapes]. A frame without a face (or
-  whose file could not be read) gets one row with ``success`` 0, ``confidence`` 0 and empty
-  measurements. No ``pose_T*``, gaze, ``X_/Y_/Z_`` or ``p_*`` columns: they are not measured. One
-  file per stream (OpenFace writes one per video): with several streams, ``<stem>-<stream_id>``.
+``openface`` (OpenFace 2.2's columns, order and decimals, so scripts written for OpenFace read
+  it; :mod:`norface_rt.sinks.openface` owns it): ``frame`` (from 1)``, face_id, timestamp,
+  confidence, success``, gaze, ``pose_T*`` (mm) and ``pose_R*`` (radians, OpenFace's axes), the
+  68 iBUG points ``x_i, y_i`` (pixels) and ``X_i, Y_i, Z_i`` (mm), ``AUxx_r`` then ``AUxx_c``
+  (with AU45 and AU28_c from MediaPipe's blendshapes), then ours: ``emotion_<name>,
+  top_emotion, quality, source``, MediaPipe's points as ``mp_x_i, mp_y_i, mp_z_i``
+  (``--landmarks``), [blendshapes]. A frame without a face (or whose file could not be read)
+  gets one row with ``success`` 0 and zeros. One file per stream (OpenFace writes one per
+  video): with several streams, ``<stem>-<stream_id>``.
 
-[landmarks] (``--landmarks``): ``x_0..x_477, y_0..y_477`` (pixels) and ``z_0..z_477`` (MediaPipe's
-relative depth in the same pixel scale, smaller = nearer; not OpenFace's millimetres).
+[landmarks] (``--landmarks``, default style): ``x_0..x_477, y_0..y_477`` (pixels) and
+``z_0..z_477`` (MediaPipe's relative depth in the same pixel scale, smaller = nearer).
 [blendshapes] (``--blendshapes``): ``blendshape_<name>`` for MediaPipe's 52 scores (``_neutral`` included).
 """
 
@@ -38,16 +39,15 @@ import numpy as np
 
 from norface_rt.config import AU_NAMES, BLENDSHAPE_NAMES, EMOTION_NAMES, LANDMARK_COUNT, ModelConfig
 from norface_rt.files import display_path, open_for_writing, stream_file
-from norface_rt.sinks.base import Sink
+from norface_rt.sinks.base import MessageDropped, ResultSink, Sink
+from norface_rt.types import FaceResult, FrameResult
 from norface_rt.wire.codec import to_json
-from norface_rt.wire.messages import FrameMessage, Message, as_message
+from norface_rt.wire.messages import LANDMARK_DECIMALS, FrameMessage, Message, as_message
 
 CSV_STYLES: tuple[str, ...] = ("default", "openface")
 BASE_COLUMNS = ("stream_id", "frame", "source", "timestamp", "capture_time", "face_id",
                 "confidence", "quality", "x0", "y0", "x1", "y1", "yaw", "pitch", "roll")
 TAIL_COLUMNS = ("top_emotion", "untrained")
-OPENFACE_BASE_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success",
-                         "pose_Rx", "pose_Ry", "pose_Rz")
 
 
 def _open_text(path: str | Path, append: bool) -> TextIO:
@@ -60,26 +60,70 @@ def _open_text(path: str | Path, append: bool) -> TextIO:
     return open(fd, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
 
 
+STDOUT = "-"  # the path that means standard output (--jsonl -)
+
+
 class JsonlSink(Sink):
-    """Writes each message as one compact JSON line; flushed per message so a crash loses nothing."""
+    """Writes each message as one compact JSON line; flushed per message so a crash loses nothing.
+
+    ``path`` ``-`` writes to standard output (a pipe: ``norface-rt run clip.mp4 --jsonl - | jq``),
+    which is left open at the end."""
 
     name = "jsonl"
 
     def __init__(self, path: str | Path, *, append: bool = False) -> None:
+        import sys
+
+        self.to_stdout = str(path) == STDOUT
+        self.reader_gone = False
         self.path = Path(path)
-        self._f: TextIO | None = _open_text(self.path, append)
+        self._f: TextIO | None = sys.stdout if self.to_stdout else _open_text(self.path, append)
         self.written = 0
+
+    def destination(self) -> str:
+        return "stdout" if self.to_stdout else str(self.path)
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         if self._f is None:
+            if self.reader_gone:
+                raise MessageDropped()
             raise RuntimeError(f"JsonlSink({self.path}) is closed")
-        self._f.write(to_json(msg) + "\n")
-        self._f.flush()
+        line = to_json(msg) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+        except BrokenPipeError:
+            if not self.to_stdout:
+                raise
+            self._reader_left()
+            raise MessageDropped() from None
         self.written += 1
+
+    def _reader_left(self) -> None:
+        """stdout's reader closed the pipe (``| head``): say so once, stop writing there (the
+        rest is counted as lost) and point stdout at /dev/null, so that flushing it at exit
+        raises nothing."""
+        import logging
+        import os
+        import sys
+
+        logging.getLogger(__name__).warning(
+            "stdout was closed by its reader after %d message(s); the rest are not written",
+            self.written)
+        self.reader_gone = True
+        self._f = None
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            if self.to_stdout:
+                self._f.flush()
+            else:
+                self._f.close()
             self._f = None
 
 
@@ -92,20 +136,29 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _quality_text(face: dict[str, Any]) -> str | None:
-    q = face.get("quality")
+def _quality_text(face: FaceResult) -> str | None:
+    q = face.quality
     if q is None:
         return None
-    return "ok" if q["ok"] else ";".join(q["issues"])
+    return "ok" if q.ok else ";".join(q.issues)
 
 
 Row = dict[str, Any]  # column -> value (int, float, str); a missing column is an empty cell
+Frame = FrameResult | Mapping[str, Any]  # a frame's result, or its message (a dict or typed)
+
+
+def as_result(frame: Frame) -> FrameResult:
+    """A frame's result: itself, or read from its ``frame`` message at this edge."""
+    return frame if isinstance(frame, FrameResult) else FrameResult.from_message(frame)
 
 
 @dataclass(frozen=True)
 class CsvLayout:
-    """The columns of a CSV style and the rows of a frame message: the one owner of the table
-    layout, shared by :class:`CsvSink` and :func:`norface_rt.to_dataframe`."""
+    """The columns of a CSV style and the rows of a frame: the one owner of the table layout,
+    shared by :class:`CsvSink` and :func:`norface_rt.to_dataframe`. Rows are made from a frame's
+    :class:`~norface_rt.types.FrameResult` (which holds everything a style writes: landmarks,
+    blendshapes, gaze, head position), or from its message, read at the edge
+    (:meth:`FrameResult.from_message`)."""
 
     style: str = "default"
     au_names: tuple[str, ...] = AU_NAMES
@@ -123,110 +176,107 @@ class CsvLayout:
 
     @property
     def columns(self) -> list[str]:
+        if self.style == "openface":
+            from norface_rt.sinks import openface
+
+            return openface.columns(self.au_names, self.emotion_names, landmarks=self.landmarks,
+                                    blendshapes=self.blendshapes)
         lms = ([f"x_{i}" for i in range(LANDMARK_COUNT)] + [f"y_{i}" for i in range(LANDMARK_COUNT)]
                + [f"z_{i}" for i in range(LANDMARK_COUNT)]) if self.landmarks else []
         bss = [f"blendshape_{b}" for b in BLENDSHAPE_NAMES] if self.blendshapes else []
         emos = [f"emotion_{e}" for e in self.emotion_names]
-        if self.style == "openface":
-            return [*OPENFACE_BASE_COLUMNS, *lms, *(f"{a}_r" for a in self.au_names),
-                    *(f"{a}_c" for a in self.au_names), *emos, "top_emotion", "quality", "source",
-                    *bss]
         return [*BASE_COLUMNS, *lms, *(f"{a}_c" for a in self.au_names),
                 *(f"{a}_p" for a in self.au_names), *(f"{a}_r" for a in self.au_names),
                 *emos, *bss, *TAIL_COLUMNS]
 
-    def check(self, msg: Mapping[str, Any]) -> None:
+    def cell(self, value: Any, column: str) -> str:
+        """How a value is written: OpenFace's fixed decimals in its style, else shortest."""
+        if self.style == "openface":
+            from norface_rt.sinks.openface import cell
+
+            return cell(value, column)
+        return _cell(value)
+
+    def check(self, frame: FrameResult) -> None:
         """Refuse a frame whose faces do not fit the columns, naming the field and both key sets
         (instead of silently shifting or blanking columns)."""
-        for face in msg["faces"]:
-            _check_keys("au_occurrence", face["au_occurrence"], self.au_names)
-            _check_keys("au_intensity", face["au_intensity"], self.au_names)
-            _check_keys("emotions", face["emotions"], self.emotion_names)
+        for face in frame.faces:
+            _check_keys("au_occurrence", face.au_occurrence, self.au_names)
+            _check_keys("au_intensity", face.au_intensity, self.au_names)
+            _check_keys("emotions", face.emotions, self.emotion_names)
             if self.landmarks:
-                lms = face.get("landmarks")
-                if not isinstance(lms, list) or len(lms) != LANDMARK_COUNT:
+                lms = face.landmarks
+                if lms is None or len(lms) != LANDMARK_COUNT:
                     got = "none" if lms is None else f"{len(lms)} points"
                     raise ValueError(f"landmarks: expected {LANDMARK_COUNT} [x, y, z] points per "
                                      f"face for the landmark columns, got {got} (run with "
                                      "--landmarks)")
             if self.blendshapes:
-                bs = face.get("blendshapes")
+                bs = face.blendshapes
                 if bs is None:
                     raise ValueError("blendshapes: expected MediaPipe's blendshape scores per face "
                                      "for the blendshape columns, got none (run with "
                                      "--blendshapes and a landmarker bundle that scores them)")
                 _check_keys("blendshapes", bs, BLENDSHAPE_NAMES)
 
-    def rows(self, msg: Mapping[str, Any]) -> list[Row]:
-        """The rows of one ``frame`` message (none for other types), after :meth:`check`."""
-        if msg.get("type") != "frame":
-            return []
-        self.check(msg)
+    def rows(self, frame: Frame) -> list[Row]:
+        """The rows of one frame (none for a message of another type), after :meth:`check`."""
+        if not isinstance(frame, FrameResult):
+            if frame.get("type") != "frame":
+                return []
+            frame = as_result(frame)
+        self.check(frame)
         if self.style == "openface":
-            return self._openface_rows(msg)
-        return [self._default_row(msg, face) for face in msg["faces"]]
+            return self._openface_rows(frame)
+        return [self._default_row(frame, face) for face in frame.faces]
 
-    def _measurements(self, row: Row, face: dict[str, Any]) -> None:
-        if self.landmarks:
-            pts = face["landmarks"]
-            for axis, name in enumerate("xyz"):
-                for i, p in enumerate(pts):
-                    row[f"{name}_{i}"] = float(p[axis])
-        if self.blendshapes:
-            for b in BLENDSHAPE_NAMES:
-                row[f"blendshape_{b}"] = float(face["blendshapes"][b])
-        for e in self.emotion_names:
-            row[f"emotion_{e}"] = float(face["emotions"][e])
-        row["top_emotion"] = face["top_emotion"]
-
-    def _default_row(self, msg: Mapping[str, Any], face: dict[str, Any]) -> Row:
-        pose = face["pose"] or {}
-        x0, y0, x1, y1 = (float(v) for v in face["box"])
+    def _default_row(self, frame: FrameResult, face: FaceResult) -> Row:
+        pose = face.pose
+        x0, y0, x1, y1 = (float(v) for v in face.box)
         row: Row = {
-            "stream_id": msg["stream_id"], "frame": int(msg["frame_index"]),
-            "source": msg.get("source"), "timestamp": msg["pts"],
-            "capture_time": float(msg["capture_time"]), "face_id": int(face["track_id"]),
-            "confidence": float(face["confidence"]), "quality": _quality_text(face),
-            "x0": x0, "y0": y0, "x1": x1, "y1": y1,
-            "yaw": pose.get("yaw"), "pitch": pose.get("pitch"), "roll": pose.get("roll"),
-            "untrained": 1 if msg["untrained"] else 0,
+            "stream_id": frame.stream_id, "frame": int(frame.frame_index), "source": frame.source,
+            "timestamp": frame.pts, "capture_time": float(frame.capture_time),
+            "face_id": int(face.track_id), "confidence": float(face.confidence),
+            "quality": _quality_text(face), "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+            "yaw": None if pose is None else float(pose.yaw),
+            "pitch": None if pose is None else float(pose.pitch),
+            "roll": None if pose is None else float(pose.roll),
+            "untrained": 1 if frame.untrained else 0,
         }
-        occ, inten = face["au_occurrence"], face["au_intensity"]
+        occ, inten = face.au_occurrence, face.au_intensity
         for a in self.au_names:
             row[f"{a}_c"] = 1 if occ[a] >= self.occurrence_threshold else 0
             row[f"{a}_p"] = float(occ[a])
             row[f"{a}_r"] = float(inten[a])
-        self._measurements(row, face)
+        if self.landmarks:
+            assert face.landmarks is not None  # check() saw them
+            pts = np.round(np.asarray(face.landmarks, np.float64), LANDMARK_DECIMALS)
+            for axis, name in enumerate("xyz"):
+                for i in range(pts.shape[0]):
+                    row[f"{name}_{i}"] = float(pts[i, axis])
+        if self.blendshapes:
+            assert face.blendshapes is not None
+            for b in BLENDSHAPE_NAMES:
+                row[f"blendshape_{b}"] = float(face.blendshapes[b])
+        for e in self.emotion_names:
+            row[f"emotion_{e}"] = float(face.emotions[e])
+        row["top_emotion"] = face.top_emotion
         return row
 
-    def _openface_rows(self, msg: Mapping[str, Any]) -> list[Row]:
-        frame = int(msg["frame_index"]) + 1
-        ts = msg["pts"]
-        if not msg["faces"]:
-            return [{"frame": frame, "timestamp": ts, "confidence": 0.0, "success": 0,
-                     "source": msg.get("source")}]
-        rows = []
-        for face in msg["faces"]:
-            row: Row = {"frame": frame, "face_id": int(face["track_id"]), "timestamp": ts,
-                        "confidence": float(face["confidence"]), "success": 1,
-                        "quality": _quality_text(face), "source": msg.get("source")}
-            pose = face["pose"]
-            if pose is not None:
-                from norface_rt.faces.pose import openface_rotation  # (keeps OpenCV out of
-                # importing this module: the CLI's parser reads CSV_STYLES at start-up)
+    def _openface_rows(self, frame: FrameResult) -> list[Row]:
+        from norface_rt.sinks import openface
 
-                rx, ry, rz = openface_rotation(pose["yaw"], pose["pitch"], pose["roll"])
-                row.update(pose_Rx=rx, pose_Ry=ry, pose_Rz=rz)
-            occ, inten = face["au_occurrence"], face["au_intensity"]
-            for a in self.au_names:
-                row[f"{a}_r"] = float(inten[a])
-                row[f"{a}_c"] = 1 if occ[a] >= self.occurrence_threshold else 0
-            self._measurements(row, face)
-            rows.append(row)
-        return rows
+        if not frame.faces:
+            return [openface.empty_row(frame, self.columns)]
+        return [openface.face_row(frame, face, au_names=self.au_names,
+                                  emotion_names=self.emotion_names,
+                                  occurrence_threshold=self.occurrence_threshold,
+                                  landmarks=self.landmarks, blendshapes=self.blendshapes,
+                                  quality=_quality_text(face))
+                for face in frame.faces]
 
 
-def _check_keys(field: str, got: dict[str, Any], expected: Sequence[str]) -> None:
+def _check_keys(field: str, got: Mapping[str, Any], expected: Sequence[str]) -> None:
     if set(got) != set(expected):  # order may differ: cells are looked up by name
         raise ValueError(f"{field}: expected keys {list(expected)} (the CSV columns), "
                          f"got {list(got)}")
@@ -247,8 +297,9 @@ class _CsvFile:
     def write(self, rows: list[Row]) -> None:
         if self._f is None:
             raise RuntimeError(f"CSV file {self.path} is closed")
+        cell = self.layout.cell
         for row in rows:
-            self._w.writerow([_cell(row.get(c)) for c in self.columns])
+            self._w.writerow([cell(row.get(c), c) for c in self.columns])
         self.rows += len(rows)
         self._f.flush()
 
@@ -258,7 +309,7 @@ class _CsvFile:
             self._f = None
 
 
-class CsvSink(Sink):
+class CsvSink(ResultSink):
     """Frames as CSV rows in one of :data:`CSV_STYLES` (see the module docstring).
 
     AU and emotion columns come from ``au_names`` / ``emotion_names`` when given, else from the
@@ -313,6 +364,9 @@ class CsvSink(Sink):
         """The files written so far."""
         return [f.path for f in self._files.values()]
 
+    def destination(self) -> str:
+        return ", ".join(map(str, self.paths or [self.path]))
+
     def bind_model(self, config: ModelConfig) -> None:
         if self._layout is None:
             self._fix_layout(self._aus or tuple(config.au_names),
@@ -342,21 +396,27 @@ class CsvSink(Sink):
         return f
 
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if isinstance(msg, FrameMessage):
+            self.write_result(FrameResult.from_message(msg))
+        elif self._closed:
+            raise RuntimeError(f"CsvSink({self.path}) is closed")
+
+    def write_result(self, result: FrameResult) -> None:
+        """A frame's rows from its result, which always holds the landmarks, blendshapes, gaze
+        and head position the OpenFace style writes, whatever the messages carry."""
         if self._closed:
             raise RuntimeError(f"CsvSink({self.path}) is closed")
-        msg = as_message(msg)
-        if not isinstance(msg, FrameMessage):
-            return
         if self._layout is None:
-            if not msg.faces and self.style == "default":
+            if not result.faces and self.style == "default":
                 return  # nothing to write, nothing learnt
-            first = msg.faces[0] if msg.faces else None
+            first = result.faces[0] if result.faces else None
             self._fix_layout(self._aus or (tuple(first.au_occurrence) if first else AU_NAMES),
                              self._emos or (tuple(first.emotions) if first else EMOTION_NAMES))
         assert self._layout is not None
-        rows = self._layout.rows(msg)  # checks every face before anything is written
+        rows = self._layout.rows(result)  # checks every face before anything is written
         if rows:
-            self._file_for(msg.stream_id).write(rows)
+            self._file_for(result.stream_id).write(rows)
 
     def close(self) -> None:
         if self._closed:

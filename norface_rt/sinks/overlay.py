@@ -20,12 +20,13 @@ compactness (see ``docs/images/overlay_example.png``):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import cv2
 import numpy as np
 
 from norface_rt.config import DEFAULT_AU_INTENSITY_MAX
-from norface_rt.files import stream_file
+from norface_rt.files import slug, stream_file
 from norface_rt.images import check_rgb_image
 from norface_rt.sinks.base import Sink
 from norface_rt.video import Mp4Writer, available_codec
@@ -133,6 +134,24 @@ def place_tags(boxes: list[Rect], sizes: list[tuple[int, int]], width: int,
     return placed
 
 
+GAZE_COLOR = (255, 230, 60)  # gaze arrows: one colour for every face, seen on skin and on eyes
+GAZE_LENGTH = 0.5  # an arrow's length for a gaze at 90 degrees, in face-box widths
+
+
+def _gaze_arrows(img: np.ndarray, gaze: Mapping[str, Any] | None,
+                 box: Sequence[float], sx: float, sy: float, thick: int) -> None:
+    """An arrow from each iris centre along the eye's gaze as the camera sees it (its x, y),
+    so looking into the camera draws a dot and looking aside a long arrow."""
+    if not gaze or "pupil_0" not in gaze:
+        return
+    length = GAZE_LENGTH * (box[2] - box[0]) * sx
+    for pupil, vec in ((gaze["pupil_0"], gaze["eye_0"]), (gaze["pupil_1"], gaze["eye_1"])):
+        x0, y0 = pupil[0] * sx, pupil[1] * sy
+        x1, y1 = x0 + vec[0] * length, y0 + vec[1] * length
+        cv2.arrowedLine(img, (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1))),
+                        GAZE_COLOR, max(1, thick - 1), cv2.LINE_AA, tipLength=0.3)
+
+
 def _corners(img: np.ndarray, r: Rect, color: tuple[int, int, int], thick: int) -> None:
     """Corner brackets only: the box of a face whose quality flag is not ok."""
     x0, y0, x1, y1 = r
@@ -166,6 +185,10 @@ def _face_panel(panel: np.ndarray, face: dict[str, Any], top: int, u: float, au_
     cv2.rectangle(panel, (pad, y - int(11 * u)), (pad + int(10 * u), y - 1), color, cv2.FILLED)
     emos = sorted(face["emotions"].items(), key=lambda kv: -kv[1])
     head = f"#{face['track_id']}  {face['top_emotion']} {face['emotions'].get(face['top_emotion'], 0):.0%}"
+    gaze = face.get("gaze")
+    if gaze:  # degrees read more easily than radians at a glance (Hershey fonts have no degree sign)
+        head += (f"  gaze {math.degrees(gaze['angle_x']):+.0f},"
+                 f"{math.degrees(gaze['angle_y']):+.0f} deg")
     _text(panel, _fit(head, w - 3 * pad, 0.52 * u), (pad + int(16 * u), y), 0.52 * u, color,
           1, bg=None)
     if not compact:
@@ -301,6 +324,8 @@ def draw(image: np.ndarray, msg: Mapping[str, Any], *, fps: float | None = None,
         (tw, th), base = cv2.getTextSize(tag, _FONT, tag_scale, 1)
         tags.append(tag)
         sizes.append((tw + 6, th + base + 6))
+    for face in msg["faces"]:
+        _gaze_arrows(out, face.get("gaze"), face["box"], sx, sy, thick)
     for face, tag, rect in zip(msg["faces"], tags, place_tags(boxes, sizes, w, h)):
         cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), track_color(face["track_id"]),
                       cv2.FILLED)
@@ -349,10 +374,11 @@ class OverlayVideoSink(Sink):
 
     def __init__(self, path: str | Path, fps: float = 30.0, width: int | None = None,
                  height: int | None = None, *, stream_id: str | None = None,
-                 codec: str | None = None, crf: int = 23) -> None:
+                 codec: str | None = None, crf: int = 23, panel: bool = True) -> None:
         self._writer = Mp4Writer(path, fps, width, height, codec=codec, crf=crf)
         self.path = self._writer.path
         self.stream_id = stream_id
+        self.panel = panel
 
     @property
     def codec(self) -> str:
@@ -376,7 +402,7 @@ class OverlayVideoSink(Sink):
                              "(the pipeline keeps them only for sinks with needs_image=True)")
         check_rgb_image(image)
         # No rate burnt into a file: its frames play at the source's speed, not the analyser's.
-        self._writer.write(draw(image, msg), msg.pts)
+        self._writer.write(draw(image, msg, panel=self.panel), msg.pts)
 
     def close(self) -> None:
         if not self._writer.opened:
@@ -395,13 +421,14 @@ class MultiStreamOverlaySink(Sink):
     needs_image = True
 
     def __init__(self, path: str | Path, *, multiple: bool = False, fps: float = 30.0,
-                 codec: str | None = None) -> None:
+                 codec: str | None = None, panel: bool = True) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"output directory does not exist: {self.path.parent}")
         self.multiple = multiple
         self.fps = fps
         self.codec = codec or available_codec()
+        self.panel = panel
         self.sinks: dict[str, OverlayVideoSink] = {}
 
     def path_for(self, stream_id: str) -> Path:
@@ -419,8 +446,12 @@ class MultiStreamOverlaySink(Sink):
             p = self.path_for(sid)
             if not self.multiple and self.sinks:
                 log.warning("overlay: extra stream %r written to %s", sid, p)
-            sink = self.sinks[sid] = OverlayVideoSink(p, self.fps, stream_id=sid, codec=self.codec)
+            sink = self.sinks[sid] = OverlayVideoSink(p, self.fps, stream_id=sid, codec=self.codec,
+                                                      panel=self.panel)
         sink.write(msg, image)
+
+    def destination(self) -> str:
+        return ", ".join(str(s.path) for s in self.sinks.values()) or str(self.path)
 
     def close(self) -> None:
         errors = []
@@ -431,6 +462,79 @@ class MultiStreamOverlaySink(Sink):
                 errors.append(f"{sink.path}: {exc}")
         if errors:
             raise RuntimeError("closing overlay videos failed: " + "; ".join(errors))
+
+
+# Picture formats an overlay of stills is written in (by the output path's suffix).
+IMAGE_OVERLAY_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def is_image_overlay(path: str | os.PathLike[str]) -> bool:
+    """Whether ``--overlay PATH`` asks for pictures (one per input image) rather than a video."""
+    return Path(path).suffix.lower() in IMAGE_OVERLAY_SUFFIXES
+
+
+class OverlayImageSink(Sink):
+    """The overlay of stills as pictures: one annotated image per input picture, in the format of
+    ``path``'s suffix (PNG, JPEG, WebP).
+
+    With ``single`` (the run's only input is one image file) the picture is written to ``path``
+    itself; otherwise each goes beside it, named after its input: ``<stem>-<input stem><suffix>``
+    (``out.png`` and ``photos/a.jpg`` give ``out-a.png``), with the stream id added when several
+    streams hold files of the same name. A frame that is not from a picture (a video's) is
+    refused with an error saying to use a video file name."""
+
+    name = "overlay"
+    needs_image = True
+
+    def __init__(self, path: str | Path, *, single: bool = False, panel: bool = True) -> None:
+        self.path = Path(path)
+        if not is_image_overlay(self.path):
+            raise ValueError(f"--overlay: expected a picture file name ending in "
+                             f"{', '.join(IMAGE_OVERLAY_SUFFIXES)}, got {self.path}")
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"output directory does not exist: {self.path.parent}")
+        self.single = single
+        self.panel = panel
+        self.written: list[Path] = []
+        self._names: dict[str, str] = {}  # output name -> the stream that took it
+
+    def path_for(self, stream_id: str, source: str) -> Path:
+        if self.single:
+            return self.path
+        name = f"{self.path.stem}-{slug(Path(source).stem, sep='_')}{self.path.suffix}"
+        owner = self._names.setdefault(name, stream_id)
+        if owner != stream_id:  # the same file name in another stream: keep both
+            name = (f"{self.path.stem}-{slug(stream_id, sep='_')}-"
+                    f"{slug(Path(source).stem, sep='_')}{self.path.suffix}")
+        return self.path.with_name(name)
+
+    def write(self, msg: Message, image: np.ndarray | None = None) -> None:
+        msg = as_message(msg)
+        if not isinstance(msg, FrameMessage):
+            return
+        if msg.source is None:
+            raise ValueError(f"--overlay {self.path}: a picture per input is for photos and image "
+                             f"folders; stream {msg.stream_id!r} is a video (write --overlay "
+                             "FILE.mp4 for it)")
+        if image is None:
+            raise ValueError("image: expected the frame's RGB pixels for the overlay, got None "
+                             "(the pipeline keeps them only for sinks with needs_image=True)")
+        out = self.path_for(msg.stream_id, msg.source)
+        drawn = cv2.cvtColor(draw(image, msg, panel=self.panel), cv2.COLOR_RGB2BGR)
+        params = ([cv2.IMWRITE_JPEG_QUALITY, 92] if out.suffix.lower() in (".jpg", ".jpeg")
+                  else [cv2.IMWRITE_WEBP_QUALITY, 92] if out.suffix.lower() == ".webp" else [])
+        if not cv2.imwrite(str(out), drawn, params):
+            raise OSError(f"could not write {out}")
+        self.written.append(out)
+
+    def destination(self) -> str:
+        if len(self.written) > 3:
+            return f"{self.written[0]} ... ({len(self.written)} pictures)"
+        return ", ".join(map(str, self.written)) or str(self.path)
+
+    def close(self) -> None:
+        if not self.written:
+            log.info("overlay %s: no picture arrived, nothing written", self.path)
 
 
 def gui_unavailable_reason() -> str | None:

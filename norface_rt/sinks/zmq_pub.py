@@ -140,6 +140,10 @@ class ZmqPublisher(Sink):
         self.sent = 0
         self.refused = 0  # sends libzmq refused outright (should stay 0: XPUB drops silently)
         self.subscription_resets = 0
+        # Subscriptions ever received, and messages sent while none was active (nobody heard
+        # them): a run publishing to nobody says so at its end.
+        self.subscriptions_seen = 0
+        self.unheard = 0
         self._subscriptions = 0
         self._subscription_bytes = 0
         self._topics: dict[bytes, int] = {}
@@ -203,6 +207,7 @@ class ZmqPublisher(Sink):
             if note[:1] == b"\x01":
                 self._topics[topic] = self._topics.get(topic, 0) + 1
                 self._subscriptions += 1
+                self.subscriptions_seen += 1
                 self._subscription_bytes += len(topic)
             elif note[:1] == b"\x00" and self._topics.get(topic):
                 self._topics[topic] -= 1
@@ -269,6 +274,8 @@ class ZmqPublisher(Sink):
         try:
             self._require_open().send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
             self.sent += 1
+            if not self._subscriptions:
+                self.unheard += 1
         except zmq.Again:
             self.refused += 1
 
@@ -279,7 +286,23 @@ class ZmqPublisher(Sink):
 
     def stats(self) -> dict[str, Any]:
         return {"subscriptions": self._subscriptions,
-                "subscription_resets": self.subscription_resets}
+                "subscription_resets": self.subscription_resets, "unheard": self.unheard}
+
+    def destination(self) -> str:
+        return f"published on {self.endpoint}"
+
+    def unheard_note(self) -> str | None:
+        """What a person should know at the end when messages reached no subscriber: nobody
+        subscribed at all, or how many messages went out before the first one did."""
+        if not self.unheard:
+            return None
+        if not self.subscriptions_seen:
+            return (f"nobody subscribed to {self.endpoint}: its {self.sent} message(s) reached no "
+                    "one (start `norface-rt listen` first and run with --wait-subscribers 1, or "
+                    "save results with --jsonl FILE / --csv FILE)")
+        return (f"{self.unheard} of {self.sent} message(s) on {self.endpoint} went out while "
+                "nobody was subscribed (a listener that joins late misses them; --wait-subscribers "
+                "N waits for N before reading the sources)")
 
     def close(self) -> None:
         """Close the socket, letting queued messages flush for at most ``linger_ms``."""

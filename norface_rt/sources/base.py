@@ -358,7 +358,10 @@ class Source(ABC):
             log.exception("source %s: decode thread failed", self._stream_id)
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
-            log.warning("source %s ended with an error: %s", self._stream_id, error)
+            # an end its owner asked for (stop(): a tool that read what it needed, a signal) is
+            # said in the EndOfStream, not warned about as if something had gone wrong
+            log.log(logging.INFO if self._stopping else logging.WARNING,
+                    "source %s ended with an error: %s", self._stream_id, error)
         self._state = "ended"
         try:
             extra = self._end_fields()

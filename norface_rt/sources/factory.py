@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +19,10 @@ from norface_rt.sources.base import Source
 from norface_rt.sources.file import FileSource
 from norface_rt.sources.images import ImageSource, is_image_path
 from norface_rt.sources.live import RTSP_SCHEMES, RTSPSource, WebcamSource
+
+# Files a folder is searched for besides pictures: each becomes a stream of its own.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg",
+                                     ".mpeg", ".ts", ".wmv", ".flv")
 
 _WEBCAM = re.compile(r"^webcam:(\d+)$", re.IGNORECASE)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
@@ -55,3 +60,22 @@ def open_source(uri: str | os.PathLike[str], stream_id: str | None = None,
     if path.is_dir() or is_image_path(path):
         return ImageSource(path, stream_id, **kw)
     return FileSource(path, stream_id, **kw)
+
+
+def expand_sources(uris: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The sources a user's list stands for: a folder holding videos stands for each of them (in
+    name order), one stream per video; its pictures, if any, stay one stream (the folder).
+    Everything else is kept as given."""
+    out: list[str] = []
+    for uri in uris:
+        text = os.fspath(uri)
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            out.append(text)
+            continue
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        videos = [str(p) for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+        if not videos or any(is_image_path(p) for p in files):
+            out.append(text)  # pictures (or nothing usable: ImageSource says what it expected)
+        out.extend(videos)
+    return out

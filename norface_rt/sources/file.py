@@ -43,9 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
-
 from norface_rt.files import slug
+from norface_rt.pyav import av
 from norface_rt.sources.base import DecodeClock, Source
 from norface_rt.sources.timeline import DecodeTimeline
 from norface_rt.types import FramePacket, Stage

@@ -69,8 +69,9 @@ class ImageSource(Source):
             self._files = sorted(p for p in self._path.iterdir()
                                  if p.is_file() and is_image_path(p))
             if not self._files:
-                raise ValueError(f"no images in folder {display_path(self._path)} (expected files "
-                                 f"ending in {', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(f"no images or videos in folder {display_path(self._path)} "
+                                 f"(expected files ending in {', '.join(IMAGE_EXTENSIONS)}, or "
+                                 "videos: `run` takes a folder of videos as one stream per video)")
         else:
             if not is_image_path(self._path):
                 raise ValueError(f"unsupported image extension {self._path.suffix!r} for "

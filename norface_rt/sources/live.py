@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import av
-
 from norface_rt.files import slug
+from norface_rt.pyav import av
 from norface_rt.sources.base import (
     DecodeClock,
     Source,

@@ -64,7 +64,7 @@ def _target_image(model_dir: Path, size: int) -> np.ndarray:
 def normalize_media(input_uri: str, out_dir: str | os.PathLike[str], *,
                     model_dir: str | os.PathLike[str] | None = None,
                     landmarker: str | os.PathLike[str] | None = None,
-                    max_faces: int = default_for(PipelineOptions, "max_faces"),
+                    max_faces: int | None = default_for(PipelineOptions, "max_faces"),
                     backend: str = default_for(PipelineOptions, "backend"),
                     scale: int) -> NormalizeReport:
     if not 1 <= scale <= 8:

@@ -6,8 +6,10 @@ every wait has a timeout so a vanished publisher never hangs the listener foreve
 
 It also says what it did not get: a gap in a stream's ``seq`` means messages were lost on the
 way (the publisher drops them for a subscriber that falls behind, see docs/protocol.md); those
-are counted (``missed``), reported, and make the exit status 1. Messages before the first one a
-listener saw (it joined late) are not counted. ``--pull`` receives from a PUSH hand-off
+are counted (``missed``), reported, and make the exit status 1. A listener that joined a stream
+late counts what it missed before it joined from the first ``seq`` it sees (every stream starts
+at 0): reported apart (``missed_before_join``), and a failure only with ``--until-eos``, which
+asks for whole streams (a live camera joined late is normal). ``--pull`` receives from a PUSH hand-off
 (``norface-rt run --push``) instead, which loses nothing; CURVE keys encrypt and authenticate
 either (:mod:`norface_rt.wire.curve`).
 """
@@ -264,6 +266,8 @@ class ListenResult:
     # Messages lost on the way: gaps in each stream's seq after the first message seen.
     missed: int = 0
     missed_by_stream: dict[str, int] = field(default_factory=dict)
+    # Messages of a stream published before this listener's first one (its first seq).
+    missed_before_join: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
     interrupted: bool = False
     ended_streams: set[str] = field(default_factory=set)
@@ -284,6 +288,8 @@ class ListenResult:
         sid, seq = msg["stream_id"], msg["seq"]
         prev = self._last_seq.get(sid)
         self._last_seq[sid] = seq
+        if prev is None and seq > 0:
+            self.missed_before_join[sid] = seq
         gap = seq - prev - 1 if self.count_gaps and prev is not None and seq > prev + 1 else 0
         if gap:
             self.missed += gap
@@ -306,8 +312,17 @@ class ListenResult:
         self.timed_out = True
         self.exit_code = ExitCode.FAILED if wanted_more or not self.received else ExitCode.OK
 
-    def finish(self, err: TextIO) -> None:
-        """Say what was missed on ``err``; missed messages make a clean listen a failure."""
+    def finish(self, err: TextIO, *, until_eos: bool = False) -> None:
+        """Say what was missed on ``err``; missed messages make a clean listen a failure, and
+        so do messages missed before joining when whole streams were asked for (``until_eos``)."""
+        if self.missed_before_join:
+            print("norface-rt listen: joined late: missed the first " + ", ".join(
+                f"{n} message(s) of {k}" for k, n in self.missed_before_join.items())
+                + " (published before this listener subscribed; start it before the run, with "
+                "`run --wait-subscribers 1`, or use run --push with listen --pull)", file=err,
+                flush=True)
+            if until_eos and self.exit_code == ExitCode.OK:
+                self.exit_code = ExitCode.FAILED
         if not self.missed:
             return
         print(f"norface-rt listen: missed {self.missed} message(s) (gaps in seq: "
@@ -326,7 +341,10 @@ def _line(msg: dict[str, Any], fmt: str, res: ListenResult) -> str:
         return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
     line = format_pretty(msg)
     if msg["type"] == "eos":
-        line += f"; this listener missed {res.missed_by_stream.get(msg['stream_id'], 0)}"
+        sid = msg["stream_id"]
+        line += f"; this listener missed {res.missed_by_stream.get(sid, 0)}"
+        if res.missed_before_join.get(sid):
+            line += f" on the way and {res.missed_before_join[sid]} before it joined"
     return line
 
 
@@ -395,5 +413,5 @@ def run_listen(endpoint: str, out: TextIO | str | Path | None = None, fmt: str =
         gen.close()
         if own_file:
             sink.close()
-    res.finish(err_stream)
+    res.finish(err_stream, until_eos=until_eos)
     return res

@@ -24,7 +24,7 @@ import numpy as np
 
 from norface_rt.config import DEFAULT_AU_INTENSITY_MAX
 from norface_rt.wire.names import STATS_TOPIC
-from norface_rt.wire.schema import SCHEMA_VERSION, ProtocolError, fail, validate
+from norface_rt.wire.schema import SCHEMA_MINOR, SCHEMA_VERSION, ProtocolError, fail, validate
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 
@@ -40,6 +40,8 @@ class WireMessage(Mapping[str, Any]):
 
     kind: ClassVar[str]  # the wire's "type" field
     schema_version: int = SCHEMA_VERSION
+    # Compatible additions within the version (absent: 0); 1 added a face's gaze.
+    schema_minor: int = SCHEMA_MINOR
     _wire: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def _build(self) -> dict[str, Any]:
@@ -102,6 +104,36 @@ class Pose(NamedTuple):
     roll: float
 
 
+# Gaze travels rounded to this many decimals (OpenFace writes its vectors with 6).
+GAZE_DECIMALS = 6
+
+
+class GazeMessage(NamedTuple):
+    """Eye gaze as a face message carries it (schema 2.1): unit vectors of the eye leftmost in
+    the image and the other, OpenCV camera frame, and the angles of their mean in radians
+    (:class:`norface_rt.types.Gaze`)."""
+
+    eye_0: Sequence[float]
+    eye_1: Sequence[float]
+    angle_x: float
+    angle_y: float
+    pupil_0: Sequence[float]  # [x, y] of that eye's iris centre in the frame (pixels)
+    pupil_1: Sequence[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eye_0": [round(float(v), GAZE_DECIMALS) for v in self.eye_0],
+                "eye_1": [round(float(v), GAZE_DECIMALS) for v in self.eye_1],
+                "angle_x": round(float(self.angle_x), GAZE_DECIMALS),
+                "angle_y": round(float(self.angle_y), GAZE_DECIMALS),
+                "pupil_0": [round(float(v), LANDMARK_DECIMALS) for v in self.pupil_0],
+                "pupil_1": [round(float(v), LANDMARK_DECIMALS) for v in self.pupil_1]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GazeMessage:
+        return cls(tuple(d["eye_0"]), tuple(d["eye_1"]), d["angle_x"], d["angle_y"],
+                   tuple(d["pupil_0"]), tuple(d["pupil_1"]))
+
+
 def _floats(values: Mapping[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in values.items()}
 
@@ -136,6 +168,7 @@ class FaceMessage:
     quality: tuple[str, ...] | None = None  # the issues: () = a usable face
     landmarks: Sequence[Sequence[float]] | None = None  # [[x, y, z], ...] as sent
     blendshapes: Mapping[str, float] | None = None
+    gaze: GazeMessage | None = None  # schema 2.1
     extra: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +191,8 @@ class FaceMessage:
             d["landmarks"] = self.landmarks
         if self.blendshapes is not None:
             d["blendshapes"] = _floats(self.blendshapes)
+        if self.gaze is not None:
+            d["gaze"] = self.gaze.to_dict()
         d.update(self.extra)
         return d
 
@@ -166,6 +201,7 @@ class FaceMessage:
         """A face of a frame message that :func:`~norface_rt.wire.schema.validate` accepted."""
         pose = d["pose"]
         quality = d.get("quality")
+        gaze = d.get("gaze")
         return cls(
             track_id=d["track_id"], box=tuple(d["box"]),
             confidence=d["confidence"],
@@ -174,6 +210,7 @@ class FaceMessage:
             emotions=d["emotions"], top_emotion=d["top_emotion"], model_id=d["model_id"],
             quality=None if quality is None else tuple(quality["issues"]),
             landmarks=d.get("landmarks"), blendshapes=d.get("blendshapes"),
+            gaze=None if gaze is None else GazeMessage.from_dict(gaze),
             extra=_extra(d, _known(cls)))
 
 
@@ -192,7 +229,8 @@ class StreamMessage(WireMessage):
 
     def _build(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.kind, "schema_version": self.schema_version,
-                             "stream_id": self.stream_id, "seq": int(self.seq), **self._body()}
+                             "schema_minor": self.schema_minor, "stream_id": self.stream_id,
+                             "seq": int(self.seq), **self._body()}
         d.update(self.extra)
         return d
 
@@ -259,7 +297,8 @@ class FrameMessage(StreamMessage):
             faces=tuple(FaceMessage.from_dict(f) for f in d["faces"]),
             faces_cut=d.get("faces_cut", 0), source=d.get("source"),
             au_intensity_max=d.get("au_intensity_max", DEFAULT_AU_INTENSITY_MAX),
-            schema_version=d["schema_version"], extra=_extra(d, cls.known_fields()))
+            schema_version=d["schema_version"], schema_minor=d.get("schema_minor", 0),
+            extra=_extra(d, cls.known_fields()))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -306,7 +345,8 @@ class EosMessage(StreamMessage):
             skipped_frame_indices=tuple(d.get("skipped_frame_indices", ())),
             lost_frames=d.get("lost_frames", 0), outage_s=d.get("outage_s", 0.0),
             reconnects=d.get("reconnects", 0), sink_losses=d.get("sink_losses"),
-            schema_version=d["schema_version"], extra=_extra(d, cls.known_fields()))
+            schema_version=d["schema_version"], schema_minor=d.get("schema_minor", 0),
+            extra=_extra(d, cls.known_fields()))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -353,7 +393,7 @@ class StatsMessage(WireMessage):
         if not isinstance(payload, Mapping):
             fail("stats payload", "map with stages, fps, streams", payload)
         plain = {k: _plain(v) for k, v in payload.items()
-                 if k not in ("type", "schema_version", "emit_time")}
+                 if k not in ("type", "schema_version", "schema_minor", "emit_time")}
         msg = cls(plain, float(time.time() if emit_time is None else emit_time))
         validate(msg.to_dict())
         return msg
@@ -362,13 +402,16 @@ class StatsMessage(WireMessage):
         d = dict(self.payload)
         d["type"] = self.kind
         d["schema_version"] = self.schema_version
+        d["schema_minor"] = self.schema_minor
         d["emit_time"] = float(self.emit_time)
         return d
 
     @classmethod
     def _read(cls, d: Mapping[str, Any]) -> Self:
-        payload = {k: v for k, v in d.items() if k not in ("type", "schema_version", "emit_time")}
-        return cls(payload, d["emit_time"], schema_version=d["schema_version"])
+        payload = {k: v for k, v in d.items()
+                   if k not in ("type", "schema_version", "schema_minor", "emit_time")}
+        return cls(payload, d["emit_time"], schema_version=d["schema_version"],
+                   schema_minor=d.get("schema_minor", 0))
 
 
 Message = FrameMessage | EosMessage | StatsMessage

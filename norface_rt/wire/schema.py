@@ -16,7 +16,8 @@ Schema version 2 added optional fields (a frame's ``source`` and ``faces_cut``; 
 ``quality``, ``landmarks`` and ``blendshapes``) and frames of undecodable files (``width`` =
 ``height`` = 0 with an ``error``); readers accept every version of
 :data:`SUPPORTED_SCHEMA_VERSIONS` (version 1 messages are version 2 messages without the new
-fields).
+fields). Compatible additions count in ``schema_minor`` (:data:`SCHEMA_MINOR`; absent means 0):
+2.1 added a face's ``gaze``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from norface_rt.wire.names import RESERVED_TOPIC_PREFIX
 # version 1 messages are version 2 messages without the new fields.
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+# Compatible additions within SCHEMA_VERSION, sent as ``schema_minor`` (absent: 0). Readers
+# accept any minor (fields they do not know are kept, never refused). 1: a face's ``gaze``.
+SCHEMA_MINOR = 1
 MESSAGE_TYPES = ("frame", "eos", "stats")
 _AU_KEY = re.compile(r"AU[0-9]{2}")
 _KNOWN_AUS = frozenset(AU_NAMES)
@@ -181,6 +185,24 @@ def _validate_face(face: Any, path: str, au_intensity_max: float) -> None:
             fail(f"{path}landmarks", "list of [x, y, z] triples of finite numbers", lms)
     if "blendshapes" in face:
         _num_map(face, "blendshapes", path, 0.0, 1.0)
+    if "gaze" in face:  # schema 2.1
+        _validate_gaze(face["gaze"], f"{path}gaze")
+
+
+def _validate_gaze(gaze: Any, path: str) -> None:
+    if not isinstance(gaze, dict):
+        fail(path, "map {eye_0, eye_1, angle_x, angle_y, pupil_0, pupil_1}", gaze)
+    for pupil in ("pupil_0", "pupil_1"):
+        v = _get(gaze, pupil, f"{path}.")
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_num(c) for c in v):
+            fail(f"{path}.{pupil}", "[x, y] of 2 finite numbers (pixels)", v)
+    for eye in ("eye_0", "eye_1"):
+        v = _get(gaze, eye, f"{path}.")
+        if (not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_is_num(c) for c in v)
+                or not 0.99 <= math.sqrt(sum(c * c for c in v)) <= 1.01):
+            fail(f"{path}.{eye}", "[x, y, z] unit vector of 3 finite numbers", v)
+    for angle in ("angle_x", "angle_y"):
+        _num(gaze, angle, f"{path}.", -math.pi, math.pi)
 
 
 def _validate_frame(msg: Mapping[str, Any]) -> None:
@@ -317,5 +339,7 @@ def validate(msg: Any) -> dict[str, Any]:
     if not _is_int(ver) or ver not in SUPPORTED_SCHEMA_VERSIONS:
         fail("schema_version", f"one of {list(SUPPORTED_SCHEMA_VERSIONS)} (the versions this "
               f"reader knows; it writes {SCHEMA_VERSION})", ver)
+    if "schema_minor" in msg:  # any minor is readable: it only adds fields
+        _int(msg, "schema_minor", "")
     _VALIDATORS[mtype](msg)
     return msg

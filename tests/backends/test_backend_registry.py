@@ -44,8 +44,9 @@ def test_the_table_is_read_only_and_unknown_names_list_its_keys(tmp_path: Path) 
 
 
 def test_device_and_thread_options_come_from_the_row() -> None:
-    assert backend_spec("onnxruntime").options(None, 2) == {"intra_op_threads": 2}
-    assert backend_spec("onnxruntime").options("cuda", None) == {}
+    assert backend_spec("onnxruntime").options(None, 2) == {"device": "auto",
+                                                            "intra_op_threads": 2}
+    assert backend_spec("onnxruntime").options("cuda:1", None) == {"device": "cuda:1"}
     assert backend_spec("torch").options(None, 3) == {"device": "cpu", "num_threads": 3}
     assert backend_spec("torch-cuda").options(None, None) == {"device": "cuda", "fp16": True}
     assert backend_spec("torch-cuda").options("cpu", None) == {"device": "cpu", "fp16": False}

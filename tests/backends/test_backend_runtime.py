@@ -104,3 +104,48 @@ def test_torch_cuda_fp16_close_to_cpu(model_dir: Path, crops: np.ndarray) -> Non
     gpu = load_backend(model_dir, "torch", device="cuda").infer(crops)
     assert np.abs(cpu.au_prob - gpu.au_prob).max() < 2e-2
     assert np.abs(cpu.emotion_prob - gpu.emotion_prob).max() < 2e-2
+
+
+
+# ----------------------------------------------------------------------------- issue 21, point 6
+import onnxruntime as ort  # noqa: E402
+
+HAS_ORT_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_ort_device_cpu_and_bad_values(model_dir: Path, crops: np.ndarray) -> None:
+    be = load_backend(model_dir, "onnxruntime", device="cpu")
+    assert be.providers == ["CPUExecutionProvider"] and be.describe()["device"] == "cpu"
+    assert be.infer(crops).au_prob.shape[0] == 3
+    with pytest.raises(ValueError, match=r"--device: expected cpu, cuda or cuda:N .* got 'gpu0'"):
+        load_backend(model_dir, "onnxruntime", device="gpu0")
+
+
+@pytest.mark.skipif(HAS_ORT_CUDA, reason="ONNX Runtime's CUDA build is installed here")
+def test_ort_cuda_device_without_the_cuda_build_says_how_to_install_it(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"--device cuda:1: this ONNX Runtime has no "
+                                         r"CUDAExecutionProvider.*pip uninstall -y onnxruntime "
+                                         r"onnxruntime-gpu && pip install \"onnxruntime-gpu"):
+        load_backend(model_dir, "onnxruntime", device="cuda:1")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_ORT_CUDA, reason="needs ONNX Runtime's CUDA build (onnxruntime-gpu "
+                    "instead of onnxruntime) and an NVIDIA GPU; README, 'GPU'")
+def test_ort_on_a_cuda_device_agrees_with_the_cpu(model_dir: Path, crops: np.ndarray) -> None:
+    gpu = load_backend(model_dir, "onnxruntime", device="cuda:0")
+    cpu = load_backend(model_dir, "onnxruntime", device="cpu")
+    assert gpu.describe()["device"] == "cuda:0" and gpu.providers[0] == "CUDAExecutionProvider"
+    np.testing.assert_allclose(gpu.infer(crops).au_prob, cpu.infer(crops).au_prob, atol=1e-3)
+
+
+def test_no_extra_installs_onnxruntimes_cuda_build_beside_the_cpu_build() -> None:
+    """ONNX Runtime's CUDA build must replace the CPU build (a dependency): an extra that adds it
+    installs both, which ONNX Runtime documents as broken (the old [gpu] extra did)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    deps = pyproject["project"]["dependencies"]
+    assert any(d.startswith("onnxruntime>") for d in deps)
+    for name, reqs in pyproject["project"]["optional-dependencies"].items():
+        assert not [r for r in reqs if r.startswith("onnxruntime-gpu")], name

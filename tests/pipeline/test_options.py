@@ -81,7 +81,10 @@ def test_the_api_forwards_to_the_same_class() -> None:
     code = Analyzer.__init__.__code__
     # (self, model_dir, landmarker, **options): no option default of its own
     assert code.co_argcount == 3 and code.co_flags & inspect.CO_VARKEYWORDS
-    shown = inspect.signature(Analyzer).parameters
+    shown = dict(inspect.signature(Analyzer).parameters)
+    # the analyzer's own switches (what it shows and keeps on stderr), not run options
+    own = {name: shown.pop(name) for name in ("progress", "native_logs")}
+    assert all(p.default is False and p.kind is p.KEYWORD_ONLY for p in own.values())
     api = {f.name: f for cls in (PipelineOptions, SinkOptions) for f, opt in options_of(cls)
            if opt.api}
     assert set(shown) == set(api) == {*PipelineOptions.api_options(), *SinkOptions.api_options()}

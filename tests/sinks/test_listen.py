@@ -232,3 +232,29 @@ def test_a_rogue_publishers_huge_message_is_refused_before_it_is_held(raw_pub, f
     assert peak < 150, f"the listener's peak RSS was {peak:.0f} MiB"
     assert [json.loads(line)["type"] for line in (tmp_path / "got.jsonl").read_text().splitlines()] \
         == ["frame"]
+
+
+def test_a_listener_that_joins_late_counts_what_it_missed_before(frame_msg) -> None:
+    """Issue 21, point 1: a listener started a moment late used to be told it "missed 0" after
+    missing the first 15 of 72 frames; it counts them from the first seq it sees."""
+    pub = ZmqPublisher("tcp://127.0.0.1:*")
+    try:
+        for seq in range(15):  # published before anyone subscribed: lost for every listener
+            pub.write(frame_msg(seq=seq, n_faces=1))
+        err, out = io.StringIO(), io.StringIO()
+        t, box = _listen_in_thread(endpoint=pub.endpoint, out=out, fmt="pretty", until_eos=True,
+                                   timeout=15, err=err)
+        assert pub.wait_for_subscribers(1, timeout=10)
+        for seq in range(15, 72):
+            pub.write(frame_msg(seq=seq, n_faces=1))
+        pub.write(EndOfStream("cam0", frames=72).to_wire(72))
+        t.join(20)
+    finally:
+        pub.close()
+    res = box["r"]
+    assert res.missed == 0 and res.missed_before_join == {"cam0": 15}
+    assert out.getvalue().splitlines()[-1].endswith(
+        "; this listener missed 0 on the way and 15 before it joined")
+    assert "joined late: missed the first 15 message(s) of cam0" in err.getvalue()
+    assert res.exit_code == 1  # --until-eos asked for whole streams
+    assert pub.subscriptions_seen == 1 and pub.unheard == 15

@@ -203,3 +203,35 @@ def test_show_sink_without_gui_names_the_fix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(overlay.cv2, "currentUIFramework", lambda: "", raising=False)
     with pytest.raises(RuntimeError, match="pip install opencv-python"):
         ShowSink()
+
+
+def test_gaze_is_drawn_as_an_arrow_from_each_pupil_along_the_gaze(frame_msg) -> None:
+    """Issue 21: gaze joins the overlay. An arrow starts at each iris centre and points where
+    the eye looks as the camera sees it (here: to the image's right); a face without gaze gets
+    no arrow."""
+    msg = frame_msg(n_faces=1, untrained=False)
+    face = msg["faces"][0]
+    x0, y0, x1, y1 = face["box"]
+    cy = int((y0 + y1) / 2)
+    pupils = [(x0 + 0.3 * (x1 - x0), cy), (x0 + 0.7 * (x1 - x0), cy)]
+    right = (0.6, 0.0, 0.8)  # looking towards the image's right, level
+    img = np.full((360, 640, 3), 40, np.uint8)
+
+    def gaze_pixels(with_gaze: bool) -> np.ndarray:
+        if with_gaze:
+            face["gaze"] = {"eye_0": right, "eye_1": right, "angle_x": 0.64, "angle_y": 0.0,
+                            "pupil_0": pupils[0], "pupil_1": pupils[1]}
+        else:
+            face.pop("gaze", None)
+        out = draw(img, msg, panel=False)
+        return np.abs(out.astype(int) - overlay.GAZE_COLOR).sum(axis=2) < 40
+
+    assert not gaze_pixels(False).any()
+    mask = gaze_pixels(True)
+    ys, xs = np.nonzero(mask)
+    assert len(xs) > 20
+    length = overlay.GAZE_LENGTH * (x1 - x0) * right[0]
+    for px, py in pupils:  # each arrow runs right of its pupil, on the pupil's row
+        near = (np.abs(ys - py) <= 4) & (xs >= px - 2) & (xs <= px + length + 3)
+        assert near.sum() > 0.6 * length, (px, near.sum(), length)
+    assert xs.min() >= pupils[0][0] - 3  # nothing drawn to the left: the arrow points right

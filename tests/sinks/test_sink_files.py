@@ -142,6 +142,19 @@ def test_jsonl_append_and_nan_refused(tmp_path: Path, frame_msg) -> None:
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
+# OpenFace 2.2's FeatureExtraction header (RecorderCSV.cpp, a sequence, with gaze, pose, 2D and
+# 3D landmarks, shape parameters and AUs), without what it measures and we do not: its 56 eye
+# landmarks (eye_lmk_*) and shape-model parameters (p_*).
+OPENFACE_22 = (
+    ["frame", "face_id", "timestamp", "confidence", "success",
+     "gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z",
+     "gaze_angle_x", "gaze_angle_y",
+     "pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
+    + [f"{a}_{i}" for a in ("x", "y", "X", "Y", "Z") for i in range(68)]
+    + [f"AU{n:02d}_r" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)]
+    + [f"AU{n:02d}_c" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)])
+
+
 def test_openface_header_matches_the_golden_file(tmp_path: Path, frame_msg) -> None:
     # The golden files are the reviewed headers: a change to the OpenFace-style columns must be
     # a deliberate edit of them (and of CHANGELOG.md), never a side effect.
@@ -151,16 +164,20 @@ def test_openface_header_matches_the_golden_file(tmp_path: Path, frame_msg) -> N
         header = (tmp_path / name).read_text().splitlines()[0]
         assert header == (GOLDEN / name).read_text().strip()
     cols = (GOLDEN / "openface_header.csv").read_text().strip().split(",")
-    assert cols[:8] == ["frame", "face_id", "timestamp", "confidence", "success", "pose_Rx",
-                        "pose_Ry", "pose_Rz"]
+    # every column OpenFace 2.2 writes for what we measure, in OpenFace's order
+    assert [c for c in cols if c in OPENFACE_22] == OPENFACE_22
+    assert cols[:len(OPENFACE_22) - 35] == OPENFACE_22[:-35]  # up to the AUs: the same columns
     r_cols = [c for c in cols if c.endswith("_r")]
     c_cols = [c for c in cols if c.endswith("_c")]
-    assert r_cols == [f"{a}_r" for a in AU_NAMES] and c_cols == [f"{a}_c" for a in AU_NAMES]
+    assert r_cols == sorted(r_cols) and c_cols == sorted(c_cols)  # sorted, as OpenFace sorts
     assert cols.index(r_cols[-1]) < cols.index(c_cols[0])  # every _r before every _c
-    assert not [c for c in cols if c.startswith(("pose_T", "gaze", "X_", "p_", "x_"))]
+    assert set(r_cols) - set(OPENFACE_22) == {"AU24_r", "AU43_r"}  # ours only
+    assert cols.index(c_cols[-1]) < cols.index("emotion_neutral")  # ours after OpenFace's
+    assert not [c for c in cols if c.startswith(("eye_lmk", "p_", "mp_"))]
     with_lm = (GOLDEN / "openface_header_landmarks.csv").read_text().strip().split(",")
-    assert with_lm[8:8 + 478] == [f"x_{i}" for i in range(478)]
-    assert with_lm[8 + 478] == "y_0" and with_lm.index("AU01_r") == 8 + 3 * 478
+    mp = [c for c in with_lm if c.startswith("mp_")]
+    assert mp == [f"mp_{a}_{i}" for a in "xyz" for i in range(478)]
+    assert with_lm.index("mp_x_0") > with_lm.index("source")
 
 
 def test_openface_rows_follow_openfaces_conventions(tmp_path: Path, frame_msg) -> None:
@@ -179,17 +196,66 @@ def test_openface_rows_follow_openfaces_conventions(tmp_path: Path, frame_msg) -
     _, rows = read_csv(tmp_path / "of.csv")
     assert [r["frame"] for r in rows] == ["1", "1", "2", "3"]  # 1-based, one row per face
     assert [r["success"] for r in rows] == ["1", "1", "0", "0"]
-    assert rows[2]["confidence"] == "0.0" and rows[2]["face_id"] == "" and rows[2]["AU12_r"] == ""
-    assert rows[2]["timestamp"] == "0.04" and rows[3]["timestamp"] == ""
+    # no face: numbers where OpenFace writes numbers, with its decimals
+    assert (rows[2]["confidence"], rows[2]["face_id"], rows[2]["AU12_r"], rows[2]["AU12_c"],
+            rows[2]["gaze_angle_x"], rows[2]["x_0"]) == ("0.00", "0", "0.00", "0.0", "0.000", "0.0")
+    assert rows[2]["timestamp"] == "0.040" and rows[3]["timestamp"] == "0.000"  # a still: 0
     face = frame_msg(seq=0, n_faces=2, pts=0.0)["faces"][0]
     rx, ry, rz = openface_rotation(10.0, -5.0, 2.5)  # the pose make_face gives every face
-    assert float(rows[0]["pose_Rx"]) == pytest.approx(rx)
-    assert float(rows[0]["pose_Ry"]) == pytest.approx(ry)
-    assert float(rows[0]["pose_Rz"]) == pytest.approx(rz)
+    assert rows[0]["pose_Rx"] == f"{rx:.3f}" and rows[0]["pose_Ry"] == f"{ry:.3f}"
+    assert float(rows[0]["pose_Rz"]) == pytest.approx(rz, abs=5e-4)
     assert abs(float(rows[0]["pose_Ry"])) == pytest.approx(math.radians(10.0), abs=0.01)
     assert rows[0]["face_id"] == str(face["track_id"])
-    assert rows[0]["AU12_c"] in ("0", "1") and 0 <= float(rows[0]["AU12_r"]) <= 5
-    assert rows[0]["top_emotion"] == face["top_emotion"]
+    assert rows[0]["AU12_c"] in ("0.0", "1.0") and rows[0]["AU12_r"] == f"{face['au_intensity']['AU12']:.2f}"
+    assert rows[0]["confidence"] == "0.93" and rows[0]["top_emotion"] == face["top_emotion"]
+    # a message without landmarks, blendshapes or gaze: those cells are unknown, not zero
+    assert rows[0]["x_0"] == "" and rows[0]["AU45_r"] == "" and rows[0]["gaze_0_z"] == "0.000000"
+
+
+def test_openface_csv_of_a_real_run_loads_in_pandas_with_openfaces_columns(
+        tmp_path: Path, media_dir: Path, landmarker_path: Path) -> None:
+    """Issue 21, point 4: the OpenFace-style CSV of single_face.mp4 loads in pandas with integer
+    frame/face_id and every column OpenFace 2.2 writes for the outputs we have, the 68 points
+    being iBUG's (x_36..x_47 are the eyes), with gaze, head position and AU45."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from norface_rt.faces.ibug68 import IBUG68_FROM_MEDIAPIPE
+
+    out = tmp_path / "of.csv"
+    res = subprocess.run([sys.executable, "-m", "norface_rt", "run", str(media_dir / "single_face.mp4"),
+                          "--landmarker", str(landmarker_path), "--csv", str(out), "--csv-style",
+                          "openface", "--landmarks", "--jsonl", str(tmp_path / "r.jsonl"),
+                          "--quiet"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 72 and [c for c in df.columns if c in OPENFACE_22] == OPENFACE_22
+    for col in ("frame", "face_id", "success"):
+        assert pd.api.types.is_integer_dtype(df[col]), (col, df[col].dtype)
+    assert df["frame"].tolist() == list(range(1, 73)) and (df["success"] == 1).all()
+    assert not df[OPENFACE_22].isna().any().any()  # numbers in every OpenFace column
+    # the 68 points are iBUG's, taken from MediaPipe's mesh by the documented map
+    mp_x = df[[f"mp_x_{i}" for i in IBUG68_FROM_MEDIAPIPE]].to_numpy()
+    np.testing.assert_allclose(df[[f"x_{i}" for i in range(68)]].to_numpy(), mp_x, atol=0.051)
+    eyes_x = df[[f"x_{i}" for i in range(36, 48)]].to_numpy()
+    face_w = df["x_16"] - df["x_0"]
+    assert ((eyes_x.mean(axis=1) - df["x_30"]).abs() < 0.1 * face_w).all()  # eyes either side of the nose
+    assert (df["x_45"] > df["x_42"]).all() and (df["x_39"] < df["x_42"]).all()
+    assert (df["y_8"] > df["y_57"]).all() and (df["y_57"] > df["y_33"]).all()  # chin, lip, nose
+    # head 30-60 cm in front of the camera, 3-D points around it in millimetres
+    assert df["pose_Tz"].between(200, 800).all()  # a webcam at arm's length, in mm
+    assert (df["Z_30"] < df["Z_0"]).all()  # the nose tip is nearer than the jaw's end
+    norms = np.linalg.norm(df[["gaze_0_x", "gaze_0_y", "gaze_0_z"]].to_numpy(), axis=1)
+    closed = norms == 0  # a blink: no gaze, zeros as OpenFace writes them
+    assert closed.sum() <= 3 and np.allclose(norms[~closed], 1.0, atol=2e-5)
+    assert df["AU45_r"].between(0, 5).all() and set(df["AU45_c"]) <= {0.0, 1.0}
+    text = out.read_text().splitlines()[1].split(",")
+    header = out.read_text().splitlines()[0].split(",")
+    cell = dict(zip(header, text))
+    assert len(cell["timestamp"].split(".")[1]) == 3 and len(cell["gaze_0_x"].split(".")[1]) == 6
+    assert len(cell["pose_Tx"].split(".")[1]) == 1 and len(cell["AU12_r"].split(".")[1]) == 2
 
 
 def test_openface_style_writes_one_file_per_stream(tmp_path: Path, frame_msg) -> None:

@@ -59,3 +59,21 @@ def test_webcam_class_is_what_webcam_uris_build() -> None:
         WebcamSource("/dev/video0", width=640)
     with pytest.raises(ValueError, match=r"fps must be a number > 0 or None, got 0"):
         WebcamSource("/dev/video0", fps=0)
+
+
+@pytest.mark.parametrize("module", ["norface_rt.sources.factory", "norface_rt.sources.live",
+                                    "norface_rt.video", "norface_rt.cli.run"])
+def test_opencv_loads_before_pyav_whatever_is_imported_first(module: str) -> None:
+    """PyAV's bundled libxcb, loaded before OpenCV's, makes --show's first cv2.imshow wait on
+    the X server forever (norface_rt.pyav): each module using PyAV must bring OpenCV in first.
+    (`run` imported sources.factory first and --show hung under Xvfb.)"""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}\n"
+            "names = list(sys.modules)\n"
+            "print(names.index('cv2') < names.index('av') if 'av' in names else 'no av')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("True", "no av"), (module, out.stdout)

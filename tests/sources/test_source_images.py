@@ -72,7 +72,7 @@ def test_construction_errors_name_the_path(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
-    with pytest.raises(ValueError, match=r"no images in folder .*empty \(expected files ending"):
+    with pytest.raises(ValueError, match=r"no images or videos in folder .*empty \(expected files"):
         ImageSource(empty)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG truncated")

@@ -93,3 +93,25 @@ def test_without_matplotlib_the_extra_is_named(monkeypatch, video_run, tmp_path)
         plot_timeline(video_run, tmp_path / "x.png")
     lines = [json.loads(x) for x in video_run.read_text().splitlines()]
     assert lines[-1]["type"] == "eos"
+
+
+def test_plot_with_a_video_logs_no_false_error(video_run, media_dir, tmp_path) -> None:
+    """Issue 21, point 9: reading the video only up to the last thumbnail needed used to log
+    "ended with an error: interrupted" on every plot."""
+    res = cli("plot", str(video_run), "--out", str(tmp_path / "t.png"), "--video",
+              str(media_dir / "single_face.mp4"))
+    assert res.returncode == 0, res.stderr
+    assert "error" not in res.stderr.lower() and (tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_au_lines_never_take_an_emotions_colour() -> None:
+    """Issue 21, point 9: AU12's line had fear's purple."""
+    from matplotlib.colors import to_rgb
+
+    from norface_rt.config import EMOTION_COLORS, SERIES_COLORS
+
+    for au in SERIES_COLORS:  # the AU lines' colours (and the live view's)
+        for emotion, colour in EMOTION_COLORS.items():
+            distance = sum((a - b) ** 2 for a, b in zip(to_rgb(au), to_rgb(colour))) ** 0.5
+            assert distance > 0.25, (au, emotion, colour)
+    assert len(set(SERIES_COLORS)) == len(SERIES_COLORS)

@@ -75,11 +75,11 @@ def test_from_dict_reads_back_what_to_dict_wrote() -> None:
 
 def test_fields_of_a_newer_producer_are_kept_and_written_back() -> None:
     d = copy.deepcopy(_result(1).to_message())
-    d["gaze_ok"] = True
-    d["faces"][0]["gaze"] = [0.1, 0.2]
+    d["blink_ok"] = True
+    d["faces"][0]["pupil_mm"] = [0.1, 0.2]
     msg = message_from_dict(d)
-    assert msg.extra == {"gaze_ok": True} and msg.faces[0].extra == {"gaze": [0.1, 0.2]}
-    assert msg.to_dict() == d and "gaze_ok" not in FrameMessage.known_fields()
+    assert msg.extra == {"blink_ok": True} and msg.faces[0].extra == {"pupil_mm": [0.1, 0.2]}
+    assert msg.to_dict() == d and "blink_ok" not in FrameMessage.known_fields()
 
 
 def test_a_version_1_message_reads_with_the_defaults_of_version_2() -> None:
@@ -99,7 +99,7 @@ def test_the_mapping_view_and_the_topic() -> None:
         msg["seq"] = 3  # type: ignore[index]
     stats = StatsMessage.from_snapshot(StageStats().snapshot(), emit_time=2.0)
     assert stats.topic == STATS_TOPIC and stats.fps >= 0 and stats.sinks == {}
-    assert list(stats)[-3:] == ["type", "schema_version", "emit_time"]  # the order on the wire
+    assert list(stats)[-4:] == ["type", "schema_version", "schema_minor", "emit_time"]  # wire order
     assert EosMessage.kind == "eos" and stats.schema_version == SCHEMA_VERSION
 
 

@@ -112,6 +112,9 @@ class HttpViewSink(Sink):
     def url(self) -> str:
         return self.server.url
 
+    def destination(self) -> str:
+        return f"live view {self.url}"
+
     # ------------------------------------------------------------------ hooks
     def bind_model(self, config: ModelConfig) -> None:
         self._model = {"model_id": str(config.model_id), "trained": bool(config.trained),

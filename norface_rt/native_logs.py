@@ -8,12 +8,18 @@ them: ``GLOG_minloglevel``, ``TF_CPP_MIN_LOG_LEVEL`` and absl's ``ABSL_MIN_LOG_L
 with MediaPipe 0.10 / LiteRT and change nothing, because the lines are printed before any flag
 parsing (glog "before InitGoogle") or by TFLite's minimal logger.
 
-So the CLI filters at the descriptor: fd 2 is pointed at a pipe whose reader thread drops lines
+So the filter works at the descriptor: fd 2 is pointed at a pipe whose reader thread drops lines
 in those formats (info and warning levels only) and passes everything else through unchanged,
 including native errors (``E0000``) and fatal checks (``F0000``). Python's own ``sys.stderr``
 (log records, the progress bar, error messages) writes to a duplicate of the real stderr and never
-goes through the filter. The original descriptor is restored when the command ends. A native
-crash can lose the last lines still in the pipe; ``--verbose`` turns the filter off.
+goes through the filter. The original descriptor is restored at the end. A native crash can lose
+the last lines still in the pipe.
+
+The CLI filters for a whole command (``--verbose`` turns it off); the Python API's ``Analyzer``
+while it works (its calls, its iterations, its close), through :func:`shared_filter`. File
+descriptor 2 belongs to the process, so this module keeps the one record of who is filtering it
+(:class:`_Shared`): the first user installs the filter, the last one restores the descriptor, and
+analyzers in several threads never undo each other's.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 # glog/absl ("I0000 00:00:1796... 12345 file.cc:12] ...", W likewise), TFLite's minimal logger
 # ("INFO: ...") and glog's notice about logging before initialisation.
@@ -91,3 +98,36 @@ def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
             with contextlib.suppress(OSError, ValueError):  # (its reader may be gone: EPIPE)
                 py_stderr.close()
         os.close(real)
+
+
+class _Shared:
+    """Who is filtering fd 2 now: a count and the active filter (the descriptor is the
+    process's, so its filter is too); :func:`shared_filter` is its only user."""
+
+    lock = threading.Lock()
+    users = 0
+    active: AbstractContextManager[None] | None = None
+
+
+@contextlib.contextmanager
+def shared_filter(enabled: bool = True) -> Iterator[None]:
+    """:func:`quiet_native_logs` for code that may run in several threads at once (the Python
+    API): nested and concurrent uses share one filter, installed by the first and removed by the
+    last."""
+    if not enabled:
+        yield
+        return
+    with _Shared.lock:
+        if _Shared.users == 0:
+            filt = quiet_native_logs()
+            filt.__enter__()
+            _Shared.active = filt
+        _Shared.users += 1
+    try:
+        yield
+    finally:
+        with _Shared.lock:
+            _Shared.users -= 1
+            if _Shared.users == 0 and _Shared.active is not None:
+                active, _Shared.active = _Shared.active, None
+                active.__exit__(None, None, None)
