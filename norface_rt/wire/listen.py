@@ -288,7 +288,7 @@ class ListenResult:
         sid, seq = msg["stream_id"], msg["seq"]
         prev = self._last_seq.get(sid)
         self._last_seq[sid] = seq
-        if prev is None and seq > 0:
+        if self.count_gaps and prev is None and seq > 0:  # (a PULL consumer shares the stream)
             self.missed_before_join[sid] = seq
         gap = seq - prev - 1 if self.count_gaps and prev is not None and seq > prev + 1 else 0
         if gap:

@@ -35,7 +35,7 @@ def lines(path: Path) -> list[dict]:
 @pytest.fixture
 def model_args(tiny_model_dir: Path, landmarker_path: Path) -> list[str]:
     return ["--model-dir", str(tiny_model_dir), "--landmarker", str(landmarker_path),
-            "--no-progress"]
+            "--no-progress", "--stats"]  # --stats: the per-output table the assertions read
 
 
 # A consumer that confirms what it has written, slowly (messages pile up in its queue and in
