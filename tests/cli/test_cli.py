@@ -6,20 +6,13 @@ import csv
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import av
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from cli_helpers import free_port
 
 
 def cli(*args: str, timeout: float = 240, env: dict[str, str] | None = None,

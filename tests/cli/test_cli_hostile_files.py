@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -17,16 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import free_port
 
 from norface_rt.files import DEFAULT_MAX_PIXELS, max_file_bytes
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,18 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import free_port, norface
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def norface(*args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "norface_rt", *args], text=True, **kw)
 
 
 def lines(path: Path) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,18 +14,9 @@ from pathlib import Path
 
 import av
 import pytest
+from cli_helpers import free_port, norface
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def norface(*args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "norface_rt", *args], text=True, **kw)
 
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -20,24 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import free_port, norface
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str, timeout: float = 120, cwd: Path | None = None
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "norface_rt", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
-
-
-def norface(*args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "norface_rt", *args], text=True, **kw)
 
 
 def jsonl(path: Path) -> list[dict]:
