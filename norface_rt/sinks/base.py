@@ -15,7 +15,7 @@ buffer cannot hold is dropped and counted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, ClassVar
@@ -87,10 +87,23 @@ class Sink(ABC):
     write_timeout: float | None = None
     # Re-connections to its server so far (a network sink); None: it has no server.
     reconnects: int | None = None
+    # Seconds its thread lets messages gather before taking them in one go (write_many). A sink
+    # whose readers are people (the live view) trades that much latency for one wake-up of its
+    # thread per interval instead of one per message: on a machine whose cores the pipeline
+    # keeps busy, each wake-up takes the interpreter lock and a core from the pipeline's
+    # threads. 0: one message at a time, as soon as it comes.
+    gather_s: ClassVar[float] = 0.0
 
     @abstractmethod
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
         """Consume one message; ``image`` is only given to sinks with ``needs_image``."""
+
+    def write_many(self, items: Sequence[tuple[Message, np.ndarray | None]]) -> None:
+        """Consume the messages gathered in one go (sinks with ``gather_s``), in order: a sink
+        that only needs the newest of them for some work (an image) does it once here.
+        Default: :meth:`write` each."""
+        for msg, image in items:
+            self.write(msg, image)
 
     @abstractmethod
     def close(self) -> None:

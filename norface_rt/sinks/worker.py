@@ -240,43 +240,76 @@ class SinkWorker:
 
     # ------------------------------------------------------------------ sink thread
     def _run(self) -> None:
+        # A sink with gather_s takes everything buffered in one go and then lets the next
+        # messages gather for that long (Sink.gather_s); the others take one message at a time.
+        gather = float(self.sink.gather_s) if not isinstance(self.sink, ResultSink) else 0.0
         while True:
             with self._cond:
                 if not self._items:
                     self._cond.wait(_IDLE_S)
-                item = self._items.popleft() if self._items else None
-                if isinstance(item, _Item) and item.image is not None:
-                    self._image_bytes -= int(item.image.nbytes)
+                taken: list[_Item | _Close] = []
+                if gather > 0:
+                    taken.extend(self._items)
+                    self._items.clear()
+                elif self._items:
+                    taken.append(self._items.popleft())
+                for item in taken:
+                    if isinstance(item, _Item) and item.image is not None:
+                        self._image_bytes -= int(item.image.nbytes)
                 if self.stalled and len(self._items) <= self.capacity // 2:
                     self.stalled = False
                     log.warning("output %s caught up; %d message(s) lost so far", self.name,
                                 self.dropped)
                 self._cond.notify_all()
-            if item is None:
+            if not taken:
                 if self.abandoned:  # given up while blocked: once unblocked, just leave
                     self._close_sink()
                     return
                 self._tick()
                 continue
-            if isinstance(item, _Close):
+            items = [it for it in taken if isinstance(it, _Item)]  # _Close comes last, if at all
+            if gather > 0:
+                self._write_many(items)
+            elif items:
+                self._write(items[0])
+            if isinstance(taken[-1], _Close):
                 self._close_sink()
                 return
-            msg = item.msg
-            try:
-                if item.result is not None and isinstance(self.sink, ResultSink):
-                    self.sink.write_result(item.result)
-                elif self.sink.needs_image:
-                    self.sink.write(msg, item.image)
-                else:
-                    self.sink.write(msg)
-                self.written += 1
-            except MessageDropped:
-                self.dropped += 1
-            except Exception:  # a broken sink is reported, the others keep receiving
-                self.failed += 1
-                if self.failed <= _LOGGED_FAILURES:
-                    log.exception("output %s failed on a %s message", self.name, msg["type"])
-            self.last_progress = time.monotonic()
+            if gather > 0:
+                time.sleep(gather)
+
+    def _write(self, item: _Item) -> None:
+        msg = item.msg
+        try:
+            if item.result is not None and isinstance(self.sink, ResultSink):
+                self.sink.write_result(item.result)
+            elif self.sink.needs_image:
+                self.sink.write(msg, item.image)
+            else:
+                self.sink.write(msg)
+            self.written += 1
+        except MessageDropped:
+            self.dropped += 1
+        except Exception:  # a broken sink is reported, the others keep receiving
+            self.failed += 1
+            if self.failed <= _LOGGED_FAILURES:
+                log.exception("output %s failed on a %s message", self.name, msg["type"])
+        self.last_progress = time.monotonic()
+
+    def _write_many(self, items: list[_Item]) -> None:
+        """One ``write_many`` for a gathered batch; if it raises, the batch counts as failed
+        (the sinks that gather keep no per-message outcome)."""
+        if not items:
+            return
+        try:
+            self.sink.write_many([(it.msg, it.image if self.sink.needs_image else None)
+                                  for it in items])
+            self.written += len(items)
+        except Exception:
+            if self.failed < _LOGGED_FAILURES:
+                log.exception("output %s failed on %d message(s)", self.name, len(items))
+            self.failed += len(items)
+        self.last_progress = time.monotonic()
 
     def _tick(self) -> None:
         try:

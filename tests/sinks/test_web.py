@@ -23,6 +23,8 @@ from norface_rt.config import SERIES_COLORS, ModelConfig
 from norface_rt.pipeline.options import SinkOptions
 from norface_rt.sinks.overlay import UNTRACKED
 from norface_rt.sinks.web import HttpViewSink, ServerLimits, message_json, parse_http_address
+from norface_rt.sinks.web.server import MessageRing, Published
+from norface_rt.sinks.web.sink import json_size_hint
 from norface_rt.wire.codec import decode, encode
 from norface_rt.wire.messages import EosMessage, FrameMessage, as_message
 
@@ -71,6 +73,17 @@ def _raw(sink: HttpViewSink, data: bytes, *, wait: float = 10.0) -> bytes:
             if not chunk:
                 return out
             out += chunk
+
+
+def _ring_when(sink: HttpViewSink, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The event ring's figures from /health once ``ready`` holds (the server takes in what
+    the sink handed over every EVENT_INTERVAL), or after 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        ring = json.loads(_get(sink, "/health")[2])["view"]["ring"]
+        if ready(ring) or time.monotonic() > deadline:
+            return ring
+        time.sleep(0.02)
 
 
 class EventClient:
@@ -141,9 +154,13 @@ def test_page_info_and_events_carry_every_message_in_order(view, frame_msg) -> N
     # the page's colours are the package's: plot's series, the overlay's untracked box
     assert info["series_colors"] == list(SERIES_COLORS)
     assert info["untracked_color"] == "#{:02x}{:02x}{:02x}".format(*UNTRACKED)
-    ev = EventClient(sink)
     msgs = [_frame(frame_msg, i) for i in range(40)]
-    for i, m in enumerate(msgs):
+    for i, m in enumerate(msgs[:10]):  # nobody reads yet: no JSON is made for them
+        sink.write(m, _image(i))
+    ring = _ring_when(sink, lambda r: r["last"] == 10)
+    assert ring["serialised"] == 0
+    ev = EventClient(sink, "?from=oldest")
+    for i, m in enumerate(msgs[10:], 10):
         sink.write(m, _image(i))
     eos = EosMessage(stream_id="cam0", seq=40, frames=40, dropped_frames=0, error=None,
                      emit_time=time.time())
@@ -156,6 +173,8 @@ def test_page_info_and_events_carry_every_message_in_order(view, frame_msg) -> N
     assert [g["data"] for g in got] == [json.loads(message_json(m)) for m in [*msgs, eos]]
     assert [g["event"] for g in got] == ["frame"] * 40 + ["eos"]
     assert [int(g["id"]) for g in got] == list(range(1, 42))
+    # each message's JSON was made once, when it was first read
+    assert _ring_when(sink, lambda r: r["serialised"] == 41)["serialised"] == 41
     health = json.loads(_get(sink, "/health")[2])
     assert health["streams"]["cam0"]["state"] == "ended"
     assert health["streams"]["cam0"]["frames"] == 40 and health["status"] == "ended"
@@ -259,9 +278,16 @@ def test_a_stalled_viewer_loses_frames_counted_and_holds_up_nothing(view, frame_
         time.sleep(0.01)
     t.join(10)
     assert len(healthy) == 30  # the other viewer got its frames meanwhile
-    st = sink.server.stats()
+    # /health says what the counters say (once the server took in the last frames: it reads
+    # its inbox every EVENT_INTERVAL)
+    deadline = time.monotonic() + 5
+    while True:
+        st = sink.server.stats()
+        health = json.loads(_get(sink, "/health")[2])
+        if health["view"]["images_missed"] == st["viewer_missed"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert st["viewer_missed"] > 50, st  # the stalled viewer's losses are counted
-    health = json.loads(_get(sink, "/health")[2])
     assert health["view"]["images_missed"] == st["viewer_missed"]
     assert longest < 1.0  # write() never waited for a client (bound, not a timing claim)
     assert threading.active_count() == threads_before
@@ -337,7 +363,7 @@ def test_closing_stops_the_server_and_frees_the_port(view, frame_msg) -> None:
 
 
 def test_the_event_ring_is_bounded_by_count_and_bytes() -> None:
-    from norface_rt.sinks.web.server import MessageRing
+    from norface_rt.sinks.web.server import MessageRing, Published
 
     ring = MessageRing(max_messages=50, max_bytes=10_000)
     for i in range(1, 301):
@@ -346,5 +372,47 @@ def test_the_event_ring_is_bounded_by_count_and_bytes() -> None:
         assert sum(len(ring.get(n).data) for n in range(ring.first, ring.last + 1)) == ring.bytes
     assert ring.last == 300 and ring.get(ring.first - 1) is None and ring.get(301) is None
     assert ring.get(300).data == b"x" * 400
+    # A message whose JSON is made on first read counts its estimate until then, its JSON after;
+    # it is made once, whatever the number of readers, and the bound holds throughout.
+    made: list[int] = []
+
+    def later(n: int) -> Callable[[], bytes]:
+        def make() -> bytes:
+            made.append(n)
+            return b"y" * 50
+        return make
+
+    lazy = MessageRing(max_messages=50, max_bytes=2_000)
+    for n in range(1, 101):
+        assert lazy.append("cam", "frame", later(n), 200) == n
+        assert lazy.bytes <= 2_000
+    assert lazy.last - lazy.first + 1 == 10 and made == []  # 10 x 200 estimated bytes
+    for _ in range(3):  # three readers
+        assert [lazy.json(lazy.get(n)) for n in range(lazy.first, lazy.last + 1)] == [b"y" * 50] * 10
+    assert made == list(range(91, 101)) and lazy.serialised == 10 and lazy.bytes == 500
+    with pytest.raises(ValueError, match="size: required"):
+        lazy.append("cam", "frame", later(0))
+    with pytest.raises(ValueError, match="size: expected the estimated bytes"):
+        Published("cam", "frame", 0, later(0))
+
+
+def test_the_size_counted_before_a_message_is_serialised_is_an_upper_estimate(frame_msg) -> None:
+    """json_size_hint bounds what a kept message counts against the ring before its JSON is
+    made: never below its JSON's length, with or without landmarks and blendshapes."""
+    import dataclasses
+
+    from norface_rt.types import FrameResult
+
+    for n_faces in (0, 1, 5):
+        plain = as_message(frame_msg(seq=1, n_faces=n_faces))
+        assert len(message_json(plain)) <= json_size_hint(plain) <= 8 * len(message_json(plain))
+        fr = FrameResult.from_message(plain)
+        rng = np.random.default_rng(0)
+        rich = dataclasses.replace(fr, faces=[dataclasses.replace(
+            f, landmarks=rng.random((478, 3)) * 600,
+            blendshapes={f"bs{i}": float(v) for i, v in enumerate(rng.random(52))})
+            for f in fr.faces])
+        msg = as_message(rich.to_message(landmarks=True, blendshapes=True))
+        assert len(message_json(msg)) <= json_size_hint(msg)
     with pytest.raises(ValueError, match="limits.ring_bytes"):
         ServerLimits(ring_bytes=0)

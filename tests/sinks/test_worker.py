@@ -139,3 +139,57 @@ def test_bad_arguments_name_the_field() -> None:
         SinkWorker(Null(), "x", policy="wait")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stall_timeout"):
         SinkWorker(Null(), "x", stall_timeout=0)
+
+
+def test_a_gathering_sink_takes_what_came_meanwhile_in_one_go_in_order(frame_msg) -> None:
+    """gather_s: the sink's thread wakes once per interval, not per message, and every message
+    reaches the sink, in order, with its image (the live view's contract)."""
+    class Gathering(Sink):
+        needs_image = True
+        gather_s = 0.05
+
+        def __init__(self) -> None:
+            self.batches: list[list[tuple[int, int | None]]] = []
+
+        def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+            raise AssertionError("a gathering sink is given its messages by write_many")
+
+        def write_many(self, items) -> None:  # type: ignore[no-untyped-def]
+            self.batches.append([(m["seq"], None if im is None else int(im[0, 0, 0]))
+                                 for m, im in items])
+
+        def close(self) -> None:
+            pass
+
+    sink = Gathering()
+    w = SinkWorker(sink, "gathering", capacity=1000)
+    w.start()
+    for i in range(200):
+        w.offer(frame_msg(seq=i), np.full((2, 2, 3), i % 256, np.uint8))
+        time.sleep(0.001)
+    w.finish()
+    assert w.join(time.monotonic() + 10)
+    got = [item for batch in sink.batches for item in batch]
+    assert got == [(i, i % 256) for i in range(200)]
+    assert w.written == 200 and w.failed == 0
+    # ~0.2 s of offers at 50 ms: a handful of batches, not one per message
+    assert 2 <= len(sink.batches) <= 40, [len(b) for b in sink.batches]
+
+
+def test_a_gathering_sink_that_raises_counts_its_batch_as_failed(frame_msg) -> None:
+    class Broken(Sink):
+        gather_s = 0.01
+
+        def write(self, msg: dict[str, Any], image: np.ndarray | None = None) -> None:
+            raise RuntimeError("broken")
+
+        def close(self) -> None:
+            pass
+
+    w = SinkWorker(Broken(), "broken", capacity=100)
+    w.start()
+    for i in range(10):
+        w.offer(frame_msg(seq=i))
+    w.finish()
+    assert w.join(time.monotonic() + 10)
+    assert (w.written, w.failed) == (0, 10)

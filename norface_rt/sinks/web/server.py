@@ -8,9 +8,10 @@ stalled viewer then holds a thread), and aiohttp or a WebSocket stack would add 
 dependency for what is here ~300 lines. Only the request head is parsed (GET and HEAD, no
 bodies); header lines go through the standard library's ``http.client.parse_headers``.
 
-Threads: the sink's own thread hands results over with :meth:`ViewServer.publish` (into an
-inbox: the first message after a quiet spell wakes the loop, which then drains the inbox every
-``EVENT_INTERVAL`` for as long as messages keep coming) and :meth:`ViewServer.publish_jpeg`
+Threads: the sink's own thread hands results over with :meth:`ViewServer.publish_many` (into
+an inbox: the first batch after a quiet spell wakes the loop, which then drains the inbox every
+``EVENT_INTERVAL`` for as long as messages keep coming; a message's JSON is made on the loop
+when the first event client reads it, so none is made while nobody reads) and :meth:`ViewServer.publish_jpeg`
 (``loop.call_soon_threadsafe``); neither ever blocks on a client. Everything else happens on
 the loop's thread. What a client can cost is capped
 (:class:`ServerLimits`):
@@ -26,7 +27,8 @@ the loop's thread. What a client can cost is capped
   written to a connection until the socket took the previous write whole; one that makes no
   progress for ``stall_close`` seconds is closed;
 * results kept for the event stream: a ring of the last ``ring_messages`` messages and at most
-  ``ring_bytes`` bytes, shared by every client (a client that falls further behind is told how
+  ``ring_bytes`` bytes (their JSON once made; before, the publisher's estimate of what the kept
+  message holds), shared by every client (a client that falls further behind is told how
   many it missed, which are counted, and goes on from the oldest kept).
 
 Images: viewers of one stream share one JPEG per frame. The sink encodes only while some viewer
@@ -105,16 +107,40 @@ class HttpError(Exception):
 
 
 @dataclass(slots=True)
+class Published:
+    """One message handed to the server: its stream, kind and number, its JSON (or how to
+    make it, with ``size`` the bytes to count for it until then) and the counters ``/health``
+    shows beside the stream's state (frames and end-of-stream messages)."""
+
+    stream_id: str
+    kind: str
+    seq: int | None
+    data: bytes | Callable[[], bytes]
+    size: int | None = None
+    dropped_frames: int | None = None
+    skipped_frames: int | None = None
+    lost_frames: int | None = None
+    frame_index: int | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes) and not (isinstance(self.size, int) and self.size > 0):
+            raise ValueError(f"size: expected the estimated bytes (> 0) of a message whose JSON "
+                             f"is made later, got {self.size!r}")
+
+
+@dataclass(slots=True)
 class _Entry:
     n: int
     stream_id: str
     kind: str
-    data: bytes
+    data: bytes | Callable[[], bytes]
+    size: int  # bytes counted for it: len(data) once made, the publisher's estimate before
 
 
 class MessageRing:
-    """The last messages as JSON, numbered from 1 in publish order (the events' ids), bounded
-    by count and by bytes. Loop thread only."""
+    """The last messages, numbered from 1 in publish order (the events' ids), bounded by count
+    and by bytes; each one's JSON is made on first read (:meth:`json`). Loop thread only."""
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
@@ -123,22 +149,30 @@ class MessageRing:
         self.first = 1  # oldest number kept
         self.last = 0  # newest number (0: none yet)
         self.bytes = 0
+        self.serialised = 0  # messages whose JSON was made here
 
-    def append(self, stream_id: str, kind: str, data: bytes) -> int:
+    def append(self, stream_id: str, kind: str, data: bytes | Callable[[], bytes],
+               size: int | None = None) -> int:
+        """Keep one message: its JSON, or a function making it and ``size``, the bytes to
+        count for it until then."""
+        if isinstance(data, bytes):
+            size = len(data)
+        elif size is None:
+            raise ValueError("size: required when the JSON is made later")
         n = self.last + 1
         i = n % self.max_messages
         old = self._slots[i]
         if old is not None:
-            self.bytes -= len(old.data)
+            self.bytes -= old.size
             self.first = max(self.first, old.n + 1)
-        self._slots[i] = _Entry(n, stream_id, kind, data)
+        self._slots[i] = _Entry(n, stream_id, kind, data, size)
         self.last = n
-        self.bytes += len(data)
+        self.bytes += size
         while self.bytes > self.max_bytes and self.first < self.last:
             j = self.first % self.max_messages
             gone = self._slots[j]
             if gone is not None:
-                self.bytes -= len(gone.data)
+                self.bytes -= gone.size
                 self._slots[j] = None
             self.first += 1
         return n
@@ -148,6 +182,17 @@ class MessageRing:
             return None
         e = self._slots[n % self.max_messages]
         return e if e is not None and e.n == n else None
+
+    def json(self, e: _Entry) -> bytes:
+        """The entry's JSON, made now if nobody read it before (then counted at its size)."""
+        if isinstance(e.data, bytes):
+            return e.data
+        data = e.data()
+        e.data = data
+        self.bytes += len(data) - e.size
+        e.size = len(data)
+        self.serialised += 1
+        return data
 
 
 @dataclass
@@ -221,7 +266,7 @@ class ViewServer:
         # Messages from the sink's thread, waiting for the loop (_drain): the lock is held only
         # to append or swap the list. _drain_due: the loop will drain without being woken (a
         # wake-up or a timer is on its way).
-        self._inbox: list[tuple[str, str, int | None, bytes, dict[str, Any]]] = []
+        self._inbox: list[Published] = []
         self._inbox_lock = threading.Lock()
         self._drain_due = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -274,13 +319,14 @@ class ViewServer:
             return
         self._loop.close()
 
-    def publish(self, stream_id: str, kind: str, seq: int | None, data: bytes,
-                fields: Mapping[str, Any] | None = None) -> None:
-        """Hand one message (its JSON) to the loop; never blocks. Only the first message after
-        a quiet spell wakes the loop; the rest are taken in by its next drain (at most
+    def publish_many(self, batch: list[Published]) -> None:
+        """Hand messages to the loop, in order; never blocks. Only the first batch after a
+        quiet spell wakes the loop; the rest are taken in by its next drain (at most
         ``EVENT_INTERVAL`` later)."""
+        if not batch:
+            return
         with self._inbox_lock:
-            self._inbox.append((stream_id, kind, seq, data, dict(fields or {})))
+            self._inbox.extend(batch)
             if self._drain_due:
                 return
             self._drain_due = True
@@ -329,31 +375,34 @@ class ViewServer:
         if not batch:
             return
         for item in batch:
-            self._on_message(*item)
+            self._on_message(item)
         _wake(self._listeners)
         if self._drain_due:
             self._loop.call_later(EVENT_INTERVAL, self._drain)
 
-    def _on_message(self, stream_id: str, kind: str, seq: int | None, data: bytes,
-                    fields: dict[str, Any]) -> None:
-        self._ring.append(stream_id, kind, data)
-        if kind in ("frame", "eos"):
-            st = self._stream(stream_id)
-            if seq is not None:
-                st.last_seq = seq
-            for k in ("dropped_frames", "skipped_frames", "lost_frames"):
-                if k in fields:
-                    setattr(st, k, int(fields[k]))
-            if kind == "frame":
+    def _on_message(self, p: Published) -> None:
+        self._ring.append(p.stream_id, p.kind, p.data, p.size)
+        if p.kind in ("frame", "eos"):
+            st = self._stream(p.stream_id)
+            if p.seq is not None:
+                st.last_seq = p.seq
+            if p.dropped_frames is not None:
+                st.dropped_frames = int(p.dropped_frames)
+            if p.skipped_frames is not None:
+                st.skipped_frames = int(p.skipped_frames)
+            if p.lost_frames is not None:
+                st.lost_frames = int(p.lost_frames)
+            if p.kind == "frame":
                 st.frames += 1
-                st.frame_index = int(fields.get("frame_index", st.frame_index))
+                if p.frame_index is not None:
+                    st.frame_index = int(p.frame_index)
                 for v in st.viewers:  # a frame that came while a viewer was still busy
                     if v.busy:
                         v.missed += 1
                         self.counters.viewer_missed += 1
             else:
                 st.ended = True
-                st.error = fields.get("error")
+                st.error = p.error
                 _wake(st.waiting)  # viewers waiting for an image that will not come
 
     def _on_jpeg(self, stream_id: str, seq: int, frame_index: int, jpeg: bytes) -> None:
@@ -582,7 +631,8 @@ class ViewServer:
                     if e is None or (wanted and e.stream_id not in wanted
                                      and e.stream_id != STATS_STREAM):
                         continue
-                    chunk = b"id: %d\nevent: %s\ndata: %s\n\n" % (e.n, e.kind.encode(), e.data)
+                    chunk = b"id: %d\nevent: %s\ndata: %s\n\n" % (e.n, e.kind.encode(),
+                                                                    self._ring.json(e))
                     batch.append(chunk)
                     size += len(chunk)
                 if batch:
@@ -677,7 +727,8 @@ class ViewServer:
                          "events_sent": c.events_sent, "events_missed": c.events_missed,
                          "stalled_closed": c.stalled_closed,
                          "ring": {"first": self._ring.first, "last": self._ring.last,
-                                  "bytes": self._ring.bytes},
+                                  "bytes": self._ring.bytes,
+                                  "serialised": self._ring.serialised},
                          "limits": asdict(self.limits)}}
 
     async def _shutdown(self, grace: float) -> None:

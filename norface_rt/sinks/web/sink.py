@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -28,7 +30,13 @@ from norface_rt.sinks.web.address import (
     HttpAddress,
     parse_http_address,
 )
-from norface_rt.sinks.web.server import STATS_STREAM, ServerLimits, ViewServer
+from norface_rt.sinks.web.server import (
+    EVENT_INTERVAL,
+    STATS_STREAM,
+    Published,
+    ServerLimits,
+    ViewServer,
+)
 from norface_rt.wire.codec import to_json
 from norface_rt.wire.messages import FrameMessage, Message, StatsMessage, as_message
 from norface_rt.wire.schema import SCHEMA_VERSION
@@ -47,6 +55,18 @@ def message_json(msg: Message) -> bytes:
     """An event's data: the message's one JSON form (:func:`~norface_rt.wire.codec.to_json`,
     its wire dict, what ZeroMQ subscribers decode and the JSONL file holds), UTF-8."""
     return to_json(msg).encode()
+
+
+def json_size_hint(msg: Message) -> int:
+    """What a message kept for the event ring costs before its JSON exists: an upper estimate
+    of the memory its fields hold (a landmark point is three Python floats in a list, about
+    150 bytes, where its JSON is about 20), so the ring's byte bound holds either way."""
+    size = 1024
+    for face in getattr(msg, "faces", ()):
+        size += 1024 + 128 * (len(face.emotions) + len(face.au_occurrence)
+                              + len(face.au_intensity) + len(face.blendshapes or ()))
+        size += 160 * len(face.landmarks or ())
+    return size
 
 
 def _page_files() -> dict[str, tuple[str, bytes]]:
@@ -71,6 +91,10 @@ class HttpViewSink(Sink):
     # Enough room that the publish thread never waits for it in practice, whatever --sink-buffer
     # says (the Python API runs with a buffer of 1 per sink).
     min_buffer = 256
+    # Messages are taken in every 40 ms, as the server's loop takes them in (EVENT_INTERVAL):
+    # one wake-up of the sink's thread per interval instead of one per frame, and one image
+    # drawn per stream, from the newest frame of the batch.
+    gather_s = EVENT_INTERVAL
 
     def __init__(self, address: str | HttpAddress = f"{DEFAULT_HOST}:0", *,
                  token: str | None = None, allow_remote: bool = False,
@@ -156,20 +180,31 @@ class HttpViewSink(Sink):
 
     # ------------------------------------------------------------------ messages
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:
-        msg = as_message(msg)
-        if isinstance(msg, StatsMessage):
-            self.server.publish(STATS_STREAM, msg.kind, None, message_json(msg))
-            return
-        # frame or eos: the counters /health shows beside the stream's state
-        fields: dict[str, Any] = {"dropped_frames": msg.dropped_frames, "error": msg.error,
-                                  "skipped_frames": msg.skipped_frames,
-                                  "lost_frames": msg.lost_frames}
-        if isinstance(msg, FrameMessage):
-            fields["frame_index"] = msg.frame_index
-        self.server.publish(msg.stream_id, msg.kind, msg.seq, message_json(msg), fields)
-        if isinstance(msg, FrameMessage) and image is not None:
-            self._latest[msg.stream_id] = (msg, image)
-            self._maybe_encode(msg.stream_id)
+        self.write_many([(msg, image)])
+
+    def write_many(self, items: Sequence[tuple[Message, np.ndarray | None]]) -> None:
+        """Hands the batch to the server in one go. A message's JSON is made by the server's
+        loop when the first event client reads it (:func:`message_json`, once, shared by all):
+        with no reader, or only stalled ones, no message is ever serialised."""
+        batch: list[Published] = []
+        fresh: set[str] = set()  # streams with a newer frame to draw from
+        for m, image in items:
+            msg = as_message(m)
+            if isinstance(msg, StatsMessage):  # one a second: its JSON now
+                batch.append(Published(STATS_STREAM, msg.kind, None, message_json(msg)))
+                continue
+            data = partial(message_json, msg)
+            # frame or eos: the counters /health shows beside the stream's state
+            batch.append(Published(msg.stream_id, msg.kind, msg.seq, data, json_size_hint(msg),
+                                   msg.dropped_frames, msg.skipped_frames, msg.lost_frames,
+                                   msg.frame_index if isinstance(msg, FrameMessage) else None,
+                                   msg.error))
+            if isinstance(msg, FrameMessage) and image is not None:
+                self._latest[msg.stream_id] = (msg, image)
+                fresh.add(msg.stream_id)
+        self.server.publish_many(batch)
+        for sid in fresh:
+            self._maybe_encode(sid)
 
     def tick(self) -> None:
         """A viewer that arrives while no frame comes (a paused or ended stream) still gets
