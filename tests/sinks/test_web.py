@@ -363,8 +363,6 @@ def test_closing_stops_the_server_and_frees_the_port(view, frame_msg) -> None:
 
 
 def test_the_event_ring_is_bounded_by_count_and_bytes() -> None:
-    from norface_rt.sinks.web.server import MessageRing, Published
-
     ring = MessageRing(max_messages=50, max_bytes=10_000)
     for i in range(1, 301):
         assert ring.append("cam", "frame", b"x" * (100 + i)) == i
