@@ -92,7 +92,7 @@ class Sink(ABC):
     # thread per interval instead of one per message: on a machine whose cores the pipeline
     # keeps busy, each wake-up takes the interpreter lock and a core from the pipeline's
     # threads. 0: one message at a time, as soon as it comes.
-    gather_s: ClassVar[float] = 0.0
+    gather_s: float = 0.0
 
     @abstractmethod
     def write(self, msg: Message, image: np.ndarray | None = None) -> None:

@@ -91,10 +91,6 @@ class HttpViewSink(Sink):
     # Enough room that the publish thread never waits for it in practice, whatever --sink-buffer
     # says (the Python API runs with a buffer of 1 per sink).
     min_buffer = 256
-    # Messages are taken in every 40 ms, as the server's loop takes them in (EVENT_INTERVAL):
-    # one wake-up of the sink's thread per interval instead of one per frame, and one image
-    # drawn per stream, from the newest frame of the batch.
-    gather_s = EVENT_INTERVAL
 
     def __init__(self, address: str | HttpAddress = f"{DEFAULT_HOST}:0", *,
                  token: str | None = None, allow_remote: bool = False,
@@ -119,6 +115,11 @@ class HttpViewSink(Sink):
             log.warning("--http on %s without a token: anyone who can reach this address can "
                         "watch (set --http-token or $%s)", addr.host, TOKEN_ENV)
         self.max_fps = float(max_fps)
+        # Messages are taken in once per image interval (1 / max_fps), and at least every 40 ms
+        # as the server's loop takes them in (EVENT_INTERVAL): one wake-up of the sink's thread
+        # per interval instead of one per frame, and one image drawn per stream, from the
+        # newest frame of the batch.
+        self.gather_s = min(EVENT_INTERVAL, 1.0 / self.max_fps)
         self.max_width = max_width
         self.quality = quality
         self.token_required = token is not None
