@@ -1,12 +1,15 @@
 """``--http``: the live view as one more sink (docs/live_view.md).
 
 The sink runs on its own thread behind its bounded buffer like every other output
-(:class:`~norface_rt.sinks.worker.SinkWorker`); :meth:`HttpViewSink.write` only turns a message
-into its JSON once (the same fields as the ZeroMQ message, :func:`message_json`) and hands it to
-the server's thread, and keeps a reference to the newest frame of each stream. A JPEG is drawn
-and encoded from it only when a viewer waits for a newer image, at most ``max_fps`` times a
-second per stream, and shared by every viewer of that stream: a stalled browser makes the
-server do nothing for it, and twenty make it do what one does, plus the sending.
+(:class:`~norface_rt.sinks.worker.SinkWorker`), but that thread takes in what came once per
+image interval rather than waking for every frame (:attr:`HttpViewSink.gather_s`): on a machine
+whose cores the pipeline keeps busy, each wake-up takes the interpreter lock and a core from the
+pipeline. :meth:`HttpViewSink.write_many` hands the batch to the server's thread in one go (each
+message's JSON is made there when the first event client reads it, :func:`message_json`) and
+keeps a reference to the newest frame of each stream. A JPEG is drawn and encoded from it only
+when a viewer waits for a newer image, at most ``max_fps`` times a second per stream, and shared
+by every viewer of that stream: a stalled browser makes the server do nothing for it, and twenty
+make it do what one does, plus the sending.
 """
 
 from __future__ import annotations
