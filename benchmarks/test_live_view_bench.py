@@ -205,9 +205,18 @@ def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, la
     info["window_s"] = window
     info["frames_per_s_median"] = {c: round(v, 2) for c, v in fps.items()}
     info["ratio_to_none"] = {c: round(v, 4) for c, v in ratio.items()}
+    # Each round's own ratio (the configurations of one round ran within a minute of each other,
+    # so slow drifts of the machine cancel): their median and range.
+    paired = {c: sorted(r["fps"] / n["fps"] for r, n in zip(runs[c], runs["none"]))
+              for c in CONFIGS[1:]}
+    info["round_ratios"] = {c: [round(v, 4) for v in vs] for c, vs in paired.items()}
     info["runs"] = runs
     print(f"\nlive view cost ({len(runs['none'])} rounds of {window:g} s, median frames/s): "
           + ", ".join(f"{c}: {fps[c]:.1f} ({100 * (ratio[c] - 1):+.1f} %)" for c in CONFIGS))
+    for c in CONFIGS[1:]:
+        vs = paired[c]
+        print(f"  {c}: per-round ratio to none, median {100 * (statistics.median(vs) - 1):+.1f} %, "
+              f"range {100 * (vs[0] - 1):+.1f} to {100 * (vs[-1] - 1):+.1f} %")
     for c in CONFIGS[1:]:
         print(f"  the view's threads, median CPU per frame, {c}: "
               f"{statistics.median(r['view_cpu_ms_per_frame'] for r in runs[c]):.3f} ms")
