@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from norface_rt.pipeline import PipelineOptions, SinkOptions, create_pipeline, make_sinks
 from norface_rt.sinks.base import Sink
@@ -183,6 +184,12 @@ def _once(config: str, clip: Path, model_dir: Path, landmarker: Path, window: fl
     return result
 
 
+_ROUNDS = int(os.environ.get("NORFACE_RT_BENCH_LIVE_ROUNDS", "3"))
+_WINDOW = float(os.environ.get("NORFACE_RT_BENCH_LIVE_WINDOW", "8"))
+
+
+# Each run: model and viewers start (~5 s), 1 s to settle, the window; three runs a round.
+@pytest.mark.timeout(300 + _ROUNDS * 3 * (_WINDOW + 15))
 def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, landmarker_path):
     window = float(os.environ.get("NORFACE_RT_BENCH_LIVE_WINDOW",
                                   "2" if benchmark.disabled else "8"))
@@ -197,7 +204,7 @@ def test_live_view_cost_side_by_side(benchmark, media_dir, default_model_dir, la
         for config in order:
             runs[config].append(_once(config, clip, default_model_dir, landmarker_path, window))
 
-    rounds_n = int(os.environ.get("NORFACE_RT_BENCH_LIVE_ROUNDS", "3"))
+    rounds_n = _ROUNDS
     benchmark.pedantic(cycle, rounds=rounds_n, iterations=1, warmup_rounds=0)
     fps = {c: statistics.median(r["fps"] for r in runs[c]) for c in CONFIGS}
     ratio = {c: fps[c] / fps["none"] for c in CONFIGS}

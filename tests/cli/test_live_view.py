@@ -129,7 +129,9 @@ STATE = """
 const s = window.norfaceLive && window.norfaceLive.streams['single_face'];
 if (!s) return null;
 return {received: s.received, missed: s.missed, seqs: s.seqs, frame: s.frameIndex,
-        events: window.norfaceLive.events, gaps: window.norfaceLive.missed};
+        events: window.norfaceLive.events, gaps: window.norfaceLive.missed,
+        shown: s.shown, synced: s.synced, unsynced: s.unsynced,
+        src: document.querySelector('.video img').src};
 """
 # Pixels drawn on every chart canvas of the stream (the background is transparent).
 CHARTS = """
@@ -176,6 +178,11 @@ def test_the_page_in_a_real_browser_shows_the_live_overlay_and_charts(
     assert first.shape == second.shape and first.shape[0] > 100
     assert sum(c > 1.0 for c in changes) >= 3, changes
     assert state1["frame"] > state0["frame"]
+    # The page reads the images itself (each part names its frame) and shows one once that
+    # frame's results are in: the bars beside the picture are the picture's frame's.
+    assert state1["src"].startswith("blob:") and state1["shown"]["seq"] > state0["shown"]["seq"]
+    assert state1["synced"] >= 20, state1
+    assert state1["unsynced"] <= max(2, state1["synced"] // 20), state1
     # Every frame's results, in order, none missed (the sequence numbers are consecutive).
     seqs = state1["seqs"]
     assert len(seqs) >= 100 and state1["received"] == len(seqs)

@@ -1,6 +1,9 @@
 // norface-rt live view: the page's only script (hand-written, no library, nothing fetched from
 // elsewhere). Reads /api/info once, the results as Server-Sent Events (/events), each stream's
 // annotated images as MJPEG (/stream/ID.mjpg) and the stream states from /health every 2 s.
+// The images are read by this script, not by the <img> itself: each part names its frame
+// (X-Seq), so an image is shown once its frame's results are in and the bars beside it are that
+// frame's (the results come in batches every 100 ms, the images as they are made).
 "use strict";
 (() => {
   const params = new URLSearchParams(location.search);
@@ -11,6 +14,8 @@
   const N_AUS = 4;            // AUs drawn per face when none are picked: the most varying
   const KEEP_SEQS = 20000;    // sequence numbers kept per stream (for people checking delivery)
   const TRACK_GONE_S = WINDOW_S;
+  const KEEP_RESULTS = 300;   // results kept per stream to match the image shown
+  const RESULTS_WAIT_MS = 500;  // an image whose results have not come by then is shown anyway
 
   const url = (path, extra) => {
     const q = new URLSearchParams(extra || {});
@@ -47,7 +52,8 @@
     st = live.streams[id] = {
       id, received: 0, missed: 0, lastSeq: -1, seqs: [], frameIndex: null, ended: false,
       error: null, faces: [], tracks: new Map(), times: [], dropped: 0, skipped: 0, lost: 0,
-      latest: 0, dirty: true, el: null,
+      latest: 0, dirty: true, el: null, recent: new Map(), pending: [], shown: null,
+      shownUrl: null, synced: 0, unsynced: 0,
     };
     if (only.length && !only.includes(id)) return st;
     const card = document.createElement("section");
@@ -71,7 +77,7 @@
     st.el = { card, state: role("state"), img: role("img"), faces: role("faces"),
               legend: role("legend"), timelines: role("timelines"), meta: role("meta"),
               tracks: new Map() };
-    st.el.img.src = url("stream/" + encodeURIComponent(id) + ".mjpg");
+    readImages(st, url("stream/" + encodeURIComponent(id) + ".mjpg"));
     st.el.legend.innerHTML = live.info.model.emotion_names.map((e, i) =>
       `<span><i style="background:${emotionColor(e, i)}"></i>${esc(e)}</span>`).join("");
     return st;
@@ -86,6 +92,8 @@
     if (st.seqs.length > KEEP_SEQS) st.seqs.splice(0, st.seqs.length - KEEP_SEQS);
     st.frameIndex = msg.frame_index;
     st.faces = msg.faces;
+    st.recent.set(msg.seq, msg.faces);
+    if (st.recent.size > KEEP_RESULTS) st.recent.delete(st.recent.keys().next().value);
     st.dropped = msg.dropped_frames;
     st.skipped = msg.skipped_frames || 0;
     st.lost = msg.lost_frames || 0;
@@ -126,11 +134,89 @@
     st.dirty = true;
   }
 
+  // ---------------------------------------------------------------- images
+  const CRLF2 = [13, 10, 13, 10];
+  const latin1 = new TextDecoder("latin1");
+
+  function find(buf, pat, from) {
+    outer: for (let i = from; i <= buf.length - pat.length; i++) {
+      for (let j = 0; j < pat.length; j++) if (buf[i + j] !== pat[j]) continue outer;
+      return i;
+    }
+    return -1;
+  }
+
+  // multipart/x-mixed-replace as the server writes it: each part's head (with Content-Length,
+  // X-Frame-Index, X-Seq), a blank line, the JPEG, then the boundary line.
+  async function readParts(reader, onPart) {
+    let buf = new Uint8Array(0);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const joined = new Uint8Array(buf.length + value.length);
+      joined.set(buf);
+      joined.set(value, buf.length);
+      buf = joined;
+      for (;;) {
+        const end = find(buf, CRLF2, 0);
+        if (end < 0) break;
+        const head = latin1.decode(buf.subarray(0, end));
+        const len = Number((/content-length:\s*(\d+)/i.exec(head) || [])[1]);
+        if (!Number.isFinite(len)) { buf = buf.subarray(end + 4); continue; }
+        if (buf.length < end + 4 + len) break;
+        const num = (re) => Number((re.exec(head) || [])[1]);
+        onPart(num(/x-seq:\s*(-?\d+)/i), num(/x-frame-index:\s*(-?\d+)/i),
+               buf.slice(end + 4, end + 4 + len));
+        buf = buf.subarray(end + 4 + len);
+      }
+    }
+  }
+
+  async function readImages(st, src) {
+    if (!(window.ReadableStream && window.TextDecoder && "body" in Response.prototype)) {
+      st.el.img.src = src;  // an older browser: the <img> reads the stream, bars are the newest
+      return;
+    }
+    for (;;) {
+      try {
+        const r = await fetch(src, { cache: "no-store" });
+        if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+        await readParts(r.body.getReader(), (seq, frame, jpeg) => {
+          st.pending.push({ seq, frame, blob: new Blob([jpeg], { type: "image/jpeg" }),
+                            at: performance.now() });
+          if (st.pending.length > 16) st.pending.splice(0, st.pending.length - 16);
+        });
+      } catch (e) { /* the server is away: the events' badge says so */ }
+      if (st.ended) return;
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+  }
+
+  // The newest image whose frame's results are in (or that waited RESULTS_WAIT_MS for them).
+  function showImage(st, now) {
+    let pick = -1;
+    for (let i = 0; i < st.pending.length; i++) {
+      const p = st.pending[i];
+      if (p.seq <= st.lastSeq || now - p.at > RESULTS_WAIT_MS) pick = i;
+    }
+    if (pick < 0) return false;
+    const p = st.pending[pick];
+    st.pending.splice(0, pick + 1);
+    if (st.shownUrl) URL.revokeObjectURL(st.shownUrl);
+    st.shownUrl = URL.createObjectURL(p.blob);
+    st.el.img.src = st.shownUrl;
+    st.shown = { seq: p.seq, frame: p.frame };
+    if (st.recent.has(p.seq)) st.synced++; else st.unsynced++;
+    return true;
+  }
+
   // ---------------------------------------------------------------- drawing
   function facesHtml(st) {
-    if (!st.faces.length) return '<span class="dim">no face in this frame</span>';
+    // the faces of the frame shown (the newest results while no image is shown)
+    const faces = (st.shown && st.recent.get(st.shown.seq)) || st.faces;
+    if (!faces.length) return '<span class="dim">no face in this frame</span>';
     const names = live.info.model.emotion_names;
-    return [...st.faces].sort((a, b) => a.box[0] - b.box[0]).map((f) => {
+    return [...faces].sort((a, b) => a.box[0] - b.box[0]).map((f) => {
       const col = trackColor(f.track_id);
       const emos = Object.entries(f.emotions).sort((a, b) => b[1] - a[1]);
       const issues = f.quality && !f.quality.ok
@@ -176,13 +262,13 @@
   const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
   function axes(ctx, w, h, label) {
-    ctx.strokeStyle = cssVar("--line");
+    ctx.strokeStyle = cssVar("--chart-line");
     ctx.lineWidth = 1;
     for (let s = 0; s <= WINDOW_S; s += 10) {
       const x = w - (s / WINDOW_S) * w;
       ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, h); ctx.stroke();
     }
-    ctx.fillStyle = cssVar("--dim");
+    ctx.fillStyle = cssVar("--chart-text");
     ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
     ctx.fillText(label, 4, 13 * devicePixelRatio);
     ctx.fillText(`-${WINDOW_S} s`, 4, h - 4);
@@ -219,10 +305,17 @@
       ctx.beginPath();
       for (let j = 0; j < tr.t.length; j++) ctx.lineTo(x(tr.t[j]), h - (ys[j] / auMax) * (h - 4));
       ctx.stroke();
-      ctx.fillStyle = ctx.strokeStyle;
-      ctx.fillText(a, w - 44 * devicePixelRatio, (14 + 13 * i) * devicePixelRatio + 12);
     });
-    axes(ctx, w, h, `AU intensity 0..${auMax}`);
+    const label = `AU intensity 0..${auMax}`;
+    axes(ctx, w, h, label);
+    // the AUs' names in the chart's title line, each in its line's colour (not at the lines'
+    // ends, where they covered the newest values)
+    let x0 = 4 + ctx.measureText(label).width + 10 * devicePixelRatio;
+    chosen.forEach((a, i) => {
+      ctx.fillStyle = seriesColor(i);
+      ctx.fillText(a, x0, 13 * devicePixelRatio);
+      x0 += ctx.measureText(a).width + 8 * devicePixelRatio;
+    });
   }
 
   function drawTimelines(st) {
@@ -253,7 +346,7 @@
     const h = live.health && live.health.streams[st.id];
     const warn = (n, what) => (n ? `<span class="warn">${what} ${n}</span>` : `${what} 0`);
     return [
-      `frame <b>${st.frameIndex ?? "-"}</b>`, `<b>${fps}</b> frames/s`,
+      `frame <b>${(st.shown ? st.shown.frame : st.frameIndex) ?? "-"}</b>`, `<b>${fps}</b> frames/s`,
       `results <b>${st.received}</b> received, ${warn(st.missed, "missed")}`,
       warn(st.dropped, "dropped"), warn(st.skipped, "skipped"), warn(st.lost, "lost"),
       h ? `viewers ${h.viewers}` : "",
@@ -273,6 +366,7 @@
     const charts = now - lastCharts > 100;  // charts at most 10 times a second
     if (charts) lastCharts = now;
     for (const st of Object.values(live.streams)) {
+      if (st.el && st.pending.length && showImage(st, performance.now())) st.dirty = true;
       if (!st.el || !st.dirty) continue;
       const s = stateOf(st);
       st.el.state.textContent = s;
