@@ -322,38 +322,42 @@ def _console(sink_opts: SinkOptions, cli: RunOptions) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from norface_rt.sources.factory import expand_sources
 
-    with _Signals() as signals:  # from the first instruction: loading the model takes seconds
-        cli = options_from(RunOptions, args)
-        # a folder of videos is a stream per video
-        sources = expand_sources(args.sources)
-        if (args.stream_ids is not None and len(sources) != len(args.sources)
-                and len(args.stream_ids) != len(sources)):
-            return fail(f"--stream-id: a folder of videos is one stream per video: {len(sources)} "
-                        f"streams here ({', '.join(Path(s).name for s in sources)}); give one "
-                        f"--stream-id per stream, in that order, or none (each is named after "
-                        f"its file), got {len(args.stream_ids)}")
-        opts = options_from(PipelineOptions, args, sources=sources)
-        sink_opts = options_from(SinkOptions, args)
-        console = _console(sink_opts, cli)
-        if console == STDOUT_JSONL:
-            sink_opts.jsonl = STDOUT
-        try:
-            pipe, sinks = _open(opts, sink_opts, cli, summary=console == SUMMARY)
-            signals.attach(pipe)
-        except StartupInterrupted as exc:
-            print(f"norface-rt: {exc} during start-up: nothing was analysed",
-                  file=sys.stderr)
-            return ExitCode.for_signal(exc.signum)
-        except (OSError, ValueError, RuntimeError, ImportError) as exc:  # said plainly, exit 2
-            return fail(str(exc))
-        _announce(pipe, sinks, sink_opts, cli, signals, console)
-        progress = _progress(pipe, cli, console)
-        try:
-            code = _drive(pipe, signals)
-        finally:
-            if progress is not None:
-                progress.close()
-        code = report(pipe, cli, code)
+    # Until the pipeline is attached, a signal raises StartupInterrupted wherever the main
+    # thread is (reading options, loading the model, even installing the handlers): the whole
+    # run is inside this try, so it always leaves through the handler with the signal's status.
+    try:
+        with _Signals() as signals:  # from the first instruction: loading the model takes seconds
+            cli = options_from(RunOptions, args)
+            # a folder of videos is a stream per video
+            sources = expand_sources(args.sources)
+            if (args.stream_ids is not None and len(sources) != len(args.sources)
+                    and len(args.stream_ids) != len(sources)):
+                return fail(f"--stream-id: a folder of videos is one stream per video: "
+                            f"{len(sources)} streams here "
+                            f"({', '.join(Path(s).name for s in sources)}); give one "
+                            f"--stream-id per stream, in that order, or none (each is named "
+                            f"after its file), got {len(args.stream_ids)}")
+            opts = options_from(PipelineOptions, args, sources=sources)
+            sink_opts = options_from(SinkOptions, args)
+            console = _console(sink_opts, cli)
+            if console == STDOUT_JSONL:
+                sink_opts.jsonl = STDOUT
+            try:
+                pipe, sinks = _open(opts, sink_opts, cli, summary=console == SUMMARY)
+                signals.attach(pipe)
+            except (OSError, ValueError, RuntimeError, ImportError) as exc:  # said plainly
+                return fail(str(exc))
+            _announce(pipe, sinks, sink_opts, cli, signals, console)
+            progress = _progress(pipe, cli, console)
+            try:
+                code = _drive(pipe, signals)
+            finally:
+                if progress is not None:
+                    progress.close()
+            code = report(pipe, cli, code)
+    except StartupInterrupted as exc:
+        print(f"norface-rt: {exc} during start-up: nothing was analysed", file=sys.stderr)
+        return ExitCode.for_signal(exc.signum)
     if pipe.stuck_sinks or pipe.alive_threads:
         # A thread blocked in write(2) on a pipe nobody reads can be neither woken nor joined,
         # and interpreter shutdown would wait on the file it holds: leave without it.

@@ -278,3 +278,29 @@ def test_a_stderr_whose_reader_is_gone_never_ends_the_run(model_args, media_dir,
     msgs = jsonl(tmp_path / "r.jsonl")
     assert [m["frame_index"] for m in msgs if m["type"] == "frame"] == list(range(72))
     assert msgs[-1]["type"] == "eos" and msgs[-1]["error"] is None
+
+
+def test_a_signal_while_the_options_are_read_leaves_through_the_handler(
+        model_args, media_dir, tmp_path, monkeypatch, capsys) -> None:
+    """Seen once in CI: a SIGHUP that came while `run` read its options (after the handler was
+    installed, before the start-up's try) left as a traceback and exit 1. The signal is raised
+    here, for real, at that moment: the run must leave through its handler, exit 129."""
+    import norface_rt.sources.factory as factory
+    from norface_rt.cli import main
+
+    real = factory.expand_sources
+
+    def expand_then_hang_up(sources):  # type: ignore[no-untyped-def]
+        out = real(sources)
+        signal.raise_signal(signal.SIGHUP)
+        return out
+
+    monkeypatch.setattr(factory, "expand_sources", expand_then_hang_up)
+    before = signal.getsignal(signal.SIGHUP)
+    rc = main(["run", str(media_dir / "single_face.mp4"), *model_args,
+               "--jsonl", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 129, err
+    assert "SIGHUP during start-up: nothing was analysed" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGHUP) == before  # the run's handlers are gone again
+    assert not (tmp_path / "r.jsonl").exists()
