@@ -195,6 +195,52 @@ def test_the_page_in_a_real_browser_shows_the_live_overlay_and_charts(
     assert "output(s) lost messages" not in "".join(run.lines)
 
 
+def test_more_streams_than_a_browser_has_connections_keep_their_results_coming(
+        browser: Any, media_dir: Path, landmarker_path: Path, artifact_dir: Path) -> None:
+    """A browser opens at most 6 connections to one server: six MJPEG images would hold them
+    all and starve the results and the health polls. The page reads the images of at most 4
+    streams, the first cards on screen, says so on the others, and every stream's results
+    keep coming."""
+    clip = str(media_dir / "single_face.mp4")
+    ids = [f"cam{i}" for i in range(6)]
+    run = LiveRun(*[clip] * len(ids), *[a for i in ids for a in ("--stream-id", i)],
+                  "--landmarker", str(landmarker_path), "--realtime", "--loop",
+                  "--http", "127.0.0.1:0", "--no-progress")
+    try:
+        browser.set_window_size(1280, 6 * 620)  # every card on screen at once
+        browser.get(run.url)
+        _wait(browser, "const s = window.norfaceLive.streams;"
+                       "return ['cam0','cam1','cam2','cam3','cam4','cam5']"
+                       ".every((id) => s[id] && s[id].received >= 10)", timeout=120)
+        counts0 = browser.execute_script(
+            "return Object.fromEntries(Object.values(window.norfaceLive.streams)"
+            ".map((s) => [s.id, s.received]))")
+        _wait(browser, "return [...document.querySelectorAll('.video img')]"
+                       ".filter((i) => i.complete && i.naturalWidth > 0).length >= 4")
+        time.sleep(3)
+        counts1 = browser.execute_script(
+            "return Object.fromEntries(Object.values(window.norfaceLive.streams)"
+            ".map((s) => [s.id, s.received]))")
+        paused = browser.execute_script(
+            "return [...document.querySelectorAll('.card')].map((c) => "
+            "!c.querySelector('[data-role=paused]').hidden)")
+        shown = browser.execute_script(
+            "return [...document.querySelectorAll('.video img')].map((i) => i.naturalWidth > 0)")
+        health_polled = browser.execute_script("return !!window.norfaceLive.health")
+        status, health = run.get("/health")
+        browser.save_screenshot(str(artifact_dir / "live_view_six_streams.png"))
+    finally:
+        code = run.stop()
+    # every stream's results kept coming while four image streams were open
+    assert all(counts1[i] > counts0[i] for i in ids), (counts0, counts1)
+    assert health_polled and status == 200
+    assert sum(shown) == 4 and shown[:4] == [True] * 4, shown
+    assert paused == [False] * 4 + [True] * 2, paused
+    viewers = {i: health["streams"][i]["viewers"] for i in ids}
+    assert viewers == {i: int(n < 4) for n, i in enumerate(ids)}, viewers
+    assert code == 130, "".join(run.lines)[-3000:]
+
+
 def _sse(url: str, out: list[dict[str, Any]], n: int) -> None:
     host, port = url[len("http://"):].rstrip("/").rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=60)

@@ -15,6 +15,9 @@
   const KEEP_SEQS = 20000;    // sequence numbers kept per stream (for people checking delivery)
   const TRACK_GONE_S = WINDOW_S;
   const KEEP_RESULTS = 300;   // results kept per stream to match the image shown
+  // A browser opens at most 6 connections to one server (HTTP/1.1); the events and the health
+  // polls need two, so at most 4 streams' images are read at once: the first 4 cards on screen.
+  const MAX_IMAGE_STREAMS = 4;
   const RESULTS_WAIT_MS = 500;  // an image whose results have not come by then is shown anyway
 
   const url = (path, extra) => {
@@ -61,7 +64,10 @@
     card.innerHTML =
       `<h2><span>${esc(id)}</span><span class="badge starting" data-role="state">starting</span></h2>
        <div class="row">
-         <div class="video"><img alt="annotated video of ${esc(id)}" data-role="img"></div>
+         <div class="video"><img alt="annotated video of ${esc(id)}" data-role="img">
+           <div class="paused" data-role="paused" hidden><span>images paused: more than
+           ${MAX_IMAGE_STREAMS} streams on screen (scroll, or open <a data-role="only">this
+           stream alone</a>)</span></div></div>
          <div class="faces" data-role="faces"><span class="dim">no face yet</span></div>
        </div>
        <div class="legend" data-role="legend"></div>
@@ -76,8 +82,13 @@
     const role = (r) => card.querySelector(`[data-role="${r}"]`);
     st.el = { card, state: role("state"), img: role("img"), faces: role("faces"),
               legend: role("legend"), timelines: role("timelines"), meta: role("meta"),
-              tracks: new Map() };
-    readImages(st, url("stream/" + encodeURIComponent(id) + ".mjpg"));
+              paused: role("paused"), tracks: new Map() };
+    role("only").href = url("", { stream: id });
+    st.src = url("stream/" + encodeURIComponent(id) + ".mjpg");
+    st.visible = false;
+    st.reading = null;  // the AbortController of the image stream being read
+    onScreen.observe(card);
+    scheduleImages();
     st.el.legend.innerHTML = live.info.model.emotion_names.map((e, i) =>
       `<span><i style="background:${emotionColor(e, i)}"></i>${esc(e)}</span>`).join("");
     return st;
@@ -132,6 +143,8 @@
     st.ended = true;
     st.error = msg.error;
     st.dirty = true;
+    // its image connection goes to a stream still running (after the last image came)
+    setTimeout(scheduleImages, 1000);
   }
 
   // ---------------------------------------------------------------- images
@@ -172,22 +185,52 @@
     }
   }
 
-  async function readImages(st, src) {
-    if (!(window.ReadableStream && window.TextDecoder && "body" in Response.prototype)) {
-      st.el.img.src = src;  // an older browser: the <img> reads the stream, bars are the newest
-      return;
+  const streamingFetch = !!(window.ReadableStream && window.TextDecoder && window.AbortController
+                            && "body" in Response.prototype);
+  const onScreen = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const st = Object.values(live.streams).find((s) => s.el && s.el.card === e.target);
+      if (st) st.visible = e.isIntersecting;
     }
-    for (;;) {
+    scheduleImages();
+  });
+
+  // Reads the images of the first MAX_IMAGE_STREAMS streams whose cards are on screen; stops
+  // the others' (their connection closes, the server stops sending them images).
+  function scheduleImages() {
+    const shown = Object.values(live.streams).filter((s) => s.el);
+    const wanted = new Set(shown.filter((s) => s.visible && !s.ended).slice(0, MAX_IMAGE_STREAMS));
+    for (const st of shown) {
+      if (wanted.has(st) && !st.reading) {
+        if (!streamingFetch) {
+          st.el.img.src = st.src;  // an older browser: the <img> reads the stream, bars newest
+          st.reading = true;
+        } else {
+          st.reading = new AbortController();
+          readImages(st, st.reading);
+        }
+      } else if (!wanted.has(st) && st.reading && st.reading !== true) {  // (an ended stream's
+        // last image stays shown: it is a blob of its own)
+        st.reading.abort();
+        st.reading = null;
+      }
+      st.el.paused.hidden = !(st.visible && !st.ended && !wanted.has(st));
+    }
+  }
+
+  async function readImages(st, ctl) {
+    const src = st.src;
+    while (!ctl.signal.aborted) {
       try {
-        const r = await fetch(src, { cache: "no-store" });
+        const r = await fetch(src, { cache: "no-store", signal: ctl.signal });
         if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
         await readParts(r.body.getReader(), (seq, frame, jpeg) => {
           st.pending.push({ seq, frame, blob: new Blob([jpeg], { type: "image/jpeg" }),
                             at: performance.now() });
           if (st.pending.length > 16) st.pending.splice(0, st.pending.length - 16);
         });
-      } catch (e) { /* the server is away: the events' badge says so */ }
-      if (st.ended) return;
+      } catch (e) { /* stopped, or the server is away: the events' badge says so */ }
+      if (st.ended || ctl.signal.aborted) return;
       await new Promise((res) => setTimeout(res, 2000));
     }
   }
