@@ -195,6 +195,31 @@ def test_the_page_in_a_real_browser_shows_the_live_overlay_and_charts(
     assert "output(s) lost messages" not in "".join(run.lines)
 
 
+def test_a_browser_without_streaming_fetch_gets_the_images_through_the_img_itself(
+        browser: Any, media_dir: Path, landmarker_path: Path) -> None:
+    """The page's fallback: where fetch cannot stream a response body, the <img> reads the
+    MJPEG stream itself (the bars are then the newest results). Chromium is made such a
+    browser by removing ReadableStream before the page's script runs."""
+    run = LiveRun(str(media_dir / "single_face.mp4"), "--landmarker", str(landmarker_path),
+                  "--realtime", "--loop", "--http", "127.0.0.1:0", "--no-progress")
+    try:
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                {"source": "delete window.ReadableStream;"})
+        browser.get(run.url)
+        _wait(browser, "const i = document.querySelector('.video img');"
+                       "return i && i.complete && i.naturalWidth > 0")
+        _wait(browser, "const s = window.norfaceLive.streams['single_face'];"
+                       "return s && s.received >= 30")
+        src = browser.execute_script("return document.querySelector('.video img').src")
+        shown = browser.execute_script("return window.norfaceLive.streams['single_face'].shown")
+        status, health = run.get("/health")
+    finally:
+        code = run.stop()
+    assert src.endswith("/stream/single_face.mjpg") and shown is None
+    assert status == 200 and health["streams"]["single_face"]["viewers"] == 1
+    assert code == 130, "".join(run.lines)[-3000:]
+
+
 def test_more_streams_than_a_browser_has_connections_keep_their_results_coming(
         browser: Any, media_dir: Path, landmarker_path: Path, artifact_dir: Path) -> None:
     """A browser opens at most 6 connections to one server: six MJPEG images would hold them
